@@ -1,0 +1,154 @@
+//! The command-line contract: clap types, nothing else.
+//!
+//! Later work and acceptance checks rely on these names and flags; change
+//! them only on purpose, and update the `--help` snapshot tests with them.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::plan::Step;
+use crate::settings::TargetKind;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "infra",
+    version,
+    about = "Provision and run the batch analytics pipeline, on Google Cloud or on this machine",
+    long_about = None,
+    after_help = "Examples:\n  infra up                      provision the local target\n  infra run --data ./sample     load the sample data and run steps 0-4\n  infra query 'SELECT count(*) FROM bootcamp.user_behavior_metric'\n  infra --target gcp plan       show what `up` and `run` would do on GCP",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Where to run [default: gcp when a project is configured, else local]
+    #[arg(long, global = true, value_enum)]
+    pub target: Option<TargetKind>,
+
+    /// Configuration file [default: ./infra.toml when present]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Directory for everything infra creates locally [default: ./.infra]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Show more: child process output and debug logs (-vv for everything)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Provision the target, then upload pyspark/ to the code bucket
+    #[command(after_help = "Examples:\n  infra up\n  infra up --dry-run\n  infra --target gcp up --yes")]
+    Up(UpArgs),
+
+    /// Run the pipeline (steps 0-4)
+    #[command(after_help = "Steps:\n  0 load_purchases   create bootcampdb.user_purchase and load user_purchase.csv\n  1 dump_purchases   dump the table to the staging bucket as CSV\n  2 tokenize         pyspark/tokenizer.py: positive_review per review\n  3 user_behavior    pyspark/user_behavior.py: the user_behavior_metric table\n  4 load_warehouse   load the metric into the warehouse\n\nExamples:\n  infra run --data ./sample     copy the inputs into the raw bucket, then run\n  infra run --from 3            resume the last run at step 3\n  infra run --only tokenize     run step 2 alone, as part of the last run")]
+    Run(RunArgs),
+
+    /// Tear everything down
+    #[command(after_help = "Examples:\n  infra down\n  infra down --yes")]
+    Down(DownArgs),
+
+    /// Print what `up` and `run` would do, changing nothing
+    #[command(after_help = "Examples:\n  infra plan\n  infra --target gcp plan")]
+    Plan,
+
+    /// What is provisioned, and the last run's steps with row counts
+    #[command(after_help = "Examples:\n  infra status")]
+    Status,
+
+    /// Query the warehouse
+    #[command(after_help = "Examples:\n  infra query 'SELECT * FROM bootcamp.user_behavior_metric ORDER BY customer_id LIMIT 5'\n  infra query --format csv 'SELECT customer_id, amount_spent FROM bootcamp.user_behavior_metric' > metric.csv")]
+    Query(QueryArgs),
+
+    /// Print the resolved configuration
+    #[command(after_help = "Examples:\n  infra config\n  INFRA_SPARK_MASTER='local[2]' infra config")]
+    Config,
+
+    /// Write deterministic sample input data
+    #[command(after_help = "Examples:\n  infra sample --out ./sample\n  infra sample --out ./small --scale 0.01 --seed 7")]
+    Sample(SampleArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Apply without asking
+    #[arg(long, short)]
+    pub yes: bool,
+
+    /// Print the plan and stop
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Copy DIR/user_purchase.csv and DIR/movie_review.csv into the raw bucket first
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+
+    /// Resume the last run at this step (number or name)
+    #[arg(long, value_name = "STEP", conflicts_with = "only")]
+    pub from: Option<Step>,
+
+    /// Run only this step (number or name), as part of the last run
+    #[arg(long, value_name = "STEP")]
+    pub only: Option<Step>,
+
+    /// Print the steps and stop
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DownArgs {
+    /// Delete without asking
+    #[arg(long, short)]
+    pub yes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// The SQL to run
+    pub sql: String,
+
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Aligned columns, for people
+    Table,
+    /// RFC 4180 with a header row
+    Csv,
+    /// An array of objects, for scripts
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct SampleArgs {
+    /// Directory to write user_purchase.csv and movie_review.csv into
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+
+    /// Size relative to the real dataset (541,909 purchases, 100,000 reviews)
+    #[arg(long, default_value_t = 1.0)]
+    pub scale: f64,
+
+    /// Random seed: the same seed and scale give byte-identical files
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}

@@ -1,0 +1,123 @@
+//! Exit codes, and how an error reaches the user.
+//!
+//! | code | meaning |
+//! | ---- | ------- |
+//! | 0    | success (also when stdout was closed early, as by `head`) |
+//! | 1    | the command failed: bad input, a failed step, a missing tool |
+//! | 2    | usage error (clap, or a refused request such as `down` without a terminal) |
+//! | 130  | interrupted by Ctrl-C; whatever was held (a server, a lock, a cluster) was released |
+//!
+//! Errors go to stderr as `error: …`, then each cause as `Caused by: …`,
+//! then any `hint: …` lines found anywhere in the chain, last.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anstyle::{AnsiColor, Style};
+
+/// The user asked for something that cannot be done as asked: exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// The command was interrupted by a signal: exit code 130.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted")]
+pub struct Interrupted;
+
+pub const SUCCESS: u8 = 0;
+pub const FAILURE: u8 = 1;
+pub const USAGE: u8 = 2;
+pub const INTERRUPTED: u8 = 130;
+
+/// Prints `result`'s error, if any, and returns the exit code.
+pub fn report(result: anyhow::Result<()>) -> ExitCode {
+    let Err(err) = result else {
+        return ExitCode::from(SUCCESS);
+    };
+    if is_broken_pipe(&err) {
+        return ExitCode::from(SUCCESS);
+    }
+    let mut stderr = anstream::stderr().lock();
+    let _ = stderr.write_all(render(&err).as_bytes());
+    ExitCode::from(code(&err))
+}
+
+fn code(err: &anyhow::Error) -> u8 {
+    if err.chain().any(|e| e.is::<Interrupted>()) {
+        INTERRUPTED
+    } else if err.chain().any(|e| e.is::<UsageError>()) {
+        USAGE
+    } else {
+        FAILURE
+    }
+}
+
+/// The error report: `error:` line, `Caused by:` lines, hints last.
+pub fn render(err: &anyhow::Error) -> String {
+    let red = Style::new().fg_color(Some(AnsiColor::Red.into())).bold();
+    let bold = Style::new().bold();
+    let cyan = Style::new().fg_color(Some(AnsiColor::Cyan.into())).bold();
+    let mut out = String::new();
+    let mut hints = Vec::new();
+    for (i, cause) in err.chain().enumerate() {
+        let text = cause.to_string();
+        let mut lines = Vec::new();
+        for line in text.lines() {
+            match line.strip_prefix("hint: ") {
+                Some(hint) => hints.push(hint.to_owned()),
+                None => lines.push(line),
+            }
+        }
+        let (first, rest) = lines.split_first().map_or(("", &[][..]), |(f, r)| (*f, r));
+        if i == 0 {
+            out.push_str(&format!("{red}error:{red:#} {first}\n"));
+        } else {
+            out.push_str(&format!("  {bold}Caused by:{bold:#} {first}\n"));
+        }
+        for line in rest {
+            out.push_str(&format!("    {line}\n"));
+        }
+    }
+    for hint in hints {
+        out.push_str(&format!("{cyan}hint:{cyan:#} {hint}\n"));
+    }
+    out
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+
+    #[test]
+    fn the_chain_and_hints_are_printed_in_order() {
+        let err = Err::<(), _>(anyhow::anyhow!("port 5432 is in use\nhint: pick another port"))
+            .context("cannot start PostgreSQL")
+            .unwrap_err();
+        let text = render(&err);
+        let plain = anstream::adapter::strip_str(&text).to_string();
+        assert_eq!(
+            plain,
+            "error: cannot start PostgreSQL\n  Caused by: port 5432 is in use\nhint: pick another port\n"
+        );
+        assert_eq!(code(&err), FAILURE);
+    }
+
+    #[test]
+    fn codes_follow_the_error_kind() {
+        let usage = anyhow::Error::new(UsageError("no".into())).context("refused");
+        assert_eq!(code(&usage), USAGE);
+        let interrupted = anyhow::Error::new(Interrupted).context("step 2");
+        assert_eq!(code(&interrupted), INTERRUPTED);
+        let pipe = anyhow::Error::new(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
+        assert!(is_broken_pipe(&pipe));
+    }
+}

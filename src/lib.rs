@@ -1,0 +1,37 @@
+//! `infra`: provision and run a batch analytics pipeline on Google Cloud,
+//! or on this machine with no cloud account.
+//!
+//! # Layout
+//!
+//! Arrows point down only; ARCHITECTURE.md has the full map.
+//!
+//! ```text
+//! main.rs        parse, call commands::dispatch, map the result to an exit code
+//! cli            clap types: the command-line contract
+//! commands/      one module per verb; the only layer that prints to stdout
+//! settings       flags > INFRA_* env > infra.toml > defaults, resolved once
+//! plan           the run as data: Step, Selection, Plan, and where data lives
+//! pipeline/      each step once, against the capabilities (load, spark, warehouse)
+//! record         run records and the run lock
+//! target/        the capability traits, and local/ (gcp/ to come)
+//! sample         the deterministic sample-data generator
+//! assets         sql/ and pyspark/ files compiled into the binary
+//! process        the one child-process wrapper
+//! tools          finding external programs, with install hints
+//! ui             progress lines, prompts, tables, logging set-up
+//! exit           exit codes and the error report
+//! ```
+
+pub mod assets;
+pub mod cli;
+pub mod commands;
+pub mod exit;
+pub mod pipeline;
+pub mod plan;
+pub mod process;
+pub mod record;
+pub mod sample;
+pub mod settings;
+pub mod target;
+pub mod tools;
+pub mod ui;

@@ -1,0 +1,314 @@
+//! The one way `infra` runs a child process.
+//!
+//! terraform, spark-submit, pg_ctl, initdb, pip: every child goes through
+//! [`Cmd`]. It logs argv and cwd (with secrets masked), sets the environment
+//! explicitly, reads stdout and stderr concurrently while the child runs (a
+//! noisy child can never deadlock on a full pipe), streams lines to the
+//! terminal when asked, keeps the last lines for the error message, and
+//! checks the exit status.
+//!
+//! The child stays in our process group, so Ctrl-C in a terminal reaches it
+//! directly; we never send it a second SIGINT. If the future running it is
+//! dropped (the run was interrupted), the child is killed.
+
+use std::collections::VecDeque;
+use std::ffi::{OsStr, OsString};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+
+use anyhow::{Context, Result};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::Command;
+
+/// How many trailing output lines a failure message quotes.
+const TAIL_LINES: usize = 40;
+
+/// What to do with the child's output lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Echo {
+    /// Log them at debug level; show them only with `-v`.
+    Quiet,
+    /// Print them to stderr as they arrive.
+    Stream,
+}
+
+/// A child process to run: program, arguments, cwd and environment.
+#[derive(Debug, Clone)]
+pub struct Cmd {
+    program: PathBuf,
+    args: Vec<Arg>,
+    cwd: Option<PathBuf>,
+    env: Vec<(OsString, OsString)>,
+    env_remove: Vec<OsString>,
+    as_user: Option<String>,
+    echo: Echo,
+}
+
+#[derive(Debug, Clone)]
+struct Arg {
+    value: OsString,
+    secret: bool,
+}
+
+/// What a successful child printed.
+#[derive(Debug)]
+pub struct Output {
+    pub stdout: String,
+}
+
+/// A child that ran and failed. Callers that need to tell a failure from a
+/// missing tool or an I/O error match on this.
+#[derive(Debug, thiserror::Error)]
+#[error("`{argv}` {status}\n{tail}")]
+pub struct Failed {
+    pub argv: String,
+    pub status: ExitStatus,
+    pub code: Option<i32>,
+    pub tail: String,
+}
+
+impl Cmd {
+    pub fn new(program: impl AsRef<Path>) -> Cmd {
+        Cmd {
+            program: program.as_ref().to_path_buf(),
+            args: Vec::new(),
+            cwd: None,
+            env: Vec::new(),
+            env_remove: Vec::new(),
+            as_user: None,
+            echo: Echo::Quiet,
+        }
+    }
+
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Cmd {
+        self.args.push(Arg {
+            value: arg.as_ref().to_owned(),
+            secret: false,
+        });
+        self
+    }
+
+    pub fn args<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(mut self, args: I) -> Cmd {
+        for arg in args {
+            self = self.arg(arg);
+        }
+        self
+    }
+
+    /// An argument that is masked in logs and error messages.
+    pub fn secret_arg(mut self, arg: impl AsRef<OsStr>) -> Cmd {
+        self.args.push(Arg {
+            value: arg.as_ref().to_owned(),
+            secret: true,
+        });
+        self
+    }
+
+    pub fn cwd(mut self, dir: impl AsRef<Path>) -> Cmd {
+        self.cwd = Some(dir.as_ref().to_path_buf());
+        self
+    }
+
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Cmd {
+        self.env
+            .push((key.as_ref().to_owned(), value.as_ref().to_owned()));
+        self
+    }
+
+    pub fn env_remove(mut self, key: impl AsRef<OsStr>) -> Cmd {
+        self.env_remove.push(key.as_ref().to_owned());
+        self
+    }
+
+    /// Runs the program as another user through `runuser` (we are root).
+    pub fn as_user(mut self, user: Option<&str>) -> Cmd {
+        self.as_user = user.map(str::to_owned);
+        self
+    }
+
+    pub fn echo(mut self, echo: Echo) -> Cmd {
+        self.echo = echo;
+        self
+    }
+
+    /// The command line as logged: secrets masked, arguments quoted when needed.
+    pub fn display(&self) -> String {
+        let mut out = String::new();
+        if let Some(user) = &self.as_user {
+            let _ = write!(out, "runuser -u {user} -- ");
+        }
+        out.push_str(&quote(self.program.as_os_str()));
+        for arg in &self.args {
+            out.push(' ');
+            if arg.secret {
+                out.push_str("****");
+            } else {
+                out.push_str(&quote(&arg.value));
+            }
+        }
+        out
+    }
+
+    fn command(&self) -> Command {
+        let mut command = match &self.as_user {
+            Some(user) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", user, "--"]).arg(&self.program);
+                c
+            }
+            None => Command::new(&self.program),
+        };
+        command.args(self.args.iter().map(|a| &a.value));
+        if let Some(dir) = &self.cwd {
+            command.current_dir(dir);
+        }
+        for key in &self.env_remove {
+            command.env_remove(key);
+        }
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        command
+    }
+
+    /// Runs the child to completion. A non-zero exit is a [`Failed`] error
+    /// that quotes the last lines the child printed.
+    pub async fn run(&self) -> Result<Output> {
+        let argv = self.display();
+        match &self.cwd {
+            Some(dir) => tracing::info!("running {argv} (in {})", dir.display()),
+            None => tracing::info!("running {argv}"),
+        }
+        let mut child = self
+            .command()
+            .spawn()
+            .with_context(|| format!("cannot start `{argv}`"))?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let (status, stdout, tail) = tokio::try_join!(
+            async { child.wait().await.context("waiting for child") },
+            collect(stdout, self.echo, true),
+            collect(stderr, self.echo, false),
+        )
+        .with_context(|| format!("running `{argv}`"))?;
+        if status.success() {
+            return Ok(Output { stdout: stdout.0 });
+        }
+        // The tail quotes stderr, and stdout too when stderr was silent.
+        let lines = if tail.1.is_empty() { stdout.1 } else { tail.1 };
+        Err(Failed {
+            argv,
+            status,
+            code: status.code(),
+            tail: format_tail(&lines),
+        }
+        .into())
+    }
+}
+
+/// Reads a pipe line by line: keeps all of stdout (for `output -json`) and
+/// the last lines of each stream for error messages.
+async fn collect(
+    pipe: impl AsyncRead + Unpin,
+    echo: Echo,
+    keep_all: bool,
+) -> Result<(String, VecDeque<String>)> {
+    let mut reader = BufReader::new(pipe);
+    let mut all = String::new();
+    let mut tail = VecDeque::with_capacity(TAIL_LINES);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        if reader.read_until(b'\n', &mut buf).await? == 0 {
+            break;
+        }
+        let line = String::from_utf8_lossy(&buf);
+        if keep_all {
+            all.push_str(&line);
+        }
+        let line = line.trim_end_matches(['\n', '\r']);
+        match echo {
+            Echo::Stream => eprintln!("{line}"),
+            Echo::Quiet => tracing::debug!(target: "infra::child", "{line}"),
+        }
+        if tail.len() == TAIL_LINES {
+            tail.pop_front();
+        }
+        tail.push_back(line.to_owned());
+    }
+    Ok((all, tail))
+}
+
+fn format_tail(lines: &VecDeque<String>) -> String {
+    if lines.is_empty() {
+        return "(it printed nothing)".to_owned();
+    }
+    let mut out = format!("last {} lines of its output:", lines.len());
+    for line in lines {
+        out.push_str("\n  | ");
+        out.push_str(line);
+    }
+    out
+}
+
+fn quote(s: &OsStr) -> String {
+    let s = s.to_string_lossy();
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+[]*".contains(c))
+    {
+        s.into_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn captures_stdout_and_checks_status() {
+        let out = Cmd::new("sh").args(["-c", "echo hello"]).run().await.unwrap();
+        assert_eq!(out.stdout, "hello\n");
+
+        let err = Cmd::new("sh")
+            .args(["-c", "echo first >&2; echo boom >&2; exit 3"])
+            .run()
+            .await
+            .unwrap_err();
+        let failed = err.downcast_ref::<Failed>().expect("a Failed error");
+        assert_eq!(failed.code, Some(3));
+        assert!(failed.tail.contains("boom"), "{}", failed.tail);
+    }
+
+    #[tokio::test]
+    async fn a_noisy_child_does_not_deadlock() {
+        // Far more than a pipe buffer on both streams at once.
+        let script = "i=0; while [ $i -lt 20000 ]; do echo line-$i; echo err-$i >&2; i=$((i+1)); done";
+        let out = Cmd::new("sh").args(["-c", script]).run().await.unwrap();
+        assert_eq!(out.stdout.lines().count(), 20000);
+    }
+
+    #[tokio::test]
+    async fn the_environment_is_set_explicitly() {
+        let out = Cmd::new("sh")
+            .args(["-c", "echo \"$A-${HOME:-unset}\""])
+            .env("A", "set")
+            .env_remove("HOME")
+            .run()
+            .await
+            .unwrap();
+        assert_eq!(out.stdout.trim(), "set-unset");
+    }
+
+    #[test]
+    fn secrets_are_masked_in_the_logged_command() {
+        let cmd = Cmd::new("psql").arg("--host").arg("x y").secret_arg("hunter2");
+        assert_eq!(cmd.display(), "psql --host 'x y' ****");
+    }
+}

@@ -1,0 +1,251 @@
+//! Run records: what each run did, kept in the state dir.
+//!
+//! Every run has an id and a JSON record under `<state>/runs/`, rewritten
+//! atomically before and after every step: start and end times, row counts,
+//! outcome and error. `infra status` prints the newest; `run --from` resumes
+//! it, keeping its id and start time, so a retried step writes the same
+//! `insert_date`. A lock file keeps two runs off one state dir.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use chrono::{DateTime, SubsecRound, Utc};
+use nix::fcntl::{Flock, FlockArg};
+use rand::Rng as _;
+use serde::{Deserialize, Serialize};
+
+use crate::plan::Step;
+
+/// Rows into and out of a step, and rows it rejected.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    pub rows_in: u64,
+    pub rows_out: u64,
+    pub rows_rejected: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Running,
+    Succeeded,
+    Failed,
+    Interrupted,
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Outcome::Running => "running",
+            Outcome::Succeeded => "succeeded",
+            Outcome::Failed => "failed",
+            Outcome::Interrupted => "interrupted",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub step: Step,
+    pub outcome: Outcome,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub seconds: Option<f64>,
+    pub counts: Option<Counts>,
+    pub error: Option<String>,
+    /// How many times this step has run in this run (resumes add one).
+    pub attempt: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub id: String,
+    pub target: String,
+    /// When the run started; the metric's `insert_date`.
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub outcome: Outcome,
+    pub steps: Vec<StepRecord>,
+}
+
+impl RunRecord {
+    pub fn new(target: &str, now: DateTime<Utc>) -> RunRecord {
+        let now = now.trunc_subsecs(0);
+        let suffix: u16 = rand::rng().random();
+        RunRecord {
+            id: format!("{}-{suffix:04x}", now.format("%Y%m%dT%H%M%SZ")),
+            target: target.to_owned(),
+            started_at: now,
+            finished_at: None,
+            outcome: Outcome::Running,
+            steps: Vec::new(),
+        }
+    }
+
+    pub fn step(&self, step: Step) -> Option<&StepRecord> {
+        self.steps.iter().find(|s| s.step == step)
+    }
+
+    /// Marks `step` as started, replacing any earlier attempt.
+    pub fn start_step(&mut self, step: Step, now: DateTime<Utc>) {
+        let attempt = self.step(step).map_or(1, |s| s.attempt + 1);
+        self.steps.retain(|s| s.step != step);
+        self.steps.push(StepRecord {
+            step,
+            outcome: Outcome::Running,
+            started_at: now,
+            finished_at: None,
+            seconds: None,
+            counts: None,
+            error: None,
+            attempt,
+        });
+        self.steps.sort_by_key(|s| s.step);
+        self.outcome = Outcome::Running;
+        self.finished_at = None;
+    }
+
+    /// Records how `step` ended.
+    pub fn finish_step(&mut self, step: Step, result: Result<Counts, (Outcome, String)>, now: DateTime<Utc>) {
+        let record = self
+            .steps
+            .iter_mut()
+            .find(|s| s.step == step)
+            .expect("a step is started before it finishes");
+        record.finished_at = Some(now);
+        record.seconds = Some((now - record.started_at).as_seconds_f64());
+        match result {
+            Ok(counts) => {
+                record.outcome = Outcome::Succeeded;
+                record.counts = Some(counts);
+            }
+            Err((outcome, error)) => {
+                record.outcome = outcome;
+                record.error = Some(error);
+            }
+        }
+    }
+
+    /// Closes the run: it succeeded if every step did.
+    pub fn finish(&mut self, now: DateTime<Utc>) {
+        self.finished_at = Some(now);
+        self.outcome = self
+            .steps
+            .iter()
+            .map(|s| s.outcome)
+            .find(|o| *o != Outcome::Succeeded)
+            .unwrap_or(Outcome::Succeeded);
+    }
+}
+
+/// The run records of one state dir.
+pub struct Records {
+    dir: PathBuf,
+}
+
+impl Records {
+    pub fn new(state_dir: &Path) -> Records {
+        Records {
+            dir: state_dir.join("runs"),
+        }
+    }
+
+    /// Takes the state dir's run lock; it is released when the guard drops
+    /// (the kernel releases it if the process dies).
+    pub fn lock(&self) -> Result<Flock<File>> {
+        std::fs::create_dir_all(&self.dir)
+            .with_context(|| format!("cannot create {}", self.dir.display()))?;
+        let path = self.dir.join("run.lock");
+        let file = File::create(&path).with_context(|| format!("cannot open {}", path.display()))?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(guard) => Ok(guard),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => bail!(
+                "another `infra run` is using {}\nhint: wait for it to finish",
+                self.dir.display()
+            ),
+            Err((_, e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
+        }
+    }
+
+    /// Writes `record` atomically.
+    pub fn save(&self, record: &RunRecord) -> Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
+        let path = self.dir.join(format!("{}.json", record.id));
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(record)?)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))
+    }
+
+    /// The newest run, if any.
+    pub fn latest(&self) -> Result<Option<RunRecord>> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", self.dir.display())),
+        };
+        let newest = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|ext| ext == "json"))
+            .max();
+        let Some(path) = newest else {
+            return Ok(None);
+        };
+        let text = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let record = serde_json::from_slice(&text)
+            .with_context(|| format!("{} is not a run record", path.display()))?;
+        Ok(Some(record))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_the_newest_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = Records::new(dir.path());
+        assert!(records.latest().unwrap().is_none());
+        let t0 = "2026-11-24T21:40:00Z".parse().unwrap();
+        let mut first = RunRecord::new("local", t0);
+        first.start_step(Step::LoadPurchases, t0);
+        first.finish_step(
+            Step::LoadPurchases,
+            Ok(Counts { rows_in: 3, rows_out: 2, rows_rejected: 1 }),
+            t0,
+        );
+        first.finish(t0);
+        records.save(&first).unwrap();
+        let second = RunRecord::new("local", "2026-11-25T08:00:00Z".parse().unwrap());
+        records.save(&second).unwrap();
+        assert_eq!(records.latest().unwrap().unwrap(), second);
+        assert_eq!(first.outcome, Outcome::Succeeded);
+    }
+
+    #[test]
+    fn a_retried_step_replaces_the_failed_attempt() {
+        let t0 = "2026-11-24T21:40:00Z".parse().unwrap();
+        let mut run = RunRecord::new("local", t0);
+        run.start_step(Step::UserBehavior, t0);
+        run.finish_step(Step::UserBehavior, Err((Outcome::Failed, "boom".into())), t0);
+        run.finish(t0);
+        assert_eq!(run.outcome, Outcome::Failed);
+        run.start_step(Step::UserBehavior, t0);
+        run.finish_step(Step::UserBehavior, Ok(Counts::default()), t0);
+        run.finish(t0);
+        assert_eq!(run.steps.len(), 1);
+        assert_eq!(run.steps[0].attempt, 2);
+        assert_eq!(run.outcome, Outcome::Succeeded);
+    }
+
+    #[test]
+    fn a_second_lock_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = Records::new(dir.path());
+        let _held = records.lock().unwrap();
+        let err = records.lock().unwrap_err();
+        assert!(err.to_string().contains("another `infra run`"), "{err}");
+    }
+}

@@ -1,0 +1,572 @@
+//! Configuration, resolved once.
+//!
+//! Every setting is declared once, in the `settings!` table below, with its
+//! key in `infra.toml`, its `INFRA_*` environment variable, its type and its
+//! default. Precedence, written here and nowhere else:
+//!
+//! ```text
+//! flags  >  INFRA_* environment  >  infra.toml  >  defaults
+//! ```
+//!
+//! Each source becomes a partial [`Layer`]; layers are merged field by field
+//! and resolved into [`Settings`], which the rest of `infra` reads.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+
+/// Where the pipeline runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetKind {
+    /// One machine, no cloud account: directories, a private PostgreSQL, local Spark, DuckDB.
+    Local,
+    /// Google Cloud: GCS, Cloud SQL, Dataproc, BigQuery, provisioned by Terraform.
+    Gcp,
+}
+
+impl fmt::Display for TargetKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TargetKind::Local => "local",
+            TargetKind::Gcp => "gcp",
+        })
+    }
+}
+
+impl FromStr for TargetKind {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "local" => Ok(TargetKind::Local),
+            "gcp" => Ok(TargetKind::Gcp),
+            other => bail!("unknown target `{other}` (expected `local` or `gcp`)"),
+        }
+    }
+}
+
+/// A raw value from one source, before it is parsed into a setting's type.
+pub enum Raw<'a> {
+    Toml(&'a toml::Value),
+    Text(&'a str),
+}
+
+/// A type a setting can have: parsed from a TOML value or from the text of
+/// an environment variable or flag.
+pub trait SettingValue: Sized {
+    fn from_raw(raw: Raw<'_>) -> Result<Self>;
+}
+
+impl SettingValue for String {
+    fn from_raw(raw: Raw<'_>) -> Result<Self> {
+        match raw {
+            Raw::Toml(toml::Value::String(s)) => Ok(s.clone()),
+            Raw::Toml(other) => bail!("expected a string, found {}", other.type_str()),
+            Raw::Text(s) => Ok(s.to_owned()),
+        }
+    }
+}
+
+impl SettingValue for PathBuf {
+    fn from_raw(raw: Raw<'_>) -> Result<Self> {
+        String::from_raw(raw).map(PathBuf::from)
+    }
+}
+
+impl SettingValue for TargetKind {
+    fn from_raw(raw: Raw<'_>) -> Result<Self> {
+        String::from_raw(raw)?.parse()
+    }
+}
+
+impl SettingValue for bool {
+    fn from_raw(raw: Raw<'_>) -> Result<Self> {
+        match raw {
+            Raw::Toml(toml::Value::Boolean(b)) => Ok(*b),
+            Raw::Toml(other) => bail!("expected true or false, found {}", other.type_str()),
+            Raw::Text(s) => match s.to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => Ok(true),
+                "0" | "false" | "no" | "off" => Ok(false),
+                _ => bail!("expected true or false, found `{s}`"),
+            },
+        }
+    }
+}
+
+impl SettingValue for u32 {
+    fn from_raw(raw: Raw<'_>) -> Result<Self> {
+        match raw {
+            Raw::Toml(toml::Value::Integer(i)) => {
+                u32::try_from(*i).with_context(|| format!("{i} is out of range"))
+            }
+            Raw::Toml(other) => bail!("expected a whole number, found {}", other.type_str()),
+            Raw::Text(s) => s
+                .parse()
+                .with_context(|| format!("expected a whole number, found `{s}`")),
+        }
+    }
+}
+
+impl SettingValue for u16 {
+    fn from_raw(raw: Raw<'_>) -> Result<Self> {
+        let n = u32::from_raw(raw)?;
+        u16::try_from(n).with_context(|| format!("{n} is out of range (0-65535)"))
+    }
+}
+
+/// `key=value` pairs: a TOML table, or `k=v,k=v` in the environment.
+impl SettingValue for BTreeMap<String, String> {
+    fn from_raw(raw: Raw<'_>) -> Result<Self> {
+        match raw {
+            Raw::Toml(toml::Value::Table(t)) => t
+                .iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        toml::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    Ok((k.clone(), v))
+                })
+                .collect(),
+            Raw::Toml(other) => bail!("expected a table, found {}", other.type_str()),
+            Raw::Text(s) => s
+                .split(',')
+                .filter(|pair| !pair.trim().is_empty())
+                .map(|pair| {
+                    let (k, v) = pair
+                        .split_once('=')
+                        .with_context(|| format!("expected key=value, found `{pair}`"))?;
+                    Ok((k.trim().to_owned(), v.trim().to_owned()))
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Declares every setting once: field, type, `infra.toml` key, default, and
+/// a one-line description. The environment variable is the key upper-cased
+/// with dots as underscores, prefixed `INFRA_` (`spark.master` →
+/// `INFRA_SPARK_MASTER`).
+macro_rules! settings {
+    ($( $field:ident : $ty:ty = $key:literal, $default:expr, $doc:literal; )*) => {
+        /// One source's settings, each present or not.
+        #[derive(Debug, Clone, Default)]
+        pub struct Layer {
+            $( pub $field: Option<$ty>, )*
+        }
+
+        /// Every setting, resolved.
+        #[derive(Debug, Clone, Serialize)]
+        pub struct Values {
+            $( #[doc = $doc] pub $field: $ty, )*
+        }
+
+        /// Every key with its description, in declaration order.
+        pub const KEYS: &[(&str, &str)] = &[ $( ($key, $doc), )* ];
+
+        impl Layer {
+            /// Sets `key` from `raw`; `Ok(false)` when no setting has that key.
+            fn set(&mut self, key: &str, raw: Raw<'_>) -> Result<bool> {
+                match key {
+                    $( $key => self.$field = Some(<$ty>::from_raw(raw)?), )*
+                    _ => return Ok(false),
+                }
+                Ok(true)
+            }
+
+            /// Field by field, `self` wins over `lower`.
+            pub fn or(self, lower: Layer) -> Layer {
+                Layer { $( $field: self.$field.or(lower.$field), )* }
+            }
+
+            fn resolve(self) -> Values {
+                Values { $( $field: self.$field.unwrap_or_else(|| $default), )* }
+            }
+        }
+    };
+}
+
+settings! {
+    target: Option<TargetKind> = "target", None,
+        "Where to run: `local` or `gcp`. Defaults to `gcp` when a project is set, else `local`.";
+    state_dir: PathBuf = "state_dir", PathBuf::from(".infra"),
+        "Directory holding everything infra creates locally.";
+    cache_dir: Option<PathBuf> = "cache_dir", None,
+        "Directory for caches shared by every state dir, such as the pyspark venv [default: ~/.cache/infra].";
+    deployment: String = "deployment", "infra".to_owned(),
+        "Name of this deployment, used in resource names and labels.";
+    project: Option<String> = "project", None,
+        "Google Cloud project id.";
+    region: String = "region", "us-central1".to_owned(),
+        "Google Cloud region.";
+    impersonate_service_account: Option<String> = "impersonate_service_account", None,
+        "Service account to impersonate for Google Cloud calls.";
+    bucket_raw: Option<String> = "buckets.raw", None,
+        "Raw bucket name on GCP (default: derived from project and a random suffix).";
+    bucket_staging: Option<String> = "buckets.staging", None,
+        "Staging bucket name on GCP (default: derived from project and a random suffix).";
+    bucket_code: Option<String> = "buckets.code", None,
+        "Code bucket name on GCP (default: derived from project and a random suffix).";
+    bucket_force_destroy: bool = "buckets.force_destroy", true,
+        "Let `down` delete GCS buckets that still hold objects.";
+    database_name: String = "database.name", "bootcampdb".to_owned(),
+        "PostgreSQL database name.";
+    database_user: String = "database.user", "bootcamp".to_owned(),
+        "PostgreSQL user the pipeline connects as.";
+    database_version: u32 = "database.version", 15,
+        "Cloud SQL PostgreSQL major version.";
+    database_tier: String = "database.tier", "db-custom-1-3840".to_owned(),
+        "Cloud SQL machine tier.";
+    database_operator_cidr: Option<String> = "database.operator_cidr", None,
+        "CIDR allowed to reach Cloud SQL's public IP (never 0.0.0.0/0). Unset: private IP only.";
+    database_port: u16 = "database.port", 0,
+        "Port of the local PostgreSQL server (0: pick a free one).";
+    dataset: String = "warehouse.dataset", "bootcamp".to_owned(),
+        "Warehouse dataset (BigQuery) or schema (DuckDB).";
+    table: String = "warehouse.table", "user_behavior_metric".to_owned(),
+        "Warehouse table for the metric.";
+    spark_master: String = "spark.master", "local[*]".to_owned(),
+        "Spark master for the local target.";
+    spark_driver_memory: String = "spark.driver_memory", "2g".to_owned(),
+        "Spark driver memory.";
+    spark_properties: BTreeMap<String, String> = "spark.properties", BTreeMap::new(),
+        "Extra Spark properties, passed as --conf key=value.";
+    gke_node_count: u32 = "gke.node_count", 2,
+        "Nodes in the GKE node pool that hosts Airflow.";
+    gke_machine_type: String = "gke.machine_type", "e2-standard-2".to_owned(),
+        "Machine type of the GKE nodes.";
+    gke_deletion_protection: bool = "gke.deletion_protection", false,
+        "Protect the GKE cluster from deletion (`down` lifts it first).";
+}
+
+impl SettingValue for Option<String> {
+    fn from_raw(raw: Raw<'_>) -> Result<Self> {
+        String::from_raw(raw).map(|s| Some(s).filter(|s| !s.is_empty()))
+    }
+}
+
+impl SettingValue for Option<PathBuf> {
+    fn from_raw(raw: Raw<'_>) -> Result<Self> {
+        PathBuf::from_raw(raw).map(Some)
+    }
+}
+
+impl SettingValue for Option<TargetKind> {
+    fn from_raw(raw: Raw<'_>) -> Result<Self> {
+        TargetKind::from_raw(raw).map(Some)
+    }
+}
+
+fn is_key(key: &str) -> bool {
+    KEYS.iter().any(|(k, _)| *k == key)
+}
+
+/// The environment variable that sets `key`.
+pub fn env_var(key: &str) -> String {
+    format!("INFRA_{}", key.replace('.', "_").to_ascii_uppercase())
+}
+
+impl Layer {
+    /// Reads `infra.toml` text. An unknown key is an error that names it.
+    pub fn from_toml(text: &str, origin: &Path) -> Result<Layer> {
+        let table: toml::Table =
+            toml::from_str(text).with_context(|| format!("{} is not valid TOML", origin.display()))?;
+        let mut layer = Layer::default();
+        for (key, value) in &table {
+            match value {
+                // `[section]` tables hold dotted keys; `spark.properties` is itself a table.
+                toml::Value::Table(section) if !is_key(key) => {
+                    for (sub, value) in section {
+                        let dotted = format!("{key}.{sub}");
+                        layer.set_checked(&dotted, Raw::Toml(value), origin)?;
+                    }
+                }
+                _ => layer.set_checked(key, Raw::Toml(value), origin)?,
+            }
+        }
+        Ok(layer)
+    }
+
+    fn set_checked(&mut self, key: &str, raw: Raw<'_>, origin: &Path) -> Result<()> {
+        let known = self
+            .set(key, raw)
+            .with_context(|| format!("invalid value for `{key}` in {}", origin.display()))?;
+        if !known {
+            bail!(
+                "unknown key `{key}` in {}\nknown keys: {}",
+                origin.display(),
+                KEYS.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(", ")
+            );
+        }
+        Ok(())
+    }
+
+    /// Reads `INFRA_*` variables from `vars`. Variables that name no setting
+    /// are left alone: `INFRA_` is a short prefix other tools may use too.
+    pub fn from_env<I, K, V>(vars: I) -> Result<Layer>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let by_var: BTreeMap<String, &str> = KEYS.iter().map(|(k, _)| (env_var(k), *k)).collect();
+        let mut layer = Layer::default();
+        for (name, value) in vars {
+            if let Some(key) = by_var.get(name.as_ref()) {
+                layer
+                    .set(key, Raw::Text(value.as_ref()))
+                    .with_context(|| format!("invalid value in {}", name.as_ref()))?;
+            }
+        }
+        Ok(layer)
+    }
+
+    /// Sets one key from text, as a flag would.
+    pub fn with(mut self, key: &str, value: &str) -> Result<Layer> {
+        if !self.set(key, Raw::Text(value))? {
+            bail!("unknown setting `{key}`");
+        }
+        Ok(self)
+    }
+}
+
+/// The resolved configuration that commands, targets and the pipeline read.
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    pub target: TargetKind,
+    #[serde(flatten)]
+    pub values: Values,
+}
+
+impl std::ops::Deref for Settings {
+    type Target = Values;
+    fn deref(&self) -> &Values {
+        &self.values
+    }
+}
+
+/// Where the layers come from.
+pub struct Sources<'a> {
+    /// `--config`, if given: it must exist.
+    pub config: Option<&'a Path>,
+    /// The directory `infra.toml` is looked for in when `--config` is absent.
+    pub cwd: &'a Path,
+    /// The environment, as `(name, value)` pairs.
+    pub env: Vec<(String, String)>,
+    /// The flags, as a layer.
+    pub flags: Layer,
+}
+
+impl Settings {
+    /// Resolves every setting: flags > environment > `infra.toml` > defaults.
+    pub fn resolve(sources: Sources<'_>) -> Result<Settings> {
+        let file = match sources.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config file {}", path.display()))?;
+                Layer::from_toml(&text, path)?
+            }
+            None => {
+                let path = sources.cwd.join("infra.toml");
+                match std::fs::read_to_string(&path) {
+                    Ok(text) => Layer::from_toml(&text, &path)?,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Layer::default(),
+                    Err(e) => {
+                        return Err(e).with_context(|| format!("cannot read {}", path.display()));
+                    }
+                }
+            }
+        };
+        let env = Layer::from_env(sources.env)?;
+        let values = sources.flags.or(env).or(file).resolve();
+        let target = values.target.unwrap_or(if values.project.is_some() {
+            TargetKind::Gcp
+        } else {
+            TargetKind::Local
+        });
+        let mut values = values;
+        if values.state_dir.is_relative() {
+            values.state_dir = sources.cwd.join(&values.state_dir);
+        }
+        Ok(Settings { target, values })
+    }
+
+    /// The cache dir: the setting, else `$XDG_CACHE_HOME/infra`, else `~/.cache/infra`.
+    pub fn cache_dir(&self) -> PathBuf {
+        if let Some(dir) = &self.cache_dir {
+            return dir.clone();
+        }
+        let base = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
+            .unwrap_or_else(std::env::temp_dir);
+        base.join("infra")
+    }
+
+    /// The project, or an error that says how to set it.
+    pub fn require_project(&self) -> Result<&str> {
+        self.project.as_deref().with_context(|| {
+            format!(
+                "no Google Cloud project is configured\nhint: set `project` in infra.toml or {}",
+                env_var("project")
+            )
+        })
+    }
+
+    /// The resolved settings as TOML, for `infra config`.
+    pub fn to_toml(&self) -> Result<String> {
+        let mut table = toml::Table::new();
+        let json = serde_json::to_value(&self.values)?;
+        let json = json.as_object().expect("Values serializes to an object");
+        for (key, _) in KEYS {
+            let field = field_name(key);
+            let value = match (key, &json[&field]) {
+                (&"target", _) => serde_json::Value::String(self.target.to_string()),
+                (_, v) => v.clone(),
+            };
+            let Some(value) = json_to_toml(value) else {
+                continue;
+            };
+            match key.split_once('.') {
+                Some((section, sub)) => {
+                    table
+                        .entry(section)
+                        .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                        .as_table_mut()
+                        .expect("sections are tables")
+                        .insert(sub.to_owned(), value);
+                }
+                None => {
+                    table.insert((*key).to_owned(), value);
+                }
+            }
+        }
+        Ok(toml::to_string(&table)?)
+    }
+}
+
+/// The struct field behind a key (`buckets.raw` → `bucket_raw`).
+fn field_name(key: &str) -> String {
+    match key {
+        "warehouse.dataset" => "dataset".into(),
+        "warehouse.table" => "table".into(),
+        k if k.starts_with("buckets.") => format!("bucket_{}", &k["buckets.".len()..]),
+        k => k.replace('.', "_"),
+    }
+}
+
+fn json_to_toml(value: serde_json::Value) -> Option<toml::Value> {
+    Some(match value {
+        serde_json::Value::Null => return None,
+        serde_json::Value::Bool(b) => toml::Value::Boolean(b),
+        serde_json::Value::Number(n) => toml::Value::Integer(n.as_i64()?),
+        serde_json::Value::String(s) => toml::Value::String(s),
+        serde_json::Value::Object(map) => toml::Value::Table(
+            map.into_iter()
+                .filter_map(|(k, v)| Some((k, json_to_toml(v)?)))
+                .collect(),
+        ),
+        serde_json::Value::Array(items) => {
+            toml::Value::Array(items.into_iter().filter_map(json_to_toml).collect())
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(toml: &str, env: &[(&str, &str)], flags: Layer) -> Result<Settings> {
+        let dir = tempfile::tempdir()?;
+        std::fs::write(dir.path().join("infra.toml"), toml)?;
+        Settings::resolve(Sources {
+            config: None,
+            cwd: dir.path(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            flags,
+        })
+    }
+
+    #[test]
+    fn defaults_apply_when_nothing_is_set() {
+        let s = resolve("", &[], Layer::default()).unwrap();
+        assert_eq!(s.target, TargetKind::Local);
+        assert_eq!(s.dataset, "bootcamp");
+        assert_eq!(s.table, "user_behavior_metric");
+        assert_eq!(s.database_name, "bootcampdb");
+        assert_eq!(s.spark_master, "local[*]");
+        assert!(s.state_dir.ends_with(".infra"));
+    }
+
+    #[test]
+    fn flags_beat_env_beat_file_beat_defaults() {
+        let file = "region = \"from-file\"\n[spark]\nmaster = \"from-file\"\ndriver_memory = \"3g\"\n[warehouse]\ntable = \"t_file\"\n";
+        let env = [
+            ("INFRA_REGION", "from-env"),
+            ("INFRA_SPARK_MASTER", "from-env"),
+        ];
+        let flags = Layer::default().with("region", "from-flag").unwrap();
+        let s = resolve(file, &env, flags).unwrap();
+        assert_eq!(s.region, "from-flag");
+        assert_eq!(s.spark_master, "from-env");
+        assert_eq!(s.spark_driver_memory, "3g");
+        assert_eq!(s.table, "t_file");
+        assert_eq!(s.dataset, "bootcamp");
+    }
+
+    #[test]
+    fn a_project_makes_gcp_the_default_target() {
+        let s = resolve("project = \"p\"", &[], Layer::default()).unwrap();
+        assert_eq!(s.target, TargetKind::Gcp);
+        let s = resolve("project = \"p\"\ntarget = \"local\"", &[], Layer::default()).unwrap();
+        assert_eq!(s.target, TargetKind::Local);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = resolve("[spark]\nmastr = \"x\"", &[], Layer::default()).unwrap_err();
+        assert!(format!("{err:#}").contains("unknown key `spark.mastr`"), "{err:#}");
+        let err = resolve("colour = 1", &[], Layer::default()).unwrap_err();
+        assert!(format!("{err:#}").contains("unknown key `colour`"), "{err:#}");
+    }
+
+    #[test]
+    fn bad_values_name_their_source() {
+        let err = resolve("[gke]\nnode_count = \"two\"", &[], Layer::default()).unwrap_err();
+        assert!(format!("{err:#}").contains("gke.node_count"), "{err:#}");
+        let err = resolve("", &[("INFRA_GKE_NODE_COUNT", "two")], Layer::default()).unwrap_err();
+        assert!(format!("{err:#}").contains("INFRA_GKE_NODE_COUNT"), "{err:#}");
+    }
+
+    #[test]
+    fn spark_properties_come_from_a_table_or_pairs() {
+        let s = resolve(
+            "[spark.properties]\n\"spark.sql.shuffle.partitions\" = 4",
+            &[],
+            Layer::default(),
+        )
+        .unwrap();
+        assert_eq!(s.spark_properties["spark.sql.shuffle.partitions"], "4");
+        let s = resolve(
+            "",
+            &[("INFRA_SPARK_PROPERTIES", "a=1, b=two")],
+            Layer::default(),
+        )
+        .unwrap();
+        assert_eq!(s.spark_properties["a"], "1");
+        assert_eq!(s.spark_properties["b"], "two");
+    }
+
+    #[test]
+    fn resolved_settings_print_as_toml_that_reads_back() {
+        let s = resolve("project = \"p\"\n[gke]\nnode_count = 3", &[], Layer::default()).unwrap();
+        let text = s.to_toml().unwrap();
+        let back = Layer::from_toml(&text, Path::new("printed")).unwrap();
+        assert_eq!(back.project.flatten().as_deref(), Some("p"));
+        assert_eq!(back.gke_node_count, Some(3));
+    }
+}

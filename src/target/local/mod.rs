@@ -1,0 +1,238 @@
+//! The local target: the whole pipeline on one machine, no cloud account.
+//!
+//! Buckets are directories under the state dir, the database is a private
+//! PostgreSQL server `infra` starts there, Spark runs from the pyspark wheel,
+//! and the warehouse is an embedded DuckDB file.
+//!
+//! ```text
+//! <state>/raw/ staging/ code/     the buckets
+//! <state>/postgres/               the server (data/, socket, log)
+//! <state>/postgres.password       0600
+//! <state>/warehouse.duckdb        the warehouse
+//! <state>/runs/                   run records (owned by the pipeline)
+//! <state>/tmp/                    scratch: Spark's local dir, rejects in flight
+//! <cache>/pyspark-venv-<hash>/    the Spark runtime, shared by state dirs
+//! ```
+
+pub mod bucket;
+pub mod duckdb;
+pub mod postgres;
+pub mod spark;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+
+use crate::process::Echo;
+use crate::settings::Settings;
+use crate::target::{Buckets, Target};
+use bucket::LocalBucket;
+use duckdb::DuckDbWarehouse;
+use postgres::{LocalPostgres, ServerState};
+use spark::{LocalSpark, SparkRuntime};
+
+/// The bucket directories, by role.
+pub const BUCKET_ROLES: [&str; 3] = ["raw", "staging", "code"];
+
+/// Everything `down` removes from the state dir, besides the run records.
+const OWNED: [&str; 8] = [
+    "raw",
+    "staging",
+    "code",
+    "postgres",
+    "postgres.password",
+    "warehouse.duckdb",
+    "warehouse.duckdb.wal",
+    "tmp",
+];
+
+pub struct Local {
+    state_dir: PathBuf,
+    postgres: LocalPostgres,
+    runtime: SparkRuntime,
+    settings: Settings,
+}
+
+/// One thing `up` will do, or found already done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Action {
+    pub description: String,
+    pub needed: bool,
+}
+
+impl Local {
+    pub fn new(settings: &Settings) -> Local {
+        let state_dir = settings.state_dir.clone();
+        Local {
+            postgres: LocalPostgres::new(
+                &state_dir,
+                &settings.database_user,
+                &settings.database_name,
+                settings.database_port,
+            ),
+            runtime: SparkRuntime::new(&settings.cache_dir()),
+            state_dir,
+            settings: settings.clone(),
+        }
+    }
+
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    pub fn postgres(&self) -> &LocalPostgres {
+        &self.postgres
+    }
+
+    /// The buckets; building them touches nothing.
+    pub fn buckets(&self) -> Buckets {
+        let bucket = |role: &str| Box::new(LocalBucket::new(role, self.state_dir.join(role)));
+        Buckets {
+            raw: bucket("raw"),
+            staging: bucket("staging"),
+            code: bucket("code"),
+        }
+    }
+
+    pub fn warehouse(&self) -> DuckDbWarehouse {
+        DuckDbWarehouse::new(self.state_dir.join("warehouse.duckdb"))
+    }
+
+    /// What `up` would do, found by looking, changing nothing.
+    pub async fn plan_up(&self) -> Result<Vec<Action>> {
+        let mut actions = Vec::new();
+        for role in BUCKET_ROLES {
+            let dir = self.state_dir.join(role);
+            actions.push(Action {
+                description: format!("bucket {role}: directory {}", dir.display()),
+                needed: !dir.is_dir(),
+            });
+        }
+        let server = match self.postgres.state().await {
+            Ok(state) => state,
+            Err(e) => {
+                tracing::warn!("{e:#}");
+                ServerState::NotInitialized
+            }
+        };
+        actions.push(match server {
+            ServerState::NotInitialized => Action {
+                description: format!(
+                    "PostgreSQL: initdb into {} and start it on a free port on 127.0.0.1",
+                    self.postgres.dir().display()
+                ),
+                needed: true,
+            },
+            ServerState::Stopped => Action {
+                description: format!("PostgreSQL: start the server in {}", self.postgres.dir().display()),
+                needed: true,
+            },
+            ServerState::Running { port } => Action {
+                description: format!("PostgreSQL: reuse the server on 127.0.0.1:{port}"),
+                needed: false,
+            },
+        });
+        actions.push(Action {
+            description: format!(
+                "database {} owned by user {}",
+                self.settings.database_name, self.settings.database_user
+            ),
+            needed: !matches!(server, ServerState::Running { .. }),
+        });
+        actions.push(Action {
+            description: format!("Spark runtime: pyspark venv in {}", self.runtime.venv().display()),
+            needed: self.runtime.spark_home().is_none(),
+        });
+        Ok(actions)
+    }
+
+    /// Provisions the local target. Running it again reuses what is there.
+    pub async fn up(&self) -> Result<()> {
+        for role in BUCKET_ROLES.into_iter().chain(["tmp"]) {
+            let dir = self.state_dir.join(role);
+            std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        let port = self.postgres.ensure_running().await?;
+        crate::ui::detail(format!("PostgreSQL on 127.0.0.1:{port}, database {}", self.settings.database_name));
+        self.runtime.ensure().await?;
+        Ok(())
+    }
+
+    /// The capabilities, once provisioned. Errors say to run `up` when not.
+    pub async fn target(&self, echo: Echo) -> Result<Target> {
+        let database = self.postgres.connect_options_running().await?;
+        Ok(Target {
+            buckets: self.buckets(),
+            database,
+            spark: Box::new(LocalSpark {
+                spark_home: self.runtime.spark_home(),
+                python: self.runtime.venv().join("bin/python"),
+                master: self.settings.spark_master.clone(),
+                driver_memory: self.settings.spark_driver_memory.clone(),
+                properties: self.settings.spark_properties.clone(),
+                echo,
+                scratch: self.state_dir.join("tmp/spark"),
+            }),
+            warehouse: Box::new(self.warehouse()),
+        })
+    }
+
+    /// What `down` would remove, found by looking.
+    pub fn plan_down(&self) -> Vec<PathBuf> {
+        OWNED
+            .iter()
+            .map(|name| self.state_dir.join(name))
+            .chain([self.state_dir.join("runs")])
+            .filter(|path| path.exists())
+            .collect()
+    }
+
+    /// Stops the server and removes everything `up` and `run` created. The
+    /// shared pyspark venv stays: it belongs to the cache, not this state dir.
+    pub async fn down(&self) -> Result<()> {
+        if self.postgres.is_initialized() {
+            self.postgres.stop().await?;
+        }
+        for path in self.plan_down() {
+            let removed = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            removed.with_context(|| format!("cannot remove {}", path.display()))?;
+        }
+        // The state dir itself goes too, unless something else lives there.
+        let _ = std::fs::remove_dir(&self.state_dir);
+        Ok(())
+    }
+
+    /// Lines for `infra status`: what is provisioned.
+    pub async fn status(&self) -> Result<Vec<(String, String)>> {
+        let mut lines = Vec::new();
+        for role in BUCKET_ROLES {
+            let dir = self.state_dir.join(role);
+            let state = if dir.is_dir() { dir.display().to_string() } else { "absent".into() };
+            lines.push((format!("bucket {role}"), state));
+        }
+        let server = match self.postgres.state().await? {
+            ServerState::NotInitialized => "not initialized".to_owned(),
+            ServerState::Stopped => "stopped".to_owned(),
+            ServerState::Running { port } => format!("running on 127.0.0.1:{port}"),
+        };
+        lines.push(("postgres".into(), server));
+        let venv = match self.runtime.spark_home() {
+            Some(_) => self.runtime.venv().display().to_string(),
+            None => "not built".into(),
+        };
+        lines.push(("spark venv".into(), venv));
+        let warehouse = self.warehouse();
+        let state = if warehouse.path().exists() {
+            warehouse.path().display().to_string()
+        } else {
+            "absent".into()
+        };
+        lines.push(("warehouse".into(), state));
+        Ok(lines)
+    }
+}

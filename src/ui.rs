@@ -1,0 +1,78 @@
+//! What the user sees: logging set-up, progress lines, prompts and tables.
+//!
+//! Progress and logs go to stderr; stdout carries only data that could be
+//! piped (query results, `config`, `plan`). Colour follows the terminal and
+//! `NO_COLOR`, through `anstream`.
+
+use std::io::{IsTerminal, Write};
+
+use anstyle::{AnsiColor, Style};
+use anyhow::{Context, Result};
+use tracing_subscriber::EnvFilter;
+
+use crate::exit::UsageError;
+
+/// Sets up logging to stderr: warnings by default, `-v` for info (every
+/// command run, with argv) and child output, `-vv` for everything.
+/// `RUST_LOG` overrides.
+pub fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info,infra=debug",
+        _ => "debug,infra=trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(anstream::stderr)
+        .with_target(false)
+        .without_time()
+        .try_init();
+}
+
+/// A progress line on stderr: `==> text`.
+pub fn status(text: impl std::fmt::Display) {
+    let style = Style::new().fg_color(Some(AnsiColor::Green.into())).bold();
+    let _ = writeln!(anstream::stderr(), "{style}==>{style:#} {text}");
+}
+
+/// A secondary line on stderr, indented under the last status.
+pub fn detail(text: impl std::fmt::Display) {
+    let _ = writeln!(anstream::stderr(), "    {text}");
+}
+
+/// A warning on stderr.
+pub fn warn(text: impl std::fmt::Display) {
+    let style = Style::new().fg_color(Some(AnsiColor::Yellow.into())).bold();
+    let _ = writeln!(anstream::stderr(), "{style}warning:{style:#} {text}");
+}
+
+/// Asks a yes/no question on the terminal. Without a terminal it refuses
+/// rather than guess, and says which flag answers it.
+pub fn confirm(question: &str, flag: &str) -> Result<bool> {
+    if !std::io::stdin().is_terminal() {
+        return Err(UsageError(format!(
+            "{question}: no terminal to ask on\nhint: pass {flag} to go ahead without asking"
+        ))
+        .into());
+    }
+    eprint!("{question} [y/N] ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin()
+        .read_line(&mut answer)
+        .context("reading the answer")?;
+    Ok(matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
+}
+
+/// An aligned table for people.
+pub fn table(header: &[String], rows: &[Vec<String>]) -> String {
+    let mut table = comfy_table::Table::new();
+    table
+        .load_preset(comfy_table::presets::UTF8_FULL_CONDENSED)
+        .set_header(header);
+    for row in rows {
+        table.add_row(row);
+    }
+    table.to_string()
+}

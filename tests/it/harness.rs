@@ -1,0 +1,115 @@
+//! Runs the real `infra` binary in a temp dir, with a clean environment.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use infra::target::local::postgres::LocalPostgres;
+use sqlx::postgres::PgConnectOptions;
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    /// Extra environment for every command.
+    pub vars: Vec<(String, String)>,
+    /// Stop the server when the test ends, pass or fail.
+    pub teardown: bool,
+}
+
+/// What a command did.
+pub struct Run {
+    pub status: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// Panics with both streams unless the command succeeded.
+    #[track_caller]
+    pub fn ok(self) -> Run {
+        assert_eq!(self.status, 0, "command failed\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        self
+    }
+
+    /// Panics unless the command failed with `code`.
+    #[track_caller]
+    pub fn fails(self, code: i32) -> Run {
+        assert_eq!(self.status, code, "unexpected exit code\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        self
+    }
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let dir = tempfile::Builder::new().prefix("infra-it-").tempdir().unwrap();
+        // When tests run as root, PostgreSQL runs as `postgres`, who must be
+        // able to traverse into the state dir.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        Env {
+            dir,
+            vars: Vec::new(),
+            teardown: true,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn state(&self) -> PathBuf {
+        self.path().join("state")
+    }
+
+    pub fn var(mut self, key: &str, value: &str) -> Env {
+        self.vars.push((key.into(), value.into()));
+        self
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_infra"));
+        cmd.current_dir(self.path());
+        for (key, _) in std::env::vars() {
+            if key.starts_with("INFRA_") || key == "RUST_LOG" {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.env("NO_COLOR", "1");
+        cmd.arg("--state-dir").arg(self.state());
+        cmd.args(args);
+        for (k, v) in &self.vars {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    pub fn infra(&self, args: &[&str]) -> Run {
+        let Output { status, stdout, stderr } = self.command(args).output().unwrap();
+        Run {
+            status: status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        }
+    }
+
+    /// How to reach the test's PostgreSQL server.
+    pub async fn db(&self) -> PgConnectOptions {
+        LocalPostgres::new(&self.state(), "bootcamp", "bootcampdb", 0)
+            .connect_options_running()
+            .await
+            .unwrap()
+    }
+
+    pub fn write(&self, name: &str, contents: &str) -> PathBuf {
+        let path = self.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, contents).unwrap();
+        path
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if self.teardown && self.state().join("postgres/data/PG_VERSION").exists() {
+            let _ = self.infra(&["down", "--yes"]);
+        }
+    }
+}

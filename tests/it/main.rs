@@ -1,0 +1,10 @@
+//! The integration tests: one binary, with a harness that runs the real
+//! `infra` binary in a temporary directory against real PostgreSQL, real
+//! Spark (the pyspark wheel) and real DuckDB.
+
+mod harness;
+
+mod cli;
+mod load;
+mod local_target;
+mod pipeline;
