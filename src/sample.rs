@@ -152,6 +152,7 @@ fn invalid_at(total: u64, invalid: usize) -> Vec<u64> {
 fn write_purchases(path: &Path, rows: u64, customers: u32, rng: &mut StdRng) -> Result<u64> {
     let mut csv = csv::WriterBuilder::new()
         .terminator(csv::Terminator::CRLF)
+        .flexible(true)
         .from_writer(create(path, true)?);
     csv.write_record(crate::pipeline::purchases::INPUT_HEADER)?;
     let invalid = invalid_purchases();
@@ -233,7 +234,9 @@ fn date(minutes: i64, iso: bool) -> String {
 }
 
 fn write_reviews(path: &Path, rows: u64, customers: u32, rng: &mut StdRng) -> Result<u64> {
-    let mut csv = csv::Writer::from_writer(create(path, true)?);
+    let mut csv = csv::WriterBuilder::new()
+        .flexible(true)
+        .from_writer(create(path, true)?);
     csv.write_record(["cid", "review_str", "id_review"])?;
     let invalid = invalid_reviews();
     let mut at = invalid_at(rows, invalid.len()).into_iter().zip(invalid).peekable();

@@ -12,7 +12,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use futures_util::TryStreamExt;
-use sqlx::{Connection, PgConnection};
+use sqlx::{AssertSqlSafe, Connection, PgConnection};
 use tokio::sync::mpsc;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
@@ -46,7 +46,7 @@ pub async fn load_purchases(
         .execute(&mut *tx)
         .await
         .context("cannot create the purchase table (sql/create_schema.sql)")?;
-    sqlx::raw_sql(&format!("TRUNCATE {}", keys::PURCHASE_TABLE))
+    sqlx::raw_sql(AssertSqlSafe(format!("TRUNCATE {}", keys::PURCHASE_TABLE)))
         .execute(&mut *tx)
         .await?;
 
@@ -117,14 +117,19 @@ fn parse(
 ) -> Result<(u64, u64)> {
     let reader = skip_bom(BufReader::with_capacity(1 << 16, SyncIoBridge::new(body)))
         .with_context(|| format!("cannot read {input}"))?;
+    // Records end at '\n' only, and the '\r' of a CRLF is trimmed by hand:
+    // with CRLF terminators the csv crate reports each record's line one
+    // too low, and the rejects file must name the right line.
     let mut csv = csv::ReaderBuilder::new()
-        .has_headers(true)
+        .has_headers(false)
         .flexible(true)
+        .terminator(csv::Terminator::Any(b'\n'))
         .from_reader(reader);
-    let header = csv
-        .byte_headers()
+    let mut header = csv::ByteRecord::new();
+    csv.read_byte_record(&mut header)
         .with_context(|| format!("cannot read the header of {input}"))?;
-    if header.len() == 0 {
+    strip_cr(&mut header);
+    if header.is_empty() {
         bail!("{input} is empty: expected a header row `{}`", INPUT_HEADER.join(","));
     }
     if header.iter().ne(INPUT_HEADER.iter().map(|h| h.as_bytes())) {
@@ -155,6 +160,7 @@ fn parse(
         if !more {
             break;
         }
+        strip_cr(&mut record);
         read += 1;
         match purchases::validate(&record) {
             Ok(row) => purchases::encode(&row, &mut chunk),
@@ -191,6 +197,18 @@ fn parse(
     Ok((read, rejected))
 }
 
+/// Drops the '\r' of a CRLF line end from the record's last field.
+fn strip_cr(record: &mut csv::ByteRecord) {
+    let Some(last) = record.iter().last() else {
+        return;
+    };
+    if let Some(trimmed) = last.strip_suffix(b"\r") {
+        let trimmed = trimmed.to_vec();
+        record.truncate(record.len() - 1);
+        record.push_field(&trimmed);
+    }
+}
+
 /// Drops a leading UTF-8 byte-order mark.
 fn skip_bom<R: Read>(mut reader: R) -> std::io::Result<impl Read> {
     let mut head = Vec::with_capacity(3);
@@ -209,7 +227,7 @@ pub async fn dump_purchases(conn: &mut PgConnection, staging: &dyn Bucket) -> Re
     sqlx::raw_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .execute(&mut *tx)
         .await?;
-    let rows: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {}", keys::PURCHASE_TABLE))
+    let rows: i64 = sqlx::query_scalar(AssertSqlSafe(format!("SELECT count(*) FROM {}", keys::PURCHASE_TABLE)))
         .fetch_one(&mut *tx)
         .await
         .with_context(|| format!("cannot read {}\nhint: run step 0 first", keys::PURCHASE_TABLE))?;
@@ -238,6 +256,16 @@ pub async fn dump_purchases(conn: &mut PgConnection, staging: &dyn Bucket) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn crlf_line_ends_are_trimmed_from_the_last_field_only() {
+        let mut record = csv::ByteRecord::from(vec!["a\r", "b\r"]);
+        strip_cr(&mut record);
+        assert_eq!(record, csv::ByteRecord::from(vec!["a\r", "b"]));
+        let mut empty = csv::ByteRecord::new();
+        strip_cr(&mut empty);
+        assert!(empty.is_empty());
+    }
 
     #[test]
     fn a_bom_is_skipped_and_nothing_else() {

@@ -72,7 +72,7 @@ impl Env {
                 cmd.env_remove(key);
             }
         }
-        cmd.env("NO_COLOR", "1");
+        cmd.env("NO_COLOR", "1").env("COLUMNS", "100");
         cmd.arg("--state-dir").arg(self.state());
         cmd.args(args);
         for (k, v) in &self.vars {

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use rand::distr::{Alphanumeric, SampleString};
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
-use sqlx::{Connection, PgConnection};
+use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
 use crate::process::{Cmd, Failed};
 use crate::tools::{self, Tool};
@@ -131,6 +131,8 @@ impl LocalPostgres {
             );
         }
         if let Some(user) = run_as {
+            server_account(user)?;
+            check_reachable(&self.dir, user)?;
             hand_over(&self.dir, user)?;
         }
 
@@ -292,7 +294,7 @@ impl LocalPostgres {
                 .await?;
         if !exists {
             let sql = format!("CREATE DATABASE {}", quote_ident(&self.database));
-            sqlx::raw_sql(&sql)
+            sqlx::raw_sql(AssertSqlSafe(sql))
                 .execute(&mut conn)
                 .await
                 .with_context(|| format!("cannot create database {}", self.database))?;
@@ -335,29 +337,37 @@ fn write_private(path: &Path, text: &str) -> Result<()> {
     Ok(())
 }
 
-/// Gives `path` to the server user, after checking that user can reach it.
-fn hand_over(path: &Path, user: &str) -> Result<()> {
-    let account = nix::unistd::User::from_name(user)?.with_context(|| {
+/// The server user's account, or an error that says how to get one.
+fn server_account(user: &str) -> Result<nix::unistd::User> {
+    nix::unistd::User::from_name(user)?.with_context(|| {
         format!(
             "PostgreSQL cannot run as root, and there is no `{user}` user to run it as\nhint: install the postgresql package (it creates the user), or run infra as a normal user"
         )
-    })?;
-    let blocked: Vec<String> = path
+    })
+}
+
+/// Checks that `user` can traverse every directory above `dir`.
+fn check_reachable(dir: &Path, user: &str) -> Result<()> {
+    let blocked: Vec<String> = dir
         .ancestors()
         .skip(1)
-        .filter(|dir| {
-            std::fs::metadata(dir).is_ok_and(|m| m.permissions().mode() & 0o001 == 0)
-        })
-        .map(|dir| dir.display().to_string())
+        .filter(|d| std::fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 == 0))
+        .map(|d| d.display().to_string())
         .collect();
     if !blocked.is_empty() {
         bail!(
             "the `{user}` user, who runs PostgreSQL for root, cannot reach {} because these directories are closed to other users: {}\nhint: `chmod o+x {}`, or use a --state-dir under a directory others can enter",
-            path.display(),
+            dir.display(),
             blocked.join(", "),
             blocked.join(" ")
         );
     }
+    Ok(())
+}
+
+/// Gives `path` to the server user.
+fn hand_over(path: &Path, user: &str) -> Result<()> {
+    let account = server_account(user)?;
     std::os::unix::fs::chown(path, Some(account.uid.as_raw()), Some(account.gid.as_raw()))
         .with_context(|| format!("cannot give {} to the `{user}` user", path.display()))
 }
