@@ -170,7 +170,10 @@ impl LocalPostgres {
             .append(true)
             .open(&conf)
             .with_context(|| format!("cannot open {}", conf.display()))?;
-        writeln!(file, "\n# Written by infra: the server's address and port.\ninclude 'infra.conf'")?;
+        writeln!(
+            file,
+            "\n# Written by infra: the server's address and port.\ninclude 'infra.conf'"
+        )?;
         Ok(())
     }
 
