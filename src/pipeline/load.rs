@@ -202,7 +202,7 @@ fn parse(
 
 /// Drops the '\r' of a CRLF line end from the record's last field.
 fn strip_cr(record: &mut csv::ByteRecord) {
-    let Some(last) = record.iter().last() else {
+    let Some(last) = record.iter().next_back() else {
         return;
     };
     if let Some(trimmed) = last.strip_suffix(b"\r") {
