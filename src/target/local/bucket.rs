@@ -80,10 +80,8 @@ impl Bucket for LocalBucket {
         let write = async {
             // Streams such as COPY TO STDOUT arrive a row at a time: buffer
             // them, or every row costs a trip to the blocking pool.
-            let mut file = tokio::io::BufWriter::with_capacity(
-                1 << 20,
-                tokio::fs::File::create(&tmp).await?,
-            );
+            let mut file =
+                tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::create(&tmp).await?);
             let size = tokio::io::copy(body, &mut file).await?;
             file.flush().await?;
             file.get_ref().sync_all().await?;
