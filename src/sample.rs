@@ -220,33 +220,16 @@ fn create(path: &Path, bom: bool) -> Result<BufWriter<File>> {
     Ok(out)
 }
 
-/// Positions of the invalid rows: spread evenly, fixed by the row count.
-fn invalid_at(total: u64, invalid: usize) -> Vec<u64> {
-    (0..invalid as u64)
-        .map(|i| (i + 1) * total / (invalid as u64 + 1))
-        .collect()
-}
-
 fn write_purchases(path: &Path, rows: u64, customers: u32, rng: &mut StdRng) -> Result<u64> {
     let mut csv = csv::WriterBuilder::new()
         .terminator(csv::Terminator::CRLF)
         .flexible(true)
         .from_writer(create(path, true)?);
     csv.write_record(crate::pipeline::purchases::INPUT_HEADER)?;
-    let invalid = invalid_purchases();
-    let mut at = invalid_at(rows, invalid.len())
-        .into_iter()
-        .zip(invalid)
-        .peekable();
     let mut invoice = 536_365u32;
-    let mut written = 0;
     // 2010-12-01 08:00 onwards, a few minutes per invoice.
     let mut minutes: i64 = 0;
-    for i in 0..rows {
-        while let Some((_, row)) = at.next_if(|(pos, _)| *pos == i) {
-            csv.write_record(&row)?;
-            written += 1;
-        }
+    interleave(&mut csv, rows, invalid_purchases(), |_| {
         if rng.random_ratio(1, 8) {
             invoice += 1;
             minutes += rng.random_range(1..30);
@@ -257,11 +240,8 @@ fn write_purchases(path: &Path, rows: u64, customers: u32, rng: &mut StdRng) -> 
         } else {
             invoice.to_string()
         };
-        let stock = format!(
-            "{}{}",
-            rng.random_range(10_000..99_999),
-            if rng.random_ratio(1, 4) { "A" } else { "" }
-        );
+        let suffix = if rng.random_ratio(1, 4) { "A" } else { "" };
+        let stock = format!("{}{suffix}", rng.random_range(10_000..99_999));
         let description = if rng.random_ratio(1, 200) {
             ODD_DESCRIPTIONS[rng.random_range(0..ODD_DESCRIPTIONS.len())].to_owned()
         } else if rng.random_ratio(1, 400) {
@@ -303,21 +283,44 @@ fn write_purchases(path: &Path, rows: u64, customers: u32, rng: &mut StdRng) -> 
         } else {
             (12_346 + rng.random_range(0..customers)).to_string()
         };
-        let country = COUNTRIES[rng.random_range(0..COUNTRIES.len())];
-        csv.write_record([
-            number.as_str(),
-            &stock,
-            &description,
-            &quantity.to_string(),
-            &date,
-            &price,
-            &customer,
+        let country = COUNTRIES[rng.random_range(0..COUNTRIES.len())].to_owned();
+        vec![
+            number,
+            stock,
+            description,
+            quantity.to_string(),
+            date,
+            price,
+            customer,
             country,
-        ])?;
+        ]
+    })
+}
+
+/// Writes `rows` rows made by `row`, with the `invalid` rows spread evenly
+/// among them (at positions fixed by the row count). Returns rows written.
+fn interleave<W: Write>(
+    csv: &mut csv::Writer<W>,
+    rows: u64,
+    invalid: Vec<Vec<String>>,
+    mut row: impl FnMut(u64) -> Vec<String>,
+) -> Result<u64> {
+    let count = invalid.len() as u64;
+    let mut invalid = (1..=count)
+        .map(|i| i * rows / (count + 1))
+        .zip(invalid)
+        .peekable();
+    let mut written = 0;
+    for i in 0..rows {
+        while let Some((_, bad)) = invalid.next_if(|(at, _)| *at == i) {
+            csv.write_record(&bad)?;
+            written += 1;
+        }
+        csv.write_record(row(i))?;
         written += 1;
     }
-    for (_, row) in at {
-        csv.write_record(&row)?;
+    for (_, bad) in invalid {
+        csv.write_record(&bad)?;
         written += 1;
     }
     csv.flush()?;
@@ -343,17 +346,7 @@ fn write_reviews(path: &Path, rows: u64, customers: u32, rng: &mut StdRng) -> Re
         .flexible(true)
         .from_writer(create(path, true)?);
     csv.write_record(["cid", "review_str", "id_review"])?;
-    let invalid = invalid_reviews();
-    let mut at = invalid_at(rows, invalid.len())
-        .into_iter()
-        .zip(invalid)
-        .peekable();
-    let mut written = 0;
-    for i in 0..rows {
-        while let Some((_, row)) = at.next_if(|(pos, _)| *pos == i) {
-            csv.write_record(&row)?;
-            written += 1;
-        }
+    interleave(&mut csv, rows, invalid_reviews(), |i| {
         // Some reviewers never bought anything: ids past the purchase range.
         let cid = 12_346 + rng.random_range(0..customers + customers / 10);
         let core = if rng.random_ratio(2, 5) {
@@ -366,15 +359,8 @@ fn write_reviews(path: &Path, rows: u64, customers: u32, rng: &mut StdRng) -> Re
         } else {
             format!("{}, {core}", FILLER[rng.random_range(0..FILLER.len())])
         };
-        csv.write_record([cid.to_string(), review, (i + 1).to_string()])?;
-        written += 1;
-    }
-    for (_, row) in at {
-        csv.write_record(&row)?;
-        written += 1;
-    }
-    csv.flush()?;
-    Ok(written)
+        vec![cid.to_string(), review, (i + 1).to_string()]
+    })
 }
 
 #[cfg(test)]
