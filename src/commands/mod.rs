@@ -7,12 +7,17 @@ mod config;
 mod down;
 mod plan;
 mod query;
+mod render;
 mod run;
 mod sample;
 mod status;
 mod up;
 
+pub use up::upload_code;
+
 use anyhow::Result;
+
+use crate::terraform::{Terraform, credentials};
 
 use crate::cli::{Cli, Command, GlobalArgs};
 use crate::exit::UsageError;
@@ -28,10 +33,11 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Echo::Quiet
     };
     match cli.command {
-        Command::Up(args) => up::up(&settings, &args).await,
+        Command::Up(args) => up::up(&settings, &args, echo).await,
         Command::Run(args) => run::run(&settings, &args, echo).await,
-        Command::Down(args) => down::down(&settings, &args).await,
-        Command::Plan => plan::plan(&settings).await,
+        Command::Down(args) => down::down(&settings, &args, echo).await,
+        Command::Plan => plan::plan(&settings, echo).await,
+        Command::Render => render::render(&settings).await,
         Command::Status => status::status(&settings).await,
         Command::Query(args) => query::query(&settings, &args).await,
         Command::Config => config::config(&settings),
@@ -55,6 +61,13 @@ fn resolve(global: &GlobalArgs) -> Result<Settings> {
         env: std::env::vars().collect(),
         flags,
     })
+}
+
+/// Checks for credentials, then finds terraform: the two things every gcp
+/// verb but `render` needs before it touches Google Cloud.
+fn gcp_terraform(settings: &Settings, dir: &std::path::Path, echo: Echo) -> Result<Terraform> {
+    credentials::detect()?;
+    Terraform::new(dir, &settings.cache_dir(), echo)
 }
 
 /// The error for a verb the GCP target does not have yet.
