@@ -7,7 +7,8 @@
 //! names; gcloud's well-known file (`$CLOUDSDK_CONFIG`, else
 //! `~/.config/gcloud`, `application_default_credentials.json`); and the
 //! metadata server when running on Google Cloud, which the libraries detect
-//! from the machine's DMI product name. Whether the credentials are still
+//! from the machine's DMI product name (`NO_GCE_CHECK=True` turns that
+//! off, as it does for them). Whether the credentials are still
 //! valid is for the first API call to say.
 
 use std::ffi::OsString;
@@ -146,6 +147,8 @@ mod tests {
         std::fs::write(&dmi, "Google Compute Engine\n").unwrap();
         let found = detect_with(env(&[("HOME", dir.path())]), &dmi).unwrap();
         assert_eq!(found, Credentials::MetadataServer);
+        let no_check = [("HOME", dir.path()), ("NO_GCE_CHECK", Path::new("True"))];
+        assert!(detect_with(env(&no_check), &dmi).is_err());
     }
 
     #[test]

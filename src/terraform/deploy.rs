@@ -102,15 +102,45 @@ pub struct DownReport {
     pub tables: Vec<String>,
 }
 
+/// A resource Terraform refuses to destroy while its deletion protection,
+/// set by the root variable `var`, is on in state.
+#[derive(Debug, Clone, Copy)]
+pub struct Protected {
+    pub var: &'static str,
+    pub address: &'static str,
+    /// Whether the settings turn the protection on.
+    pub enabled: fn(&RootValues) -> bool,
+}
+
+/// The root module's protected resources (templates/terraform/main.tf.tera).
+pub const PROTECTED: &[Protected] = &[
+    Protected {
+        var: "gke_deletion_protection",
+        address: "module.gke.google_container_cluster.airflow",
+        enabled: |values| values.gke_deletion_protection,
+    },
+    Protected {
+        var: "database_deletion_protection",
+        address: "module.cloudsql.google_sql_database_instance.postgres",
+        enabled: |values| values.database_deletion_protection,
+    },
+];
+
 /// Destroys everything: after asking (unless `yes`), deletes what
 /// Terraform doesn't own (Dataproc clusters labelled by this deployment,
 /// the dataset's tables), lifts deletion protection, then applies the
 /// destroy plan.
-pub async fn down(
+pub async fn down(values: &RootValues, tf: &Terraform, cloud: &dyn Cloud, yes: bool) -> Result<DownReport> {
+    down_with(values, tf, cloud, yes, PROTECTED).await
+}
+
+/// [`down`] for a root whose protected resources are `protected`.
+pub async fn down_with(
     values: &RootValues,
     tf: &Terraform,
     cloud: &dyn Cloud,
     yes: bool,
+    protected: &[Protected],
 ) -> Result<DownReport> {
     ui::status(format!("terraform init in {}", tf.dir().display()));
     tf.init().await?;
@@ -169,25 +199,24 @@ pub async fn down(
     for table in &tables {
         ui::detail(format!("deleted table {}.{table}", values.dataset));
     }
-    let unprotect = unprotect_vars(values);
-    if unprotect.is_empty() {
+    let unprotect = unprotect(values, tf, protected).await?;
+    if unprotect.targets.is_empty() {
         ui::status("terraform apply (destroy)");
         tf.apply(DOWN_PLAN).await?;
     } else {
         // Deletion protection lives in Terraform state: it must be applied
         // as false before a destroy can proceed, and that makes the saved
-        // destroy plan stale, so it is planned again.
+        // destroy plan stale, so it is planned again. The lift targets the
+        // protected resources only, so a half-finished earlier destroy is
+        // not undone by re-creating what it already removed.
         tf.discard(DOWN_PLAN);
-        ui::status("lifting deletion protection");
-        let options = PlanOptions {
-            destroy: false,
-            vars: unprotect,
-        };
-        tf.plan(UNPROTECT_PLAN, &options).await?;
+        ui::status(format!("lifting deletion protection on {}", unprotect.targets.join(", ")));
+        tf.plan(UNPROTECT_PLAN, &unprotect).await?;
         tf.apply(UNPROTECT_PLAN).await?;
         let destroy = PlanOptions {
             destroy: true,
-            ..options
+            vars: unprotect.vars,
+            targets: Vec::new(),
         };
         tf.plan(DOWN_PLAN, &destroy).await?;
         ui::status("terraform apply (destroy)");
@@ -200,20 +229,25 @@ pub async fn down(
     })
 }
 
-/// The `-var` overrides that turn deletion protection off, for the
-/// resources the settings protect.
-fn unprotect_vars(values: &RootValues) -> Vec<(String, String)> {
-    let mut vars = Vec::new();
-    if values.gke_deletion_protection {
-        vars.push(("gke_deletion_protection".to_owned(), "false".to_owned()));
+/// The plan that turns deletion protection off: a `-var` per protection
+/// the settings turn on, targeting the protected resources still in state.
+async fn unprotect(
+    values: &RootValues,
+    tf: &Terraform,
+    protected: &[Protected],
+) -> Result<PlanOptions> {
+    let mut options = PlanOptions::default();
+    if !protected.iter().any(|p| (p.enabled)(values)) {
+        return Ok(options);
     }
-    if values.database_deletion_protection {
-        vars.push((
-            "database_deletion_protection".to_owned(),
-            "false".to_owned(),
-        ));
+    let in_state = tf.state_list().await?;
+    for p in protected.iter().filter(|p| (p.enabled)(values)) {
+        options.vars.push((p.var.to_owned(), "false".to_owned()));
+        if in_state.iter().any(|address| address == p.address) {
+            options.targets.push(p.address.to_owned());
+        }
     }
-    vars
+    Ok(options)
 }
 
 fn show_plan(title: &str, plan: &PlanSummary) {

@@ -159,6 +159,8 @@ pub struct PlanOptions {
     pub destroy: bool,
     /// `-var name=value` overrides of terraform.tfvars.
     pub vars: Vec<(String, String)>,
+    /// `-target=ADDRESS`: plan only these resources (and what they depend on).
+    pub targets: Vec<String>,
 }
 
 impl Terraform {
@@ -240,6 +242,9 @@ impl Terraform {
         for (name, value) in &options.vars {
             cmd = cmd.arg("-var").arg(format!("{name}={value}"));
         }
+        for target in &options.targets {
+            cmd = cmd.arg(format!("-target={target}"));
+        }
         cmd.run()
             .await
             .with_context(|| format!("`terraform plan` failed in {}", self.dir.display()))?;
@@ -276,6 +281,17 @@ impl Terraform {
             });
         self.discard(plan_file);
         result.map(drop)
+    }
+
+    /// `terraform state list`: the addresses of every resource in state.
+    pub async fn state_list(&self) -> Result<Vec<String>> {
+        let out = self
+            .cmd("state")
+            .args(["list", "-no-color"])
+            .run()
+            .await
+            .with_context(|| format!("`terraform state list` failed in {}", self.dir.display()))?;
+        Ok(out.stdout.lines().map(str::to_owned).collect())
     }
 
     /// Removes a saved plan that will not be applied.

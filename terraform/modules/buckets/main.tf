@@ -48,7 +48,9 @@ variable "noncurrent_version_days" {
 variable "labels" {
   description = "Labels for every bucket."
   type        = map(string)
-  default     = {}
+  default = {
+    managed-by = "infra"
+  }
 }
 
 resource "random_id" "suffix" {

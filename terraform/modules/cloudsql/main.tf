@@ -84,7 +84,9 @@ variable "deletion_protection" {
 variable "labels" {
   description = "Labels for the instance."
   type        = map(string)
-  default     = {}
+  default = {
+    managed-by = "infra"
+  }
 }
 
 # Instance names can't be reused for about a week after a delete, so every

@@ -85,7 +85,9 @@ variable "deletion_protection" {
 variable "labels" {
   description = "Labels for the cluster and its nodes."
   type        = map(string)
-  default     = {}
+  default = {
+    managed-by = "infra"
+  }
 }
 
 locals {
@@ -183,6 +185,7 @@ resource "google_container_cluster" "airflow" {
     oauth_scopes    = local.oauth_scopes
     metadata        = local.node_metadata
     image_type      = "COS_CONTAINERD"
+    resource_labels = var.labels
 
     shielded_instance_config {
       enable_secure_boot          = true

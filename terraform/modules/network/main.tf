@@ -28,7 +28,9 @@ variable "region" {
 variable "labels" {
   description = "Labels for the resources that take them."
   type        = map(string)
-  default     = {}
+  default = {
+    managed-by = "infra"
+  }
 }
 
 variable "subnet_cidr" {

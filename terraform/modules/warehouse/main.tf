@@ -28,7 +28,9 @@ variable "location" {
 variable "labels" {
   description = "Labels for the dataset."
   type        = map(string)
-  default     = {}
+  default = {
+    managed-by = "infra"
+  }
 }
 
 resource "google_bigquery_dataset" "warehouse" {
