@@ -130,7 +130,12 @@ pub const PROTECTED: &[Protected] = &[
 /// Terraform doesn't own (Dataproc clusters labelled by this deployment,
 /// the dataset's tables), lifts deletion protection, then applies the
 /// destroy plan.
-pub async fn down(values: &RootValues, tf: &Terraform, cloud: &dyn Cloud, yes: bool) -> Result<DownReport> {
+pub async fn down(
+    values: &RootValues,
+    tf: &Terraform,
+    cloud: &dyn Cloud,
+    yes: bool,
+) -> Result<DownReport> {
     down_with(values, tf, cloud, yes, PROTECTED).await
 }
 
@@ -210,7 +215,10 @@ pub async fn down_with(
         // protected resources only, so a half-finished earlier destroy is
         // not undone by re-creating what it already removed.
         tf.discard(DOWN_PLAN);
-        ui::status(format!("lifting deletion protection on {}", unprotect.targets.join(", ")));
+        ui::status(format!(
+            "lifting deletion protection on {}",
+            unprotect.targets.join(", ")
+        ));
         tf.plan(UNPROTECT_PLAN, &unprotect).await?;
         tf.apply(UNPROTECT_PLAN).await?;
         let destroy = PlanOptions {

@@ -19,8 +19,8 @@ use infra::process::Echo;
 use infra::settings::{Layer, Settings, Sources};
 use infra::target::Bucket;
 use infra::target::local::bucket::LocalBucket;
-use infra::terraform::runner::PlanOptions;
 use infra::terraform::deploy::{self, Protected};
+use infra::terraform::runner::PlanOptions;
 use infra::terraform::{Cloud, RootValues, Terraform};
 use serde::Deserialize;
 
@@ -67,7 +67,9 @@ state_bucket = "acme-tfstate"
 "#;
 
 fn default_env() -> Env {
-    Env::new().var("INFRA_PROJECT", "my-project").var("INFRA_REGION", "us-central1")
+    Env::new()
+        .var("INFRA_PROJECT", "my-project")
+        .var("INFRA_REGION", "us-central1")
 }
 
 fn non_default_env() -> Env {
@@ -89,7 +91,11 @@ fn read_tree(dir: &Path) -> BTreeMap<String, String> {
     fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
-            let rel = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            let rel = path
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
             if rel.starts_with(".terraform") {
                 continue;
             }
@@ -111,8 +117,12 @@ fn snapshot_text(dir: &Path) -> String {
     let mut text = String::new();
     for (path, contents) in read_tree(dir) {
         if let Some(module) = path.strip_prefix("modules/") {
-            let original = std::fs::read_to_string(repo().join("terraform/modules").join(module)).unwrap();
-            assert_eq!(contents, original, "{path} is not a copy of terraform/modules/{module}");
+            let original =
+                std::fs::read_to_string(repo().join("terraform/modules").join(module)).unwrap();
+            assert_eq!(
+                contents, original,
+                "{path} is not a copy of terraform/modules/{module}"
+            );
             text.push_str(&format!("=== {path}: copy of terraform/modules/{module}\n"));
         } else {
             text.push_str(&format!("=== {path}\n{contents}"));
@@ -124,7 +134,12 @@ fn snapshot_text(dir: &Path) -> String {
 fn assert_rendered_snapshot(name: &str, env: &Env) {
     let out = env.infra(&["render"]).ok();
     let dir = PathBuf::from(out.stdout.trim());
-    let text = format!("$ infra render\n{}{}\n{}", out.stdout, out.stderr, snapshot_text(&dir));
+    let text = format!(
+        "$ infra render\n{}{}\n{}",
+        out.stdout,
+        out.stderr,
+        snapshot_text(&dir)
+    );
     insta::with_settings!({filters => vec![(r"/[^\s]*/infra-it-[A-Za-z0-9_]+", "[TEMP]")]}, {
         insta::assert_snapshot!(name, text);
     });
@@ -161,8 +176,17 @@ fn render_refuses_an_open_operator_cidr_and_a_missing_project() {
 
     let env = Env::new();
     let out = env.infra(&["render"]).fails(1);
-    assert!(out.stderr.contains("no Google Cloud project is configured"), "{}", out.stderr);
-    assert!(out.stderr.contains("hint: set `project` in infra.toml or INFRA_PROJECT"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("no Google Cloud project is configured"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("hint: set `project` in infra.toml or INFRA_PROJECT"),
+        "{}",
+        out.stderr
+    );
     let out = env.infra(&["--target", "gcp", "plan"]).fails(1);
     assert!(out.stderr.contains("hint: set `project`"), "{}", out.stderr);
 }
@@ -186,11 +210,20 @@ fn gcp_plan_without_credentials_renders_then_stops_before_terraform() {
     let out = without_credentials(&env, &["--target", "gcp", "plan"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("no Google Cloud credentials found"), "{stderr}");
-    assert!(stderr.contains("hint: run `gcloud auth application-default login`"), "{stderr}");
+    assert!(
+        stderr.contains("no Google Cloud credentials found"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("hint: run `gcloud auth application-default login`"),
+        "{stderr}"
+    );
     let root = env.state().join("terraform");
     assert!(root.join("main.tf").is_file(), "plan renders first");
-    assert!(!root.join(".terraform").exists(), "terraform init ran without credentials");
+    assert!(
+        !root.join(".terraform").exists(),
+        "terraform init ran without credentials"
+    );
 }
 
 #[test]
@@ -303,17 +336,30 @@ fn load_schemas() -> Schemas {
         // `version` is the CDKTF bindings' own).
         let stem = path.file_stem().unwrap().to_str().unwrap();
         let version = stem.strip_prefix(&format!("{}-", schema.provider)).unwrap();
-        schemas.versions.insert(schema.provider.clone(), version.to_owned());
+        schemas
+            .versions
+            .insert(schema.provider.clone(), version.to_owned());
         schemas.resources.extend(schema.resources);
         schemas.data_sources.extend(schema.data_sources);
     }
-    assert!(schemas.resources.contains_key("google_storage_bucket"), "no google schema in {}", dir.display());
+    assert!(
+        schemas.resources.contains_key("google_storage_bucket"),
+        "no google schema in {}",
+        dir.display()
+    );
     schemas
 }
 
 const RESOURCE_META_ATTRS: &[&str] = &["count", "for_each", "depends_on", "provider"];
 const RESOURCE_META_BLOCKS: &[&str] = &["lifecycle", "provisioner", "connection"];
-const MODULE_META_ATTRS: &[&str] = &["source", "version", "count", "for_each", "depends_on", "providers"];
+const MODULE_META_ATTRS: &[&str] = &[
+    "source",
+    "version",
+    "count",
+    "for_each",
+    "depends_on",
+    "providers",
+];
 
 fn label(block: &Block, i: usize) -> &str {
     block.labels().get(i).map_or("", |l| l.as_str())
@@ -380,7 +426,10 @@ fn module_dirs(root: &Path) -> Vec<PathBuf> {
 fn variables(dir: &Path) -> BTreeMap<String, bool> {
     let mut vars = BTreeMap::new();
     for file in tf_files(dir) {
-        for block in parse(&file).blocks().filter(|b| b.identifier() == "variable") {
+        for block in parse(&file)
+            .blocks()
+            .filter(|b| b.identifier() == "variable")
+        {
             let required = !block.body().attributes().any(|a| a.key() == "default");
             vars.insert(label(block, 0).to_owned(), required);
         }
@@ -408,8 +457,13 @@ fn check_body(body: &Body, node: &Node, at: &str, top: bool, errors: &mut Vec<St
             if !attrs.contains("for_each") {
                 errors.push(format!("{at}: dynamic \"{name}\" has no for_each"));
             }
-            for extra in attrs.iter().filter(|a| !["for_each", "iterator", "labels"].contains(a)) {
-                errors.push(format!("{at}: dynamic \"{name}\" has unknown attribute `{extra}`"));
+            for extra in attrs
+                .iter()
+                .filter(|a| !["for_each", "iterator", "labels"].contains(a))
+            {
+                errors.push(format!(
+                    "{at}: dynamic \"{name}\" has unknown attribute `{extra}`"
+                ));
             }
             let Some(content) = block.body().blocks().find(|b| b.identifier() == "content") else {
                 errors.push(format!("{at}: dynamic \"{name}\" has no content block"));
@@ -421,7 +475,13 @@ fn check_body(body: &Body, node: &Node, at: &str, top: bool, errors: &mut Vec<St
         };
         *seen.entry(name.to_owned()).or_default() += 1;
         match node.blocks.get(name) {
-            Some(schema) => check_body(content, &schema.node, &format!("{at}.{name}"), false, errors),
+            Some(schema) => check_body(
+                content,
+                &schema.node,
+                &format!("{at}.{name}"),
+                false,
+                errors,
+            ),
             None => errors.push(format!("{at}: unknown block `{name}`")),
         }
     }
@@ -436,7 +496,9 @@ fn check_body(body: &Body, node: &Node, at: &str, top: bool, errors: &mut Vec<St
             errors.push(format!("{at}: required block `{name}` is missing"));
         }
         if !schema.list && count > 1 {
-            errors.push(format!("{at}: block `{name}` may appear once, found {count}"));
+            errors.push(format!(
+                "{at}: block `{name}` may appear once, found {count}"
+            ));
         }
     }
 }
@@ -451,7 +513,12 @@ fn check_labels(body: &Body, node: &Node, at: &str, errors: &mut Vec<String>) {
     }
     for block in body.blocks() {
         if let Some(schema) = node.blocks.get(block.identifier()) {
-            check_labels(block.body(), &schema.node, &format!("{at}.{}", block.identifier()), errors);
+            check_labels(
+                block.body(),
+                &schema.node,
+                &format!("{at}.{}", block.identifier()),
+                errors,
+            );
         }
     }
 }
@@ -477,10 +544,18 @@ fn satisfies(version: &str, constraint: &str) -> bool {
 }
 
 /// Checks one module directory; returns the provider pins it declares.
-fn check_module(dir: &Path, schemas: &Schemas, errors: &mut Vec<String>) -> BTreeMap<String, String> {
+fn check_module(
+    dir: &Path,
+    schemas: &Schemas,
+    errors: &mut Vec<String>,
+) -> BTreeMap<String, String> {
     let mut pins = BTreeMap::new();
     for file in tf_files(dir) {
-        let name = file.strip_prefix(repo()).unwrap_or(&file).display().to_string();
+        let name = file
+            .strip_prefix(repo())
+            .unwrap_or(&file)
+            .display()
+            .to_string();
         for block in parse(&file).blocks() {
             let at = format!("{name}: {} {}", block.identifier(), label(block, 0));
             match block.identifier() {
@@ -497,7 +572,10 @@ fn check_module(dir: &Path, schemas: &Schemas, errors: &mut Vec<String>) -> BTre
                             check_body(block.body(), node, &at, true, errors);
                             check_labels(block.body(), node, &at, errors);
                         }
-                        None => errors.push(format!("{at}: unknown {} type `{kind}`", block.identifier())),
+                        None => errors.push(format!(
+                            "{at}: unknown {} type `{kind}`",
+                            block.identifier()
+                        )),
                     }
                 }
                 "module" => {
@@ -524,23 +602,39 @@ fn check_module(dir: &Path, schemas: &Schemas, errors: &mut Vec<String>) -> BTre
                         .collect();
                     for var in &passed {
                         if !declared.contains_key(*var) {
-                            errors.push(format!("{at}: passes `{var}`, which {source} does not declare"));
+                            errors.push(format!(
+                                "{at}: passes `{var}`, which {source} does not declare"
+                            ));
                         }
                     }
                     for (var, required) in &declared {
                         if *required && !passed.contains(var.as_str()) {
-                            errors.push(format!("{at}: required variable `{var}` of {source} is not set"));
+                            errors.push(format!(
+                                "{at}: required variable `{var}` of {source} is not set"
+                            ));
                         }
                     }
                 }
                 "terraform" => {
-                    for providers in block.body().blocks().filter(|b| b.identifier() == "required_providers") {
+                    for providers in block
+                        .body()
+                        .blocks()
+                        .filter(|b| b.identifier() == "required_providers")
+                    {
                         for attr in providers.body().attributes() {
                             let entries = object_entries(attr.expr());
-                            let get = |key: &str| entries.iter().find(|(k, _)| k == key).and_then(|(_, v)| string_value(v));
+                            let get = |key: &str| {
+                                entries
+                                    .iter()
+                                    .find(|(k, _)| k == key)
+                                    .and_then(|(_, v)| string_value(v))
+                            };
                             let source = get("source").unwrap_or_default();
                             if source != format!("hashicorp/{}", attr.key()) {
-                                errors.push(format!("{at}: provider {} has source `{source}`", attr.key()));
+                                errors.push(format!(
+                                    "{at}: provider {} has source `{source}`",
+                                    attr.key()
+                                ));
                             }
                             if let Some(version) = get("version") {
                                 pins.insert(attr.key().to_owned(), version.to_owned());
@@ -573,12 +667,16 @@ fn check_tfvars(root: &Path, errors: &mut Vec<String>) {
     let set: BTreeSet<&str> = tfvars.attributes().map(|a| a.key()).collect();
     for key in &set {
         if !declared.contains_key(*key) {
-            errors.push(format!("terraform.tfvars sets `{key}`, which the root does not declare"));
+            errors.push(format!(
+                "terraform.tfvars sets `{key}`, which the root does not declare"
+            ));
         }
     }
     for (var, required) in &declared {
         if *required && !set.contains(var.as_str()) {
-            errors.push(format!("terraform.tfvars does not set required variable `{var}`"));
+            errors.push(format!(
+                "terraform.tfvars does not set required variable `{var}`"
+            ));
         }
     }
 }
@@ -586,7 +684,11 @@ fn check_tfvars(root: &Path, errors: &mut Vec<String>) {
 #[test]
 fn every_tf_file_conforms_to_the_provider_schemas() {
     let schemas = load_schemas();
-    assert!(satisfies("6.50.0", "~> 6.50") && !satisfies("7.0.0", "~> 6.50") && satisfies("3.7.2", "~> 3.7"));
+    assert!(
+        satisfies("6.50.0", "~> 6.50")
+            && !satisfies("7.0.0", "~> 6.50")
+            && satisfies("3.7.2", "~> 3.7")
+    );
     let mut errors = Vec::new();
     for dir in module_dirs(&repo().join("terraform")) {
         check_module(&dir, &schemas, &mut errors);
@@ -602,19 +704,30 @@ fn every_tf_file_conforms_to_the_provider_schemas() {
                 pins = dir_pins;
             }
             for file in tf_files(&dir) {
-                for block in parse(&file).blocks().filter(|b| b.identifier() == "resource") {
+                for block in parse(&file)
+                    .blocks()
+                    .filter(|b| b.identifier() == "resource")
+                {
                     used_providers.insert(label(block, 0).split('_').next().unwrap().to_owned());
                 }
             }
         }
         for provider in &used_providers {
             if !pins.contains_key(provider) {
-                errors.push(format!("{}: uses {provider} resources but does not pin {provider}", root.display()));
+                errors.push(format!(
+                    "{}: uses {provider} resources but does not pin {provider}",
+                    root.display()
+                ));
             }
         }
         check_tfvars(&root, &mut errors);
     }
-    assert!(errors.is_empty(), "{} conformance errors:\n{}", errors.len(), errors.join("\n"));
+    assert!(
+        errors.is_empty(),
+        "{} conformance errors:\n{}",
+        errors.len(),
+        errors.join("\n")
+    );
 }
 
 /// Every resource of `kind` in the modules, with its body.
@@ -624,7 +737,10 @@ fn resources(kind: &str) -> Vec<(String, Body)> {
         for file in tf_files(&dir) {
             for block in parse(&file).blocks() {
                 if block.identifier() == "resource" && label(block, 0) == kind {
-                    found.push((format!("{}.{}", kind, label(block, 1)), block.body().clone()));
+                    found.push((
+                        format!("{}.{}", kind, label(block, 1)),
+                        block.body().clone(),
+                    ));
                 }
             }
         }
@@ -638,7 +754,9 @@ fn attr<'a>(body: &'a Body, path: &[&str]) -> Option<&'a Expression> {
     for name in blocks {
         body = body.blocks().find(|b| b.identifier() == *name)?.body();
     }
-    body.attributes().find(|a| a.key() == *last).map(|a| a.expr())
+    body.attributes()
+        .find(|a| a.key() == *last)
+        .map(|a| a.expr())
 }
 
 #[test]
@@ -666,15 +784,35 @@ fn the_security_defaults_are_in_the_modules() {
 
     let yes = Expression::Bool(true);
     for (name, body) in resources("google_storage_bucket") {
-        assert_eq!(attr(&body, &["uniform_bucket_level_access"]), Some(&yes), "{name}");
-        assert_eq!(attr(&body, &["public_access_prevention"]), Some(&Expression::from("enforced")), "{name}");
-        assert_eq!(attr(&body, &["versioning", "enabled"]), Some(&yes), "{name}");
+        assert_eq!(
+            attr(&body, &["uniform_bucket_level_access"]),
+            Some(&yes),
+            "{name}"
+        );
+        assert_eq!(
+            attr(&body, &["public_access_prevention"]),
+            Some(&Expression::from("enforced")),
+            "{name}"
+        );
+        assert_eq!(
+            attr(&body, &["versioning", "enabled"]),
+            Some(&yes),
+            "{name}"
+        );
     }
     for (name, body) in resources("google_project_service") {
-        assert_eq!(attr(&body, &["disable_on_destroy"]), Some(&Expression::Bool(false)), "{name}");
+        assert_eq!(
+            attr(&body, &["disable_on_destroy"]),
+            Some(&Expression::Bool(false)),
+            "{name}"
+        );
     }
     for (name, body) in resources("google_sql_database_instance") {
-        assert_eq!(attr(&body, &["settings", "backup_configuration", "enabled"]), Some(&yes), "{name}");
+        assert_eq!(
+            attr(&body, &["settings", "backup_configuration", "enabled"]),
+            Some(&yes),
+            "{name}"
+        );
         assert_eq!(
             attr(&body, &["settings", "ip_configuration", "ssl_mode"]),
             Some(&Expression::from("ENCRYPTED_ONLY")),
@@ -682,16 +820,30 @@ fn the_security_defaults_are_in_the_modules() {
         );
     }
     for (name, body) in resources("google_container_cluster") {
-        assert_eq!(attr(&body, &["remove_default_node_pool"]), Some(&yes), "{name}");
-        assert!(attr(&body, &["workload_identity_config", "workload_pool"]).is_some(), "{name}");
-        assert_eq!(attr(&body, &["private_cluster_config", "enable_private_nodes"]), Some(&yes), "{name}");
+        assert_eq!(
+            attr(&body, &["remove_default_node_pool"]),
+            Some(&yes),
+            "{name}"
+        );
+        assert!(
+            attr(&body, &["workload_identity_config", "workload_pool"]).is_some(),
+            "{name}"
+        );
+        assert_eq!(
+            attr(&body, &["private_cluster_config", "enable_private_nodes"]),
+            Some(&yes),
+            "{name}"
+        );
     }
     let text: String = module_dirs(&repo().join("terraform"))
         .iter()
         .flat_map(|dir| tf_files(dir))
         .map(|file| std::fs::read_to_string(file).unwrap())
         .collect();
-    assert!(!text.contains("0.0.0.0/0"), "a module opens something to the internet");
+    assert!(
+        !text.contains("0.0.0.0/0"),
+        "a module opens something to the internet"
+    );
     for role in [
         "roles/bigquery.user",
         "roles/cloudsql.editor",
@@ -700,12 +852,25 @@ fn the_security_defaults_are_in_the_modules() {
         "roles/iam.serviceAccountUser",
         "roles/storage.objectAdmin",
     ] {
-        assert!(text.contains(&format!("\"{role}\"")), "{role} is not granted");
+        assert!(
+            text.contains(&format!("\"{role}\"")),
+            "{role} is not granted"
+        );
     }
     for api in [
-        "container", "sqladmin", "dataproc", "bigquery", "storage", "iam", "servicenetworking", "compute",
+        "container",
+        "sqladmin",
+        "dataproc",
+        "bigquery",
+        "storage",
+        "iam",
+        "servicenetworking",
+        "compute",
     ] {
-        assert!(text.contains(&format!("\"{api}.googleapis.com\"")), "{api} API is not enabled");
+        assert!(
+            text.contains(&format!("\"{api}.googleapis.com\"")),
+            "{api} API is not enabled"
+        );
     }
 }
 
@@ -775,10 +940,19 @@ fn run_checkov(bin: &Path, dir: &Path, with_skips: bool) -> CheckovReport {
     let mut cmd = Command::new(bin);
     cmd.arg("-d").arg(dir);
     if with_skips {
-        cmd.arg("--config-file").arg(repo().join("terraform/.checkov.yaml"));
+        cmd.arg("--config-file")
+            .arg(repo().join("terraform/.checkov.yaml"));
     }
     let out = cmd
-        .args(["--framework", "terraform", "--skip-download", "--quiet", "--compact", "-o", "json"])
+        .args([
+            "--framework",
+            "terraform",
+            "--skip-download",
+            "--quiet",
+            "--compact",
+            "-o",
+            "json",
+        ])
         .env("TF_CLI_CONFIG_FILE", "/dev/null")
         .output()
         .unwrap();
@@ -807,14 +981,38 @@ fn checkov_finds_no_failed_checks() {
             .iter()
             .map(|c| format!("{} {} ({})", c.check_id, c.resource, c.file_path))
             .collect();
-        assert_eq!(report.summary.failed, 0, "checkov failed in {}:\n{}", dir.display(), failed.join("\n"));
-        assert_eq!(report.summary.parsing_errors, 0, "checkov could not parse {}", dir.display());
-        assert!(report.summary.passed > 50, "checkov checked almost nothing in {}", dir.display());
+        assert_eq!(
+            report.summary.failed,
+            0,
+            "checkov failed in {}:\n{}",
+            dir.display(),
+            failed.join("\n")
+        );
+        assert_eq!(
+            report.summary.parsing_errors,
+            0,
+            "checkov could not parse {}",
+            dir.display()
+        );
+        assert!(
+            report.summary.passed > 50,
+            "checkov checked almost nothing in {}",
+            dir.display()
+        );
         let unskipped = run_checkov(&bin, &dir, false);
-        failing_without_skips.extend(unskipped.results.failed_checks.into_iter().map(|c| c.check_id));
+        failing_without_skips.extend(
+            unskipped
+                .results
+                .failed_checks
+                .into_iter()
+                .map(|c| c.check_id),
+        );
     }
     let stale: Vec<&String> = skips.difference(&failing_without_skips).collect();
-    assert!(stale.is_empty(), "terraform/.checkov.yaml skips checks that pass anyway: {stale:?}");
+    assert!(
+        stale.is_empty(),
+        "terraform/.checkov.yaml skips checks that pass anyway: {stale:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -845,7 +1043,11 @@ impl FakeCloud {
 }
 
 fn pairs(labels: &BTreeMap<String, String>) -> String {
-    labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 #[async_trait]
@@ -857,7 +1059,10 @@ impl Cloud for FakeCloud {
         location: &str,
         labels: &BTreeMap<String, String>,
     ) -> Result<()> {
-        self.record(format!("ensure_state_bucket {project} {name} {location} {}", pairs(labels)));
+        self.record(format!(
+            "ensure_state_bucket {project} {name} {location} {}",
+            pairs(labels)
+        ));
         Ok(())
     }
 
@@ -867,7 +1072,10 @@ impl Cloud for FakeCloud {
         region: &str,
         labels: &BTreeMap<String, String>,
     ) -> Result<Vec<String>> {
-        self.record(format!("delete_labelled_dataproc_clusters {project} {region} {}", pairs(labels)));
+        self.record(format!(
+            "delete_labelled_dataproc_clusters {project} {region} {}",
+            pairs(labels)
+        ));
         Ok(vec!["run-cluster-1".to_owned()])
     }
 
@@ -887,7 +1095,11 @@ fn fixture(env: &[(&str, &str)]) -> (tempfile::TempDir, RootValues, Terraform) {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");
     std::fs::create_dir_all(&root).unwrap();
-    std::fs::copy(repo().join("tests/fixtures/terraform_data/main.tf"), root.join("main.tf")).unwrap();
+    std::fs::copy(
+        repo().join("tests/fixtures/terraform_data/main.tf"),
+        root.join("main.tf"),
+    )
+    .unwrap();
     let mut vars = vec![("INFRA_PROJECT".to_owned(), "fixture-project".to_owned())];
     vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let settings = Settings::resolve(Sources {
@@ -912,10 +1124,22 @@ async fn up_and_down_drive_real_terraform_and_the_cloud_seam() {
     assert_eq!(report.uploaded, infra::assets::PYSPARK_SCRIPTS.len());
     let outputs = report.outputs.unwrap();
     assert_eq!(outputs.code_bucket, "fixture-project-code-fixture");
-    assert_eq!(outputs.sql_connection_name, "fixture-project:us-central1:fixture-pg");
-    assert_eq!(outputs.service_account_email, "infra-pipeline@fixture-project.iam.gserviceaccount.com");
-    assert_eq!(outputs.database_password.expose(), "fixture-password-do-not-print");
-    assert!(!format!("{outputs:?}").contains("fixture-password"), "{outputs:?}");
+    assert_eq!(
+        outputs.sql_connection_name,
+        "fixture-project:us-central1:fixture-pg"
+    );
+    assert_eq!(
+        outputs.service_account_email,
+        "infra-pipeline@fixture-project.iam.gserviceaccount.com"
+    );
+    assert_eq!(
+        outputs.database_password.expose(),
+        "fixture-password-do-not-print"
+    );
+    assert!(
+        !format!("{outputs:?}").contains("fixture-password"),
+        "{outputs:?}"
+    );
     assert_eq!(
         cloud.take_calls(),
         [
@@ -923,13 +1147,21 @@ async fn up_and_down_drive_real_terraform_and_the_cloud_seam() {
             "code_bucket fixture-project-code-fixture",
         ]
     );
-    let uploaded = tmp.path().join("gcs/fixture-project-code-fixture/tokenizer.py");
+    let uploaded = tmp
+        .path()
+        .join("gcs/fixture-project-code-fixture/tokenizer.py");
     assert!(uploaded.is_file(), "tokenizer.py was not uploaded");
-    assert!(!tf.dir().join("up.tfplan").exists(), "the applied plan file (it holds state) was left behind");
+    assert!(
+        !tf.dir().join("up.tfplan").exists(),
+        "the applied plan file (it holds state) was left behind"
+    );
 
     // Outputs parse on their own too, and the state has no changes pending.
     assert_eq!(tf.outputs().await.unwrap(), outputs);
-    let summary = tf.plan("check.tfplan", &PlanOptions::default()).await.unwrap();
+    let summary = tf
+        .plan("check.tfplan", &PlanOptions::default())
+        .await
+        .unwrap();
     tf.discard("check.tfplan");
     assert!(summary.is_empty(), "{summary}");
 
@@ -997,7 +1229,9 @@ async fn down_lifts_deletion_protection_first() {
             enabled: |values| values.database_deletion_protection,
         },
     ];
-    let down = deploy::down_with(&values, &tf, &cloud, true, &protected).await.unwrap();
+    let down = deploy::down_with(&values, &tf, &cloud, true, &protected)
+        .await
+        .unwrap();
     assert!(down.destroyed);
     let err = format!("{:#}", tf.outputs().await.unwrap_err());
     assert!(err.contains("nothing is deployed"), "{err}");
