@@ -61,7 +61,11 @@ pub fn detect_with(
     {
         return Ok(Credentials::Gcloud(path.clone()));
     }
-    if std::fs::read_to_string(dmi_product_name).is_ok_and(|name| name.trim().starts_with("Google"))
+    let gce_check =
+        !env("NO_GCE_CHECK").is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
+    if gce_check
+        && std::fs::read_to_string(dmi_product_name)
+            .is_ok_and(|name| name.trim().starts_with("Google"))
     {
         return Ok(Credentials::MetadataServer);
     }

@@ -155,6 +155,8 @@ resource "google_container_cluster" "airflow" {
   }
 
   master_authorized_networks_config {
+    gcp_public_cidrs_access_enabled = false
+
     dynamic "cidr_blocks" {
       for_each = var.operator_cidr == null ? [] : [var.operator_cidr]
       content {
