@@ -17,12 +17,11 @@ pub use up::upload_code;
 
 use anyhow::Result;
 
-use crate::terraform::{Terraform, credentials};
-
 use crate::cli::{Cli, Command, GlobalArgs};
 use crate::exit::UsageError;
 use crate::process::Echo;
 use crate::settings::{Layer, Settings, Sources, TargetKind};
+use crate::terraform::{Terraform, credentials};
 
 /// Runs the command `cli` names.
 pub async fn dispatch(cli: Cli) -> Result<()> {

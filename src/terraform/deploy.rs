@@ -63,8 +63,7 @@ pub async fn up(
         tf.discard(UP_PLAN);
         false
     } else {
-        if !yes && !ui::confirm("Apply this plan?", "--yes")? {
-            tf.discard(UP_PLAN);
+        if !ask(tf, UP_PLAN, "Apply this plan?", yes)? {
             ui::status("nothing applied");
             return Ok(UpReport {
                 applied: false,
@@ -175,8 +174,7 @@ pub async fn down_with(
         selector.join(","),
         values.dataset
     ));
-    if !yes && !ui::confirm("Destroy all of this?", "--yes")? {
-        tf.discard(DOWN_PLAN);
+    if !ask(tf, DOWN_PLAN, "Destroy all of this?", yes)? {
         ui::status("nothing destroyed");
         return Ok(DownReport::default());
     }
@@ -256,6 +254,20 @@ async fn unprotect(
         }
     }
     Ok(options)
+}
+
+/// Asks before applying `plan_file`, unless `yes`. The plan file holds a
+/// state snapshot, so it is removed unless the answer is yes.
+fn ask(tf: &Terraform, plan_file: &str, question: &str, yes: bool) -> Result<bool> {
+    let answer = if yes {
+        Ok(true)
+    } else {
+        ui::confirm(question, "--yes")
+    };
+    if !matches!(answer, Ok(true)) {
+        tf.discard(plan_file);
+    }
+    answer
 }
 
 fn show_plan(title: &str, plan: &PlanSummary) {
