@@ -56,10 +56,11 @@ impl Tool {
         }
     }
 
-    /// Directories searched after PATH.
-    fn extra_dirs(self) -> Vec<PathBuf> {
+    /// Directories searched after PATH; Debian keeps PostgreSQL's server
+    /// binaries under `postgres_root` (`/usr/lib/postgresql`).
+    fn extra_dirs(self, postgres_root: &Path) -> Vec<PathBuf> {
         match self {
-            Tool::PgCtl | Tool::Initdb => postgres_bin_dirs(Path::new("/usr/lib/postgresql")),
+            Tool::PgCtl | Tool::Initdb => postgres_bin_dirs(postgres_root),
             Tool::Java => std::env::var_os("JAVA_HOME")
                 .map(|home| vec![PathBuf::from(home).join("bin")])
                 .unwrap_or_default(),
@@ -70,11 +71,19 @@ impl Tool {
 
 /// Finds `tool` on PATH, then in its usual install directories.
 pub fn find(tool: Tool) -> Result<PathBuf, ToolMissing> {
-    find_in(tool, std::env::var_os("PATH").as_deref())
+    find_in(
+        tool,
+        std::env::var_os("PATH").as_deref(),
+        Path::new("/usr/lib/postgresql"),
+    )
 }
 
-fn find_in(tool: Tool, path: Option<&std::ffi::OsStr>) -> Result<PathBuf, ToolMissing> {
-    let extra = tool.extra_dirs();
+fn find_in(
+    tool: Tool,
+    path: Option<&std::ffi::OsStr>,
+    postgres_root: &Path,
+) -> Result<PathBuf, ToolMissing> {
+    let extra = tool.extra_dirs(postgres_root);
     let cwd = std::env::current_dir().unwrap_or_default();
     if let Ok(found) = which::which_in(tool.name(), path, &cwd) {
         return Ok(found);
@@ -117,10 +126,31 @@ mod tests {
 
     #[test]
     fn a_missing_tool_says_how_to_install_it() {
-        let err = find_in(Tool::Terraform, Some(std::ffi::OsStr::new("/nonexistent"))).unwrap_err();
+        let nowhere = Path::new("/nonexistent");
+        let err = find_in(Tool::Terraform, Some(nowhere.as_os_str()), nowhere).unwrap_err();
         let text = err.to_string();
         assert!(text.contains("`terraform` was not found"), "{text}");
         assert!(text.contains("hint: install Terraform"), "{text}");
+    }
+
+    #[test]
+    fn missing_postgres_binaries_name_the_package() {
+        let empty = tempfile::tempdir().unwrap();
+        let err = find_in(Tool::Initdb, Some(empty.path().as_os_str()), empty.path()).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("`initdb` was not found"), "{text}");
+        assert!(text.contains("apt-get install postgresql"), "{text}");
+    }
+
+    #[test]
+    fn postgres_binaries_are_found_off_path() {
+        let root = tempfile::tempdir().unwrap();
+        let bin = root.path().join("15/bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::write(bin.join("pg_ctl"), "").unwrap();
+        let empty = tempfile::tempdir().unwrap();
+        let found = find_in(Tool::PgCtl, Some(empty.path().as_os_str()), root.path()).unwrap();
+        assert_eq!(found, bin.join("pg_ctl"));
     }
 
     #[test]

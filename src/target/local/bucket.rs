@@ -7,6 +7,7 @@ use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use async_trait::async_trait;
+use tokio::io::AsyncWriteExt;
 
 use crate::target::{Body, Bucket, ObjectMeta, Source};
 
@@ -77,9 +78,13 @@ impl Bucket for LocalBucket {
             std::process::id()
         ));
         let write = async {
-            let mut file = tokio::fs::File::create(&tmp).await?;
+            // Streams such as COPY TO STDOUT arrive a row at a time: buffer
+            // them, or every row costs a trip to the blocking pool.
+            let mut file =
+                tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::create(&tmp).await?);
             let size = tokio::io::copy(body, &mut file).await?;
-            file.sync_all().await?;
+            file.flush().await?;
+            file.get_ref().sync_all().await?;
             tokio::fs::rename(&tmp, &path).await?;
             Ok::<_, std::io::Error>(size)
         };
