@@ -18,3 +18,60 @@ pub const PYSPARK_SCRIPTS: &[(&str, &str)] = &[
         include_str!("../pyspark/user_behavior.py"),
     ),
 ];
+
+/// The reusable Terraform modules, copied into every rendered root under
+/// `modules/` so the root is self-contained: (path in the root, contents).
+pub const TERRAFORM_MODULES: &[(&str, &str)] = &[
+    (
+        "modules/buckets/main.tf",
+        include_str!("../terraform/modules/buckets/main.tf"),
+    ),
+    (
+        "modules/cloudsql/main.tf",
+        include_str!("../terraform/modules/cloudsql/main.tf"),
+    ),
+    (
+        "modules/gke/main.tf",
+        include_str!("../terraform/modules/gke/main.tf"),
+    ),
+    (
+        "modules/iam/main.tf",
+        include_str!("../terraform/modules/iam/main.tf"),
+    ),
+    (
+        "modules/network/main.tf",
+        include_str!("../terraform/modules/network/main.tf"),
+    ),
+    (
+        "modules/services/main.tf",
+        include_str!("../terraform/modules/services/main.tf"),
+    ),
+    (
+        "modules/warehouse/main.tf",
+        include_str!("../terraform/modules/warehouse/main.tf"),
+    ),
+];
+
+/// The Tera templates of the root module: (rendered file name, template).
+pub const TERRAFORM_TEMPLATES: &[(&str, &str)] = &[
+    (
+        "main.tf",
+        include_str!("../templates/terraform/main.tf.tera"),
+    ),
+    (
+        "outputs.tf",
+        include_str!("../templates/terraform/outputs.tf.tera"),
+    ),
+    (
+        "terraform.tfvars",
+        include_str!("../templates/terraform/terraform.tfvars.tera"),
+    ),
+    (
+        "variables.tf",
+        include_str!("../templates/terraform/variables.tf.tera"),
+    ),
+    (
+        "versions.tf",
+        include_str!("../templates/terraform/versions.tf.tera"),
+    ),
+];

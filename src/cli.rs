@@ -68,6 +68,12 @@ pub enum Command {
     #[command(after_help = "Examples:\n  infra plan\n  infra --target gcp plan")]
     Plan,
 
+    /// Write the gcp target's Terraform root module and print its directory
+    #[command(
+        after_help = "Writes <state-dir>/terraform from the resolved configuration; the same configuration gives byte-identical files. Only the project is required.\n\nExamples:\n  INFRA_PROJECT=my-project infra render\n  infra --config prod.toml render && less .infra/terraform/terraform.tfvars"
+    )]
+    Render,
+
     /// What is provisioned, and the last run's steps with row counts
     #[command(after_help = "Examples:\n  infra status")]
     Status,

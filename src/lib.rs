@@ -14,6 +14,7 @@
 //! pipeline/      each step once, against the capabilities (load, spark, warehouse)
 //! record         run records and the run lock
 //! target/        the capability traits, and local/ (gcp/ to come)
+//! terraform/     the gcp target's Terraform: render, runner, typed outputs, up/down
 //! sample         the deterministic sample-data generator
 //! assets         sql/ and pyspark/ files compiled into the binary
 //! process        the one child-process wrapper
@@ -33,5 +34,6 @@ pub mod record;
 pub mod sample;
 pub mod settings;
 pub mod target;
+pub mod terraform;
 pub mod tools;
 pub mod ui;

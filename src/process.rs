@@ -31,6 +31,10 @@ pub enum Echo {
     Quiet,
     /// Print them to stderr as they arrive.
     Stream,
+    /// Never show or log stdout, and keep it out of error messages: for
+    /// output that holds secrets (`terraform output -json`). stderr is
+    /// logged as with `Quiet`.
+    Secret,
 }
 
 /// A child process to run: program, arguments, cwd and environment.
@@ -231,9 +235,11 @@ async fn collect(
             all.push_str(&line);
         }
         let line = line.trim_end_matches(['\n', '\r']);
+        let secret = echo == Echo::Secret && keep_all;
         match echo {
             Echo::Stream => eprintln!("{line}"),
-            Echo::Quiet => tracing::debug!(target: "infra::child", "{line}"),
+            _ if secret => continue,
+            Echo::Quiet | Echo::Secret => tracing::debug!(target: "infra::child", "{line}"),
         }
         if tail.len() == TAIL_LINES {
             tail.pop_front();
@@ -309,6 +315,24 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(out.stdout.trim(), "set-unset");
+    }
+
+    #[tokio::test]
+    async fn secret_stdout_is_returned_but_never_quoted() {
+        let out = Cmd::new("sh")
+            .args(["-c", "echo hunter2"])
+            .echo(Echo::Secret)
+            .run()
+            .await
+            .unwrap();
+        assert_eq!(out.stdout, "hunter2\n");
+        let err = Cmd::new("sh")
+            .args(["-c", "echo hunter$((1 + 1)); exit 1"])
+            .echo(Echo::Secret)
+            .run()
+            .await
+            .unwrap_err();
+        assert!(!format!("{err:#}").contains("hunter2"), "{err:#}");
     }
 
     #[test]

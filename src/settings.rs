@@ -223,6 +223,8 @@ settings! {
         "Cloud SQL machine tier.";
     database_operator_cidr: Option<String> = "database.operator_cidr", None,
         "CIDR allowed to reach Cloud SQL's public IP (never 0.0.0.0/0). Unset: private IP only.";
+    database_deletion_protection: bool = "database.deletion_protection", false,
+        "Protect the Cloud SQL instance from deletion (`down` lifts it first).";
     database_port: u16 = "database.port", 0,
         "Port of the local PostgreSQL server (0: pick a free one).";
     dataset: String = "warehouse.dataset", "bootcamp".to_owned(),
@@ -241,6 +243,10 @@ settings! {
         "Machine type of the GKE nodes.";
     gke_deletion_protection: bool = "gke.deletion_protection", false,
         "Protect the GKE cluster from deletion (`down` lifts it first).";
+    gke_zone: Option<String> = "gke.zone", None,
+        "Zone of the (zonal) GKE cluster [default: <region>-b].";
+    terraform_state_bucket: Option<String> = "terraform.state_bucket", None,
+        "GCS bucket holding Terraform state; `up` creates it [default: <project>-<deployment>-tfstate].";
 }
 
 impl SettingValue for Option<String> {

@@ -3,12 +3,16 @@
 use anyhow::Result;
 
 use crate::cli::DownArgs;
-use crate::settings::Settings;
+use crate::process::Echo;
+use crate::settings::{Settings, TargetKind};
 use crate::target::local::Local;
+use crate::terraform::{self, deploy};
 use crate::ui;
 
-pub async fn down(settings: &Settings, args: &DownArgs) -> Result<()> {
-    super::require_local(settings, "down")?;
+pub async fn down(settings: &Settings, args: &DownArgs, echo: Echo) -> Result<()> {
+    if settings.target == TargetKind::Gcp {
+        return down_gcp(settings, args, echo).await;
+    }
     let local = Local::new(settings);
     let doomed = local.plan_down();
     if doomed.is_empty() {
@@ -28,5 +32,21 @@ pub async fn down(settings: &Settings, args: &DownArgs) -> Result<()> {
     }
     local.down().await?;
     ui::status("down: local target removed");
+    Ok(())
+}
+
+/// Renders (so the backend and variables match the settings), then
+/// destroys everything, after deleting what Terraform doesn't own.
+async fn down_gcp(settings: &Settings, args: &DownArgs, echo: Echo) -> Result<()> {
+    let (values, dir) = super::render::render_root(settings)?;
+    let tf = super::gcp_terraform(settings, &dir, echo)?;
+    let cloud = terraform::cloud(settings)?;
+    let report = deploy::down(&values, &tf, cloud.as_ref(), args.yes).await?;
+    if report.destroyed {
+        ui::status(format!(
+            "down: everything infra created in project {} is gone",
+            values.project
+        ));
+    }
     Ok(())
 }

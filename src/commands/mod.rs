@@ -7,10 +7,13 @@ mod config;
 mod down;
 mod plan;
 mod query;
+mod render;
 mod run;
 mod sample;
 mod status;
 mod up;
+
+pub use up::upload_code;
 
 use anyhow::Result;
 
@@ -18,6 +21,7 @@ use crate::cli::{Cli, Command, GlobalArgs};
 use crate::exit::UsageError;
 use crate::process::Echo;
 use crate::settings::{Layer, Settings, Sources, TargetKind};
+use crate::terraform::{Terraform, credentials};
 
 /// Runs the command `cli` names.
 pub async fn dispatch(cli: Cli) -> Result<()> {
@@ -28,10 +32,11 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Echo::Quiet
     };
     match cli.command {
-        Command::Up(args) => up::up(&settings, &args).await,
+        Command::Up(args) => up::up(&settings, &args, echo).await,
         Command::Run(args) => run::run(&settings, &args, echo).await,
-        Command::Down(args) => down::down(&settings, &args).await,
-        Command::Plan => plan::plan(&settings).await,
+        Command::Down(args) => down::down(&settings, &args, echo).await,
+        Command::Plan => plan::plan(&settings, echo).await,
+        Command::Render => render::render(&settings).await,
         Command::Status => status::status(&settings).await,
         Command::Query(args) => query::query(&settings, &args).await,
         Command::Config => config::config(&settings),
@@ -55,6 +60,13 @@ fn resolve(global: &GlobalArgs) -> Result<Settings> {
         env: std::env::vars().collect(),
         flags,
     })
+}
+
+/// Checks for credentials, then finds terraform: the two things every gcp
+/// verb but `render` needs before it touches Google Cloud.
+fn gcp_terraform(settings: &Settings, dir: &std::path::Path, echo: Echo) -> Result<Terraform> {
+    credentials::detect()?;
+    Terraform::new(dir, &settings.cache_dir(), echo)
 }
 
 /// The error for a verb the GCP target does not have yet.

@@ -5,13 +5,17 @@ use tokio::io::AsyncReadExt;
 
 use crate::assets;
 use crate::cli::UpArgs;
-use crate::settings::Settings;
+use crate::process::Echo;
+use crate::settings::{Settings, TargetKind};
 use crate::target::Bucket;
 use crate::target::local::Local;
+use crate::terraform::{self, deploy};
 use crate::ui;
 
-pub async fn up(settings: &Settings, args: &UpArgs) -> Result<()> {
-    super::require_local(settings, "up")?;
+pub async fn up(settings: &Settings, args: &UpArgs, echo: Echo) -> Result<()> {
+    if settings.target == TargetKind::Gcp {
+        return up_gcp(settings, args, echo).await;
+    }
     let local = Local::new(settings);
     let actions = local.plan_up().await?;
     ui::status(format!("local target in {}", local.state_dir().display()));
@@ -31,6 +35,42 @@ pub async fn up(settings: &Settings, args: &UpArgs) -> Result<()> {
     ui::status(format!(
         "up: local target ready; {uploaded} script(s) uploaded to {}",
         local.buckets().code.uri("")
+    ));
+    Ok(())
+}
+
+/// Renders, then bootstraps state, plans, asks, applies and uploads the
+/// code. `--dry-run` is `infra plan`.
+async fn up_gcp(settings: &Settings, args: &UpArgs, echo: Echo) -> Result<()> {
+    if args.dry_run {
+        return super::plan::plan(settings, echo).await;
+    }
+    let (values, dir) = super::render::render_root(settings)?;
+    let tf = super::gcp_terraform(settings, &dir, echo)?;
+    let cloud = terraform::cloud(settings)?;
+    let report = deploy::up(&values, &tf, cloud.as_ref(), args.yes).await?;
+    let Some(outputs) = report.outputs else {
+        return Ok(());
+    };
+    ui::status(format!(
+        "up: project {} ready; {} script(s) uploaded to gs://{}",
+        values.project, report.uploaded, outputs.code_bucket
+    ));
+    ui::detail(format!(
+        "buckets: {}, {}, {}",
+        outputs.raw_bucket, outputs.staging_bucket, outputs.code_bucket
+    ));
+    ui::detail(format!(
+        "Cloud SQL: {} ({})",
+        outputs.sql_connection_name, outputs.sql_ip
+    ));
+    ui::detail(format!(
+        "GKE cluster: {} in {}",
+        outputs.gke_cluster_name, outputs.gke_location
+    ));
+    ui::detail(format!(
+        "service account: {}",
+        outputs.service_account_email
     ));
     Ok(())
 }

@@ -7,7 +7,7 @@ fn help_lists_every_command_with_examples() {
     let env = Env::new();
     let help = env.infra(&["--help"]).ok().stdout;
     for command in [
-        "up", "run", "down", "plan", "status", "query", "config", "sample",
+        "up", "run", "down", "plan", "render", "status", "query", "config", "sample",
     ] {
         assert!(
             help.contains(&format!("  {command} ")),
@@ -18,7 +18,7 @@ fn help_lists_every_command_with_examples() {
         assert!(help.contains(flag), "{flag} missing from:\n{help}");
     }
     for command in [
-        "up", "run", "down", "plan", "status", "query", "config", "sample",
+        "up", "run", "down", "plan", "render", "status", "query", "config", "sample",
     ] {
         let help = env.infra(&[command, "--help"]).ok().stdout;
         assert!(

@@ -1,0 +1,1238 @@
+//! The gcp target's Terraform, tested without Google Cloud.
+//!
+//! The google provider can't be downloaded here, so `terraform validate`
+//! can't run. These are the strongest stand-ins: snapshots of the rendered
+//! root, `terraform fmt -check`, a conformance check of every `.tf` file
+//! against the providers' schemas (`../shared/terraform-schema`), checkov,
+//! and the real `terraform` binary driving a root of `terraform_data`
+//! resources through `up` and `down` with a fake [`Cloud`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+use anyhow::Result;
+use async_trait::async_trait;
+use hcl::{Block, Body, Expression, ObjectKey};
+use infra::process::Echo;
+use infra::settings::{Layer, Settings, Sources};
+use infra::target::Bucket;
+use infra::target::local::bucket::LocalBucket;
+use infra::terraform::deploy::{self, Protected};
+use infra::terraform::runner::PlanOptions;
+use infra::terraform::{Cloud, RootValues, Terraform};
+use serde::Deserialize;
+
+use crate::harness::Env;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn schema_dir() -> PathBuf {
+    repo().join("../shared/terraform-schema")
+}
+
+/// Every setting the root reads, away from its default.
+const NON_DEFAULT_TOML: &str = r#"project = "acme-analytics-prod"
+region = "europe-west1"
+deployment = "bootcamp-prod"
+impersonate_service_account = "deployer@acme-analytics-prod.iam.gserviceaccount.com"
+
+[buckets]
+raw = "acme-raw-data"
+staging = "acme-staging-data"
+force_destroy = false
+
+[gke]
+node_count = 3
+machine_type = "e2-standard-4"
+deletion_protection = true
+zone = "europe-west1-c"
+
+[database]
+version = 16
+tier = "db-custom-2-7680"
+name = "analytics"
+user = "pipeline"
+operator_cidr = "203.0.113.7/32"
+deletion_protection = true
+
+[warehouse]
+dataset = "analytics"
+
+[terraform]
+state_bucket = "acme-tfstate"
+"#;
+
+fn default_env() -> Env {
+    Env::new()
+        .var("INFRA_PROJECT", "my-project")
+        .var("INFRA_REGION", "us-central1")
+}
+
+fn non_default_env() -> Env {
+    let env = Env::new();
+    env.write("infra.toml", NON_DEFAULT_TOML);
+    env
+}
+
+/// Runs `infra render` and returns the directory it printed.
+fn render(env: &Env) -> PathBuf {
+    let out = env.infra(&["render"]).ok();
+    let dir = PathBuf::from(out.stdout.trim());
+    assert_eq!(dir, env.state().join("terraform"), "{}", out.stderr);
+    dir
+}
+
+/// Every file under `dir` (terraform's own `.terraform/` aside), by relative path.
+fn read_tree(dir: &Path) -> BTreeMap<String, String> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let rel = path
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            if rel.starts_with(".terraform") {
+                continue;
+            }
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else {
+                out.insert(rel, std::fs::read_to_string(&path).unwrap());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// The root's own files in full; the module copies are checked to be
+/// byte-identical to `terraform/modules` and only listed.
+fn snapshot_text(dir: &Path) -> String {
+    let mut text = String::new();
+    for (path, contents) in read_tree(dir) {
+        if let Some(module) = path.strip_prefix("modules/") {
+            let original =
+                std::fs::read_to_string(repo().join("terraform/modules").join(module)).unwrap();
+            assert_eq!(
+                contents, original,
+                "{path} is not a copy of terraform/modules/{module}"
+            );
+            text.push_str(&format!("=== {path}: copy of terraform/modules/{module}\n"));
+        } else {
+            text.push_str(&format!("=== {path}\n{contents}"));
+        }
+    }
+    text
+}
+
+fn assert_rendered_snapshot(name: &str, env: &Env) {
+    let out = env.infra(&["render"]).ok();
+    let dir = PathBuf::from(out.stdout.trim());
+    let text = format!(
+        "$ infra render\n{}{}\n{}",
+        out.stdout,
+        out.stderr,
+        snapshot_text(&dir)
+    );
+    insta::with_settings!({filters => vec![(r"/[^\s]*/infra-it-[A-Za-z0-9_]+", "[TEMP]")]}, {
+        insta::assert_snapshot!(name, text);
+    });
+}
+
+#[test]
+fn the_default_root_renders_from_project_and_region_alone() {
+    assert_rendered_snapshot("rendered_default", &default_env());
+}
+
+#[test]
+fn a_non_default_root_carries_every_setting() {
+    assert_rendered_snapshot("rendered_non_default", &non_default_env());
+}
+
+#[test]
+fn rendering_is_deterministic() {
+    let first = non_default_env();
+    let dir = render(&first);
+    let before = read_tree(&dir);
+    render(&first);
+    assert_eq!(before, read_tree(&dir), "a second render changed files");
+    let second = non_default_env();
+    let other = read_tree(&render(&second));
+    assert_eq!(before, other, "two state dirs with the same config differ");
+}
+
+#[test]
+fn render_refuses_an_open_operator_cidr_and_a_missing_project() {
+    let env = default_env().var("INFRA_DATABASE_OPERATOR_CIDR", "0.0.0.0/0");
+    let out = env.infra(&["render"]).fails(1);
+    assert!(out.stderr.contains("whole internet"), "{}", out.stderr);
+    assert!(out.stderr.contains("hint:"), "{}", out.stderr);
+
+    let env = Env::new();
+    let out = env.infra(&["render"]).fails(1);
+    assert!(
+        out.stderr.contains("no Google Cloud project is configured"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("hint: set `project` in infra.toml or INFRA_PROJECT"),
+        "{}",
+        out.stderr
+    );
+    let out = env.infra(&["--target", "gcp", "plan"]).fails(1);
+    assert!(out.stderr.contains("hint: set `project`"), "{}", out.stderr);
+}
+
+/// `infra` with no Google credentials anywhere it looks.
+fn without_credentials(env: &Env, args: &[&str]) -> std::process::Output {
+    let home = env.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    env.command(args)
+        .env("HOME", &home)
+        .env("NO_GCE_CHECK", "True")
+        .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
+        .env_remove("CLOUDSDK_CONFIG")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn gcp_plan_without_credentials_renders_then_stops_before_terraform() {
+    let env = default_env();
+    let out = without_credentials(&env, &["--target", "gcp", "plan"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("no Google Cloud credentials found"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("hint: run `gcloud auth application-default login`"),
+        "{stderr}"
+    );
+    let root = env.state().join("terraform");
+    assert!(root.join("main.tf").is_file(), "plan renders first");
+    assert!(
+        !root.join(".terraform").exists(),
+        "terraform init ran without credentials"
+    );
+}
+
+#[test]
+fn gcp_plan_without_terraform_says_how_to_install_it() {
+    let env = default_env();
+    let key = env.write("key.json", "{}");
+    let empty = env.path().join("empty-path");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = env
+        .command(&["--target", "gcp", "plan"])
+        .env("GOOGLE_APPLICATION_CREDENTIALS", &key)
+        .env("PATH", &empty)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("`terraform` was not found"), "{stderr}");
+    assert!(stderr.contains("hint: install Terraform"), "{stderr}");
+}
+
+/// terraform, with a CLI config that exists (the machines point
+/// `TF_CLI_CONFIG_FILE` at one that doesn't).
+fn terraform(args: &[&str], dir: &Path) -> std::process::Output {
+    Command::new("terraform")
+        .args(args)
+        .current_dir(dir)
+        .env("TF_CLI_CONFIG_FILE", "/dev/null")
+        .env("CHECKPOINT_DISABLE", "1")
+        .output()
+        .expect("terraform is on PATH")
+}
+
+#[test]
+fn terraform_fmt_check_passes_on_the_modules_and_the_rendered_roots() {
+    let default = default_env();
+    let non_default = non_default_env();
+    let dirs = [
+        repo().join("terraform"),
+        repo().join("tests/fixtures/terraform_data"),
+        render(&default),
+        render(&non_default),
+    ];
+    for dir in &dirs {
+        let out = terraform(&["fmt", "-check", "-recursive", "-diff", "."], dir);
+        assert!(
+            out.status.success(),
+            "terraform fmt -check failed in {}:\n{}{}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Conformance against the provider schemas.
+
+#[derive(Deserialize)]
+struct ProviderSchema {
+    provider: String,
+    resources: BTreeMap<String, Node>,
+    data_sources: BTreeMap<String, Node>,
+}
+
+#[derive(Deserialize, Default)]
+struct Node {
+    #[serde(default)]
+    attributes: BTreeMap<String, Flag>,
+    #[serde(default)]
+    blocks: BTreeMap<String, BlockSchema>,
+}
+
+#[derive(Deserialize)]
+struct BlockSchema {
+    required: bool,
+    list: bool,
+    #[serde(flatten)]
+    node: Node,
+}
+
+#[derive(Deserialize)]
+struct Flag {
+    required: bool,
+}
+
+struct Schemas {
+    resources: BTreeMap<String, Node>,
+    data_sources: BTreeMap<String, Node>,
+    /// provider name -> the version the schema file describes
+    versions: BTreeMap<String, String>,
+}
+
+fn load_schemas() -> Schemas {
+    let dir = schema_dir();
+    let mut schemas = Schemas {
+        resources: BTreeMap::new(),
+        data_sources: BTreeMap::new(),
+        versions: BTreeMap::new(),
+    };
+    let entries = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot read the provider schemas in {}: {e}", dir.display()));
+    for entry in entries {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|ext| ext != "json") {
+            continue;
+        }
+        let schema: ProviderSchema = serde_json::from_str(&std::fs::read_to_string(&path).unwrap())
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        // The file name carries the provider's version (the JSON's
+        // `version` is the CDKTF bindings' own).
+        let stem = path.file_stem().unwrap().to_str().unwrap();
+        let version = stem.strip_prefix(&format!("{}-", schema.provider)).unwrap();
+        schemas
+            .versions
+            .insert(schema.provider.clone(), version.to_owned());
+        schemas.resources.extend(schema.resources);
+        schemas.data_sources.extend(schema.data_sources);
+    }
+    assert!(
+        schemas.resources.contains_key("google_storage_bucket"),
+        "no google schema in {}",
+        dir.display()
+    );
+    schemas
+}
+
+const RESOURCE_META_ATTRS: &[&str] = &["count", "for_each", "depends_on", "provider"];
+const RESOURCE_META_BLOCKS: &[&str] = &["lifecycle", "provisioner", "connection"];
+const MODULE_META_ATTRS: &[&str] = &[
+    "source",
+    "version",
+    "count",
+    "for_each",
+    "depends_on",
+    "providers",
+];
+
+fn label(block: &Block, i: usize) -> &str {
+    block.labels().get(i).map_or("", |l| l.as_str())
+}
+
+fn string_value(expr: &Expression) -> Option<&str> {
+    match expr {
+        Expression::String(s) => Some(s),
+        _ => None,
+    }
+}
+
+fn object_entries(expr: &Expression) -> Vec<(String, &Expression)> {
+    let Expression::Object(object) = expr else {
+        return Vec::new();
+    };
+    object
+        .iter()
+        .filter_map(|(key, value)| {
+            let key = match key {
+                ObjectKey::Identifier(id) => id.as_str().to_owned(),
+                ObjectKey::Expression(e) => string_value(e)?.to_owned(),
+                _ => return None,
+            };
+            Some((key, value))
+        })
+        .collect()
+}
+
+fn parse(path: &Path) -> Body {
+    let text = std::fs::read_to_string(path).unwrap();
+    hcl::parse(&text).unwrap_or_else(|e| panic!("{} does not parse: {e}", path.display()))
+}
+
+fn tf_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|ext| ext == "tf"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Every directory holding `.tf` files under `root` (`.terraform` aside).
+fn module_dirs(root: &Path) -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if !tf_files(root).is_empty() {
+        dirs.push(root.to_path_buf());
+    }
+    let mut children: Vec<PathBuf> = std::fs::read_dir(root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir() && !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .collect();
+    children.sort();
+    for child in children {
+        dirs.extend(module_dirs(&child));
+    }
+    dirs
+}
+
+/// A module's variables: name -> required (no default).
+fn variables(dir: &Path) -> BTreeMap<String, bool> {
+    let mut vars = BTreeMap::new();
+    for file in tf_files(dir) {
+        for block in parse(&file)
+            .blocks()
+            .filter(|b| b.identifier() == "variable")
+        {
+            let required = !block.body().attributes().any(|a| a.key() == "default");
+            vars.insert(label(block, 0).to_owned(), required);
+        }
+    }
+    vars
+}
+
+/// Checks a resource (or nested block) body against its schema node.
+fn check_body(body: &Body, node: &Node, at: &str, top: bool, errors: &mut Vec<String>) {
+    for attr in body.attributes() {
+        let key = attr.key();
+        if !(node.attributes.contains_key(key) || top && RESOURCE_META_ATTRS.contains(&key)) {
+            errors.push(format!("{at}: unknown attribute `{key}`"));
+        }
+    }
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for block in body.blocks() {
+        let name = block.identifier();
+        if top && RESOURCE_META_BLOCKS.contains(&name) {
+            continue;
+        }
+        let (name, content) = if name == "dynamic" {
+            let name = label(block, 0);
+            let attrs: BTreeSet<&str> = block.body().attributes().map(|a| a.key()).collect();
+            if !attrs.contains("for_each") {
+                errors.push(format!("{at}: dynamic \"{name}\" has no for_each"));
+            }
+            for extra in attrs
+                .iter()
+                .filter(|a| !["for_each", "iterator", "labels"].contains(a))
+            {
+                errors.push(format!(
+                    "{at}: dynamic \"{name}\" has unknown attribute `{extra}`"
+                ));
+            }
+            let Some(content) = block.body().blocks().find(|b| b.identifier() == "content") else {
+                errors.push(format!("{at}: dynamic \"{name}\" has no content block"));
+                continue;
+            };
+            (name, content.body())
+        } else {
+            (name, block.body())
+        };
+        *seen.entry(name.to_owned()).or_default() += 1;
+        match node.blocks.get(name) {
+            Some(schema) => check_body(
+                content,
+                &schema.node,
+                &format!("{at}.{name}"),
+                false,
+                errors,
+            ),
+            None => errors.push(format!("{at}: unknown block `{name}`")),
+        }
+    }
+    for (name, flag) in &node.attributes {
+        if flag.required && !body.attributes().any(|a| a.key() == name) {
+            errors.push(format!("{at}: required attribute `{name}` is missing"));
+        }
+    }
+    for (name, schema) in &node.blocks {
+        let count = seen.get(name).copied().unwrap_or(0);
+        if schema.required && count == 0 {
+            errors.push(format!("{at}: required block `{name}` is missing"));
+        }
+        if !schema.list && count > 1 {
+            errors.push(format!(
+                "{at}: block `{name}` may appear once, found {count}"
+            ));
+        }
+    }
+}
+
+/// Every schema node that takes labels must get them ("labels on everything").
+fn check_labels(body: &Body, node: &Node, at: &str, errors: &mut Vec<String>) {
+    const LABELS: &[&str] = &["labels", "resource_labels", "user_labels"];
+    let takes = LABELS.iter().any(|l| node.attributes.contains_key(*l));
+    let has = body.attributes().any(|a| LABELS.contains(&a.key()));
+    if takes && !has {
+        errors.push(format!("{at}: takes labels but sets none"));
+    }
+    for block in body.blocks() {
+        if let Some(schema) = node.blocks.get(block.identifier()) {
+            check_labels(
+                block.body(),
+                &schema.node,
+                &format!("{at}.{}", block.identifier()),
+                errors,
+            );
+        }
+    }
+}
+
+/// Whether `version` satisfies a constraint such as `~> 6.50` or `>= 1.5`.
+fn satisfies(version: &str, constraint: &str) -> bool {
+    let parse = |v: &str| -> Vec<u64> { v.trim().split('.').map(|p| p.parse().unwrap()).collect() };
+    let have = parse(version);
+    constraint.split(',').all(|part| {
+        let part = part.trim();
+        if let Some(want) = part.strip_prefix("~>") {
+            let want = parse(want);
+            let prefix = &want[..want.len() - 1];
+            have >= want && have[..prefix.len()] == *prefix
+        } else if let Some(want) = part.strip_prefix(">=") {
+            have >= parse(want)
+        } else if let Some(want) = part.strip_prefix('=') {
+            have == parse(want)
+        } else {
+            have == parse(part)
+        }
+    })
+}
+
+/// Checks one module directory; returns the provider pins it declares.
+fn check_module(
+    dir: &Path,
+    schemas: &Schemas,
+    errors: &mut Vec<String>,
+) -> BTreeMap<String, String> {
+    let mut pins = BTreeMap::new();
+    for file in tf_files(dir) {
+        let name = file
+            .strip_prefix(repo())
+            .unwrap_or(&file)
+            .display()
+            .to_string();
+        for block in parse(&file).blocks() {
+            let at = format!("{name}: {} {}", block.identifier(), label(block, 0));
+            match block.identifier() {
+                "resource" | "data" => {
+                    let kind = label(block, 0);
+                    let at = format!("{name}: {kind}.{}", label(block, 1));
+                    let table = if block.identifier() == "resource" {
+                        &schemas.resources
+                    } else {
+                        &schemas.data_sources
+                    };
+                    match table.get(kind) {
+                        Some(node) => {
+                            check_body(block.body(), node, &at, true, errors);
+                            check_labels(block.body(), node, &at, errors);
+                        }
+                        None => errors.push(format!(
+                            "{at}: unknown {} type `{kind}`",
+                            block.identifier()
+                        )),
+                    }
+                }
+                "module" => {
+                    let Some(source) = block
+                        .body()
+                        .attributes()
+                        .find(|a| a.key() == "source")
+                        .and_then(|a| string_value(a.expr()))
+                    else {
+                        errors.push(format!("{at}: no literal source"));
+                        continue;
+                    };
+                    let module_dir = dir.join(source);
+                    if !module_dir.is_dir() {
+                        errors.push(format!("{at}: source {source} is not a directory"));
+                        continue;
+                    }
+                    let declared = variables(&module_dir);
+                    let passed: BTreeSet<&str> = block
+                        .body()
+                        .attributes()
+                        .map(|a| a.key())
+                        .filter(|k| !MODULE_META_ATTRS.contains(k))
+                        .collect();
+                    for var in &passed {
+                        if !declared.contains_key(*var) {
+                            errors.push(format!(
+                                "{at}: passes `{var}`, which {source} does not declare"
+                            ));
+                        }
+                    }
+                    for (var, required) in &declared {
+                        if *required && !passed.contains(var.as_str()) {
+                            errors.push(format!(
+                                "{at}: required variable `{var}` of {source} is not set"
+                            ));
+                        }
+                    }
+                }
+                "terraform" => {
+                    for providers in block
+                        .body()
+                        .blocks()
+                        .filter(|b| b.identifier() == "required_providers")
+                    {
+                        for attr in providers.body().attributes() {
+                            let entries = object_entries(attr.expr());
+                            let get = |key: &str| {
+                                entries
+                                    .iter()
+                                    .find(|(k, _)| k == key)
+                                    .and_then(|(_, v)| string_value(v))
+                            };
+                            let source = get("source").unwrap_or_default();
+                            if source != format!("hashicorp/{}", attr.key()) {
+                                errors.push(format!(
+                                    "{at}: provider {} has source `{source}`",
+                                    attr.key()
+                                ));
+                            }
+                            if let Some(version) = get("version") {
+                                pins.insert(attr.key().to_owned(), version.to_owned());
+                            }
+                        }
+                    }
+                }
+                "variable" | "output" | "locals" | "provider" => {}
+                other => errors.push(format!("{at}: unexpected top-level block `{other}`")),
+            }
+        }
+    }
+    for (provider, constraint) in &pins {
+        match schemas.versions.get(provider) {
+            Some(version) if satisfies(version, constraint) => {}
+            Some(version) => errors.push(format!(
+                "{}: pins {provider} `{constraint}`, which the schema's version {version} does not satisfy",
+                dir.display()
+            )),
+            None => errors.push(format!("{}: pins {provider}, which has no schema", dir.display())),
+        }
+    }
+    pins
+}
+
+/// Checks the root's terraform.tfvars against its variables.
+fn check_tfvars(root: &Path, errors: &mut Vec<String>) {
+    let declared = variables(root);
+    let tfvars = parse(&root.join("terraform.tfvars"));
+    let set: BTreeSet<&str> = tfvars.attributes().map(|a| a.key()).collect();
+    for key in &set {
+        if !declared.contains_key(*key) {
+            errors.push(format!(
+                "terraform.tfvars sets `{key}`, which the root does not declare"
+            ));
+        }
+    }
+    for (var, required) in &declared {
+        if *required && !set.contains(var.as_str()) {
+            errors.push(format!(
+                "terraform.tfvars does not set required variable `{var}`"
+            ));
+        }
+    }
+}
+
+#[test]
+fn every_tf_file_conforms_to_the_provider_schemas() {
+    let schemas = load_schemas();
+    assert!(
+        satisfies("6.50.0", "~> 6.50")
+            && !satisfies("7.0.0", "~> 6.50")
+            && satisfies("3.7.2", "~> 3.7")
+    );
+    let mut errors = Vec::new();
+    for dir in module_dirs(&repo().join("terraform")) {
+        check_module(&dir, &schemas, &mut errors);
+    }
+    let default = default_env();
+    let non_default = non_default_env();
+    for root in [render(&default), render(&non_default)] {
+        let mut used_providers = BTreeSet::new();
+        let mut pins = BTreeMap::new();
+        for dir in module_dirs(&root) {
+            let dir_pins = check_module(&dir, &schemas, &mut errors);
+            if dir == root {
+                pins = dir_pins;
+            }
+            for file in tf_files(&dir) {
+                for block in parse(&file)
+                    .blocks()
+                    .filter(|b| b.identifier() == "resource")
+                {
+                    used_providers.insert(label(block, 0).split('_').next().unwrap().to_owned());
+                }
+            }
+        }
+        for provider in &used_providers {
+            if !pins.contains_key(provider) {
+                errors.push(format!(
+                    "{}: uses {provider} resources but does not pin {provider}",
+                    root.display()
+                ));
+            }
+        }
+        check_tfvars(&root, &mut errors);
+    }
+    assert!(
+        errors.is_empty(),
+        "{} conformance errors:\n{}",
+        errors.len(),
+        errors.join("\n")
+    );
+}
+
+/// Every resource of `kind` in the modules, with its body.
+fn resources(kind: &str) -> Vec<(String, Body)> {
+    let mut found = Vec::new();
+    for dir in module_dirs(&repo().join("terraform")) {
+        for file in tf_files(&dir) {
+            for block in parse(&file).blocks() {
+                if block.identifier() == "resource" && label(block, 0) == kind {
+                    found.push((
+                        format!("{}.{}", kind, label(block, 1)),
+                        block.body().clone(),
+                    ));
+                }
+            }
+        }
+    }
+    found
+}
+
+fn attr<'a>(body: &'a Body, path: &[&str]) -> Option<&'a Expression> {
+    let (last, blocks) = path.split_last().unwrap();
+    let mut body = body;
+    for name in blocks {
+        body = body.blocks().find(|b| b.identifier() == *name)?.body();
+    }
+    body.attributes()
+        .find(|a| a.key() == *last)
+        .map(|a| a.expr())
+}
+
+#[test]
+fn the_security_defaults_are_in_the_modules() {
+    let all_kinds: BTreeSet<String> = module_dirs(&repo().join("terraform"))
+        .iter()
+        .flat_map(|dir| tf_files(dir))
+        .flat_map(|file| {
+            parse(&file)
+                .blocks()
+                .filter(|b| b.identifier() == "resource")
+                .map(|b| label(b, 0).to_owned())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    for forbidden in [
+        "google_project_iam_binding",
+        "google_project_iam_policy",
+        "google_service_account_key",
+        "google_storage_bucket_iam_binding",
+        "google_storage_bucket_iam_policy",
+    ] {
+        assert!(!all_kinds.contains(forbidden), "{forbidden} is used");
+    }
+
+    let yes = Expression::Bool(true);
+    for (name, body) in resources("google_storage_bucket") {
+        assert_eq!(
+            attr(&body, &["uniform_bucket_level_access"]),
+            Some(&yes),
+            "{name}"
+        );
+        assert_eq!(
+            attr(&body, &["public_access_prevention"]),
+            Some(&Expression::from("enforced")),
+            "{name}"
+        );
+        assert_eq!(
+            attr(&body, &["versioning", "enabled"]),
+            Some(&yes),
+            "{name}"
+        );
+    }
+    for (name, body) in resources("google_project_service") {
+        assert_eq!(
+            attr(&body, &["disable_on_destroy"]),
+            Some(&Expression::Bool(false)),
+            "{name}"
+        );
+    }
+    for (name, body) in resources("google_sql_database_instance") {
+        assert_eq!(
+            attr(&body, &["settings", "backup_configuration", "enabled"]),
+            Some(&yes),
+            "{name}"
+        );
+        assert_eq!(
+            attr(&body, &["settings", "ip_configuration", "ssl_mode"]),
+            Some(&Expression::from("ENCRYPTED_ONLY")),
+            "{name}"
+        );
+    }
+    for (name, body) in resources("google_container_cluster") {
+        assert_eq!(
+            attr(&body, &["remove_default_node_pool"]),
+            Some(&yes),
+            "{name}"
+        );
+        assert!(
+            attr(&body, &["workload_identity_config", "workload_pool"]).is_some(),
+            "{name}"
+        );
+        assert_eq!(
+            attr(&body, &["private_cluster_config", "enable_private_nodes"]),
+            Some(&yes),
+            "{name}"
+        );
+    }
+    let text: String = module_dirs(&repo().join("terraform"))
+        .iter()
+        .flat_map(|dir| tf_files(dir))
+        .map(|file| std::fs::read_to_string(file).unwrap())
+        .collect();
+    assert!(
+        !text.contains("0.0.0.0/0"),
+        "a module opens something to the internet"
+    );
+    for role in [
+        "roles/bigquery.user",
+        "roles/cloudsql.editor",
+        "roles/dataproc.admin",
+        "roles/dataproc.worker",
+        "roles/iam.serviceAccountUser",
+        "roles/storage.objectAdmin",
+    ] {
+        assert!(
+            text.contains(&format!("\"{role}\"")),
+            "{role} is not granted"
+        );
+    }
+    for api in [
+        "container",
+        "sqladmin",
+        "dataproc",
+        "bigquery",
+        "storage",
+        "iam",
+        "servicenetworking",
+        "compute",
+    ] {
+        assert!(
+            text.contains(&format!("\"{api}.googleapis.com\"")),
+            "{api} API is not enabled"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// checkov
+
+fn checkov() -> PathBuf {
+    let venv = std::env::var_os("INFRA_TEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root/.cache/infra/dev-venv"));
+    let bin = venv.join("bin/checkov");
+    assert!(
+        bin.is_file(),
+        "checkov is not installed at {}: create the dev venv with `python3 -m venv {venv} && {venv}/bin/pip install -r requirements-dev.txt`, or point INFRA_TEST_VENV at a venv that has checkov",
+        bin.display(),
+        venv = venv.display()
+    );
+    bin
+}
+
+#[derive(Deserialize)]
+struct CheckovReport {
+    summary: CheckovSummary,
+    results: CheckovResults,
+}
+
+#[derive(Deserialize)]
+struct CheckovSummary {
+    passed: u64,
+    failed: u64,
+    parsing_errors: u64,
+}
+
+#[derive(Deserialize)]
+struct CheckovResults {
+    #[serde(default)]
+    failed_checks: Vec<CheckovCheck>,
+}
+
+#[derive(Deserialize)]
+struct CheckovCheck {
+    check_id: String,
+    resource: String,
+    #[serde(default)]
+    file_path: String,
+}
+
+/// The check ids `terraform/.checkov.yaml` skips.
+fn skip_list() -> Vec<String> {
+    let text = std::fs::read_to_string(repo().join("terraform/.checkov.yaml")).unwrap();
+    let mut in_list = false;
+    let mut ids = Vec::new();
+    for line in text.lines() {
+        if line.starts_with("skip-check:") {
+            in_list = true;
+        } else if in_list && let Some(item) = line.trim_start().strip_prefix("- ") {
+            ids.push(item.split('#').next().unwrap().trim().to_owned());
+        } else if !line.starts_with(' ') && !line.starts_with('#') && !line.is_empty() {
+            in_list = false;
+        }
+    }
+    ids
+}
+
+/// Runs checkov on `dir`, with the skip list or without it.
+fn run_checkov(bin: &Path, dir: &Path, with_skips: bool) -> CheckovReport {
+    let mut cmd = Command::new(bin);
+    cmd.arg("-d").arg(dir);
+    if with_skips {
+        cmd.arg("--config-file")
+            .arg(repo().join("terraform/.checkov.yaml"));
+    }
+    let out = cmd
+        .args([
+            "--framework",
+            "terraform",
+            "--skip-download",
+            "--quiet",
+            "--compact",
+            "-o",
+            "json",
+        ])
+        .env("TF_CLI_CONFIG_FILE", "/dev/null")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "checkov printed no report for {}: {e}\nstdout:\n{stdout}\nstderr:\n{}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+#[test]
+fn checkov_finds_no_failed_checks() {
+    let bin = checkov();
+    let skips: BTreeSet<String> = skip_list().into_iter().collect();
+    assert!(!skips.is_empty());
+    let default = default_env();
+    let mut failing_without_skips = BTreeSet::new();
+    for dir in [repo().join("terraform"), render(&default)] {
+        let report = run_checkov(&bin, &dir, true);
+        let failed: Vec<String> = report
+            .results
+            .failed_checks
+            .iter()
+            .map(|c| format!("{} {} ({})", c.check_id, c.resource, c.file_path))
+            .collect();
+        assert_eq!(
+            report.summary.failed,
+            0,
+            "checkov failed in {}:\n{}",
+            dir.display(),
+            failed.join("\n")
+        );
+        assert_eq!(
+            report.summary.parsing_errors,
+            0,
+            "checkov could not parse {}",
+            dir.display()
+        );
+        assert!(
+            report.summary.passed > 50,
+            "checkov checked almost nothing in {}",
+            dir.display()
+        );
+        let unskipped = run_checkov(&bin, &dir, false);
+        failing_without_skips.extend(
+            unskipped
+                .results
+                .failed_checks
+                .into_iter()
+                .map(|c| c.check_id),
+        );
+    }
+    let stale: Vec<&String> = skips.difference(&failing_without_skips).collect();
+    assert!(
+        stale.is_empty(),
+        "terraform/.checkov.yaml skips checks that pass anyway: {stale:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// The runner and the up/down sequences, with real terraform.
+
+/// A fake [`Cloud`]: it records every call, keeps the "code bucket" in a
+/// local directory, and reports one Dataproc cluster and one table deleted.
+struct FakeCloud {
+    calls: Mutex<Vec<String>>,
+    buckets: PathBuf,
+}
+
+impl FakeCloud {
+    fn new(buckets: PathBuf) -> FakeCloud {
+        FakeCloud {
+            calls: Mutex::new(Vec::new()),
+            buckets,
+        }
+    }
+
+    fn take_calls(&self) -> Vec<String> {
+        std::mem::take(&mut self.calls.lock().unwrap())
+    }
+
+    fn record(&self, call: String) {
+        self.calls.lock().unwrap().push(call);
+    }
+}
+
+fn pairs(labels: &BTreeMap<String, String>) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[async_trait]
+impl Cloud for FakeCloud {
+    async fn ensure_state_bucket(
+        &self,
+        project: &str,
+        name: &str,
+        location: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<()> {
+        self.record(format!(
+            "ensure_state_bucket {project} {name} {location} {}",
+            pairs(labels)
+        ));
+        Ok(())
+    }
+
+    async fn delete_labelled_dataproc_clusters(
+        &self,
+        project: &str,
+        region: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<Vec<String>> {
+        self.record(format!(
+            "delete_labelled_dataproc_clusters {project} {region} {}",
+            pairs(labels)
+        ));
+        Ok(vec!["run-cluster-1".to_owned()])
+    }
+
+    async fn delete_dataset_tables(&self, project: &str, dataset: &str) -> Result<Vec<String>> {
+        self.record(format!("delete_dataset_tables {project} {dataset}"));
+        Ok(vec!["user_behavior_metric".to_owned()])
+    }
+
+    fn code_bucket(&self, name: &str) -> Box<dyn Bucket> {
+        self.record(format!("code_bucket {name}"));
+        Box::new(LocalBucket::new("code", self.buckets.join(name)))
+    }
+}
+
+/// A copy of the terraform_data fixture, settings for it, and a runner.
+fn fixture(env: &[(&str, &str)]) -> (tempfile::TempDir, RootValues, Terraform) {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::copy(
+        repo().join("tests/fixtures/terraform_data/main.tf"),
+        root.join("main.tf"),
+    )
+    .unwrap();
+    let mut vars = vec![("INFRA_PROJECT".to_owned(), "fixture-project".to_owned())];
+    vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let settings = Settings::resolve(Sources {
+        config: None,
+        cwd: tmp.path(),
+        env: vars,
+        flags: Layer::default(),
+    })
+    .unwrap();
+    let values = RootValues::from_settings(&settings).unwrap();
+    let tf = Terraform::new(&root, &tmp.path().join("cache"), Echo::Quiet).unwrap();
+    (tmp, values, tf)
+}
+
+#[tokio::test]
+async fn up_and_down_drive_real_terraform_and_the_cloud_seam() {
+    let (tmp, values, tf) = fixture(&[]);
+    let cloud = FakeCloud::new(tmp.path().join("gcs"));
+
+    let report = deploy::up(&values, &tf, &cloud, true).await.unwrap();
+    assert!(report.applied);
+    assert_eq!(report.uploaded, infra::assets::PYSPARK_SCRIPTS.len());
+    let outputs = report.outputs.unwrap();
+    assert_eq!(outputs.code_bucket, "fixture-project-code-fixture");
+    assert_eq!(
+        outputs.sql_connection_name,
+        "fixture-project:us-central1:fixture-pg"
+    );
+    assert_eq!(
+        outputs.service_account_email,
+        "infra-pipeline@fixture-project.iam.gserviceaccount.com"
+    );
+    assert_eq!(
+        outputs.database_password.expose(),
+        "fixture-password-do-not-print"
+    );
+    assert!(
+        !format!("{outputs:?}").contains("fixture-password"),
+        "{outputs:?}"
+    );
+    assert_eq!(
+        cloud.take_calls(),
+        [
+            "ensure_state_bucket fixture-project fixture-project-infra-tfstate us-central1 deployment=infra,managed-by=infra",
+            "code_bucket fixture-project-code-fixture",
+        ]
+    );
+    let uploaded = tmp
+        .path()
+        .join("gcs/fixture-project-code-fixture/tokenizer.py");
+    assert!(uploaded.is_file(), "tokenizer.py was not uploaded");
+    assert!(
+        !tf.dir().join("up.tfplan").exists(),
+        "the applied plan file (it holds state) was left behind"
+    );
+
+    // Outputs parse on their own too, and the state has no changes pending.
+    assert_eq!(tf.outputs().await.unwrap(), outputs);
+    let summary = tf
+        .plan("check.tfplan", &PlanOptions::default())
+        .await
+        .unwrap();
+    tf.discard("check.tfplan");
+    assert!(summary.is_empty(), "{summary}");
+
+    // A second up applies nothing and uploads nothing: the checksums match.
+    let again = deploy::up(&values, &tf, &cloud, true).await.unwrap();
+    assert!(!again.applied);
+    assert_eq!(again.uploaded, 0);
+    cloud.take_calls();
+
+    let down = deploy::down(&values, &tf, &cloud, true).await.unwrap();
+    assert!(down.destroyed);
+    assert_eq!(down.dataproc_clusters, ["run-cluster-1"]);
+    assert_eq!(down.tables, ["user_behavior_metric"]);
+    assert_eq!(
+        cloud.take_calls(),
+        [
+            "delete_labelled_dataproc_clusters fixture-project us-central1 deployment=infra,managed-by=infra",
+            "delete_dataset_tables fixture-project bootcamp",
+        ]
+    );
+    let err = format!("{:#}", tf.outputs().await.unwrap_err());
+    assert!(err.contains("nothing is deployed"), "{err}");
+
+    // Nothing left: a second down does nothing, and calls nothing.
+    let again = deploy::down(&values, &tf, &cloud, true).await.unwrap();
+    assert!(!again.destroyed);
+    assert!(cloud.take_calls().is_empty());
+}
+
+#[tokio::test]
+async fn down_lifts_deletion_protection_first() {
+    let protected = [
+        ("INFRA_GKE_DELETION_PROTECTION", "true"),
+        ("INFRA_DATABASE_DELETION_PROTECTION", "true"),
+    ];
+    let (tmp, values, tf) = fixture(&protected);
+    let cloud = FakeCloud::new(tmp.path().join("gcs"));
+    // The fixture's variables follow the settings, as terraform.tfvars does for the real root.
+    std::fs::write(
+        tf.dir().join("terraform.tfvars"),
+        "gke_deletion_protection      = true\ndatabase_deletion_protection = true\n",
+    )
+    .unwrap();
+    deploy::up(&values, &tf, &cloud, true).await.unwrap();
+
+    // A plain destroy fails while the state says protected...
+    let destroy = PlanOptions {
+        destroy: true,
+        ..PlanOptions::default()
+    };
+    tf.plan("plain.tfplan", &destroy).await.unwrap();
+    let err = format!("{:#}", tf.apply("plain.tfplan").await.unwrap_err());
+    assert!(err.contains("deletion_protection is on"), "{err}");
+
+    // ...and down lifts it, then destroys.
+    let protected = [
+        Protected {
+            var: "gke_deletion_protection",
+            address: "terraform_data.cluster",
+            enabled: |values| values.gke_deletion_protection,
+        },
+        Protected {
+            var: "database_deletion_protection",
+            address: "terraform_data.database",
+            enabled: |values| values.database_deletion_protection,
+        },
+    ];
+    let down = deploy::down_with(&values, &tf, &cloud, true, &protected)
+        .await
+        .unwrap();
+    assert!(down.destroyed);
+    let err = format!("{:#}", tf.outputs().await.unwrap_err());
+    assert!(err.contains("nothing is deployed"), "{err}");
+}
