@@ -69,7 +69,7 @@ pub fn confirm(question: &str, flag: &str) -> Result<bool> {
 pub fn table(header: &[String], rows: &[Vec<String>]) -> String {
     let mut table = comfy_table::Table::new();
     table
-        .load_preset(comfy_table::presets::UTF8_FULL_CONDENSED)
+        .load_style(comfy_table::presets::UTF8_FULL_CONDENSED)
         .set_header(header);
     for row in rows {
         table.add_row(row);

@@ -46,7 +46,7 @@ pub async fn load_purchases(
         .execute(&mut *tx)
         .await
         .context("cannot create the purchase table (sql/create_schema.sql)")?;
-    sqlx::raw_sql(&format!("TRUNCATE {}", keys::PURCHASE_TABLE))
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("TRUNCATE {}", keys::PURCHASE_TABLE)))
         .execute(&mut *tx)
         .await?;
 
@@ -209,7 +209,7 @@ pub async fn dump_purchases(conn: &mut PgConnection, staging: &dyn Bucket) -> Re
     sqlx::raw_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .execute(&mut *tx)
         .await?;
-    let rows: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {}", keys::PURCHASE_TABLE))
+    let rows: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {}", keys::PURCHASE_TABLE)))
         .fetch_one(&mut *tx)
         .await
         .with_context(|| format!("cannot read {}\nhint: run step 0 first", keys::PURCHASE_TABLE))?;

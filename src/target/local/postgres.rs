@@ -292,7 +292,7 @@ impl LocalPostgres {
                 .await?;
         if !exists {
             let sql = format!("CREATE DATABASE {}", quote_ident(&self.database));
-            sqlx::raw_sql(&sql)
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
                 .execute(&mut conn)
                 .await
                 .with_context(|| format!("cannot create database {}", self.database))?;
