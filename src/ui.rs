@@ -21,7 +21,9 @@ pub fn init_logging(verbose: u8) {
         1 => "info,infra=debug",
         _ => "debug,infra=trace",
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // yup-oauth2 logs access tokens at debug level: never show them.
+    let default = format!("{default},yup_oauth2=warn");
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(anstream::stderr)
