@@ -8,3 +8,4 @@ mod cli;
 mod load;
 mod local_target;
 mod pipeline;
+mod gcp;
