@@ -3,7 +3,13 @@
 //! Dataproc and BigQuery that holds every request to Google's discovery
 //! documents.
 
+mod contract;
 mod fake_gcs;
+mod google;
 mod server;
 
+mod auth;
+mod bigquery;
+mod dataproc;
+mod faults;
 mod storage;
