@@ -75,7 +75,8 @@ pub struct OAuth {
 }
 
 /// The connector `yup-oauth2` builds: rustls, native roots, HTTPS or plain HTTP.
-type HttpsConnectorOf = <yup_oauth2::DefaultHyperClientBuilder as yup_oauth2::HyperClientBuilder>::Connector;
+type HttpsConnectorOf =
+    <yup_oauth2::DefaultHyperClientBuilder as yup_oauth2::HyperClientBuilder>::Connector;
 
 #[async_trait]
 impl TokenSource for OAuth {
@@ -143,11 +144,12 @@ pub async fn application_default(sources: &AdcSources) -> Result<OAuth> {
     let opts = yup_oauth2::ApplicationDefaultCredentialsFlowOpts {
         metadata_url: sources.metadata_url.clone(),
     };
-    let authenticator = match yup_oauth2::ApplicationDefaultCredentialsAuthenticator::builder(opts).await {
-        ApplicationDefaultCredentialsTypes::InstanceMetadata(builder) => builder.build().await,
-        ApplicationDefaultCredentialsTypes::ServiceAccount(builder) => builder.build().await,
-    }
-    .context("cannot set up the metadata-server credentials")?;
+    let authenticator =
+        match yup_oauth2::ApplicationDefaultCredentialsAuthenticator::builder(opts).await {
+            ApplicationDefaultCredentialsTypes::InstanceMetadata(builder) => builder.build().await,
+            ApplicationDefaultCredentialsTypes::ServiceAccount(builder) => builder.build().await,
+        }
+        .context("cannot set up the metadata-server credentials")?;
     Ok(OAuth {
         authenticator,
         scopes,
@@ -160,29 +162,44 @@ pub async fn from_file(path: &Path, scopes: Vec<String>) -> Result<OAuth> {
     let text = tokio::fs::read_to_string(path)
         .await
         .with_context(|| format!("cannot read credentials file {}", path.display()))?;
-    let CredentialsType { kind } = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not a Google credentials file (no `type`)", path.display()))?;
+    let CredentialsType { kind } = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is not a Google credentials file (no `type`)",
+            path.display()
+        )
+    })?;
     let shown = path.display();
     let (authenticator, description) = match kind.as_str() {
         "service_account" => {
             let key = yup_oauth2::parse_service_account_key(&text)
                 .with_context(|| format!("{shown} is not a valid service-account key"))?;
             let description = format!("service account {} (key {shown})", key.client_email);
-            (yup_oauth2::ServiceAccountAuthenticator::builder(key).build().await, description)
+            (
+                yup_oauth2::ServiceAccountAuthenticator::builder(key)
+                    .build()
+                    .await,
+                description,
+            )
         }
         "authorized_user" => {
-            let secret: yup_oauth2::authorized_user::AuthorizedUserSecret = serde_json::from_str(&text)
-                .with_context(|| format!("{shown} is not a valid authorized-user file"))?;
+            let secret: yup_oauth2::authorized_user::AuthorizedUserSecret =
+                serde_json::from_str(&text)
+                    .with_context(|| format!("{shown} is not a valid authorized-user file"))?;
             (
-                yup_oauth2::AuthorizedUserAuthenticator::builder(secret).build().await,
+                yup_oauth2::AuthorizedUserAuthenticator::builder(secret)
+                    .build()
+                    .await,
                 format!("the user credentials in {shown}"),
             )
         }
         "external_account" => {
-            let secret: yup_oauth2::external_account::ExternalAccountSecret = serde_json::from_str(&text)
-                .with_context(|| format!("{shown} is not a valid external-account file"))?;
+            let secret: yup_oauth2::external_account::ExternalAccountSecret =
+                serde_json::from_str(&text)
+                    .with_context(|| format!("{shown} is not a valid external-account file"))?;
             (
-                yup_oauth2::ExternalAccountAuthenticator::builder(secret).build().await,
+                yup_oauth2::ExternalAccountAuthenticator::builder(secret)
+                    .build()
+                    .await,
                 format!("the external account in {shown}"),
             )
         }
@@ -190,7 +207,8 @@ pub async fn from_file(path: &Path, scopes: Vec<String>) -> Result<OAuth> {
             "{shown} holds `{other}` credentials, which infra cannot use\nhint: use a service-account key, an external-account file or `gcloud auth application-default login`"
         ),
     };
-    let authenticator = authenticator.with_context(|| format!("cannot set up credentials from {shown}"))?;
+    let authenticator =
+        authenticator.with_context(|| format!("cannot set up credentials from {shown}"))?;
     Ok(OAuth {
         authenticator,
         scopes,
@@ -271,7 +289,10 @@ pub async fn for_settings(
     sources: &AdcSources,
 ) -> Result<Arc<dyn TokenSource>> {
     let adc = application_default(sources).await?;
-    tracing::info!("Google Cloud credentials: {}", adc.description.lines().next().unwrap_or_default());
+    tracing::info!(
+        "Google Cloud credentials: {}",
+        adc.description.lines().next().unwrap_or_default()
+    );
     let adc: Arc<dyn TokenSource> = Arc::new(adc);
     Ok(match impersonate {
         Some(email) => Arc::new(Impersonated::new(

@@ -182,7 +182,13 @@ pub struct BigQuery {
 }
 
 impl BigQuery {
-    pub fn new(http: Http, base_url: &str, project: &str, location: &str, poll: Duration) -> BigQuery {
+    pub fn new(
+        http: Http,
+        base_url: &str,
+        project: &str,
+        location: &str,
+        poll: Duration,
+    ) -> BigQuery {
         BigQuery {
             http,
             base: base_url.trim_end_matches('/').to_owned(),
@@ -193,7 +199,11 @@ impl BigQuery {
     }
 
     fn project_url(&self) -> String {
-        format!("{}/bigquery/v2/projects/{}", self.base, encode_segment(&self.project))
+        format!(
+            "{}/bigquery/v2/projects/{}",
+            self.base,
+            encode_segment(&self.project)
+        )
     }
 
     fn table_url(&self, dataset: &str, table: &str) -> String {
@@ -213,28 +223,45 @@ impl BigQuery {
     }
 
     /// Creates the dataset; one that exists already is fine.
-    pub async fn insert_dataset(&self, dataset: &str, labels: &BTreeMap<String, String>) -> Result<()> {
+    pub async fn insert_dataset(
+        &self,
+        dataset: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<()> {
         let body = json!({
             "datasetReference": { "projectId": self.project, "datasetId": dataset },
             "location": self.location,
             "labels": labels,
         });
-        let call = Call::new(Method::POST, format!("{}/datasets", self.project_url()), Idempotency::Idempotent).json(&body);
+        let call = Call::new(
+            Method::POST,
+            format!("{}/datasets", self.project_url()),
+            Idempotency::Idempotent,
+        )
+        .json(&body);
         match self.http.send(&call).await {
             Ok(_) => Ok(()),
             Err(e) if e.is_conflict() => Ok(()),
-            Err(e) => Err(e).with_context(|| format!("cannot create BigQuery dataset {}.{dataset}", self.project)),
+            Err(e) => Err(e).with_context(|| {
+                format!("cannot create BigQuery dataset {}.{dataset}", self.project)
+            }),
         }
     }
 
     /// Deletes the dataset with every table in it; one already gone is fine.
     pub async fn delete_dataset(&self, dataset: &str) -> Result<()> {
-        let call = Call::delete(format!("{}/datasets/{}", self.project_url(), encode_segment(dataset)))
-            .query("deleteContents", "true");
+        let call = Call::delete(format!(
+            "{}/datasets/{}",
+            self.project_url(),
+            encode_segment(dataset)
+        ))
+        .query("deleteContents", "true");
         match self.http.send(&call).await {
             Ok(_) => Ok(()),
             Err(e) if e.is_not_found() => Ok(()),
-            Err(e) => Err(e).with_context(|| format!("cannot delete BigQuery dataset {}.{dataset}", self.project)),
+            Err(e) => Err(e).with_context(|| {
+                format!("cannot delete BigQuery dataset {}.{dataset}", self.project)
+            }),
         }
     }
 
@@ -243,14 +270,20 @@ impl BigQuery {
         let mut out = Vec::new();
         let mut token: Option<String> = None;
         loop {
-            let mut call = Call::get(format!("{}/datasets/{}/tables", self.project_url(), encode_segment(dataset)));
+            let mut call = Call::get(format!(
+                "{}/datasets/{}/tables",
+                self.project_url(),
+                encode_segment(dataset)
+            ));
             if let Some(token) = &token {
                 call = call.query("pageToken", token);
             }
             let page: TableList = match self.http.json(&call).await {
                 Ok(page) => page,
                 Err(e) if e.is_not_found() => return Ok(out),
-                Err(e) => return Err(e).with_context(|| format!("cannot list the tables of {dataset}")),
+                Err(e) => {
+                    return Err(e).with_context(|| format!("cannot list the tables of {dataset}"));
+                }
             };
             out.extend(page.tables.into_iter().map(|t| t.table_reference.table_id));
             match page.next_page_token.filter(|t| !t.is_empty()) {
@@ -262,10 +295,16 @@ impl BigQuery {
 
     /// Deletes a table; one already gone is fine.
     pub async fn delete_table(&self, dataset: &str, table: &str) -> Result<()> {
-        match self.http.send(&Call::delete(self.table_url(dataset, table))).await {
+        match self
+            .http
+            .send(&Call::delete(self.table_url(dataset, table)))
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) if e.is_not_found() => Ok(()),
-            Err(e) => Err(e).with_context(|| format!("cannot delete BigQuery table {dataset}.{table}")),
+            Err(e) => {
+                Err(e).with_context(|| format!("cannot delete BigQuery table {dataset}.{table}"))
+            }
         }
     }
 
@@ -287,7 +326,12 @@ impl BigQuery {
             },
             "configuration": configuration,
         });
-        let call = Call::new(Method::POST, format!("{}/jobs", self.project_url()), Idempotency::Idempotent).json(&body);
+        let call = Call::new(
+            Method::POST,
+            format!("{}/jobs", self.project_url()),
+            Idempotency::Idempotent,
+        )
+        .json(&body);
         tracing::info!("starting BigQuery job {job_id}: {}", self.console(job_id));
         match self.http.json(&call).await {
             Ok(job) => Ok(job),
@@ -300,8 +344,12 @@ impl BigQuery {
     }
 
     pub async fn get_job(&self, job_id: &str) -> Result<Job> {
-        let call = Call::get(format!("{}/jobs/{}", self.project_url(), encode_segment(job_id)))
-            .query("location", &self.location);
+        let call = Call::get(format!(
+            "{}/jobs/{}",
+            self.project_url(),
+            encode_segment(job_id)
+        ))
+        .query("location", &self.location);
         self.http
             .json(&call)
             .await
@@ -337,7 +385,12 @@ impl BigQuery {
             "timeoutMs": 10_000,
             "formatOptions": { "useInt64Timestamp": true },
         });
-        let call = Call::new(Method::POST, format!("{}/queries", self.project_url()), Idempotency::Idempotent).json(&body);
+        let call = Call::new(
+            Method::POST,
+            format!("{}/queries", self.project_url()),
+            Idempotency::Idempotent,
+        )
+        .json(&body);
         let mut page: QueryPage = self.http.json(&call).await.context("the query failed")?;
         let reference = page
             .job_reference
@@ -346,26 +399,40 @@ impl BigQuery {
         let job_id = reference.job_id;
         let location = reference.location.unwrap_or_else(|| self.location.clone());
         let results = |token: Option<&str>| {
-            let mut call = Call::get(format!("{}/queries/{}", self.project_url(), encode_segment(&job_id)))
-                .query("location", &location)
-                .query("maxResults", PAGE_ROWS)
-                .query("timeoutMs", 10_000)
-                .query("formatOptions.useInt64Timestamp", "true");
+            let mut call = Call::get(format!(
+                "{}/queries/{}",
+                self.project_url(),
+                encode_segment(&job_id)
+            ))
+            .query("location", &location)
+            .query("maxResults", PAGE_ROWS)
+            .query("timeoutMs", 10_000)
+            .query("formatOptions.useInt64Timestamp", "true");
             if let Some(token) = token {
                 call = call.query("pageToken", token);
             }
             call
         };
         while !page.job_complete {
-            page = self.http.json(&results(None)).await.context("the query failed")?;
+            page = self
+                .http
+                .json(&results(None))
+                .await
+                .context("the query failed")?;
         }
         if !page.errors.is_empty() && page.schema.is_none() {
             bail!(
                 "the query failed:{}",
-                page.errors.iter().map(|e| format!("\n  - {e}")).collect::<String>()
+                page.errors
+                    .iter()
+                    .map(|e| format!("\n  - {e}"))
+                    .collect::<String>()
             );
         }
-        let schema = page.schema.clone().context("BigQuery returned no schema for the query")?;
+        let schema = page
+            .schema
+            .clone()
+            .context("BigQuery returned no schema for the query")?;
         let mut result = QueryResult {
             columns: schema.fields.iter().map(|f| f.name.clone()).collect(),
             rows: Vec::new(),
@@ -380,7 +447,9 @@ impl BigQuery {
                         .http
                         .json(&results(Some(&token)))
                         .await
-                        .with_context(|| format!("cannot read the results of query job {job_id}"))?;
+                        .with_context(|| {
+                            format!("cannot read the results of query job {job_id}")
+                        })?;
                 }
                 None => return Ok(result),
             }
@@ -390,16 +459,27 @@ impl BigQuery {
 
 fn convert_row(schema: &Schema, row: &Row) -> Result<Vec<Option<Cell>>> {
     if row.f.len() != schema.fields.len() {
-        bail!("a result row has {} values for {} columns", row.f.len(), schema.fields.len());
+        bail!(
+            "a result row has {} values for {} columns",
+            row.f.len(),
+            schema.fields.len()
+        );
     }
-    schema.fields.iter().zip(&row.f).map(|(field, cell)| convert(field, &cell.v)).collect()
+    schema
+        .fields
+        .iter()
+        .zip(&row.f)
+        .map(|(field, cell)| convert(field, &cell.v))
+        .collect()
 }
 
 /// One value as exact text: NUMERIC as BigQuery wrote it, TIMESTAMP (int64
 /// microseconds, as asked) as ISO 8601 UTC.
 fn convert(field: &Field, value: &Value) -> Result<Option<Cell>> {
     let column = &field.name;
-    if field.mode.as_deref() == Some("REPEATED") || matches!(field.kind.as_str(), "RECORD" | "STRUCT" | "RANGE") {
+    if field.mode.as_deref() == Some("REPEATED")
+        || matches!(field.kind.as_str(), "RECORD" | "STRUCT" | "RANGE")
+    {
         bail!(
             "column {column} has type {} {}, which `infra query` cannot print\nhint: select its fields, or TO_JSON_STRING({column})",
             field.mode.as_deref().unwrap_or(""),
@@ -438,7 +518,13 @@ pub fn job_id(parts: &[&str]) -> String {
     parts
         .join("_")
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(1024)
         .collect()
 }
@@ -453,12 +539,19 @@ pub struct BigQueryWarehouse {
 
 #[async_trait]
 impl Warehouse for BigQueryWarehouse {
-    async fn replace_from_parquet(&self, table: &TableRef, columns: &[Column], source: &str) -> Result<u64> {
+    async fn replace_from_parquet(
+        &self,
+        table: &TableRef,
+        columns: &[Column],
+        source: &str,
+    ) -> Result<u64> {
         if !source.starts_with("gs://") {
             bail!("BigQuery loads from Cloud Storage, not {source}");
         }
         let labels = BTreeMap::from([(MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned())]);
-        self.bigquery.insert_dataset(&table.dataset, &labels).await?;
+        self.bigquery
+            .insert_dataset(&table.dataset, &labels)
+            .await?;
         let fields: Vec<Value> = columns
             .iter()
             .map(|c| {
@@ -536,12 +629,24 @@ mod tests {
     #[test]
     fn values_render_like_duckdb() {
         let cases = [
-            (field("d", "NUMERIC"), json!("12345678901234567890123456789.123"), Some(Cell::Text("12345678901234567890123456789.123".into()))),
-            (field("ts", "TIMESTAMP"), json!("1795729200500000"), Some(Cell::Text("2026-11-26T21:40:00.500Z".into()))),
+            (
+                field("d", "NUMERIC"),
+                json!("12345678901234567890123456789.123"),
+                Some(Cell::Text("12345678901234567890123456789.123".into())),
+            ),
+            (
+                field("ts", "TIMESTAMP"),
+                json!("1795729200500000"),
+                Some(Cell::Text("2026-11-26T21:40:00.500Z".into())),
+            ),
             (field("n", "INTEGER"), json!("-42"), Some(Cell::Int(-42))),
             (field("b", "BOOLEAN"), json!("true"), Some(Cell::Bool(true))),
             (field("f", "FLOAT"), json!("0.25"), Some(Cell::Float(0.25))),
-            (field("s", "STRING"), json!("x"), Some(Cell::Text("x".into()))),
+            (
+                field("s", "STRING"),
+                json!("x"),
+                Some(Cell::Text("x".into())),
+            ),
             (field("z", "INTEGER"), Value::Null, None),
         ];
         for (field, value, want) in cases {
@@ -564,6 +669,9 @@ mod tests {
             error: "invalid: bad file".into(),
             errors: vec!["invalid: bad file".into(), "invalid: row 3".into()],
         };
-        assert_eq!(err.to_string(), "BigQuery job j failed: invalid: bad file\n  - invalid: bad file\n  - invalid: row 3");
+        assert_eq!(
+            err.to_string(),
+            "BigQuery job j failed: invalid: bad file\n  - invalid: bad file\n  - invalid: row 3"
+        );
     }
 }

@@ -40,7 +40,10 @@ impl std::fmt::Debug for CloudSql {
             .field("database", &self.database)
             .field("user", &self.user)
             .field("password", &"****")
-            .field("server_ca_pem", &self.server_ca_pem.as_ref().map(|_| "(PEM)"))
+            .field(
+                "server_ca_pem",
+                &self.server_ca_pem.as_ref().map(|_| "(PEM)"),
+            )
             .finish()
     }
 }
@@ -61,8 +64,10 @@ impl CloudSql {
                     Route::Private => "private",
                 },
                 match route {
-                    Route::Public => "set `database.operator_cidr` to your network and run `infra up`, or run from inside the VPC",
-                    Route::Private => "run from inside the VPC, or reach the public IP from the authorized network",
+                    Route::Public =>
+                        "set `database.operator_cidr` to your network and run `infra up`, or run from inside the VPC",
+                    Route::Private =>
+                        "run from inside the VPC, or reach the public IP from the authorized network",
                 }
             );
         };
@@ -93,7 +98,9 @@ mod tests {
             database: "bootcampdb".into(),
             user: "bootcamp".into(),
             password: "s3cret-pa55".into(),
-            server_ca_pem: Some("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".into()),
+            server_ca_pem: Some(
+                "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".into(),
+            ),
         }
     }
 
@@ -115,7 +122,10 @@ mod tests {
             server_ca_pem: None,
             ..instance()
         };
-        assert!(matches!(sql.connect_options(Route::Public).unwrap().get_ssl_mode(), PgSslMode::Require));
+        assert!(matches!(
+            sql.connect_options(Route::Public).unwrap().get_ssl_mode(),
+            PgSslMode::Require
+        ));
     }
 
     #[test]
@@ -125,7 +135,10 @@ mod tests {
             ..instance()
         };
         let err = sql.connect_options(Route::Public).unwrap_err().to_string();
-        assert!(err.contains("no public IP") && err.contains("operator_cidr"), "{err}");
+        assert!(
+            err.contains("no public IP") && err.contains("operator_cidr"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -196,7 +196,9 @@ pub struct JobStatus {
 
 impl Job {
     pub fn state(&self) -> &str {
-        self.status.as_ref().map_or("STATE_UNSPECIFIED", |s| s.state.as_str())
+        self.status
+            .as_ref()
+            .map_or("STATE_UNSPECIFIED", |s| s.state.as_str())
     }
 
     fn is_finished(&self) -> bool {
@@ -294,7 +296,13 @@ pub struct Dataproc {
 }
 
 impl Dataproc {
-    pub fn new(http: Http, base_url: &str, project: &str, region: &str, poll: Duration) -> Dataproc {
+    pub fn new(
+        http: Http,
+        base_url: &str,
+        project: &str,
+        region: &str,
+        poll: Duration,
+    ) -> Dataproc {
         Dataproc {
             http,
             base: base_url.trim_end_matches('/').to_owned(),
@@ -305,7 +313,10 @@ impl Dataproc {
     }
 
     fn regional(&self) -> String {
-        format!("{}/v1/projects/{}/regions/{}", self.base, self.project, self.region)
+        format!(
+            "{}/v1/projects/{}/regions/{}",
+            self.base, self.project, self.region
+        )
     }
 
     fn console(&self, kind: &str, id: &str) -> String {
@@ -325,7 +336,11 @@ impl Dataproc {
         }
     }
 
-    async fn json<T: DeserializeOwned>(&self, call: Call, what: impl FnOnce() -> String) -> Result<T> {
+    async fn json<T: DeserializeOwned>(
+        &self,
+        call: Call,
+        what: impl FnOnce() -> String,
+    ) -> Result<T> {
         self.http.json(&call).await.with_context(what)
     }
 
@@ -334,9 +349,10 @@ impl Dataproc {
         while !operation.done {
             tokio::time::sleep(self.poll).await;
             operation = self
-                .json(Call::get(format!("{}/v1/{}", self.base, operation.name)), || {
-                    format!("cannot poll operation {} ({what})", operation.name)
-                })
+                .json(
+                    Call::get(format!("{}/v1/{}", self.base, operation.name)),
+                    || format!("cannot poll operation {} ({what})", operation.name),
+                )
                 .await?;
         }
         match operation.error {
@@ -349,19 +365,29 @@ impl Dataproc {
     /// a repeated request a no-op.
     pub async fn create_cluster(&self, cluster: &Cluster, request_id: &str) -> Result<Cluster> {
         let name = &cluster.cluster_name;
-        let call = Call::new(Method::POST, format!("{}/clusters", self.regional()), Idempotency::Idempotent)
-            .query("requestId", request_id)
-            .json(cluster);
-        tracing::info!("creating Dataproc cluster {name}: {}", self.console("cluster", name));
+        let call = Call::new(
+            Method::POST,
+            format!("{}/clusters", self.regional()),
+            Idempotency::Idempotent,
+        )
+        .query("requestId", request_id)
+        .json(cluster);
+        tracing::info!(
+            "creating Dataproc cluster {name}: {}",
+            self.console("cluster", name)
+        );
         let operation: Operation = match self.http.json(&call).await {
             Ok(op) => op,
             Err(e) if e.is_conflict() => {
                 tracing::info!("Dataproc cluster {name} already exists");
                 return self.wait_cluster_running(name).await;
             }
-            Err(e) => return Err(e).with_context(|| format!("cannot create Dataproc cluster {name}")),
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot create Dataproc cluster {name}"));
+            }
         };
-        self.wait_operation(operation, &format!("creating Dataproc cluster {name}")).await?;
+        self.wait_operation(operation, &format!("creating Dataproc cluster {name}"))
+            .await?;
         self.wait_cluster_running(name).await
     }
 
@@ -371,7 +397,11 @@ impl Dataproc {
                 .get_cluster(name)
                 .await?
                 .with_context(|| format!("Dataproc cluster {name} disappeared while starting"))?;
-            let state = cluster.status.as_ref().map(|s| s.state.clone()).unwrap_or_default();
+            let state = cluster
+                .status
+                .as_ref()
+                .map(|s| s.state.clone())
+                .unwrap_or_default();
             match state.as_str() {
                 "RUNNING" => return Ok(cluster),
                 "ERROR" | "ERROR_DUE_TO_UPDATE" | "DELETING" | "STOPPED" | "STOPPING" => bail!(
@@ -385,7 +415,11 @@ impl Dataproc {
 
     /// The cluster, or `None` when there is none of that name.
     pub async fn get_cluster(&self, name: &str) -> Result<Option<Cluster>> {
-        match self.http.json(&Call::get(format!("{}/clusters/{name}", self.regional()))).await {
+        match self
+            .http
+            .json(&Call::get(format!("{}/clusters/{name}", self.regional())))
+            .await
+        {
             Ok(cluster) => Ok(Some(cluster)),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e).with_context(|| format!("cannot get Dataproc cluster {name}")),
@@ -394,11 +428,16 @@ impl Dataproc {
 
     /// Deletes the cluster and waits; a cluster already gone is fine.
     pub async fn delete_cluster(&self, name: &str, request_id: &str) -> Result<()> {
-        let call = Call::delete(format!("{}/clusters/{name}", self.regional())).query("requestId", request_id);
+        let call = Call::delete(format!("{}/clusters/{name}", self.regional()))
+            .query("requestId", request_id);
         match self.http.json::<Operation>(&call).await {
             Ok(operation) => {
-                tracing::info!("deleting Dataproc cluster {name}: {}", self.console("cluster", name));
-                self.wait_operation(operation, &format!("deleting Dataproc cluster {name}")).await
+                tracing::info!(
+                    "deleting Dataproc cluster {name}: {}",
+                    self.console("cluster", name)
+                );
+                self.wait_operation(operation, &format!("deleting Dataproc cluster {name}"))
+                    .await
             }
             Err(e) if e.is_not_found() => Ok(()),
             Err(e) => Err(e).with_context(|| format!("cannot delete Dataproc cluster {name}")),
@@ -410,12 +449,15 @@ impl Dataproc {
         let mut out = Vec::new();
         let mut token: Option<String> = None;
         loop {
-            let mut call = Call::get(format!("{}/clusters", self.regional())).query("filter", filter);
+            let mut call =
+                Call::get(format!("{}/clusters", self.regional())).query("filter", filter);
             if let Some(token) = &token {
                 call = call.query("pageToken", token);
             }
             let page: ListClustersResponse = self
-                .json(call, || format!("cannot list Dataproc clusters in {}", self.region))
+                .json(call, || {
+                    format!("cannot list Dataproc clusters in {}", self.region)
+                })
                 .await?;
             out.extend(page.clusters);
             match page.next_page_token.filter(|t| !t.is_empty()) {
@@ -431,7 +473,8 @@ impl Dataproc {
         let mut deleted = Vec::new();
         for cluster in self.list_clusters(&filter).await? {
             let name = cluster.cluster_name;
-            self.delete_cluster(&name, &format!("{request_prefix}-delete-{name}")).await?;
+            self.delete_cluster(&name, &format!("{request_prefix}-delete-{name}"))
+                .await?;
             deleted.push(name);
         }
         Ok(deleted)
@@ -441,9 +484,16 @@ impl Dataproc {
     /// id that already exists (our own earlier attempt) is re-attached to.
     pub async fn submit_job(&self, job: &Job) -> Result<Job> {
         let id = &job.reference.job_id;
-        let request = SubmitJobRequest { job, request_id: id };
-        let call = Call::new(Method::POST, format!("{}/jobs:submit", self.regional()), Idempotency::Idempotent)
-            .json(&request);
+        let request = SubmitJobRequest {
+            job,
+            request_id: id,
+        };
+        let call = Call::new(
+            Method::POST,
+            format!("{}/jobs:submit", self.regional()),
+            Idempotency::Idempotent,
+        )
+        .json(&request);
         tracing::info!("submitting Dataproc job {id}: {}", self.console("job", id));
         match self.http.json(&call).await {
             Ok(job) => Ok(job),
@@ -465,9 +515,14 @@ impl Dataproc {
     /// Asks Dataproc to cancel the job. Not retried: cancelling a job that
     /// has just finished is an error worth seeing, not repeating.
     pub async fn cancel_job(&self, id: &str) -> Result<Job> {
-        let call = Call::new(Method::POST, format!("{}/jobs/{id}:cancel", self.regional()), Idempotency::Once)
-            .json(&serde_json::json!({}));
-        self.json(call, || format!("cannot cancel Dataproc job {id}")).await
+        let call = Call::new(
+            Method::POST,
+            format!("{}/jobs/{id}:cancel", self.regional()),
+            Idempotency::Once,
+        )
+        .json(&serde_json::json!({}));
+        self.json(call, || format!("cannot cancel Dataproc job {id}"))
+            .await
     }
 
     /// Polls the job through every state until it ends, streaming its
@@ -509,7 +564,11 @@ impl Dataproc {
                         kind: "job",
                         id: id.to_owned(),
                         state: job.state().to_owned(),
-                        details: job.status.as_ref().and_then(|s| s.details.clone()).unwrap_or_default(),
+                        details: job
+                            .status
+                            .as_ref()
+                            .and_then(|s| s.details.clone())
+                            .unwrap_or_default(),
                         tail,
                     }
                     .into());
@@ -521,19 +580,31 @@ impl Dataproc {
     }
 
     fn location(&self) -> String {
-        format!("{}/v1/projects/{}/locations/{}", self.base, self.project, self.region)
+        format!(
+            "{}/v1/projects/{}/locations/{}",
+            self.base, self.project, self.region
+        )
     }
 
     /// Creates a Serverless batch `id` and waits for it to end.
     pub async fn run_batch(&self, id: &str, batch: &Batch) -> Result<Batch> {
-        let call = Call::new(Method::POST, format!("{}/batches", self.location()), Idempotency::Idempotent)
-            .query("batchId", id)
-            .query("requestId", id)
-            .json(batch);
-        tracing::info!("creating Dataproc batch {id}: {}", self.console("batch", id));
+        let call = Call::new(
+            Method::POST,
+            format!("{}/batches", self.location()),
+            Idempotency::Idempotent,
+        )
+        .query("batchId", id)
+        .query("requestId", id)
+        .json(batch);
+        tracing::info!(
+            "creating Dataproc batch {id}: {}",
+            self.console("batch", id)
+        );
         match self.http.json::<Operation>(&call).await {
             Ok(_) => {}
-            Err(e) if e.is_conflict() => tracing::info!("Dataproc batch {id} exists already; re-attaching to it"),
+            Err(e) if e.is_conflict() => {
+                tracing::info!("Dataproc batch {id} exists already; re-attaching to it")
+            }
             Err(e) => return Err(e).with_context(|| format!("cannot create Dataproc batch {id}")),
         }
         loop {
@@ -556,15 +627,20 @@ impl Dataproc {
     }
 
     pub async fn get_batch(&self, id: &str) -> Result<Batch> {
-        self.json(Call::get(format!("{}/batches/{id}", self.location())), || {
-            format!("cannot get Dataproc batch {id}")
-        })
+        self.json(
+            Call::get(format!("{}/batches/{id}", self.location())),
+            || format!("cannot get Dataproc batch {id}"),
+        )
         .await
     }
 
     /// Deletes a finished batch's record; one already gone is fine.
     pub async fn delete_batch(&self, id: &str) -> Result<()> {
-        match self.http.send(&Call::delete(format!("{}/batches/{id}", self.location()))).await {
+        match self
+            .http
+            .send(&Call::delete(format!("{}/batches/{id}", self.location())))
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) if e.is_not_found() => Ok(()),
             Err(e) => Err(e).with_context(|| format!("cannot delete Dataproc batch {id}")),
@@ -605,14 +681,20 @@ impl DriverOutput {
             if object.size <= done {
                 continue;
             }
-            let mut body = self.storage.get(&self.bucket, &object.key, Some(done..object.size)).await?;
+            let mut body = self
+                .storage
+                .get(&self.bucket, &object.key, Some(done..object.size))
+                .await?;
             let mut bytes = Vec::new();
             body.read_to_end(&mut bytes).await?;
             self.read.insert(object.key, done + bytes.len() as u64);
             self.partial.extend_from_slice(&bytes);
             while let Some(end) = self.partial.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = self.partial.drain(..=end).collect();
-                self.line(String::from_utf8_lossy(&line[..end]).trim_end_matches('\r'), sink);
+                self.line(
+                    String::from_utf8_lossy(&line[..end]).trim_end_matches('\r'),
+                    sink,
+                );
             }
         }
         Ok(())
@@ -670,7 +752,9 @@ struct CancelOnDrop {
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         let Some(id) = self.job_id.take() else { return };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
         let dataproc = self.dataproc.clone();
         tracing::warn!("cancelling Dataproc job {id}");
         runtime.spawn(async move {
@@ -685,7 +769,13 @@ impl Drop for CancelOnDrop {
 pub fn job_id(prefix: &str, name: &str) -> String {
     let id: String = format!("{prefix}-{name}")
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     id.chars().take(100).collect()
 }
@@ -719,10 +809,15 @@ impl Spark for DataprocSpark {
             dataproc: self.dataproc.clone(),
             job_id: Some(id.clone()),
         };
-        let result = self.dataproc.wait_job(&id, Some(&self.storage), &*self.sink).await;
+        let result = self
+            .dataproc
+            .wait_job(&id, Some(&self.storage), &*self.sink)
+            .await;
         // Finished one way or the other: nothing left to cancel.
         guard.job_id = None;
-        result.map(|_| ()).with_context(|| format!("Spark job {} ({}) failed", job.name, job.script))
+        result
+            .map(|_| ())
+            .with_context(|| format!("Spark job {} ({}) failed", job.name, job.script))
     }
 }
 
@@ -730,7 +825,13 @@ impl Spark for DataprocSpark {
 fn label_value(text: &str) -> String {
     text.to_ascii_lowercase()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(63)
         .collect()
 }
@@ -742,7 +843,9 @@ pub fn is_job_failure(err: &anyhow::Error) -> bool {
 
 /// Kept for callers that match on a raw API error inside an `anyhow` chain.
 pub fn api_status(err: &anyhow::Error) -> Option<reqwest::StatusCode> {
-    err.chain().find_map(|e| e.downcast_ref::<ApiError>()).and_then(ApiError::status)
+    err.chain()
+        .find_map(|e| e.downcast_ref::<ApiError>())
+        .and_then(ApiError::status)
 }
 
 #[cfg(test)]
@@ -751,7 +854,10 @@ mod tests {
 
     #[test]
     fn job_ids_are_sanitized_and_bounded() {
-        assert_eq!(job_id("run-2026.11.24", "user behavior"), "run-2026-11-24-user-behavior");
+        assert_eq!(
+            job_id("run-2026.11.24", "user behavior"),
+            "run-2026-11-24-user-behavior"
+        );
         assert_eq!(job_id(&"x".repeat(120), "t").len(), 100);
     }
 
@@ -766,6 +872,9 @@ mod tests {
             ..Job::default()
         };
         let json = serde_json::to_value(&job).unwrap();
-        assert!(json.get("status").is_none() && json.get("driverOutputResourceUri").is_none(), "{json}");
+        assert!(
+            json.get("status").is_none() && json.get("driverOutputResourceUri").is_none(),
+            "{json}"
+        );
     }
 }

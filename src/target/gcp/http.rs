@@ -77,7 +77,10 @@ pub enum ApiError {
     AttemptTimeout(Duration),
     /// The call as a whole ran out of time.
     #[error("no success within the call's deadline of {after:?}{}", last.as_ref().map(|l| format!(" (last error: {l})")).unwrap_or_default())]
-    Deadline { after: Duration, last: Option<String> },
+    Deadline {
+        after: Duration,
+        last: Option<String>,
+    },
     #[error("cannot get an access token: {0:#}")]
     Token(anyhow::Error),
     /// The response body was not what the API documents.
@@ -116,7 +119,9 @@ impl ApiError {
     /// Whether trying again could succeed.
     fn is_transient(&self) -> bool {
         match self {
-            ApiError::Status { status, .. } => matches!(status.as_u16(), 429 | 500 | 502 | 503 | 504),
+            ApiError::Status { status, .. } => {
+                matches!(status.as_u16(), 429 | 500 | 502 | 503 | 504)
+            }
             ApiError::Transport(e) => !(e.is_builder() || e.is_decode() || e.is_redirect()),
             ApiError::AttemptTimeout(_) => true,
             ApiError::Deadline { .. } | ApiError::Token(_) | ApiError::Decode(_) => false,
@@ -260,7 +265,10 @@ impl Http {
         let response = self.send(call).await?;
         let body = response.bytes().await.map_err(ApiError::Transport)?;
         serde_json::from_slice(&body).map_err(|e| {
-            ApiError::Decode(format!("{e} in {}", String::from_utf8_lossy(&body[..body.len().min(500)])))
+            ApiError::Decode(format!(
+                "{e} in {}",
+                String::from_utf8_lossy(&body[..body.len().min(500)])
+            ))
         })
     }
 
@@ -277,9 +285,13 @@ impl Http {
             request = request.bearer_auth(token);
         }
         request = match &call.body {
-            Some((body, content_type)) => request.header(CONTENT_TYPE, *content_type).body(body.clone()),
+            Some((body, content_type)) => request
+                .header(CONTENT_TYPE, *content_type)
+                .body(body.clone()),
             // Google's front ends want a length on every POST and PUT.
-            None if call.method == Method::POST || call.method == Method::PUT => request.body(Vec::new()),
+            None if call.method == Method::POST || call.method == Method::PUT => {
+                request.body(Vec::new())
+            }
             None => request,
         };
         let response = tokio::time::timeout(self.policy.attempt_timeout, request.send())
@@ -310,7 +322,9 @@ fn retry_after(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Duration> {
     if let Ok(seconds) = value.parse::<u64>() {
         return Some(Duration::from_secs(seconds));
     }
-    let date = DateTime::parse_from_rfc2822(value).ok()?.with_timezone(&Utc);
+    let date = DateTime::parse_from_rfc2822(value)
+        .ok()?
+        .with_timezone(&Utc);
     Some((date - now).to_std().unwrap_or(Duration::ZERO))
 }
 
@@ -334,7 +348,11 @@ fn error_message(body: &str) -> String {
         },
         Err(_) => {
             let text: String = body.trim().chars().take(300).collect();
-            if text.is_empty() { "(no body)".to_owned() } else { text }
+            if text.is_empty() {
+                "(no body)".to_owned()
+            } else {
+                text
+            }
         }
     }
 }
@@ -358,11 +376,16 @@ mod tests {
 
     #[test]
     fn retry_after_reads_seconds_and_dates() {
-        let now = DateTime::parse_from_rfc3339("2026-11-24T21:40:00Z").unwrap().with_timezone(&Utc);
+        let now = DateTime::parse_from_rfc3339("2026-11-24T21:40:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
         let mut headers = HeaderMap::new();
         headers.insert(RETRY_AFTER, HeaderValue::from_static("7"));
         assert_eq!(retry_after(&headers, now), Some(Duration::from_secs(7)));
-        headers.insert(RETRY_AFTER, HeaderValue::from_static("Tue, 24 Nov 2026 21:40:30 GMT"));
+        headers.insert(
+            RETRY_AFTER,
+            HeaderValue::from_static("Tue, 24 Nov 2026 21:40:30 GMT"),
+        );
         assert_eq!(retry_after(&headers, now), Some(Duration::from_secs(30)));
         headers.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
         assert_eq!(retry_after(&headers, now), None);
@@ -371,8 +394,14 @@ mod tests {
     #[test]
     fn google_error_messages_are_extracted() {
         let body = r#"{"error":{"code":409,"message":"Already Exists: Job p/j","status":"ALREADY_EXISTS"}}"#;
-        assert_eq!(error_message(body), "Already Exists: Job p/j (ALREADY_EXISTS)");
-        assert_eq!(error_message("<html>bad gateway</html>"), "<html>bad gateway</html>");
+        assert_eq!(
+            error_message(body),
+            "Already Exists: Job p/j (ALREADY_EXISTS)"
+        );
+        assert_eq!(
+            error_message("<html>bad gateway</html>"),
+            "<html>bad gateway</html>"
+        );
         assert_eq!(error_message(""), "(no body)");
     }
 

@@ -150,12 +150,21 @@ pub enum Progress {
 }
 
 impl GcsClient {
-    pub fn new(endpoint: &StorageEndpoint, tokens: Arc<dyn TokenSource>, policy: RetryPolicy, transfer: Transfer) -> Result<GcsClient> {
+    pub fn new(
+        endpoint: &StorageEndpoint,
+        tokens: Arc<dyn TokenSource>,
+        policy: RetryPolicy,
+        transfer: Transfer,
+    ) -> Result<GcsClient> {
         assert!(
             transfer.chunk_size > 0 && transfer.chunk_size.is_multiple_of(CHUNK_GRANULARITY),
             "the chunk size must be a multiple of 256 KiB"
         );
-        let tokens: Arc<dyn TokenSource> = if endpoint.emulator { Arc::new(NoToken) } else { tokens };
+        let tokens: Arc<dyn TokenSource> = if endpoint.emulator {
+            Arc::new(NoToken)
+        } else {
+            tokens
+        };
         Ok(GcsClient {
             http: Http::new(tokens, policy)?,
             base: endpoint.base_url.trim_end_matches('/').to_owned(),
@@ -164,11 +173,20 @@ impl GcsClient {
     }
 
     fn object_url(&self, bucket: &str, key: &str) -> String {
-        format!("{}/storage/v1/b/{}/o/{}", self.base, encode_segment(bucket), encode_segment(key))
+        format!(
+            "{}/storage/v1/b/{}/o/{}",
+            self.base,
+            encode_segment(bucket),
+            encode_segment(key)
+        )
     }
 
     fn upload_url(&self, bucket: &str) -> String {
-        format!("{}/upload/storage/v1/b/{}/o", self.base, encode_segment(bucket))
+        format!(
+            "{}/upload/storage/v1/b/{}/o",
+            self.base,
+            encode_segment(bucket)
+        )
     }
 
     /// Creates a bucket with versioning and labels. A bucket of that name
@@ -189,9 +207,13 @@ impl GcsClient {
             "iamConfiguration": { "uniformBucketLevelAccess": { "enabled": true } },
         });
         // Creating twice cannot create two buckets: a retry at worst meets our own 409.
-        let call = Call::new(Method::POST, format!("{}/storage/v1/b", self.base), Idempotency::Idempotent)
-            .query("project", project)
-            .json(&body);
+        let call = Call::new(
+            Method::POST,
+            format!("{}/storage/v1/b", self.base),
+            Idempotency::Idempotent,
+        )
+        .query("project", project)
+        .json(&body);
         match self.http.send(&call).await {
             Ok(_) => Ok(BucketCreated::Created),
             Err(e) if e.is_conflict() => {
@@ -204,11 +226,15 @@ impl GcsClient {
                     .get("managed-by")
                     .is_some_and(|v| existing.labels.get("managed-by") == Some(v));
                 if !ours {
-                    bail!("bucket gs://{name} already exists and is not managed by infra (its labels: {:?})", existing.labels);
+                    bail!(
+                        "bucket gs://{name} already exists and is not managed by infra (its labels: {:?})",
+                        existing.labels
+                    );
                 }
                 Ok(BucketCreated::AlreadyOurs)
             }
-            Err(e) => Err(e).with_context(|| format!("cannot create bucket gs://{name} in project {project}")),
+            Err(e) => Err(e)
+                .with_context(|| format!("cannot create bucket gs://{name} in project {project}")),
         }
     }
 
@@ -226,7 +252,9 @@ impl GcsClient {
             e => anyhow::Error::new(e).context(format!("cannot read gs://{bucket}/{key}")),
         })?;
         let stream = response.bytes_stream().map_err(std::io::Error::other);
-        Ok(Box::new(tokio_util::io::StreamReader::new(Box::pin(stream))))
+        Ok(Box::new(tokio_util::io::StreamReader::new(Box::pin(
+            stream,
+        ))))
     }
 
     /// Every object under `prefix`, sorted by key, through every page.
@@ -234,9 +262,13 @@ impl GcsClient {
         let mut out = Vec::new();
         let mut page_token: Option<String> = None;
         loop {
-            let mut call = Call::get(format!("{}/storage/v1/b/{}/o", self.base, encode_segment(bucket)))
-                .query("prefix", prefix)
-                .query("fields", "items(name,size),nextPageToken");
+            let mut call = Call::get(format!(
+                "{}/storage/v1/b/{}/o",
+                self.base,
+                encode_segment(bucket)
+            ))
+            .query("prefix", prefix)
+            .query("fields", "items(name,size),nextPageToken");
             if let Some(size) = self.transfer.page_size {
                 call = call.query("maxResults", size);
             }
@@ -249,11 +281,13 @@ impl GcsClient {
                 .await
                 .with_context(|| format!("cannot list gs://{bucket}/{prefix}"))?;
             for item in page.items {
-                let size = item
-                    .size
-                    .parse()
-                    .with_context(|| format!("gs://{bucket}/{} has size `{}`", item.name, item.size))?;
-                out.push(ObjectMeta { key: item.name, size });
+                let size = item.size.parse().with_context(|| {
+                    format!("gs://{bucket}/{} has size `{}`", item.name, item.size)
+                })?;
+                out.push(ObjectMeta {
+                    key: item.name,
+                    size,
+                });
             }
             match page.next_page_token.filter(|t| !t.is_empty()) {
                 Some(token) => page_token = Some(token),
@@ -266,7 +300,11 @@ impl GcsClient {
 
     /// Deletes `key`; an object already gone is not an error.
     pub async fn delete(&self, bucket: &str, key: &str) -> Result<()> {
-        match self.http.send(&Call::delete(self.object_url(bucket, key))).await {
+        match self
+            .http
+            .send(&Call::delete(self.object_url(bucket, key)))
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) if e.is_not_found() => Ok(()),
             Err(e) => Err(e).with_context(|| format!("cannot delete gs://{bucket}/{key}")),
@@ -278,15 +316,21 @@ impl GcsClient {
     pub async fn upload(&self, bucket: &str, key: &str, body: Source<'_>) -> Result<u64> {
         let what = || format!("cannot upload gs://{bucket}/{key}");
         let mut pending = Vec::new();
-        read_up_to(body, &mut pending, self.transfer.simple_limit + 1).await.with_context(what)?;
+        read_up_to(body, &mut pending, self.transfer.simple_limit + 1)
+            .await
+            .with_context(what)?;
         if pending.len() <= self.transfer.simple_limit {
             let crc = crc32c::crc32c(&pending);
             let size = pending.len() as u64;
             // Replacing an object with the same bytes again changes nothing.
-            let call = Call::new(Method::POST, self.upload_url(bucket), Idempotency::Idempotent)
-                .query("uploadType", "media")
-                .query("name", key)
-                .bytes(pending.into(), "application/octet-stream");
+            let call = Call::new(
+                Method::POST,
+                self.upload_url(bucket),
+                Idempotency::Idempotent,
+            )
+            .query("uploadType", "media")
+            .query("name", key)
+            .bytes(pending.into(), "application/octet-stream");
             let object: ObjectResource = self.http.json(&call).await.with_context(what)?;
             self.check(bucket, key, &object, size, crc).await?;
             return Ok(size);
@@ -294,12 +338,22 @@ impl GcsClient {
         let mut upload = self.start_resumable(bucket, key).await.with_context(what)?;
         let mut crc = 0u32;
         loop {
-            let want = self.transfer.chunk_size + 1 - pending.len().min(self.transfer.chunk_size + 1);
-            read_up_to(body, &mut pending, want).await.with_context(what)?;
+            let want =
+                self.transfer.chunk_size + 1 - pending.len().min(self.transfer.chunk_size + 1);
+            read_up_to(body, &mut pending, want)
+                .await
+                .with_context(what)?;
             let last = pending.len() <= self.transfer.chunk_size;
-            let take = if last { pending.len() } else { self.transfer.chunk_size };
+            let take = if last {
+                pending.len()
+            } else {
+                self.transfer.chunk_size
+            };
             crc = crc32c::crc32c_append(crc, &pending[..take]);
-            let done = upload.send_resuming(&pending[..take], last).await.with_context(what)?;
+            let done = upload
+                .send_resuming(&pending[..take], last)
+                .await
+                .with_context(what)?;
             pending.drain(..take);
             if let Some(object) = done {
                 let size = upload.offset;
@@ -307,26 +361,43 @@ impl GcsClient {
                 return Ok(size);
             }
             if last {
-                bail!("{}: the server did not finalize the object after its last byte", what());
+                bail!(
+                    "{}: the server did not finalize the object after its last byte",
+                    what()
+                );
             }
         }
     }
 
     /// Compares the stored object with what we sent; a mismatch deletes it.
-    async fn check(&self, bucket: &str, key: &str, object: &ObjectResource, size: u64, crc: u32) -> Result<()> {
+    async fn check(
+        &self,
+        bucket: &str,
+        key: &str,
+        object: &ObjectResource,
+        size: u64,
+        crc: u32,
+    ) -> Result<()> {
         let expected = BASE64.encode(crc.to_be_bytes());
         let problem = if object.size != size.to_string() {
-            Some(format!("the server stored {} bytes, we sent {size}", object.size))
+            Some(format!(
+                "the server stored {} bytes, we sent {size}",
+                object.size
+            ))
         } else {
             match &object.crc32c {
-                Some(got) if *got != expected => Some(format!("CRC32C is {got}, we sent {expected}")),
+                Some(got) if *got != expected => {
+                    Some(format!("CRC32C is {got}, we sent {expected}"))
+                }
                 Some(_) => None,
                 None => Some("the server reported no CRC32C".to_owned()),
             }
         };
         if let Some(problem) = problem {
             let _ = self.delete(bucket, key).await;
-            bail!("upload of gs://{bucket}/{key} was corrupted in transit ({problem}); the object was deleted");
+            bail!(
+                "upload of gs://{bucket}/{key} was corrupted in transit ({problem}); the object was deleted"
+            );
         }
         Ok(())
     }
@@ -334,20 +405,25 @@ impl GcsClient {
     /// Opens a resumable upload session for `key`.
     pub async fn start_resumable(&self, bucket: &str, key: &str) -> Result<ResumableUpload> {
         // An unused session expires on its own; a second one is harmless.
-        let call = Call::new(Method::POST, self.upload_url(bucket), Idempotency::Idempotent)
-            .query("uploadType", "resumable")
-            .query("name", key)
-            .json(&serde_json::json!({ "name": key }));
-        let response = self
-            .http
-            .send(&call)
-            .await
-            .with_context(|| format!("cannot start a resumable upload of gs://{bucket}/{key}"))?;
+        let call = Call::new(
+            Method::POST,
+            self.upload_url(bucket),
+            Idempotency::Idempotent,
+        )
+        .query("uploadType", "resumable")
+        .query("name", key)
+        .json(&serde_json::json!({ "name": key }));
+        let response =
+            self.http.send(&call).await.with_context(|| {
+                format!("cannot start a resumable upload of gs://{bucket}/{key}")
+            })?;
         let session = response
             .headers()
             .get(reqwest::header::LOCATION)
             .and_then(|v| v.to_str().ok())
-            .with_context(|| format!("the resumable upload of gs://{bucket}/{key} got no session URI"))?
+            .with_context(|| {
+                format!("the resumable upload of gs://{bucket}/{key} got no session URI")
+            })?
             .to_owned();
         Ok(self.resume(&session, 0))
     }
@@ -384,7 +460,11 @@ impl ResumableUpload {
     /// the end of the object. One attempt: a chunk is never re-sent blindly.
     pub async fn send_chunk(&mut self, data: &[u8], last: bool) -> Result<Progress, ApiError> {
         let end = self.offset + data.len() as u64;
-        let total = if last { end.to_string() } else { "*".to_owned() };
+        let total = if last {
+            end.to_string()
+        } else {
+            "*".to_owned()
+        };
         let range = if data.is_empty() {
             format!("bytes */{total}")
         } else {
@@ -392,7 +472,10 @@ impl ResumableUpload {
         };
         let call = Call::new(Method::PUT, &self.session, Idempotency::Once)
             .header(CONTENT_RANGE, &range)
-            .bytes(bytes::Bytes::copy_from_slice(data), "application/octet-stream");
+            .bytes(
+                bytes::Bytes::copy_from_slice(data),
+                "application/octet-stream",
+            );
         let progress = self.progress(&call).await?;
         if let Progress::Committed(committed) = progress {
             self.offset = committed;
@@ -444,12 +527,23 @@ impl ResumableUpload {
             let result = self.send_chunk(&chunk[from..], last).await;
             let progress = match result {
                 Ok(progress) => progress,
-                Err(e) if failures < CHUNK_RESUMES && e.status().is_none_or(|s| s.is_server_error() || s.as_u16() == 429) => {
+                Err(e)
+                    if failures < CHUNK_RESUMES
+                        && e.status()
+                            .is_none_or(|s| s.is_server_error() || s.as_u16() == 429) =>
+                {
                     failures += 1;
-                    tracing::info!("chunk at byte {} failed ({e}); asking the server what it kept", self.offset);
-                    self.query(last.then_some(end)).await.context("cannot query the upload's progress")?
+                    tracing::info!(
+                        "chunk at byte {} failed ({e}); asking the server what it kept",
+                        self.offset
+                    );
+                    self.query(last.then_some(end))
+                        .await
+                        .context("cannot query the upload's progress")?
                 }
-                Err(e) => return Err(e).with_context(|| format!("chunk at byte {} failed", self.offset)),
+                Err(e) => {
+                    return Err(e).with_context(|| format!("chunk at byte {} failed", self.offset));
+                }
             };
             match progress {
                 Progress::Done(object) => {
@@ -457,7 +551,9 @@ impl ResumableUpload {
                     return Ok(Some(object));
                 }
                 Progress::Committed(committed) if committed < start || committed > end => {
-                    bail!("the server reports {committed} bytes committed, outside the chunk {start}..{end} we hold");
+                    bail!(
+                        "the server reports {committed} bytes committed, outside the chunk {start}..{end} we hold"
+                    );
                 }
                 Progress::Committed(committed) if committed == end && !last => return Ok(None),
                 Progress::Committed(_) => {}
@@ -471,7 +567,10 @@ async fn read_up_to(source: Source<'_>, buf: &mut Vec<u8>, limit: usize) -> std:
     let target = buf.len() + limit;
     buf.reserve(limit);
     while buf.len() < target {
-        let n = (&mut *source).take((target - buf.len()) as u64).read_buf(buf).await?;
+        let n = (&mut *source)
+            .take((target - buf.len()) as u64)
+            .read_buf(buf)
+            .await?;
         if n == 0 {
             break;
         }

@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, TimeDelta, Utc};
-use infra::target::gcp::auth::{AdcSources, CLOUD_PLATFORM, Impersonated, StaticToken, TokenSource, application_default};
+use infra::target::gcp::auth::{
+    AdcSources, CLOUD_PLATFORM, Impersonated, StaticToken, TokenSource, application_default,
+};
 use infra::target::gcp::http::Clock;
 use serde_json::{Value, json};
 
@@ -89,7 +91,11 @@ async fn a_service_account_key_is_exchanged_for_a_cached_token() {
     let source = application_default(&sources).await.unwrap();
     assert!(source.description.contains(EMAIL), "{}", source.description);
     assert_eq!(source.token().await.unwrap().as_deref(), Some("token-1"));
-    assert_eq!(source.token().await.unwrap().as_deref(), Some("token-1"), "the token was not cached");
+    assert_eq!(
+        source.token().await.unwrap().as_deref(),
+        Some("token-1"),
+        "the token was not cached"
+    );
     let claims = claims.lock().unwrap();
     assert_eq!(claims.len(), 1);
     let c = &claims[0];
@@ -130,13 +136,23 @@ async fn adc_prefers_the_env_file_then_gcloud_then_the_metadata_server() {
         gcloud_file: Some(gcloud.clone()),
         metadata_url: None,
     };
-    assert!(application_default(&both).await.unwrap().description.contains("service account"));
+    assert!(
+        application_default(&both)
+            .await
+            .unwrap()
+            .description
+            .contains("service account")
+    );
     let gcloud_only = AdcSources {
         credentials_file: None,
         ..both
     };
     let description = application_default(&gcloud_only).await.unwrap().description;
-    assert!(description.contains("user credentials") && description.contains("application_default_credentials.json"), "{description}");
+    assert!(
+        description.contains("user credentials")
+            && description.contains("application_default_credentials.json"),
+        "{description}"
+    );
 
     let unknown = dir.path().join("odd.json");
     std::fs::write(&unknown, r#"{"type": "impersonated_service_account"}"#).unwrap();
@@ -147,7 +163,10 @@ async fn adc_prefers_the_env_file_then_gcloud_then_the_metadata_server() {
     .await
     .err()
     .unwrap();
-    assert!(format!("{err:#}").contains("GOOGLE_APPLICATION_CREDENTIALS"), "{err:#}");
+    assert!(
+        format!("{err:#}").contains("GOOGLE_APPLICATION_CREDENTIALS"),
+        "{err:#}"
+    );
 
     // Neither file: the metadata server, asked with its flavour header.
     let addr = server::serve(Arc::new(|req: Request| {
@@ -160,16 +179,25 @@ async fn adc_prefers_the_env_file_then_gcloud_then_the_metadata_server() {
     let metadata = AdcSources {
         credentials_file: None,
         gcloud_file: Some(dir.path().join("absent.json")),
-        metadata_url: Some(format!("http://{addr}/computeMetadata/v1/instance/service-accounts/default/token")),
+        metadata_url: Some(format!(
+            "http://{addr}/computeMetadata/v1/instance/service-accounts/default/token"
+        )),
     };
     let source = application_default(&metadata).await.unwrap();
     assert!(source.description.contains("metadata server"));
-    assert_eq!(source.token().await.unwrap().as_deref(), Some("from-metadata"));
+    assert_eq!(
+        source.token().await.unwrap().as_deref(),
+        Some("from-metadata")
+    );
 }
 
 #[tokio::test]
 async fn impersonation_mints_caches_and_refreshes_by_the_clock() {
-    let now = Arc::new(Mutex::new(DateTime::parse_from_rfc3339("2026-11-24T21:40:00Z").unwrap().with_timezone(&Utc)));
+    let now = Arc::new(Mutex::new(
+        DateTime::parse_from_rfc3339("2026-11-24T21:40:00Z")
+            .unwrap()
+            .with_timezone(&Utc),
+    ));
     let clock_now = now.clone();
     let clock: Clock = Arc::new(move || *clock_now.lock().unwrap());
     let minted = Arc::new(Mutex::new(0));
@@ -198,8 +226,16 @@ async fn impersonation_mints_caches_and_refreshes_by_the_clock() {
     .unwrap();
     assert_eq!(source.token().await.unwrap().as_deref(), Some("sa-token-1"));
     *now.lock().unwrap() += TimeDelta::minutes(50);
-    assert_eq!(source.token().await.unwrap().as_deref(), Some("sa-token-1"), "not cached");
+    assert_eq!(
+        source.token().await.unwrap().as_deref(),
+        Some("sa-token-1"),
+        "not cached"
+    );
     *now.lock().unwrap() += TimeDelta::minutes(6);
-    assert_eq!(source.token().await.unwrap().as_deref(), Some("sa-token-2"), "not refreshed near expiry");
+    assert_eq!(
+        source.token().await.unwrap().as_deref(),
+        Some("sa-token-2"),
+        "not refreshed near expiry"
+    );
     assert_eq!(*minted.lock().unwrap(), 2);
 }

@@ -10,7 +10,13 @@ use super::google::{FakeGoogle, LOADED_ROWS};
 
 fn warehouse(fake: &FakeGoogle) -> BigQueryWarehouse {
     BigQueryWarehouse {
-        bigquery: BigQuery::new(http(fast_policy()), &fake.url, "proj", "US", Duration::from_millis(2)),
+        bigquery: BigQuery::new(
+            http(fast_policy()),
+            &fake.url,
+            "proj",
+            "US",
+            Duration::from_millis(2),
+        ),
         job_prefix: "run1".into(),
     }
 }
@@ -50,9 +56,15 @@ async fn a_load_replaces_the_table_and_a_repeat_re_attaches() {
         .unwrap();
     assert_eq!(rows, LOADED_ROWS);
     let insert = &fake.calls("jobs.insert")[0];
-    assert_eq!(insert.body["jobReference"]["jobId"], "run1_load_bootcamp_user_behavior_metric");
+    assert_eq!(
+        insert.body["jobReference"]["jobId"],
+        "run1_load_bootcamp_user_behavior_metric"
+    );
     let load = &insert.body["configuration"]["load"];
-    assert_eq!(load["sourceUris"], serde_json::json!(["gs://staging/metric/*.parquet"]));
+    assert_eq!(
+        load["sourceUris"],
+        serde_json::json!(["gs://staging/metric/*.parquet"])
+    );
     assert_eq!(load["writeDisposition"], "WRITE_TRUNCATE");
     assert_eq!(
         load["schema"]["fields"],
@@ -62,7 +74,11 @@ async fn a_load_replaces_the_table_and_a_repeat_re_attaches() {
             {"name": "insert_date", "type": "TIMESTAMP", "mode": "NULLABLE"},
         ])
     );
-    assert_eq!(fake.calls("tables.get").len(), 1, "the row count was not checked against the table");
+    assert_eq!(
+        fake.calls("tables.get").len(),
+        1,
+        "the row count was not checked against the table"
+    );
 
     // The same job id again (a retried step): 409, then re-attached.
     let again = warehouse
@@ -72,7 +88,11 @@ async fn a_load_replaces_the_table_and_a_repeat_re_attaches() {
     assert_eq!(again, LOADED_ROWS);
     assert_eq!(fake.calls("jobs.insert").len(), 2);
     assert_eq!(fake.bq_jobs(), 1, "a second load job was started");
-    assert_eq!(fake.calls("datasets.insert").len(), 2, "409 on the dataset is fine");
+    assert_eq!(
+        fake.calls("datasets.insert").len(),
+        2,
+        "409 on the dataset is fine"
+    );
     fake.assert_clean();
 }
 
@@ -83,10 +103,18 @@ async fn a_failed_load_reports_every_error() {
         .replace_from_parquet(&table(), &COLUMNS, "gs://staging/broken/*.parquet")
         .await
         .unwrap_err();
-    let failed = err.chain().find_map(|e| e.downcast_ref::<JobFailed>()).expect("a JobFailed");
+    let failed = err
+        .chain()
+        .find_map(|e| e.downcast_ref::<JobFailed>())
+        .expect("a JobFailed");
     assert_eq!(failed.errors.len(), 2);
     let text = format!("{err:#}");
-    for want in ["bootcamp.user_behavior_metric", "gs://staging/broken/part-0.parquet", "has type INT64", "run1_load_bootcamp"] {
+    for want in [
+        "bootcamp.user_behavior_metric",
+        "gs://staging/broken/part-0.parquet",
+        "has type INT64",
+        "run1_load_bootcamp",
+    ] {
         assert!(text.contains(want), "`{want}` missing from: {text}");
     }
     assert!(fake.tables().is_empty());
@@ -96,8 +124,21 @@ async fn a_failed_load_reports_every_error() {
 #[tokio::test]
 async fn queries_page_through_results_and_render_exact_values() {
     let fake = FakeGoogle::start("unused").await;
-    let result = warehouse(&fake).query("SELECT * FROM bootcamp.user_behavior_metric").await.unwrap();
-    assert_eq!(result.columns, ["customer_id", "amount_spent", "insert_date", "ratio", "positive", "note"]);
+    let result = warehouse(&fake)
+        .query("SELECT * FROM bootcamp.user_behavior_metric")
+        .await
+        .unwrap();
+    assert_eq!(
+        result.columns,
+        [
+            "customer_id",
+            "amount_spent",
+            "insert_date",
+            "ratio",
+            "positive",
+            "note"
+        ]
+    );
     assert_eq!(
         result.rows,
         [
@@ -117,10 +158,21 @@ async fn queries_page_through_results_and_render_exact_values() {
                 Some(Cell::Bool(false)),
                 None,
             ],
-            vec![Some(Cell::Int(3)), None, None, None, None, Some(Cell::Text("c".into()))],
+            vec![
+                Some(Cell::Int(3)),
+                None,
+                None,
+                None,
+                None,
+                Some(Cell::Text("c".into()))
+            ],
         ]
     );
-    assert_eq!(fake.calls("jobs.getQueryResults").len(), 3, "not complete, then two pages");
+    assert_eq!(
+        fake.calls("jobs.getQueryResults").len(),
+        3,
+        "not complete, then two pages"
+    );
     let query = &fake.calls("jobs.query")[0];
     assert_eq!(query.body["useLegacySql"], false);
     assert!(query.body["requestId"].is_string());
@@ -136,13 +188,20 @@ async fn down_deletes_every_table_then_the_dataset() {
     let bq = warehouse(&fake).bigquery;
     let tables = bq.list_tables("bootcamp").await.unwrap();
     assert_eq!(tables, ["a", "b", "c"]);
-    assert_eq!(fake.calls("tables.list").len(), 2, "listing did not follow the pages");
+    assert_eq!(
+        fake.calls("tables.list").len(),
+        2,
+        "listing did not follow the pages"
+    );
     bq.delete_table("bootcamp", "a").await.unwrap();
     bq.delete_table("bootcamp", "a").await.unwrap();
     bq.delete_dataset("bootcamp").await.unwrap();
     assert!(fake.tables().is_empty());
     bq.delete_dataset("bootcamp").await.unwrap();
     assert!(bq.list_tables("bootcamp").await.unwrap().is_empty());
-    assert_eq!(fake.calls("datasets.delete")[0].query, [("deleteContents".to_owned(), "true".to_owned())]);
+    assert_eq!(
+        fake.calls("datasets.delete")[0].query,
+        [("deleteContents".to_owned(), "true".to_owned())]
+    );
     fake.assert_clean();
 }

