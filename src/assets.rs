@@ -13,5 +13,8 @@ pub const PYSPARK_REQUIREMENTS: &str = include_str!("../pyspark/requirements.txt
 /// The PySpark jobs `up` uploads to the code bucket: (key, contents).
 pub const PYSPARK_SCRIPTS: &[(&str, &str)] = &[
     ("tokenizer.py", include_str!("../pyspark/tokenizer.py")),
-    ("user_behavior.py", include_str!("../pyspark/user_behavior.py")),
+    (
+        "user_behavior.py",
+        include_str!("../pyspark/user_behavior.py"),
+    ),
 ];

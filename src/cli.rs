@@ -49,11 +49,15 @@ pub struct GlobalArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Provision the target, then upload pyspark/ to the code bucket
-    #[command(after_help = "Examples:\n  infra up\n  infra up --dry-run\n  infra --target gcp up --yes")]
+    #[command(
+        after_help = "Examples:\n  infra up\n  infra up --dry-run\n  infra --target gcp up --yes"
+    )]
     Up(UpArgs),
 
     /// Run the pipeline (steps 0-4)
-    #[command(after_help = "Steps:\n  0 load_purchases   create bootcampdb.user_purchase and load user_purchase.csv\n  1 dump_purchases   dump the table to the staging bucket as CSV\n  2 tokenize         pyspark/tokenizer.py: positive_review per review\n  3 user_behavior    pyspark/user_behavior.py: the user_behavior_metric table\n  4 load_warehouse   load the metric into the warehouse\n\nExamples:\n  infra run --data ./sample     copy the inputs into the raw bucket, then run\n  infra run --from 3            resume the last run at step 3\n  infra run --only tokenize     run step 2 alone, as part of the last run")]
+    #[command(
+        after_help = "Steps:\n  0 load_purchases   create bootcampdb.user_purchase and load user_purchase.csv\n  1 dump_purchases   dump the table to the staging bucket as CSV\n  2 tokenize         pyspark/tokenizer.py: positive_review per review\n  3 user_behavior    pyspark/user_behavior.py: the user_behavior_metric table\n  4 load_warehouse   load the metric into the warehouse\n\nExamples:\n  infra run --data ./sample     copy the inputs into the raw bucket, then run\n  infra run --from 3            resume the last run at step 3\n  infra run --only tokenize     run step 2 alone, as part of the last run"
+    )]
     Run(RunArgs),
 
     /// Tear everything down
@@ -69,15 +73,21 @@ pub enum Command {
     Status,
 
     /// Query the warehouse
-    #[command(after_help = "Examples:\n  infra query 'SELECT * FROM bootcamp.user_behavior_metric ORDER BY customer_id LIMIT 5'\n  infra query --format csv 'SELECT customer_id, amount_spent FROM bootcamp.user_behavior_metric' > metric.csv")]
+    #[command(
+        after_help = "Examples:\n  infra query 'SELECT * FROM bootcamp.user_behavior_metric ORDER BY customer_id LIMIT 5'\n  infra query --format csv 'SELECT customer_id, amount_spent FROM bootcamp.user_behavior_metric' > metric.csv"
+    )]
     Query(QueryArgs),
 
     /// Print the resolved configuration
-    #[command(after_help = "Examples:\n  infra config\n  INFRA_SPARK_MASTER='local[2]' infra config")]
+    #[command(
+        after_help = "Examples:\n  infra config\n  INFRA_SPARK_MASTER='local[2]' infra config"
+    )]
     Config,
 
     /// Write deterministic sample input data
-    #[command(after_help = "Examples:\n  infra sample --out ./sample\n  infra sample --out ./small --scale 0.01 --seed 7")]
+    #[command(
+        after_help = "Examples:\n  infra sample --out ./sample\n  infra sample --out ./small --scale 0.01 --seed 7"
+    )]
     Sample(SampleArgs),
 }
 

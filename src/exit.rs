@@ -99,9 +99,11 @@ mod tests {
 
     #[test]
     fn the_chain_and_hints_are_printed_in_order() {
-        let err = Err::<(), _>(anyhow::anyhow!("port 5432 is in use\nhint: pick another port"))
-            .context("cannot start PostgreSQL")
-            .unwrap_err();
+        let err = Err::<(), _>(anyhow::anyhow!(
+            "port 5432 is in use\nhint: pick another port"
+        ))
+        .context("cannot start PostgreSQL")
+        .unwrap_err();
         let text = render(&err);
         let plain = anstream::adapter::strip_str(&text).to_string();
         assert_eq!(

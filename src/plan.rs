@@ -66,7 +66,9 @@ impl FromStr for Step {
             .ok_or_else(|| {
                 format!(
                     "unknown step `{s}`; steps are {}",
-                    Step::ALL.map(|s| format!("{} ({})", s.number(), s.name())).join(", ")
+                    Step::ALL
+                        .map(|s| format!("{} ({})", s.number(), s.name()))
+                        .join(", ")
                 )
             })
     }

@@ -273,7 +273,11 @@ mod tests {
 
     #[tokio::test]
     async fn captures_stdout_and_checks_status() {
-        let out = Cmd::new("sh").args(["-c", "echo hello"]).run().await.unwrap();
+        let out = Cmd::new("sh")
+            .args(["-c", "echo hello"])
+            .run()
+            .await
+            .unwrap();
         assert_eq!(out.stdout, "hello\n");
 
         let err = Cmd::new("sh")
@@ -289,7 +293,8 @@ mod tests {
     #[tokio::test]
     async fn a_noisy_child_does_not_deadlock() {
         // Far more than a pipe buffer on both streams at once.
-        let script = "i=0; while [ $i -lt 20000 ]; do echo line-$i; echo err-$i >&2; i=$((i+1)); done";
+        let script =
+            "i=0; while [ $i -lt 20000 ]; do echo line-$i; echo err-$i >&2; i=$((i+1)); done";
         let out = Cmd::new("sh").args(["-c", script]).run().await.unwrap();
         assert_eq!(out.stdout.lines().count(), 20000);
     }
@@ -308,7 +313,10 @@ mod tests {
 
     #[test]
     fn secrets_are_masked_in_the_logged_command() {
-        let cmd = Cmd::new("psql").arg("--host").arg("x y").secret_arg("hunter2");
+        let cmd = Cmd::new("psql")
+            .arg("--host")
+            .arg("x y")
+            .secret_arg("hunter2");
         assert_eq!(cmd.display(), "psql --host 'x y' ****");
     }
 }

@@ -107,7 +107,12 @@ impl RunRecord {
     }
 
     /// Records how `step` ended.
-    pub fn finish_step(&mut self, step: Step, result: Result<Counts, (Outcome, String)>, now: DateTime<Utc>) {
+    pub fn finish_step(
+        &mut self,
+        step: Step,
+        result: Result<Counts, (Outcome, String)>,
+        now: DateTime<Utc>,
+    ) {
         let record = self
             .steps
             .iter_mut()
@@ -157,7 +162,8 @@ impl Records {
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("cannot create {}", self.dir.display()))?;
         let path = self.dir.join("run.lock");
-        let file = File::create(&path).with_context(|| format!("cannot open {}", path.display()))?;
+        let file =
+            File::create(&path).with_context(|| format!("cannot open {}", path.display()))?;
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(guard) => Ok(guard),
             Err((_, nix::errno::Errno::EWOULDBLOCK)) => bail!(
@@ -192,7 +198,8 @@ impl Records {
         let Some(path) = newest else {
             return Ok(None);
         };
-        let text = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let text =
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
         let record = serde_json::from_slice(&text)
             .with_context(|| format!("{} is not a run record", path.display()))?;
         Ok(Some(record))
@@ -213,7 +220,11 @@ mod tests {
         first.start_step(Step::LoadPurchases, t0);
         first.finish_step(
             Step::LoadPurchases,
-            Ok(Counts { rows_in: 3, rows_out: 2, rows_rejected: 1 }),
+            Ok(Counts {
+                rows_in: 3,
+                rows_out: 2,
+                rows_rejected: 1,
+            }),
             t0,
         );
         first.finish(t0);
@@ -229,7 +240,11 @@ mod tests {
         let t0 = "2026-11-24T21:40:00Z".parse().unwrap();
         let mut run = RunRecord::new("local", t0);
         run.start_step(Step::UserBehavior, t0);
-        run.finish_step(Step::UserBehavior, Err((Outcome::Failed, "boom".into())), t0);
+        run.finish_step(
+            Step::UserBehavior,
+            Err((Outcome::Failed, "boom".into())),
+            t0,
+        );
         run.finish(t0);
         assert_eq!(run.outcome, Outcome::Failed);
         run.start_step(Step::UserBehavior, t0);

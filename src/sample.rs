@@ -32,7 +32,13 @@ pub struct Written {
 /// through the file. Each is (fields, what is wrong).
 pub fn invalid_purchases() -> Vec<Vec<String>> {
     let ok = [
-        "536999", "22633", "HAND WARMER UNION JACK", "6", "12/1/2010 8:26", "1.85", "17850",
+        "536999",
+        "22633",
+        "HAND WARMER UNION JACK",
+        "6",
+        "12/1/2010 8:26",
+        "1.85",
+        "17850",
         "United Kingdom",
     ];
     let with = |i: usize, value: &str| {
@@ -42,7 +48,10 @@ pub fn invalid_purchases() -> Vec<Vec<String>> {
     };
     vec![
         ok[..7].iter().map(|s| s.to_string()).collect(),
-        ok.iter().map(|s| s.to_string()).chain(["extra".into()]).collect(),
+        ok.iter()
+            .map(|s| s.to_string())
+            .chain(["extra".into()])
+            .collect(),
         with(0, ""),
         with(0, "C5369991234"),
         with(1, "STOCKCODE-TOO-LONG-123"),
@@ -65,15 +74,54 @@ pub fn invalid_reviews() -> Vec<Vec<String>> {
         vec!["abc".into(), "a good movie".into(), "900001".into()],
         vec!["99999999999".into(), "good".into(), "900002".into()],
         vec!["12347".into(), "only two fields".into()],
-        vec!["12347".into(), "four".into(), "900004".into(), "fields".into()],
+        vec![
+            "12347".into(),
+            "four".into(),
+            "900004".into(),
+            "fields".into(),
+        ],
     ]
 }
 
 const WORDS: &[&str] = &[
-    "WHITE", "HANGING", "HEART", "T-LIGHT", "HOLDER", "METAL", "LANTERN", "CREAM", "CUPID",
-    "HEARTS", "COAT", "HANGER", "KNITTED", "UNION", "FLAG", "HOT", "WATER", "BOTTLE", "RED",
-    "WOOLLY", "HOTTIE", "SET", "OF", "6", "RETROSPOT", "GLASS", "STAR", "FROSTED", "VINTAGE",
-    "JUMBO", "BAG", "PINK", "POLKADOT", "ALARM", "CLOCK", "BAKELIKE", "LUNCH", "BOX",
+    "WHITE",
+    "HANGING",
+    "HEART",
+    "T-LIGHT",
+    "HOLDER",
+    "METAL",
+    "LANTERN",
+    "CREAM",
+    "CUPID",
+    "HEARTS",
+    "COAT",
+    "HANGER",
+    "KNITTED",
+    "UNION",
+    "FLAG",
+    "HOT",
+    "WATER",
+    "BOTTLE",
+    "RED",
+    "WOOLLY",
+    "HOTTIE",
+    "SET",
+    "OF",
+    "6",
+    "RETROSPOT",
+    "GLASS",
+    "STAR",
+    "FROSTED",
+    "VINTAGE",
+    "JUMBO",
+    "BAG",
+    "PINK",
+    "POLKADOT",
+    "ALARM",
+    "CLOCK",
+    "BAKELIKE",
+    "LUNCH",
+    "BOX",
 ];
 
 const ODD_DESCRIPTIONS: &[&str] = &[
@@ -86,9 +134,23 @@ const ODD_DESCRIPTIONS: &[&str] = &[
 ];
 
 const COUNTRIES: &[&str] = &[
-    "United Kingdom", "United Kingdom", "United Kingdom", "United Kingdom", "France", "Germany",
-    "EIRE", "Spain", "Netherlands", "Belgium", "Switzerland", "Portugal", "Australia",
-    "Channel Islands", "RSA", "Unspecified", "",
+    "United Kingdom",
+    "United Kingdom",
+    "United Kingdom",
+    "United Kingdom",
+    "France",
+    "Germany",
+    "EIRE",
+    "Spain",
+    "Netherlands",
+    "Belgium",
+    "Switzerland",
+    "Portugal",
+    "Australia",
+    "Channel Islands",
+    "RSA",
+    "Unspecified",
+    "",
 ];
 
 const REVIEW_POSITIVE: &[&str] = &[
@@ -115,8 +177,16 @@ const REVIEW_NEGATIVE: &[&str] = &[
 ];
 
 const FILLER: &[&str] = &[
-    "I watched this with my family", "the soundtrack", "the director", "acting", "honestly",
-    "in the second half", "the effects", "a classic", "the cast", "on a rainy Sunday",
+    "I watched this with my family",
+    "the soundtrack",
+    "the director",
+    "acting",
+    "honestly",
+    "in the second half",
+    "the effects",
+    "a classic",
+    "the cast",
+    "on a rainy Sunday",
 ];
 
 /// Writes both files into `dir`. `scale` 1.0 matches the real dataset.
@@ -127,8 +197,14 @@ pub fn write(dir: &Path, scale: f64, seed: u64) -> Result<Written> {
     let mut rng = StdRng::seed_from_u64(seed);
     // About 4,372 customers in the real data; never fewer than 20.
     let customers = ((4372.0 * scale.sqrt()).round() as u32).max(20);
-    let written_purchases = write_purchases(&dir.join("user_purchase.csv"), purchases, customers, &mut rng)?;
-    let written_reviews = write_reviews(&dir.join("movie_review.csv"), reviews, customers, &mut rng)?;
+    let written_purchases = write_purchases(
+        &dir.join("user_purchase.csv"),
+        purchases,
+        customers,
+        &mut rng,
+    )?;
+    let written_reviews =
+        write_reviews(&dir.join("movie_review.csv"), reviews, customers, &mut rng)?;
     Ok(Written {
         purchases: written_purchases,
         reviews: written_reviews,
@@ -146,7 +222,9 @@ fn create(path: &Path, bom: bool) -> Result<BufWriter<File>> {
 
 /// Positions of the invalid rows: spread evenly, fixed by the row count.
 fn invalid_at(total: u64, invalid: usize) -> Vec<u64> {
-    (0..invalid as u64).map(|i| (i + 1) * total / (invalid as u64 + 1)).collect()
+    (0..invalid as u64)
+        .map(|i| (i + 1) * total / (invalid as u64 + 1))
+        .collect()
 }
 
 fn write_purchases(path: &Path, rows: u64, customers: u32, rng: &mut StdRng) -> Result<u64> {
@@ -155,7 +233,10 @@ fn write_purchases(path: &Path, rows: u64, customers: u32, rng: &mut StdRng) -> 
         .from_writer(create(path, true)?);
     csv.write_record(crate::pipeline::purchases::INPUT_HEADER)?;
     let invalid = invalid_purchases();
-    let mut at = invalid_at(rows, invalid.len()).into_iter().zip(invalid).peekable();
+    let mut at = invalid_at(rows, invalid.len())
+        .into_iter()
+        .zip(invalid)
+        .peekable();
     let mut invoice = 536_365u32;
     let mut written = 0;
     // 2010-12-01 08:00 onwards, a few minutes per invoice.
@@ -170,8 +251,16 @@ fn write_purchases(path: &Path, rows: u64, customers: u32, rng: &mut StdRng) -> 
             minutes += rng.random_range(1..30);
         }
         let cancelled = rng.random_ratio(1, 50);
-        let number = if cancelled { format!("C{invoice}") } else { invoice.to_string() };
-        let stock = format!("{}{}", rng.random_range(10_000..99_999), if rng.random_ratio(1, 4) { "A" } else { "" });
+        let number = if cancelled {
+            format!("C{invoice}")
+        } else {
+            invoice.to_string()
+        };
+        let stock = format!(
+            "{}{}",
+            rng.random_range(10_000..99_999),
+            if rng.random_ratio(1, 4) { "A" } else { "" }
+        );
         let description = if rng.random_ratio(1, 200) {
             ODD_DESCRIPTIONS[rng.random_range(0..ODD_DESCRIPTIONS.len())].to_owned()
         } else if rng.random_ratio(1, 400) {
@@ -182,15 +271,31 @@ fn write_purchases(path: &Path, rows: u64, customers: u32, rng: &mut StdRng) -> 
                 .collect::<Vec<_>>()
                 .join(" ")
         };
-        let magnitude: i32 = if rng.random_ratio(1, 20) { rng.random_range(13..500) } else { rng.random_range(1..13) };
+        let magnitude: i32 = if rng.random_ratio(1, 20) {
+            rng.random_range(13..500)
+        } else {
+            rng.random_range(1..13)
+        };
         let quantity = if cancelled { -magnitude } else { magnitude };
         let date = date(minutes, rng.random_ratio(1, 20));
         let price = if rng.random_ratio(1, 10) {
-            format!("{}.{:03}", rng.random_range(0..30), rng.random_range(0..1000))
+            format!(
+                "{}.{:03}",
+                rng.random_range(0..30),
+                rng.random_range(0..1000)
+            )
         } else if rng.random_ratio(1, 5000) {
-            format!("{}.{:02}", rng.random_range(1000..40_000), rng.random_range(0..100))
+            format!(
+                "{}.{:02}",
+                rng.random_range(1000..40_000),
+                rng.random_range(0..100)
+            )
         } else {
-            format!("{}.{:02}", rng.random_range(0..15), rng.random_range(0..100))
+            format!(
+                "{}.{:02}",
+                rng.random_range(0..15),
+                rng.random_range(0..100)
+            )
         };
         let customer = if rng.random_ratio(1, 5) {
             String::new()
@@ -236,7 +341,10 @@ fn write_reviews(path: &Path, rows: u64, customers: u32, rng: &mut StdRng) -> Re
     let mut csv = csv::Writer::from_writer(create(path, true)?);
     csv.write_record(["cid", "review_str", "id_review"])?;
     let invalid = invalid_reviews();
-    let mut at = invalid_at(rows, invalid.len()).into_iter().zip(invalid).peekable();
+    let mut at = invalid_at(rows, invalid.len())
+        .into_iter()
+        .zip(invalid)
+        .peekable();
     let mut written = 0;
     for i in 0..rows {
         while let Some((_, row)) = at.next_if(|(pos, _)| *pos == i) {
@@ -295,11 +403,14 @@ mod tests {
     fn every_invalid_row_is_in_the_file_and_the_rest_is_valid() {
         let dir = tempfile::tempdir().unwrap();
         let written = write(dir.path(), 0.002, 1).unwrap();
-        let expected = (FULL_PURCHASES as f64 * 0.002).round() as u64 + invalid_purchases().len() as u64;
+        let expected =
+            (FULL_PURCHASES as f64 * 0.002).round() as u64 + invalid_purchases().len() as u64;
         assert_eq!(written.purchases, expected);
         let bytes = std::fs::read(dir.path().join("user_purchase.csv")).unwrap();
         assert!(bytes.starts_with(b"\xEF\xBB\xBFInvoiceNo,"));
-        let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(&bytes[3..]);
+        let mut reader = csv::ReaderBuilder::new()
+            .flexible(true)
+            .from_reader(&bytes[3..]);
         let mut bad = 0;
         for record in reader.byte_records() {
             if crate::pipeline::purchases::validate(&record.unwrap()).is_err() {

@@ -273,8 +273,8 @@ pub fn env_var(key: &str) -> String {
 impl Layer {
     /// Reads `infra.toml` text. An unknown key is an error that names it.
     pub fn from_toml(text: &str, origin: &Path) -> Result<Layer> {
-        let table: toml::Table =
-            toml::from_str(text).with_context(|| format!("{} is not valid TOML", origin.display()))?;
+        let table: toml::Table = toml::from_str(text)
+            .with_context(|| format!("{} is not valid TOML", origin.display()))?;
         let mut layer = Layer::default();
         for (key, value) in &table {
             match value {
@@ -486,7 +486,10 @@ mod tests {
         Settings::resolve(Sources {
             config: None,
             cwd: dir.path(),
-            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             flags,
         })
     }
@@ -529,9 +532,15 @@ mod tests {
     #[test]
     fn unknown_keys_are_named() {
         let err = resolve("[spark]\nmastr = \"x\"", &[], Layer::default()).unwrap_err();
-        assert!(format!("{err:#}").contains("unknown key `spark.mastr`"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("unknown key `spark.mastr`"),
+            "{err:#}"
+        );
         let err = resolve("colour = 1", &[], Layer::default()).unwrap_err();
-        assert!(format!("{err:#}").contains("unknown key `colour`"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("unknown key `colour`"),
+            "{err:#}"
+        );
     }
 
     #[test]
@@ -539,7 +548,10 @@ mod tests {
         let err = resolve("[gke]\nnode_count = \"two\"", &[], Layer::default()).unwrap_err();
         assert!(format!("{err:#}").contains("gke.node_count"), "{err:#}");
         let err = resolve("", &[("INFRA_GKE_NODE_COUNT", "two")], Layer::default()).unwrap_err();
-        assert!(format!("{err:#}").contains("INFRA_GKE_NODE_COUNT"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("INFRA_GKE_NODE_COUNT"),
+            "{err:#}"
+        );
     }
 
     #[test]
@@ -563,7 +575,12 @@ mod tests {
 
     #[test]
     fn resolved_settings_print_as_toml_that_reads_back() {
-        let s = resolve("project = \"p\"\n[gke]\nnode_count = 3", &[], Layer::default()).unwrap();
+        let s = resolve(
+            "project = \"p\"\n[gke]\nnode_count = 3",
+            &[],
+            Layer::default(),
+        )
+        .unwrap();
         let text = s.to_toml().unwrap();
         let back = Layer::from_toml(&text, Path::new("printed")).unwrap();
         assert_eq!(back.project.flatten().as_deref(), Some("p"));

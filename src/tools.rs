@@ -46,7 +46,9 @@ impl Tool {
             Tool::Java => {
                 "install Java 17 or newer: `apt-get install openjdk-17-jre-headless`, or set JAVA_HOME"
             }
-            Tool::Python3 => "install Python 3.9 or newer with venv: `apt-get install python3 python3-venv`",
+            Tool::Python3 => {
+                "install Python 3.9 or newer with venv: `apt-get install python3 python3-venv`"
+            }
             Tool::Terraform => {
                 "install Terraform 1.5 or newer from https://developer.hashicorp.com/terraform/install and put it on PATH"
             }
@@ -105,7 +107,7 @@ fn postgres_bin_dirs(root: &Path) -> Vec<PathBuf> {
             Some((major, entry.path().join("bin")))
         })
         .collect();
-    majors.sort_by(|a, b| b.0.cmp(&a.0));
+    majors.sort_by_key(|m| std::cmp::Reverse(m.0));
     majors.into_iter().map(|(_, dir)| dir).collect()
 }
 

@@ -64,7 +64,10 @@ pub fn confirm(question: &str, flag: &str) -> Result<bool> {
     std::io::stdin()
         .read_line(&mut answer)
         .context("reading the answer")?;
-    Ok(matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
+    Ok(matches!(
+        answer.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes"
+    ))
 }
 
 /// An aligned table for people.

@@ -12,7 +12,10 @@ pub async fn down(settings: &Settings, args: &DownArgs) -> Result<()> {
     let local = Local::new(settings);
     let doomed = local.plan_down();
     if doomed.is_empty() {
-        ui::status(format!("nothing to remove in {}", local.state_dir().display()));
+        ui::status(format!(
+            "nothing to remove in {}",
+            local.state_dir().display()
+        ));
         return Ok(());
     }
     ui::status("down will stop the local PostgreSQL server and delete:");

@@ -22,7 +22,11 @@ use crate::settings::{Layer, Settings, Sources, TargetKind};
 /// Runs the command `cli` names.
 pub async fn dispatch(cli: Cli) -> Result<()> {
     let settings = resolve(&cli.global)?;
-    let echo = if cli.global.verbose > 0 { Echo::Stream } else { Echo::Quiet };
+    let echo = if cli.global.verbose > 0 {
+        Echo::Stream
+    } else {
+        Echo::Quiet
+    };
     match cli.command {
         Command::Up(args) => up::up(&settings, &args).await,
         Command::Run(args) => run::run(&settings, &args, echo).await,

@@ -16,7 +16,11 @@ pub async fn plan(settings: &Settings) -> Result<()> {
     }
     println!();
     println!("run:");
-    let plan = Plan::new(Selection::All, &local.buckets(), &super::run::table(settings).to_string());
+    let plan = Plan::new(
+        Selection::All,
+        &local.buckets(),
+        &super::run::table(settings).to_string(),
+    );
     for line in plan.to_string().lines() {
         println!("  {line}");
     }

@@ -27,10 +27,19 @@ pub fn write(result: &QueryResult, format: Format, out: &mut impl Write) -> Resu
             let rows: Vec<Vec<String>> = result
                 .rows
                 .iter()
-                .map(|row| row.iter().map(|c| c.as_ref().map_or("NULL".into(), text)).collect())
+                .map(|row| {
+                    row.iter()
+                        .map(|c| c.as_ref().map_or("NULL".into(), text))
+                        .collect()
+                })
                 .collect();
             writeln!(out, "{}", ui::table(&result.columns, &rows))?;
-            writeln!(out, "({} row{})", rows.len(), if rows.len() == 1 { "" } else { "s" })?;
+            writeln!(
+                out,
+                "({} row{})",
+                rows.len(),
+                if rows.len() == 1 { "" } else { "s" }
+            )?;
         }
         Format::Csv => {
             let mut csv = csv::Writer::from_writer(out);
@@ -79,7 +88,9 @@ fn json(cell: Option<&Cell>) -> serde_json::Value {
             Err(_) => i.to_string().into(),
         },
         Some(Cell::Bool(b)) => (*b).into(),
-        Some(Cell::Float(f)) => serde_json::Number::from_f64(*f).map_or(serde_json::Value::Null, Into::into),
+        Some(Cell::Float(f)) => {
+            serde_json::Number::from_f64(*f).map_or(serde_json::Value::Null, Into::into)
+        }
         Some(Cell::Text(s)) => s.clone().into(),
     }
 }
@@ -103,7 +114,10 @@ mod tests {
     fn csv_has_a_header_and_exact_decimals() {
         let mut out = Vec::new();
         write(&result(), Format::Csv, &mut out).unwrap();
-        assert_eq!(String::from_utf8(out).unwrap(), "id,amount,note\n7,12345678901234567.891,\n");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "id,amount,note\n7,12345678901234567.891,\n"
+        );
     }
 
     #[test]

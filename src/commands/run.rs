@@ -59,8 +59,20 @@ pub async fn run(settings: &Settings, args: &RunArgs, echo: Echo) -> Result<()> 
         _ => records.latest()?,
     }
     .unwrap_or_else(|| RunRecord::new("local", Utc::now()));
-    ui::status(format!("run {} (insert_date {})", run.id, run.started_at.to_rfc3339()));
-    pipeline::execute(&target, &plan, &mut run, &records, &table, &local.state_dir().join("tmp")).await?;
+    ui::status(format!(
+        "run {} (insert_date {})",
+        run.id,
+        run.started_at.to_rfc3339()
+    ));
+    pipeline::execute(
+        &target,
+        &plan,
+        &mut run,
+        &records,
+        &table,
+        &local.state_dir().join("tmp"),
+    )
+    .await?;
     println!("{}", super::status::summary(&run));
     Ok(())
 }
@@ -83,10 +95,17 @@ fn check_inputs(dir: &Path) -> Result<[(std::path::PathBuf, &'static str); 2]> {
     Ok(inputs)
 }
 
-async fn copy_inputs(inputs: &[(std::path::PathBuf, &'static str)], raw: &dyn Bucket) -> Result<()> {
+async fn copy_inputs(
+    inputs: &[(std::path::PathBuf, &'static str)],
+    raw: &dyn Bucket,
+) -> Result<()> {
     for (path, key) in inputs {
         let size = raw.put_file(key, path).await?;
-        ui::detail(format!("copied {} ({size} bytes) to {}", path.display(), raw.uri(key)));
+        ui::detail(format!(
+            "copied {} ({size} bytes) to {}",
+            path.display(),
+            raw.uri(key)
+        ));
     }
     Ok(())
 }

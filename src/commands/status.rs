@@ -23,13 +23,18 @@ pub async fn status(settings: &Settings) -> Result<()> {
 
 /// A run as a table: one row per step, with time and row counts.
 pub fn summary(run: &RunRecord) -> String {
-    let header = ["step", "outcome", "seconds", "rows in", "rows out", "rejected"].map(String::from);
+    let header = [
+        "step", "outcome", "seconds", "rows in", "rows out", "rejected",
+    ]
+    .map(String::from);
     let rows: Vec<Vec<String>> = run
         .steps
         .iter()
         .map(|s| {
             let count = |f: fn(&crate::record::Counts) -> u64| {
-                s.counts.as_ref().map_or(String::new(), |c| f(c).to_string())
+                s.counts
+                    .as_ref()
+                    .map_or(String::new(), |c| f(c).to_string())
             };
             vec![
                 s.step.to_string(),

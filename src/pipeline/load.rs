@@ -46,9 +46,12 @@ pub async fn load_purchases(
         .execute(&mut *tx)
         .await
         .context("cannot create the purchase table (sql/create_schema.sql)")?;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("TRUNCATE {}", keys::PURCHASE_TABLE)))
-        .execute(&mut *tx)
-        .await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "TRUNCATE {}",
+        keys::PURCHASE_TABLE
+    )))
+    .execute(&mut *tx)
+    .await?;
 
     let (sender, mut receiver) = mpsc::channel::<Vec<u8>>(CHUNKS_IN_FLIGHT);
     let parse = {
@@ -124,8 +127,11 @@ fn parse(
     let header = csv
         .byte_headers()
         .with_context(|| format!("cannot read the header of {input}"))?;
-    if header.len() == 0 {
-        bail!("{input} is empty: expected a header row `{}`", INPUT_HEADER.join(","));
+    if header.is_empty() {
+        bail!(
+            "{input} is empty: expected a header row `{}`",
+            INPUT_HEADER.join(",")
+        );
     }
     if header.iter().ne(INPUT_HEADER.iter().map(|h| h.as_bytes())) {
         bail!(
@@ -209,23 +215,34 @@ pub async fn dump_purchases(conn: &mut PgConnection, staging: &dyn Bucket) -> Re
     sqlx::raw_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .execute(&mut *tx)
         .await?;
-    let rows: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {}", keys::PURCHASE_TABLE)))
-        .fetch_one(&mut *tx)
-        .await
-        .with_context(|| format!("cannot read {}\nhint: run step 0 first", keys::PURCHASE_TABLE))?;
+    let rows: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM {}",
+        keys::PURCHASE_TABLE
+    )))
+    .fetch_one(&mut *tx)
+    .await
+    .with_context(|| {
+        format!(
+            "cannot read {}\nhint: run step 0 first",
+            keys::PURCHASE_TABLE
+        )
+    })?;
     let copy = format!(
         "COPY (SELECT {} FROM {}) TO STDOUT WITH (FORMAT csv, HEADER true)",
         COLUMNS.join(", "),
         keys::PURCHASE_TABLE
     );
-    let stream = tx
-        .copy_out_raw(&copy)
-        .await?
-        .map_err(std::io::Error::other);
+    let stream = tx.copy_out_raw(&copy).await?.map_err(std::io::Error::other);
     staging
         .put(keys::PURCHASES_CSV, &mut StreamReader::new(stream))
         .await
-        .with_context(|| format!("cannot dump {} to {}", keys::PURCHASE_TABLE, staging.uri(keys::PURCHASES_CSV)))?;
+        .with_context(|| {
+            format!(
+                "cannot dump {} to {}",
+                keys::PURCHASE_TABLE,
+                staging.uri(keys::PURCHASES_CSV)
+            )
+        })?;
     tx.commit().await?;
     let rows = rows as u64;
     Ok(Counts {
@@ -242,10 +259,16 @@ mod tests {
     #[test]
     fn a_bom_is_skipped_and_nothing_else() {
         let mut out = String::new();
-        skip_bom(&b"\xEF\xBB\xBFa,b"[..]).unwrap().read_to_string(&mut out).unwrap();
+        skip_bom(&b"\xEF\xBB\xBFa,b"[..])
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
         assert_eq!(out, "a,b");
         out.clear();
-        skip_bom(&b"ab"[..]).unwrap().read_to_string(&mut out).unwrap();
+        skip_bom(&b"ab"[..])
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
         assert_eq!(out, "ab");
     }
 }

@@ -37,7 +37,11 @@ pub async fn execute(
     let total = plan.steps.len();
     for (i, planned) in plan.steps.iter().enumerate() {
         let step = planned.step;
-        ui::status(format!("[{}/{total}] step {step}: {}", i + 1, planned.description));
+        ui::status(format!(
+            "[{}/{total}] step {step}: {}",
+            i + 1,
+            planned.description
+        ));
         run.start_step(step, Utc::now());
         records.save(run)?;
 
@@ -105,7 +109,10 @@ async fn execute_step(
 }
 
 /// One connection per run, opened by the first step that needs it.
-async fn connect<'a>(db: &'a mut Option<PgConnection>, target: &Target) -> Result<&'a mut PgConnection> {
+async fn connect<'a>(
+    db: &'a mut Option<PgConnection>,
+    target: &Target,
+) -> Result<&'a mut PgConnection> {
     if db.is_none() {
         let options = &target.database;
         let conn = PgConnection::connect_with(options).await.with_context(|| {

@@ -64,12 +64,18 @@ impl fmt::Display for Reason {
                 if *min == 0 {
                     write!(f, "{column} has {found} characters, more than {max}")
                 } else {
-                    write!(f, "{column} must have {min}-{max} characters, found {found}")
+                    write!(
+                        f,
+                        "{column} must have {min}-{max} characters, found {found}"
+                    )
                 }
             }
             Reason::NotInt32(column) => write!(f, "{column} is not a 32-bit integer"),
             Reason::BadDate => {
-                write!(f, "InvoiceDate is not M/D/YYYY H:MM or YYYY-MM-DD HH:MM[:SS]")
+                write!(
+                    f,
+                    "InvoiceDate is not M/D/YYYY H:MM or YYYY-MM-DD HH:MM[:SS]"
+                )
             }
             Reason::BadPrice => write!(
                 f,
@@ -193,7 +199,11 @@ pub fn is_price(text: &str) -> bool {
         None => (unsigned, ""),
     };
     let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-    digits(int) && digits(frac) && int.len() <= 5 && frac.len() <= 3 && !(int.is_empty() && frac.is_empty())
+    digits(int)
+        && digits(frac)
+        && int.len() <= 5
+        && frac.len() <= 3
+        && !(int.is_empty() && frac.is_empty())
 }
 
 /// Appends `row` in COPY text format: tab-separated, `\N` for NULL,
@@ -205,7 +215,12 @@ pub fn encode(row: &Purchase<'_>, out: &mut Vec<u8>) {
     text(out, Some(row.stock_code));
     out.push(b'\t');
     text(out, row.detail);
-    let _ = write!(out, "\t{}\t{}\t", row.quantity, row.invoice_date.format("%Y-%m-%d %H:%M:%S"));
+    let _ = write!(
+        out,
+        "\t{}\t{}\t",
+        row.quantity,
+        row.invoice_date.format("%Y-%m-%d %H:%M:%S")
+    );
     out.extend_from_slice(row.unit_price.as_bytes());
     out.push(b'\t');
     match row.customer_id {
@@ -306,12 +321,27 @@ mod tests {
     #[test]
     fn lengths_are_counted_in_characters() {
         assert!(validate(&with(0, "ÄÄÄÄÄÄÄÄÄÄ")).is_ok());
-        assert_eq!(reason(0, ""), "InvoiceNo must have 1-10 characters, found 0");
-        assert_eq!(reason(0, "C5363651234"), "InvoiceNo must have 1-10 characters, found 11");
-        assert_eq!(reason(1, &"x".repeat(21)), "StockCode must have 1-20 characters, found 21");
+        assert_eq!(
+            reason(0, ""),
+            "InvoiceNo must have 1-10 characters, found 0"
+        );
+        assert_eq!(
+            reason(0, "C5363651234"),
+            "InvoiceNo must have 1-10 characters, found 11"
+        );
+        assert_eq!(
+            reason(1, &"x".repeat(21)),
+            "StockCode must have 1-20 characters, found 21"
+        );
         assert!(validate(&with(2, &"é".repeat(1000))).is_ok());
-        assert_eq!(reason(2, &"d".repeat(1001)), "Description has 1001 characters, more than 1000");
-        assert_eq!(reason(7, &"c".repeat(21)), "Country has 21 characters, more than 20");
+        assert_eq!(
+            reason(2, &"d".repeat(1001)),
+            "Description has 1001 characters, more than 1000"
+        );
+        assert_eq!(
+            reason(7, &"c".repeat(21)),
+            "Country has 21 characters, more than 20"
+        );
     }
 
     #[test]
@@ -326,10 +356,18 @@ mod tests {
 
     #[test]
     fn dates_take_both_formats() {
-        for ok in ["1/2/2011 8:26", "12/31/2011 23:59", "2011-01-02 08:26", "2011-01-02 08:26:59"] {
+        for ok in [
+            "1/2/2011 8:26",
+            "12/31/2011 23:59",
+            "2011-01-02 08:26",
+            "2011-01-02 08:26:59",
+        ] {
             assert!(parse_date(ok).is_some(), "{ok}");
         }
-        assert_eq!(parse_date("2011-01-02 08:26").unwrap().to_string(), "2011-01-02 08:26:00");
+        assert_eq!(
+            parse_date("2011-01-02 08:26").unwrap().to_string(),
+            "2011-01-02 08:26:00"
+        );
         for bad in [
             "2/30/2011 8:26",
             "13/1/2011 8:26",

@@ -31,7 +31,12 @@ struct UserBehaviorMetrics {
 
 /// Step 2: `tokenizer.py` over `raw/movie_review.csv`.
 pub async fn tokenize(spark: &dyn Spark, b: &Buckets) -> Result<Counts> {
-    require(b.raw.as_ref(), keys::REVIEWS_CSV, "hint: `infra run --data DIR` copies DIR/movie_review.csv into the raw bucket").await?;
+    require(
+        b.raw.as_ref(),
+        keys::REVIEWS_CSV,
+        "hint: `infra run --data DIR` copies DIR/movie_review.csv into the raw bucket",
+    )
+    .await?;
     let job = SparkJob {
         name: "tokenizer".into(),
         script: b.code.uri(keys::TOKENIZER_PY),
@@ -65,8 +70,17 @@ pub async fn tokenize(spark: &dyn Spark, b: &Buckets) -> Result<Counts> {
 
 /// Step 3: `user_behavior.py` over step 1's dump and step 2's reviews.
 /// `insert_date` is the run's start, so a retried step writes the same value.
-pub async fn user_behavior(spark: &dyn Spark, b: &Buckets, insert_date: DateTime<Utc>) -> Result<Counts> {
-    require(b.staging.as_ref(), keys::PURCHASES_CSV, "hint: run step 1 first (`infra run --from 1`)").await?;
+pub async fn user_behavior(
+    spark: &dyn Spark,
+    b: &Buckets,
+    insert_date: DateTime<Utc>,
+) -> Result<Counts> {
+    require(
+        b.staging.as_ref(),
+        keys::PURCHASES_CSV,
+        "hint: run step 1 first (`infra run --from 1`)",
+    )
+    .await?;
     let job = SparkJob {
         name: "user_behavior".into(),
         script: b.code.uri(keys::USER_BEHAVIOR_PY),
@@ -117,6 +131,10 @@ async fn read_metrics<T: DeserializeOwned>(staging: &dyn Bucket, prefix: &str) -
         .read_to_string(&mut text)
         .await
         .with_context(|| format!("cannot read {}", staging.uri(&part.key)))?;
-    serde_json::from_str(text.trim())
-        .with_context(|| format!("{} is not the metrics the pipeline expects", staging.uri(&part.key)))
+    serde_json::from_str(text.trim()).with_context(|| {
+        format!(
+            "{} is not the metrics the pipeline expects",
+            staging.uri(&part.key)
+        )
+    })
 }

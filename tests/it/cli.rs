@@ -6,15 +6,25 @@ use crate::harness::Env;
 fn help_lists_every_command_with_examples() {
     let env = Env::new();
     let help = env.infra(&["--help"]).ok().stdout;
-    for command in ["up", "run", "down", "plan", "status", "query", "config", "sample"] {
-        assert!(help.contains(&format!("  {command} ")), "{command} missing from:\n{help}");
+    for command in [
+        "up", "run", "down", "plan", "status", "query", "config", "sample",
+    ] {
+        assert!(
+            help.contains(&format!("  {command} ")),
+            "{command} missing from:\n{help}"
+        );
     }
     for flag in ["--target", "--config", "--state-dir"] {
         assert!(help.contains(flag), "{flag} missing from:\n{help}");
     }
-    for command in ["up", "run", "down", "plan", "status", "query", "config", "sample"] {
+    for command in [
+        "up", "run", "down", "plan", "status", "query", "config", "sample",
+    ] {
         let help = env.infra(&[command, "--help"]).ok().stdout;
-        assert!(help.contains("Examples:"), "`infra {command} --help` has no examples:\n{help}");
+        assert!(
+            help.contains("Examples:"),
+            "`infra {command} --help` has no examples:\n{help}"
+        );
     }
     let run = env.infra(&["run", "--help"]).ok().stdout;
     for flag in ["--data", "--from", "--only"] {
@@ -34,7 +44,9 @@ fn usage_errors_exit_2() {
 
 #[test]
 fn configuration_precedence_is_flags_env_file_defaults() {
-    let env = Env::new().var("INFRA_SPARK_MASTER", "local[2]").var("INFRA_REGION", "env-region");
+    let env = Env::new()
+        .var("INFRA_SPARK_MASTER", "local[2]")
+        .var("INFRA_REGION", "env-region");
     env.write(
         "infra.toml",
         "region = \"file-region\"\n[spark]\nmaster = \"local[1]\"\ndriver_memory = \"3g\"\n[warehouse]\ndataset = \"file_ds\"\n",
@@ -45,13 +57,19 @@ fn configuration_precedence_is_flags_env_file_defaults() {
     assert_eq!(config["spark"]["master"].as_str(), Some("local[2]"));
     assert_eq!(config["spark"]["driver_memory"].as_str(), Some("3g"));
     assert_eq!(config["warehouse"]["dataset"].as_str(), Some("file_ds"));
-    assert_eq!(config["warehouse"]["table"].as_str(), Some("user_behavior_metric"));
+    assert_eq!(
+        config["warehouse"]["table"].as_str(),
+        Some("user_behavior_metric")
+    );
     assert_eq!(config["target"].as_str(), Some("local"));
     // The flag beats everything.
     let out = env.infra(&["--target", "gcp", "config"]).ok().stdout;
     assert!(out.contains("target = \"gcp\""), "{out}");
     let state = env.state();
-    assert!(out.contains(&format!("state_dir = \"{}\"", state.display())), "{out}");
+    assert!(
+        out.contains(&format!("state_dir = \"{}\"", state.display())),
+        "{out}"
+    );
 }
 
 #[test]
@@ -66,7 +84,11 @@ fn an_unknown_config_key_is_named() {
     let env = Env::new();
     env.write("infra.toml", "[spark]\ndriver_mem = \"2g\"\n");
     let out = env.infra(&["config"]).fails(1);
-    assert!(out.stderr.contains("unknown key `spark.driver_mem`"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("unknown key `spark.driver_mem`"),
+        "{}",
+        out.stderr
+    );
     assert!(out.stderr.starts_with("error: "), "{}", out.stderr);
 }
 
@@ -74,5 +96,9 @@ fn an_unknown_config_key_is_named() {
 fn an_explicit_config_file_must_exist() {
     let env = Env::new();
     let out = env.infra(&["--config", "nope.toml", "config"]).fails(1);
-    assert!(out.stderr.contains("cannot read config file nope.toml"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("cannot read config file nope.toml"),
+        "{}",
+        out.stderr
+    );
 }

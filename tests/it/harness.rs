@@ -26,21 +26,32 @@ impl Run {
     /// Panics with both streams unless the command succeeded.
     #[track_caller]
     pub fn ok(self) -> Run {
-        assert_eq!(self.status, 0, "command failed\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.status, 0,
+            "command failed\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
 
     /// Panics unless the command failed with `code`.
     #[track_caller]
     pub fn fails(self, code: i32) -> Run {
-        assert_eq!(self.status, code, "unexpected exit code\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.status, code,
+            "unexpected exit code\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
 }
 
 impl Env {
     pub fn new() -> Env {
-        let dir = tempfile::Builder::new().prefix("infra-it-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("infra-it-")
+            .tempdir()
+            .unwrap();
         // When tests run as root, PostgreSQL runs as `postgres`, who must be
         // able to traverse into the state dir.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -82,7 +93,11 @@ impl Env {
     }
 
     pub fn infra(&self, args: &[&str]) -> Run {
-        let Output { status, stdout, stderr } = self.command(args).output().unwrap();
+        let Output {
+            status,
+            stdout,
+            stderr,
+        } = self.command(args).output().unwrap();
         Run {
             status: status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&stdout).into_owned(),

@@ -25,7 +25,11 @@ fn thousandths(price: &str) -> i128 {
         None => (false, price.strip_prefix('+').unwrap_or(price)),
     };
     let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
-    let int: i128 = if int.is_empty() { 0 } else { int.parse().unwrap() };
+    let int: i128 = if int.is_empty() {
+        0
+    } else {
+        int.parse().unwrap()
+    };
     let frac: i128 = format!("{frac:0<3}").parse().unwrap();
     let value = int * 1000 + frac;
     if negative { -value } else { value }
@@ -95,7 +99,10 @@ fn actual(env: &Env) -> (Vec<String>, BTreeSet<String>) {
         .ok()
         .stdout;
     let mut lines = out.lines();
-    assert_eq!(lines.next(), Some("customer_id,amount_spent,review_count,review_score,insert_date"));
+    assert_eq!(
+        lines.next(),
+        Some("customer_id,amount_spent,review_count,review_score,insert_date")
+    );
     let mut rows = Vec::new();
     let mut dates = BTreeSet::new();
     for line in lines {
@@ -121,9 +128,20 @@ fn last_run(env: &Env) -> serde_json::Value {
 fn the_local_pipeline_matches_an_independent_computation() {
     let env = Env::new();
     let data = env.path().join("data");
-    env.infra(&["sample", "--out", &data.display().to_string(), "--scale", "0.01", "--seed", "3"]).ok();
+    env.infra(&[
+        "sample",
+        "--out",
+        &data.display().to_string(),
+        "--scale",
+        "0.01",
+        "--seed",
+        "3",
+    ])
+    .ok();
     env.infra(&["up"]).ok();
-    let first = env.infra(&["run", "--data", &data.display().to_string()]).ok();
+    let first = env
+        .infra(&["run", "--data", &data.display().to_string()])
+        .ok();
     assert!(first.stdout.contains("succeeded"), "{}", first.stdout);
 
     let expected: Vec<String> = expected(&data)
@@ -135,26 +153,44 @@ fn the_local_pipeline_matches_an_independent_computation() {
     for (row, want) in rows.iter().zip(&expected) {
         assert_eq!(row, want);
     }
-    assert_eq!(dates.len(), 1, "insert_date differs between rows: {dates:?}");
+    assert_eq!(
+        dates.len(),
+        1,
+        "insert_date differs between rows: {dates:?}"
+    );
     let run = last_run(&env);
     let started = run["started_at"].as_str().unwrap().replace("+00:00", "");
     let date = dates.iter().next().unwrap().clone();
-    assert!(date.starts_with(&started.trim_end_matches('Z')[..19]), "insert_date {date} is not the run's start {started}");
+    assert!(
+        date.starts_with(&started.trim_end_matches('Z')[..19]),
+        "insert_date {date} is not the run's start {started}"
+    );
     // Nothing lost in the tokenizer: every review is written or rejected.
     let tokenize = &run["steps"][2]["counts"];
     assert_eq!(
         tokenize["rows_in"].as_u64().unwrap(),
         tokenize["rows_out"].as_u64().unwrap() + tokenize["rows_rejected"].as_u64().unwrap()
     );
-    assert_eq!(tokenize["rows_rejected"].as_u64().unwrap(), sample::invalid_reviews().len() as u64);
+    assert_eq!(
+        tokenize["rows_rejected"].as_u64().unwrap(),
+        sample::invalid_reviews().len() as u64
+    );
 
     // A second run gives the same table apart from insert_date, with no duplicates.
-    env.infra(&["run", "--data", &data.display().to_string()]).ok();
+    env.infra(&["run", "--data", &data.display().to_string()])
+        .ok();
     let (again, _) = actual(&env);
     assert_eq!(again, rows);
 
     // A failure in step 3, injected through configuration, then a resume.
-    let failing = env.command(&["run", "--from", "3"]).env("INFRA_SPARK_PROPERTIES", "spark.driver.extraJavaOptions=-XX:+NoSuchJvmOption").output().unwrap();
+    let failing = env
+        .command(&["run", "--from", "3"])
+        .env(
+            "INFRA_SPARK_PROPERTIES",
+            "spark.driver.extraJavaOptions=-XX:+NoSuchJvmOption",
+        )
+        .output()
+        .unwrap();
     assert_eq!(failing.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&failing.stderr);
     assert!(stderr.contains("step 3 user_behavior failed"), "{stderr}");
@@ -164,7 +200,10 @@ fn the_local_pipeline_matches_an_independent_computation() {
     let resumed = env.infra(&["run", "--from", "3"]).ok();
     assert!(resumed.stdout.contains("succeeded"), "{}", resumed.stdout);
     let run = last_run(&env);
-    assert_eq!(run["id"], failed_run["id"], "--from must continue the same run");
+    assert_eq!(
+        run["id"], failed_run["id"],
+        "--from must continue the same run"
+    );
     assert_eq!(run["steps"][3]["attempt"], 3);
     let (after, dates) = actual(&env);
     assert_eq!(after, rows);
@@ -172,9 +211,17 @@ fn the_local_pipeline_matches_an_independent_computation() {
 
     let status = env.infra(&["status"]).ok().stdout;
     assert!(status.contains("4 load_warehouse"), "{status}");
-    let out = env.infra(&["query", "SELECT count(*) AS n FROM bootcamp.user_behavior_metric"]).ok().stdout;
+    let out = env
+        .infra(&[
+            "query",
+            "SELECT count(*) AS n FROM bootcamp.user_behavior_metric",
+        ])
+        .ok()
+        .stdout;
     assert!(out.contains(&expected.len().to_string()), "{out}");
-    let out = env.infra(&["query", "SELECT * FROM no_such_table"]).fails(1);
+    let out = env
+        .infra(&["query", "SELECT * FROM no_such_table"])
+        .fails(1);
     assert!(out.stderr.contains("no_such_table"), "{}", out.stderr);
 
     env.infra(&["down", "--yes"]).ok();
@@ -183,7 +230,14 @@ fn the_local_pipeline_matches_an_independent_computation() {
 
 #[test]
 fn the_token_rule_matches_the_contract_examples() {
-    for yes in ["Good", "GOOD!", "not good", "good's", "<br />good", "very-good"] {
+    for yes in [
+        "Good",
+        "GOOD!",
+        "not good",
+        "good's",
+        "<br />good",
+        "very-good",
+    ] {
         assert!(positive(yes), "{yes}");
     }
     for no in ["goods", "goodness", "good_movie", "goodbye", "good1", ""] {

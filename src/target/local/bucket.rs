@@ -54,7 +54,11 @@ impl Bucket for LocalBucket {
     async fn get(&self, key: &str) -> Result<Body> {
         let path = self.path(key)?;
         let file = tokio::fs::File::open(&path).await.with_context(|| {
-            format!("cannot read {key} from the {} bucket ({})", self.role, path.display())
+            format!(
+                "cannot read {key} from the {} bucket ({})",
+                self.role,
+                path.display()
+            )
         })?;
         Ok(Box::new(file))
     }
@@ -67,7 +71,9 @@ impl Bucket for LocalBucket {
             .with_context(|| format!("cannot create {}", dir.display()))?;
         let tmp = dir.join(format!(
             ".{}.partial-{}",
-            path.file_name().and_then(|n| n.to_str()).unwrap_or("object"),
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("object"),
             std::process::id()
         ));
         let write = async {
@@ -82,7 +88,11 @@ impl Bucket for LocalBucket {
             Err(e) => {
                 let _ = tokio::fs::remove_file(&tmp).await;
                 Err(e).with_context(|| {
-                    format!("cannot write {key} to the {} bucket ({})", self.role, path.display())
+                    format!(
+                        "cannot write {key} to the {} bucket ({})",
+                        self.role,
+                        path.display()
+                    )
                 })
             }
         }
@@ -97,9 +107,9 @@ impl Bucket for LocalBucket {
     async fn delete(&self, key: &str) -> Result<()> {
         let path = self.path(key)?;
         match tokio::fs::remove_file(&path).await {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).with_context(|| {
-                format!("cannot delete {key} from the {} bucket", self.role)
-            }),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("cannot delete {key} from the {} bucket", self.role))
+            }
             _ => Ok(()),
         }
     }
@@ -127,7 +137,7 @@ fn list_blocking(root: &Path, prefix: &str) -> Result<Vec<ObjectMeta>> {
                 .expect("listed under root")
                 .to_string_lossy()
                 .into_owned();
-            let hidden = key.split('/').any(|part| part.starts_with(".") );
+            let hidden = key.split('/').any(|part| part.starts_with("."));
             if key.starts_with(prefix) && !hidden {
                 out.push(ObjectMeta {
                     key,

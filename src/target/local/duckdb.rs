@@ -68,7 +68,12 @@ fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
-fn replace_blocking(path: &Path, table: &TableRef, columns: &[Column], source: &str) -> Result<u64> {
+fn replace_blocking(
+    path: &Path,
+    table: &TableRef,
+    columns: &[Column],
+    source: &str,
+) -> Result<u64> {
     let glob = source
         .strip_prefix("file://")
         .with_context(|| format!("DuckDB loads local files, not {source}"))?;
@@ -88,7 +93,11 @@ fn replace_blocking(path: &Path, table: &TableRef, columns: &[Column], source: &
         .map(|c| format!("CAST({} AS {})", ident(c.name), sql_type(c.kind)))
         .collect::<Vec<_>>()
         .join(", ");
-    let names = columns.iter().map(|c| ident(c.name)).collect::<Vec<_>>().join(", ");
+    let names = columns
+        .iter()
+        .map(|c| ident(c.name))
+        .collect::<Vec<_>>()
+        .join(", ");
     let parquet = format!("read_parquet({})", literal(glob));
 
     conn.execute_batch(&format!(
@@ -98,9 +107,13 @@ fn replace_blocking(path: &Path, table: &TableRef, columns: &[Column], source: &
     let load = || -> Result<u64> {
         conn.execute_batch(&format!("CREATE OR REPLACE TABLE {name} ({definition});"))?;
         let loaded = conn
-            .execute(&format!("INSERT INTO {name} ({names}) SELECT {select} FROM {parquet}"), [])
+            .execute(
+                &format!("INSERT INTO {name} ({names}) SELECT {select} FROM {parquet}"),
+                [],
+            )
             .with_context(|| format!("cannot load {source} into {table}"))?;
-        let expected: i64 = conn.query_row(&format!("SELECT count(*) FROM {parquet}"), [], |r| r.get(0))?;
+        let expected: i64 =
+            conn.query_row(&format!("SELECT count(*) FROM {parquet}"), [], |r| r.get(0))?;
         if loaded as i64 != expected {
             bail!("loaded {loaded} rows into {table}, but {source} holds {expected}");
         }
@@ -200,7 +213,10 @@ mod tests {
                  TIMESTAMP '2026-11-24 21:40:00.5' AS ts, NULL::BIGINT AS n, 'x' AS s",
             )
             .unwrap();
-        let result = DuckDbWarehouse::new(path).query("SELECT * FROM t").await.unwrap();
+        let result = DuckDbWarehouse::new(path)
+            .query("SELECT * FROM t")
+            .await
+            .unwrap();
         assert_eq!(result.columns, ["d", "ts", "n", "s"]);
         assert_eq!(
             result.rows,
@@ -236,10 +252,21 @@ mod tests {
             ))
             .unwrap();
         let source = format!("file://{}", dir.path().join("*.parquet").display());
-        assert_eq!(warehouse.replace_from_parquet(&table, &columns, &source).await.unwrap(), 3);
+        assert_eq!(
+            warehouse
+                .replace_from_parquet(&table, &columns, &source)
+                .await
+                .unwrap(),
+            3
+        );
 
         let missing = format!("file://{}", dir.path().join("nothing-*.parquet").display());
-        assert!(warehouse.replace_from_parquet(&table, &columns, &missing).await.is_err());
+        assert!(
+            warehouse
+                .replace_from_parquet(&table, &columns, &missing)
+                .await
+                .is_err()
+        );
         let count = warehouse.query("SELECT count(*) FROM ds.t").await.unwrap();
         assert_eq!(count.rows, [vec![Some(Cell::Int(3))]]);
     }

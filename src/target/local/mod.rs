@@ -23,7 +23,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-
 use crate::process::Echo;
 use crate::settings::Settings;
 use crate::target::{Buckets, Target};
@@ -125,7 +124,10 @@ impl Local {
                 needed: true,
             },
             ServerState::Stopped => Action {
-                description: format!("PostgreSQL: start the server in {}", self.postgres.dir().display()),
+                description: format!(
+                    "PostgreSQL: start the server in {}",
+                    self.postgres.dir().display()
+                ),
                 needed: true,
             },
             ServerState::Running { port } => Action {
@@ -141,7 +143,10 @@ impl Local {
             needed: !matches!(server, ServerState::Running { .. }),
         });
         actions.push(Action {
-            description: format!("Spark runtime: pyspark venv in {}", self.runtime.venv().display()),
+            description: format!(
+                "Spark runtime: pyspark venv in {}",
+                self.runtime.venv().display()
+            ),
             needed: self.runtime.spark_home().is_none(),
         });
         Ok(actions)
@@ -151,10 +156,14 @@ impl Local {
     pub async fn up(&self) -> Result<()> {
         for role in BUCKET_ROLES.into_iter().chain(["tmp"]) {
             let dir = self.state_dir.join(role);
-            std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
         }
         let port = self.postgres.ensure_running().await?;
-        crate::ui::detail(format!("PostgreSQL on 127.0.0.1:{port}, database {}", self.settings.database_name));
+        crate::ui::detail(format!(
+            "PostgreSQL on 127.0.0.1:{port}, database {}",
+            self.settings.database_name
+        ));
         self.runtime.ensure().await?;
         Ok(())
     }
@@ -212,7 +221,11 @@ impl Local {
         let mut lines = Vec::new();
         for role in BUCKET_ROLES {
             let dir = self.state_dir.join(role);
-            let state = if dir.is_dir() { dir.display().to_string() } else { "absent".into() };
+            let state = if dir.is_dir() {
+                dir.display().to_string()
+            } else {
+                "absent".into()
+            };
             lines.push((format!("bucket {role}"), state));
         }
         let server = match self.postgres.state().await? {

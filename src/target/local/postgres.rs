@@ -168,7 +168,10 @@ impl LocalPostgres {
             .append(true)
             .open(&conf)
             .with_context(|| format!("cannot open {}", conf.display()))?;
-        writeln!(file, "\n# Written by infra: the server's address and port.\ninclude 'infra.conf'")?;
+        writeln!(
+            file,
+            "\n# Written by infra: the server's address and port.\ninclude 'infra.conf'"
+        )?;
         Ok(())
     }
 
@@ -345,9 +348,7 @@ fn hand_over(path: &Path, user: &str) -> Result<()> {
     let blocked: Vec<String> = path
         .ancestors()
         .skip(1)
-        .filter(|dir| {
-            std::fs::metadata(dir).is_ok_and(|m| m.permissions().mode() & 0o001 == 0)
-        })
+        .filter(|dir| std::fs::metadata(dir).is_ok_and(|m| m.permissions().mode() & 0o001 == 0))
         .map(|dir| dir.display().to_string())
         .collect();
     if !blocked.is_empty() {

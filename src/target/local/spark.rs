@@ -57,26 +57,39 @@ impl SparkRuntime {
         ));
         let python = tools::find(Tool::Python3)?;
         if self.venv.exists() {
-            std::fs::remove_dir_all(&self.venv)
-                .with_context(|| format!("cannot remove the incomplete venv {}", self.venv.display()))?;
+            std::fs::remove_dir_all(&self.venv).with_context(|| {
+                format!("cannot remove the incomplete venv {}", self.venv.display())
+            })?;
         }
         Cmd::new(&python)
             .args(["-m", "venv"])
             .arg(&self.venv)
             .run()
             .await
-            .context("cannot create the pyspark venv\nhint: on Debian, `apt-get install python3-venv`")?;
+            .context(
+                "cannot create the pyspark venv\nhint: on Debian, `apt-get install python3-venv`",
+            )?;
         let requirements = self.venv.join("requirements.txt");
         std::fs::write(&requirements, assets::PYSPARK_REQUIREMENTS)?;
         let venv_python = self.venv.join("bin/python");
         Cmd::new(&venv_python)
-            .args(["-m", "pip", "install", "--disable-pip-version-check", "--no-input", "-r"])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "--no-input",
+                "-r",
+            ])
             .arg(&requirements)
             .run()
             .await
             .context("cannot install pyspark into the venv (pip needs to reach PyPI)")?;
         let home = Cmd::new(&venv_python)
-            .args(["-c", "import os, pyspark; print(os.path.dirname(pyspark.__file__))"])
+            .args([
+                "-c",
+                "import os, pyspark; print(os.path.dirname(pyspark.__file__))",
+            ])
             .run()
             .await?
             .stdout;
@@ -138,10 +151,12 @@ pub struct LocalSpark {
 #[async_trait]
 impl Spark for LocalSpark {
     async fn submit(&self, job: &SparkJob) -> Result<()> {
-        let script = job
-            .script
-            .strip_prefix("file://")
-            .with_context(|| format!("the local Spark runner needs a file:// script, not {}", job.script))?;
+        let script = job.script.strip_prefix("file://").with_context(|| {
+            format!(
+                "the local Spark runner needs a file:// script, not {}",
+                job.script
+            )
+        })?;
         let spark_home = self
             .spark_home
             .as_ref()
@@ -185,7 +200,10 @@ mod tests {
 
     #[test]
     fn java_versions_parse_old_and_new_style() {
-        assert_eq!(parse_java_major("openjdk 17.0.15 2025-04-15\nOpenJDK Runtime"), Some(17));
+        assert_eq!(
+            parse_java_major("openjdk 17.0.15 2025-04-15\nOpenJDK Runtime"),
+            Some(17)
+        );
         assert_eq!(parse_java_major("java 21 2023-09-19 LTS"), Some(21));
         assert_eq!(parse_java_major("openjdk 1.8.0_392"), Some(8));
         assert_eq!(parse_java_major("nonsense"), None);
