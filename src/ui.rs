@@ -21,9 +21,10 @@ pub fn init_logging(verbose: u8) {
         1 => "info,infra=debug",
         _ => "debug,infra=trace",
     };
-    // yup-oauth2 logs access tokens at debug level: never show them.
-    let default = format!("{default},yup_oauth2=warn");
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&default));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // yup-oauth2 logs access tokens at debug level: never show them, not
+    // even under RUST_LOG=trace.
+    let filter = filter.add_directive("yup_oauth2=warn".parse().expect("a valid directive"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(anstream::stderr)

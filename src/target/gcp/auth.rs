@@ -287,6 +287,7 @@ impl TokenSource for Impersonated {
 pub async fn for_settings(
     impersonate: Option<&str>,
     sources: &AdcSources,
+    iam_credentials_url: &str,
 ) -> Result<Arc<dyn TokenSource>> {
     let adc = application_default(sources).await?;
     tracing::info!(
@@ -298,7 +299,7 @@ pub async fn for_settings(
         Some(email) => Arc::new(Impersonated::new(
             adc,
             email,
-            IAM_CREDENTIALS_URL,
+            iam_credentials_url,
             RetryPolicy::default(),
             super::http::system_clock(),
         )?),

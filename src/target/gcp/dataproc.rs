@@ -813,8 +813,11 @@ impl Spark for DataprocSpark {
             .dataproc
             .wait_job(&id, Some(&self.storage), &*self.sink)
             .await;
-        // Finished one way or the other: nothing left to cancel.
-        guard.job_id = None;
+        // A job that ended needs no cancelling; one we lost track of (polling
+        // failed) is cancelled on the way out rather than left running.
+        if result.is_ok() || result.as_ref().is_err_and(is_job_failure) {
+            guard.job_id = None;
+        }
         result
             .map(|_| ())
             .with_context(|| format!("Spark job {} ({}) failed", job.name, job.script))
