@@ -210,6 +210,7 @@ pub struct Http {
     client: reqwest::Client,
     tokens: Arc<dyn TokenSource>,
     policy: RetryPolicy,
+    clock: Clock,
 }
 
 impl Http {
@@ -223,7 +224,14 @@ impl Http {
             client,
             tokens,
             policy,
+            clock: system_clock(),
         })
+    }
+
+    /// Reads the time from `clock` (for `Retry-After` dates).
+    pub fn with_clock(mut self, clock: Clock) -> Http {
+        self.clock = clock;
+        self
     }
 
     pub fn policy(&self) -> &RetryPolicy {
@@ -302,7 +310,7 @@ impl Http {
         if status.is_success() || status.is_redirection() {
             return Ok(response);
         }
-        let retry_after = retry_after(response.headers(), Utc::now());
+        let retry_after = retry_after(response.headers(), (self.clock)());
         let body = tokio::time::timeout(self.policy.attempt_timeout, response.text())
             .await
             .ok()

@@ -322,3 +322,93 @@ fn base64_crc(data: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(crc32c::crc32c(data).to_be_bytes())
 }
+
+/// A stand-in for the bucket API that answers what we script, and records
+/// the requests: for the cases fake-gcs-server does not play.
+async fn scripted(
+    answer: fn(&Request) -> Response,
+) -> (GcsClient, Arc<std::sync::Mutex<Vec<String>>>) {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let addr = server::serve(Arc::new(move |req: Request| {
+        log.lock()
+            .unwrap()
+            .push(format!("{} {}", req.method, req.path));
+        let response = answer(&req);
+        Box::pin(async move { response })
+    }))
+    .await;
+    let endpoint = StorageEndpoint::emulator(&addr.to_string());
+    let client = GcsClient::new(
+        &endpoint,
+        Arc::new(NeverAsked(AtomicUsize::new(0))),
+        fast(),
+        transfer(),
+    )
+    .unwrap();
+    (client, seen)
+}
+
+#[tokio::test]
+async fn an_upload_whose_checksum_differs_is_deleted_and_reported() {
+    let (client, seen) = scripted(|req| match req.method.as_str() {
+        "POST" => Response::json(
+            200,
+            &serde_json::json!({"name": "k", "size": "5", "crc32c": "AAAAAA=="}),
+        ),
+        _ => Response::empty(204),
+    })
+    .await;
+    let err = client
+        .upload("b", "k", &mut &b"hello"[..])
+        .await
+        .unwrap_err();
+    let text = format!("{err:#}");
+    assert!(
+        text.contains("corrupted") && text.contains("gs://b/k") && text.contains("AAAAAA=="),
+        "{text}"
+    );
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            "POST /upload/storage/v1/b/b/o",
+            "DELETE /storage/v1/b/b/o/k"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_bucket_that_exists_is_fine_only_if_it_is_ours() {
+    let labels = [("managed-by".to_owned(), "infra".to_owned())].into();
+    let (client, _) = scripted(|req| match req.method.as_str() {
+        "POST" => Response::json(
+            409,
+            &serde_json::json!({"error": {"code": 409, "message": "You already own this bucket."}}),
+        ),
+        _ => Response::json(
+            200,
+            &serde_json::json!({"name": "mine", "labels": {"managed-by": "infra"}}),
+        ),
+    })
+    .await;
+    assert_eq!(
+        client
+            .create_bucket("p", "mine", "US", true, &labels)
+            .await
+            .unwrap(),
+        BucketCreated::AlreadyOurs
+    );
+    let (client, _) = scripted(|req| match req.method.as_str() {
+        "POST" => Response::json(409, &serde_json::json!({"error": {"code": 409, "message": "The requested bucket name is not available."}})),
+        _ => Response::json(403, &serde_json::json!({"error": {"code": 403, "message": "no access"}})),
+    })
+    .await;
+    let err = client
+        .create_bucket("p", "taken", "US", true, &labels)
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("bucket names are global"),
+        "{err:#}"
+    );
+}
