@@ -41,6 +41,10 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 
+    /// Service account to impersonate for Google Cloud calls
+    #[arg(long, global = true, value_name = "EMAIL")]
+    pub impersonate_service_account: Option<String>,
+
     /// Show more: child process output and debug logs (-vv for everything)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,

@@ -22,6 +22,9 @@ pub fn init_logging(verbose: u8) {
         _ => "debug,infra=trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // yup-oauth2 logs access tokens at debug level: never show them, not
+    // even under RUST_LOG=trace.
+    let filter = filter.add_directive("yup_oauth2=warn".parse().expect("a valid directive"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(anstream::stderr)

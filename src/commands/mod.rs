@@ -53,6 +53,9 @@ fn resolve(global: &GlobalArgs) -> Result<Settings> {
     if let Some(dir) = &global.state_dir {
         flags.state_dir = Some(dir.clone());
     }
+    if let Some(account) = &global.impersonate_service_account {
+        flags.impersonate_service_account = Some(Some(account.clone()));
+    }
     let cwd = std::env::current_dir()?;
     Settings::resolve(Sources {
         config: global.config.as_deref(),

@@ -6,6 +6,7 @@
 //! PostgreSQL server, `spark-submit` and DuckDB; `gcp` with Cloud Storage,
 //! Cloud SQL, Dataproc and BigQuery. `local` and `gcp` never import each other.
 
+pub mod gcp;
 pub mod local;
 
 use std::path::Path;

@@ -5,6 +5,7 @@
 mod harness;
 
 mod cli;
+mod gcp;
 mod load;
 mod local_target;
 mod pipeline;

@@ -1,0 +1,436 @@
+//! HTTP behaviour shared by the Cloud Storage, Dataproc and BigQuery clients.
+//!
+//! All three speak JSON over HTTPS, fail the same ways and want the same
+//! cure, so it lives here once: every call gets a fresh access token, a
+//! time limit per attempt, a deadline for the whole call, and retries with
+//! exponential backoff and jitter (through `backon`) on 429, 500, 502, 503,
+//! 504, timeouts and connection errors, waiting at least as long as a
+//! `Retry-After` header asks. A call that is not idempotent and carries no
+//! request id is never retried: the first attempt may have taken effect.
+//!
+//! Base URLs, the token source and the clock are passed in, so tests point
+//! the clients at `127.0.0.1:<port>` and shorten every delay.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use chrono::{DateTime, Utc};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use reqwest::{Method, Response, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::auth::TokenSource;
+
+/// The current time, passed in so tests can move it.
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+/// The real clock.
+pub fn system_clock() -> Clock {
+    Arc::new(Utc::now)
+}
+
+/// Time limits and retry schedule for every call a client makes.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// How long one attempt may wait for the response headers.
+    pub attempt_timeout: Duration,
+    /// How long a call may take, all attempts and waits included.
+    pub deadline: Duration,
+    /// The first backoff delay; it doubles, with jitter, up to `max_backoff`.
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+    /// Retries after the first attempt.
+    pub max_retries: usize,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> RetryPolicy {
+        RetryPolicy {
+            attempt_timeout: Duration::from_secs(60),
+            deadline: Duration::from_secs(300),
+            min_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(32),
+            max_retries: 8,
+        }
+    }
+}
+
+/// Why a call failed. Callers match on the status (404, 409) through
+/// [`ApiError::status`].
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The server answered with an error status.
+    #[error("HTTP {status}: {message}")]
+    Status {
+        status: StatusCode,
+        /// Google's `error.message`, or the start of the body.
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// The request or its response did not get through.
+    #[error("{}", chain(.0))]
+    Transport(#[source] reqwest::Error),
+    /// One attempt got no response headers in time.
+    #[error("no response within {0:?}")]
+    AttemptTimeout(Duration),
+    /// The call as a whole ran out of time.
+    #[error("no success within the call's deadline of {after:?}{}", last.as_ref().map(|l| format!(" (last error: {l})")).unwrap_or_default())]
+    Deadline {
+        after: Duration,
+        last: Option<String>,
+    },
+    #[error("cannot get an access token: {0:#}")]
+    Token(anyhow::Error),
+    /// The response body was not what the API documents.
+    #[error("unexpected response: {0}")]
+    Decode(String),
+}
+
+fn chain(err: &reqwest::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+impl ApiError {
+    /// The HTTP status, when the server answered.
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            ApiError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        self.status() == Some(StatusCode::NOT_FOUND)
+    }
+
+    pub fn is_conflict(&self) -> bool {
+        self.status() == Some(StatusCode::CONFLICT)
+    }
+
+    /// Whether trying again could succeed.
+    fn is_transient(&self) -> bool {
+        match self {
+            ApiError::Status { status, .. } => {
+                matches!(status.as_u16(), 429 | 500 | 502 | 503 | 504)
+            }
+            ApiError::Transport(e) => !(e.is_builder() || e.is_decode() || e.is_redirect()),
+            ApiError::AttemptTimeout(_) => true,
+            ApiError::Deadline { .. } | ApiError::Token(_) | ApiError::Decode(_) => false,
+        }
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ApiError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// Whether a call may be sent twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Idempotency {
+    /// Sending it again has no further effect (reads, deletes, and writes
+    /// that carry a request id or a caller-chosen resource id).
+    Idempotent,
+    /// A second attempt could act twice: never retried.
+    Once,
+}
+
+/// One API call, kept as data so every attempt can rebuild the request.
+#[derive(Debug, Clone)]
+pub struct Call {
+    method: Method,
+    url: String,
+    query: Vec<(String, String)>,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    body: Option<(bytes::Bytes, &'static str)>,
+    idempotency: Idempotency,
+}
+
+impl Call {
+    pub fn new(method: Method, url: impl Into<String>, idempotency: Idempotency) -> Call {
+        Call {
+            method,
+            url: url.into(),
+            query: Vec::new(),
+            headers: Vec::new(),
+            body: None,
+            idempotency,
+        }
+    }
+
+    pub fn get(url: impl Into<String>) -> Call {
+        Call::new(Method::GET, url, Idempotency::Idempotent)
+    }
+
+    pub fn delete(url: impl Into<String>) -> Call {
+        Call::new(Method::DELETE, url, Idempotency::Idempotent)
+    }
+
+    pub fn query(mut self, key: &str, value: impl ToString) -> Call {
+        self.query.push((key.to_owned(), value.to_string()));
+        self
+    }
+
+    pub fn header(mut self, name: HeaderName, value: &str) -> Call {
+        let value = HeaderValue::from_str(value).expect("header values we build are ASCII");
+        self.headers.push((name, value));
+        self
+    }
+
+    pub fn json(mut self, body: &impl Serialize) -> Call {
+        let bytes = serde_json::to_vec(body).expect("request types serialize");
+        self.body = Some((bytes.into(), "application/json"));
+        self
+    }
+
+    pub fn bytes(mut self, body: bytes::Bytes, content_type: &'static str) -> Call {
+        self.body = Some((body, content_type));
+        self
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+/// A client for Google's JSON APIs: reqwest, a token source and a retry policy.
+#[derive(Clone)]
+pub struct Http {
+    client: reqwest::Client,
+    tokens: Arc<dyn TokenSource>,
+    policy: RetryPolicy,
+    clock: Clock,
+}
+
+impl Http {
+    pub fn new(tokens: Arc<dyn TokenSource>, policy: RetryPolicy) -> anyhow::Result<Http> {
+        let client = reqwest::Client::builder()
+            // A resumable upload answers 308 to mean "incomplete", not "go elsewhere".
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("infra/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Http {
+            client,
+            tokens,
+            policy,
+            clock: system_clock(),
+        })
+    }
+
+    /// Reads the time from `clock` (for `Retry-After` dates).
+    pub fn with_clock(mut self, clock: Clock) -> Http {
+        self.clock = clock;
+        self
+    }
+
+    pub fn policy(&self) -> &RetryPolicy {
+        &self.policy
+    }
+
+    /// Sends `call`, retrying as the policy allows. Any 2xx or 3xx response
+    /// is returned; an error status becomes [`ApiError::Status`].
+    pub async fn send(&self, call: &Call) -> Result<Response, ApiError> {
+        let last = Mutex::new(None::<String>);
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(self.policy.min_backoff)
+            .with_max_delay(self.policy.max_backoff)
+            .with_max_times(self.policy.max_retries)
+            .with_jitter();
+        let retrying = (|| self.attempt(call))
+            .retry(backoff)
+            .sleep(tokio::time::sleep)
+            .when(|e: &ApiError| call.idempotency == Idempotency::Idempotent && e.is_transient())
+            .adjust(|e, delay| match (delay, e.retry_after()) {
+                (Some(delay), Some(asked)) => Some(delay.max(asked)),
+                (delay, _) => delay,
+            })
+            .notify(|e, delay| {
+                tracing::debug!("{} {}: {e}; retrying in {delay:?}", call.method, call.url);
+                *last.lock().expect("not poisoned") = Some(e.to_string());
+            });
+        match tokio::time::timeout(self.policy.deadline, retrying).await {
+            Ok(result) => result,
+            Err(_) => Err(ApiError::Deadline {
+                after: self.policy.deadline,
+                last: last.lock().expect("not poisoned").take(),
+            }),
+        }
+    }
+
+    /// Sends `call` and decodes its JSON response.
+    pub async fn json<T: DeserializeOwned>(&self, call: &Call) -> Result<T, ApiError> {
+        let response = self.send(call).await?;
+        let body = response.bytes().await.map_err(ApiError::Transport)?;
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::Decode(format!(
+                "{e} in {}",
+                String::from_utf8_lossy(&body[..body.len().min(500)])
+            ))
+        })
+    }
+
+    async fn attempt(&self, call: &Call) -> Result<Response, ApiError> {
+        let token = self.tokens.token().await.map_err(ApiError::Token)?;
+        let mut request = self
+            .client
+            .request(call.method.clone(), &call.url)
+            .query(&call.query);
+        for (name, value) in &call.headers {
+            request = request.header(name, value);
+        }
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request = match &call.body {
+            Some((body, content_type)) => request
+                .header(CONTENT_TYPE, *content_type)
+                .body(body.clone()),
+            // Google's front ends want a length on every POST and PUT.
+            None if call.method == Method::POST || call.method == Method::PUT => {
+                request.body(Vec::new())
+            }
+            None => request,
+        };
+        let response = tokio::time::timeout(self.policy.attempt_timeout, request.send())
+            .await
+            .map_err(|_| ApiError::AttemptTimeout(self.policy.attempt_timeout))?
+            .map_err(ApiError::Transport)?;
+        let status = response.status();
+        if status.is_success() || status.is_redirection() {
+            return Ok(response);
+        }
+        let retry_after = retry_after(response.headers(), (self.clock)());
+        let body = tokio::time::timeout(self.policy.attempt_timeout, response.text())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        Err(ApiError::Status {
+            status,
+            message: error_message(&body),
+            retry_after,
+        })
+    }
+}
+
+/// `Retry-After` as seconds or as an HTTP date.
+fn retry_after(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let date = DateTime::parse_from_rfc2822(value)
+        .ok()?
+        .with_timezone(&Utc);
+    Some((date - now).to_std().unwrap_or(Duration::ZERO))
+}
+
+/// Google's `{"error": {"message": …, "status": …, "errors": […]}}`, or the body's start.
+fn error_message(body: &str) -> String {
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        error: Detail,
+    }
+    #[derive(serde::Deserialize)]
+    struct Detail {
+        #[serde(default)]
+        message: String,
+        #[serde(default)]
+        status: Option<String>,
+    }
+    match serde_json::from_str::<Envelope>(body) {
+        Ok(Envelope { error }) => match error.status {
+            Some(status) => format!("{} ({status})", error.message),
+            None => error.message,
+        },
+        Err(_) => {
+            let text: String = body.trim().chars().take(300).collect();
+            if text.is_empty() {
+                "(no body)".to_owned()
+            } else {
+                text
+            }
+        }
+    }
+}
+
+/// Escapes one path segment (an object name, a table id) for a URL.
+pub fn encode_segment(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for byte in segment.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        let now = DateTime::parse_from_rfc3339("2026-11-24T21:40:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let mut headers = HeaderMap::new();
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("7"));
+        assert_eq!(retry_after(&headers, now), Some(Duration::from_secs(7)));
+        headers.insert(
+            RETRY_AFTER,
+            HeaderValue::from_static("Tue, 24 Nov 2026 21:40:30 GMT"),
+        );
+        assert_eq!(retry_after(&headers, now), Some(Duration::from_secs(30)));
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
+        assert_eq!(retry_after(&headers, now), None);
+    }
+
+    #[test]
+    fn google_error_messages_are_extracted() {
+        let body = r#"{"error":{"code":409,"message":"Already Exists: Job p/j","status":"ALREADY_EXISTS"}}"#;
+        assert_eq!(
+            error_message(body),
+            "Already Exists: Job p/j (ALREADY_EXISTS)"
+        );
+        assert_eq!(
+            error_message("<html>bad gateway</html>"),
+            "<html>bad gateway</html>"
+        );
+        assert_eq!(error_message(""), "(no body)");
+    }
+
+    #[test]
+    fn segments_are_escaped() {
+        assert_eq!(encode_segment("a/b c.parquet"), "a%2Fb%20c.parquet");
+    }
+
+    #[test]
+    fn only_transient_errors_are_retried() {
+        let status = |code: u16| ApiError::Status {
+            status: StatusCode::from_u16(code).unwrap(),
+            message: String::new(),
+            retry_after: None,
+        };
+        for code in [429, 500, 502, 503, 504] {
+            assert!(status(code).is_transient(), "{code}");
+        }
+        for code in [400, 401, 403, 404, 409, 412] {
+            assert!(!status(code).is_transient(), "{code}");
+        }
+        assert!(ApiError::AttemptTimeout(Duration::from_secs(1)).is_transient());
+    }
+}

@@ -1,0 +1,421 @@
+//! Google's discovery documents as a contract: which methods exist, their
+//! HTTP verb, path template and query parameters, and the JSON schema of
+//! every request and response body. The fake checks each request our
+//! clients send against it, and each answer it gives.
+
+use std::path::PathBuf;
+
+use serde_json::{Map, Value};
+
+use super::fake_gcs::site_packages;
+use super::server::Request;
+
+pub struct Discovery {
+    pub name: String,
+    doc: Value,
+    methods: Vec<MethodSpec>,
+}
+
+#[derive(Debug)]
+pub struct MethodSpec {
+    pub id: String,
+    http_method: String,
+    /// `flatPath` split on `/`, under `servicePath`.
+    segments: Vec<String>,
+    parameters: Map<String, Value>,
+    request: Option<String>,
+    pub response: Option<String>,
+}
+
+fn documents_dir() -> PathBuf {
+    let dir = site_packages().map(|sp| sp.join("googleapiclient/discovery_cache/documents"));
+    match dir.filter(|d| d.is_dir()) {
+        Some(dir) => dir,
+        None => panic!(
+            "Google's discovery documents are not installed in {venv}\n\
+             install them with:\n  {venv}/bin/pip install google-api-python-client\n\
+             or point INFRA_TEST_VENV at a venv that has it",
+            venv = super::fake_gcs::venv().display()
+        ),
+    }
+}
+
+impl Discovery {
+    /// Loads `dataproc.v1` or `bigquery.v2`.
+    pub fn load(name: &str) -> Discovery {
+        let path = documents_dir().join(format!("{name}.json"));
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        let doc: Value = serde_json::from_str(&text).unwrap();
+        let service_path = doc["servicePath"].as_str().unwrap_or("").to_owned();
+        let mut methods = Vec::new();
+        collect(&doc["resources"], &service_path, &mut methods);
+        assert!(!methods.is_empty(), "{name} has no methods");
+        Discovery {
+            name: name.to_owned(),
+            doc,
+            methods,
+        }
+    }
+
+    /// The method `req` calls, or why it matches none.
+    pub fn find(&self, req: &Request) -> Result<&MethodSpec, String> {
+        let path = req.path.trim_start_matches('/');
+        let segments: Vec<&str> = path.split('/').collect();
+        let mut candidates: Vec<&MethodSpec> = self
+            .methods
+            .iter()
+            .filter(|m| m.http_method == req.method && path_matches(&m.segments, &segments))
+            .collect();
+        // A literal beats a variable: `jobs:submit` over `jobs/{jobId}`-like shapes.
+        candidates.sort_by_key(|m| {
+            std::cmp::Reverse(
+                m.segments
+                    .iter()
+                    .filter(|s| !s.starts_with('{'))
+                    .map(String::len)
+                    .sum::<usize>(),
+            )
+        });
+        candidates.first().copied().ok_or_else(|| {
+            format!(
+                "{} {} matches no method of {}",
+                req.method, req.path, self.name
+            )
+        })
+    }
+
+    /// Checks the request against its method: parameters and body.
+    pub fn check_request(&self, req: &Request) -> Result<&MethodSpec, String> {
+        let method = self.find(req)?;
+        let globals = self.doc["parameters"].as_object().unwrap();
+        for (key, value) in &req.query {
+            let spec = method
+                .parameters
+                .get(key)
+                .filter(|p| p["location"] == "query")
+                .or_else(|| globals.get(key))
+                .ok_or_else(|| format!("{}: unknown query parameter `{key}`", method.id))?;
+            check_parameter(spec, value)
+                .map_err(|e| format!("{}: query parameter {key}: {e}", method.id))?;
+        }
+        for (key, spec) in &method.parameters {
+            if spec["location"] == "query" && spec["required"] == true && req.param(key).is_none() {
+                return Err(format!(
+                    "{}: required query parameter {key} is missing",
+                    method.id
+                ));
+            }
+        }
+        match (&method.request, req.body.is_empty()) {
+            (Some(schema), true) => {
+                return Err(format!("{}: no body, expected a {schema}", method.id));
+            }
+            (None, false) => {
+                return Err(format!(
+                    "{}: a body was sent to a method that takes none",
+                    method.id
+                ));
+            }
+            (Some(schema), false) => {
+                let body: Value = serde_json::from_slice(&req.body)
+                    .map_err(|e| format!("{}: the body is not JSON: {e}", method.id))?;
+                self.check_value(&Value::String(schema.clone()), &body, schema, false)
+                    .map_err(|e| format!("{}: {e}", method.id))?;
+            }
+            (None, true) => {}
+        }
+        Ok(method)
+    }
+
+    /// Checks one of our own answers against the method's response schema.
+    pub fn check_response(&self, method: &MethodSpec, body: &Value) -> Result<(), String> {
+        match &method.response {
+            Some(schema) => self.check_value(&Value::String(schema.clone()), body, schema, true),
+            None => Ok(()),
+        }
+    }
+
+    /// `schema` is a schema object, or a schema's name as a JSON string.
+    fn check_value(
+        &self,
+        schema: &Value,
+        value: &Value,
+        at: &str,
+        response: bool,
+    ) -> Result<(), String> {
+        if let Some(name) = schema.as_str().or_else(|| schema["$ref"].as_str()) {
+            let resolved = &self.doc["schemas"][name];
+            if resolved.is_null() {
+                return Err(format!("{at}: unknown schema {name}"));
+            }
+            return self.check_value(resolved, value, at, response);
+        }
+        if value.is_null() {
+            return if response {
+                Ok(())
+            } else {
+                Err(format!("{at}: null sent"))
+            };
+        }
+        let kind = schema["type"].as_str().unwrap_or("any");
+        match kind {
+            "object" => {
+                let object = value
+                    .as_object()
+                    .ok_or_else(|| format!("{at}: expected an object, got {value}"))?;
+                let properties = schema["properties"].as_object();
+                let additional = &schema["additionalProperties"];
+                for (key, field) in object {
+                    let at = format!("{at}.{key}");
+                    match properties.and_then(|p| p.get(key)) {
+                        Some(spec) => {
+                            if !response && spec["readOnly"] == true {
+                                return Err(format!("{at}: output-only field sent"));
+                            }
+                            self.check_value(spec, field, &at, response)?;
+                        }
+                        None if !additional.is_null() => {
+                            self.check_value(additional, field, &at, response)?
+                        }
+                        None if properties.is_none() => {}
+                        None => return Err(format!("{at}: unknown field")),
+                    }
+                }
+                Ok(())
+            }
+            "array" => {
+                let items = value
+                    .as_array()
+                    .ok_or_else(|| format!("{at}: expected an array, got {value}"))?;
+                for (i, item) in items.iter().enumerate() {
+                    self.check_value(&schema["items"], item, &format!("{at}[{i}]"), response)?;
+                }
+                Ok(())
+            }
+            "string" => {
+                let text = value
+                    .as_str()
+                    .ok_or_else(|| format!("{at}: expected a string, got {value}"))?;
+                check_string(schema, text).map_err(|e| format!("{at}: {e}"))
+            }
+            "integer" => match value.as_i64().or_else(|| value.as_u64().map(|u| u as i64)) {
+                Some(_) => Ok(()),
+                None => Err(format!("{at}: expected an integer, got {value}")),
+            },
+            "number" => match value {
+                Value::Number(_) => Ok(()),
+                _ => Err(format!("{at}: expected a number, got {value}")),
+            },
+            "boolean" => match value {
+                Value::Bool(_) => Ok(()),
+                _ => Err(format!("{at}: expected true or false, got {value}")),
+            },
+            "any" => Ok(()),
+            other => Err(format!(
+                "{at}: the document has a type {other} this checker does not know"
+            )),
+        }
+    }
+}
+
+fn check_string(schema: &Value, text: &str) -> Result<(), String> {
+    if let Some(values) = schema["enum"].as_array()
+        && !values.iter().any(|v| v == text)
+    {
+        return Err(format!("`{text}` is not one of {values:?}"));
+    }
+    match schema["format"].as_str() {
+        Some("int64") if text.parse::<i64>().is_err() => Err(format!("`{text}` is not an int64")),
+        Some("uint64") if text.parse::<u64>().is_err() => Err(format!("`{text}` is not a uint64")),
+        Some("google-duration")
+            if !(text.ends_with('s') && text[..text.len() - 1].parse::<f64>().is_ok()) =>
+        {
+            Err(format!("`{text}` is not a duration such as `600s`"))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn check_parameter(spec: &Value, value: &str) -> Result<(), String> {
+    match spec["type"].as_str() {
+        Some("integer") if value.parse::<i64>().is_err() => {
+            Err(format!("`{value}` is not an integer"))
+        }
+        Some("boolean") if value != "true" && value != "false" => {
+            Err(format!("`{value}` is not a boolean"))
+        }
+        Some("string") => check_string(spec, value),
+        _ => Ok(()),
+    }
+}
+
+fn collect(resources: &Value, service_path: &str, out: &mut Vec<MethodSpec>) {
+    let Some(resources) = resources.as_object() else {
+        return;
+    };
+    for resource in resources.values() {
+        if let Some(methods) = resource["methods"].as_object() {
+            for method in methods.values() {
+                let path = method["flatPath"]
+                    .as_str()
+                    .or(method["path"].as_str())
+                    .unwrap();
+                let full = format!("{service_path}{path}");
+                out.push(MethodSpec {
+                    id: method["id"].as_str().unwrap().to_owned(),
+                    http_method: method["httpMethod"].as_str().unwrap().to_owned(),
+                    segments: full.split('/').map(str::to_owned).collect(),
+                    parameters: method["parameters"]
+                        .as_object()
+                        .cloned()
+                        .unwrap_or_default(),
+                    request: method["request"]["$ref"].as_str().map(str::to_owned),
+                    response: method["response"]["$ref"].as_str().map(str::to_owned),
+                });
+            }
+        }
+        collect(&resource["resources"], service_path, out);
+    }
+}
+
+/// `{var}` matches one non-empty segment; `{var}:verb` one ending in `:verb`.
+fn path_matches(template: &[String], path: &[&str]) -> bool {
+    template.len() == path.len()
+        && template.iter().zip(path).all(|(t, p)| {
+            if !t.starts_with('{') {
+                return t == p;
+            }
+            match t.split_once("}:") {
+                Some((_, verb)) => p
+                    .strip_suffix(&format!(":{verb}"))
+                    .is_some_and(|v| !v.is_empty() && !v.contains(':')),
+                None => !p.is_empty() && !p.contains(':'),
+            }
+        })
+}
+
+#[test]
+fn the_checker_rejects_what_google_would() {
+    let dataproc = Discovery::load("dataproc.v1");
+    let request = |method: &str, path: &str, query: &[(&str, &str)], body: Value| Request {
+        method: method.into(),
+        path: path.into(),
+        query: query
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        headers: Vec::new(),
+        body: if body.is_null() {
+            Vec::new()
+        } else {
+            serde_json::to_vec(&body).unwrap()
+        },
+    };
+    let ok = request(
+        "POST",
+        "/v1/projects/p/regions/r/jobs:submit",
+        &[],
+        serde_json::json!({"job": {"placement": {"clusterName": "c"}, "pysparkJob": {"mainPythonFileUri": "gs://b/x.py"}}}),
+    );
+    assert_eq!(
+        dataproc.check_request(&ok).unwrap().id,
+        "dataproc.projects.regions.jobs.submit"
+    );
+    let cancel = request(
+        "POST",
+        "/v1/projects/p/regions/r/jobs/j1:cancel",
+        &[],
+        serde_json::json!({}),
+    );
+    assert_eq!(
+        dataproc.check_request(&cancel).unwrap().id,
+        "dataproc.projects.regions.jobs.cancel"
+    );
+
+    let cases = [
+        (
+            request(
+                "POST",
+                "/v1/projects/p/regions/r/jobs:submit",
+                &[],
+                serde_json::json!({"job": {"pysparkJobs": {}}}),
+            ),
+            "unknown field",
+        ),
+        (
+            request(
+                "POST",
+                "/v1/projects/p/regions/r/jobs:submit",
+                &[],
+                serde_json::json!({"job": {"status": {"state": "DONE"}}}),
+            ),
+            "output-only",
+        ),
+        (
+            request(
+                "POST",
+                "/v1/projects/p/regions/r/jobs:submit",
+                &[],
+                serde_json::json!({"job": {"placement": {"clusterName": 3}}}),
+            ),
+            "expected a string",
+        ),
+        (
+            request(
+                "GET",
+                "/v1/projects/p/regions/r/clusters",
+                &[("pageSize", "ten")],
+                Value::Null,
+            ),
+            "not an integer",
+        ),
+        (
+            request(
+                "GET",
+                "/v1/projects/p/regions/r/clusters",
+                &[("labelFilter", "x")],
+                Value::Null,
+            ),
+            "unknown query parameter",
+        ),
+        (
+            request(
+                "PATCH",
+                "/v1/projects/p/regions/r/jobs:submit",
+                &[],
+                Value::Null,
+            ),
+            "matches no method",
+        ),
+        (
+            request(
+                "POST",
+                "/v1/projects/p/regions/r/clusters",
+                &[],
+                serde_json::json!({"clusterName": "c", "config": {"lifecycleConfig": {"idleDeleteTtl": "ten minutes"}}}),
+            ),
+            "duration",
+        ),
+    ];
+    for (req, want) in cases {
+        let err = dataproc
+            .check_request(&req)
+            .err()
+            .unwrap_or_else(|| panic!("{} {} passed", req.method, req.path));
+        assert!(err.contains(want), "`{err}` does not say {want}");
+    }
+    let bigquery = Discovery::load("bigquery.v2");
+    let bad_enum = request(
+        "POST",
+        "/bigquery/v2/projects/p/queries",
+        &[],
+        serde_json::json!({"query": "SELECT 1", "jobCreationMode": "JOB_CREATION_SOMETIMES"}),
+    );
+    assert!(
+        bigquery
+            .check_request(&bad_enum)
+            .unwrap_err()
+            .contains("not one of")
+    );
+}

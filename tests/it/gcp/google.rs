@@ -1,0 +1,669 @@
+//! A FAKE of Dataproc v1 and BigQuery v2, for tests only. It is not
+//! Google: it knows a handful of methods and plays scripted state
+//! machines. What it does hold to is the contract: every request must
+//! match a method of Google's discovery documents (verb, path, query
+//! parameters, body schema with no unknown or output-only fields, enums,
+//! types), and every answer it gives is checked against the method's
+//! response schema. A mismatch answers 400 and is recorded, and
+//! [`FakeGoogle::assert_clean`] fails the test.
+//!
+//! Faults on demand: an error status (429 with `Retry-After`, 503 bursts),
+//! a slow answer, or a request that takes effect but whose answer is lost.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::contract::Discovery;
+use super::server::{self, Request, Response};
+
+pub const TOKEN: &str = "test-token-for-the-fake";
+
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// Answer with this status (and `Retry-After` seconds) instead.
+    Status { code: u16, retry_after: Option<u64> },
+    /// Answer correctly, after this long.
+    Slow(Duration),
+    /// Do what was asked, then answer with this status: the answer is "lost".
+    Lost(u16),
+}
+
+#[derive(Debug, Clone)]
+pub struct Logged {
+    pub id: String,
+    pub at: Instant,
+    pub query: Vec<(String, String)>,
+    pub body: Value,
+}
+
+struct Script {
+    states: VecDeque<&'static str>,
+    resource: Value,
+}
+
+#[derive(Default)]
+struct State {
+    faults: Vec<(String, usize, Fault)>,
+    log: Vec<Logged>,
+    violations: Vec<String>,
+    operations: BTreeMap<String, (usize, Value)>,
+    clusters: BTreeMap<String, Value>,
+    jobs: BTreeMap<String, Script>,
+    batches: BTreeMap<String, Script>,
+    datasets: BTreeSet<String>,
+    tables: BTreeMap<(String, String), u64>,
+    bq_jobs: BTreeMap<String, Script>,
+    queries: BTreeMap<String, usize>,
+    next: usize,
+}
+
+pub struct FakeGoogle {
+    pub url: String,
+    state: Arc<Mutex<State>>,
+}
+
+/// Rows the fake's load jobs report: any source loads this many.
+pub const LOADED_ROWS: u64 = 1234;
+
+impl FakeGoogle {
+    /// Starts the fake. `driver_bucket` is where it says jobs write their
+    /// driver output (`gs://<bucket>/driver/<job id>/driveroutput`).
+    pub async fn start(driver_bucket: &str) -> FakeGoogle {
+        let dataproc = Arc::new(Discovery::load("dataproc.v1"));
+        let bigquery = Arc::new(Discovery::load("bigquery.v2"));
+        let state = Arc::new(Mutex::new(State::default()));
+        let shared = state.clone();
+        let driver_bucket = driver_bucket.to_owned();
+        let addr = server::serve(Arc::new(move |req: Request| {
+            let doc = if req.path.starts_with("/bigquery/") {
+                bigquery.clone()
+            } else {
+                dataproc.clone()
+            };
+            let response = handle(&doc, &mut shared.lock().unwrap(), &driver_bucket, req);
+            Box::pin(async move { response })
+        }))
+        .await;
+        FakeGoogle {
+            url: format!("http://{addr}"),
+            state,
+        }
+    }
+
+    /// The next `times` calls of `method` get `fault`.
+    pub fn inject(&self, method: &str, times: usize, fault: Fault) {
+        self.state
+            .lock()
+            .unwrap()
+            .faults
+            .push((method.to_owned(), times, fault));
+    }
+
+    /// Every call, in order.
+    pub fn log(&self) -> Vec<Logged> {
+        self.state.lock().unwrap().log.clone()
+    }
+
+    pub fn calls(&self, method: &str) -> Vec<Logged> {
+        self.log()
+            .into_iter()
+            .filter(|l| l.id.ends_with(method))
+            .collect()
+    }
+
+    pub fn jobs(&self) -> usize {
+        self.state.lock().unwrap().jobs.len()
+    }
+
+    pub fn bq_jobs(&self) -> usize {
+        self.state.lock().unwrap().bq_jobs.len()
+    }
+
+    pub fn tables(&self) -> Vec<(String, String)> {
+        self.state.lock().unwrap().tables.keys().cloned().collect()
+    }
+
+    pub fn add_table(&self, dataset: &str, table: &str) {
+        let mut s = self.state.lock().unwrap();
+        s.datasets.insert(dataset.to_owned());
+        s.tables.insert((dataset.to_owned(), table.to_owned()), 1);
+    }
+
+    pub fn add_cluster(&self, name: &str, labels: Value) {
+        self.state.lock().unwrap().clusters.insert(
+            name.to_owned(),
+            json!({"projectId": "proj", "clusterName": name, "labels": labels, "status": {"state": "RUNNING"}}),
+        );
+    }
+
+    pub fn clusters(&self) -> Vec<String> {
+        self.state
+            .lock()
+            .unwrap()
+            .clusters
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// Fails the test if any request broke the contract.
+    #[track_caller]
+    pub fn assert_clean(&self) {
+        let violations = self.state.lock().unwrap().violations.clone();
+        assert!(
+            violations.is_empty(),
+            "requests broke the discovery contract:\n{}",
+            violations.join("\n")
+        );
+    }
+}
+
+fn error(code: u16, status: &str, message: &str) -> Response {
+    Response::json(
+        code,
+        &json!({"error": {"code": code, "message": message, "status": status}}),
+    )
+}
+
+fn handle(doc: &Discovery, s: &mut State, driver_bucket: &str, req: Request) -> Response {
+    if req.header("authorization") != Some(&format!("Bearer {TOKEN}")) {
+        s.violations.push(format!(
+            "{} {}: no or wrong bearer token",
+            req.method, req.path
+        ));
+        return error(401, "UNAUTHENTICATED", "no token");
+    }
+    let method = match doc.check_request(&req) {
+        Ok(method) => method,
+        Err(violation) => {
+            s.violations.push(violation.clone());
+            return error(
+                400,
+                "INVALID_ARGUMENT",
+                &format!("contract violation: {violation}"),
+            );
+        }
+    };
+    let id = method.id.clone();
+    let body: Value = if req.body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&req.body).unwrap()
+    };
+    s.log.push(Logged {
+        id: id.clone(),
+        at: Instant::now(),
+        query: req.query.clone(),
+        body: body.clone(),
+    });
+    let mut fault = None;
+    if let Some(slot) = s
+        .faults
+        .iter_mut()
+        .find(|(m, times, _)| id.ends_with(m.as_str()) && *times > 0)
+    {
+        slot.1 -= 1;
+        fault = Some(slot.2.clone());
+    }
+    if let Some(Fault::Status { code, retry_after }) = &fault {
+        let mut response = error(*code, "UNAVAILABLE", "injected fault");
+        if let Some(seconds) = retry_after {
+            response = response.header("retry-after", &seconds.to_string());
+        }
+        return response;
+    }
+    let segments: Vec<String> = req
+        .path
+        .trim_start_matches('/')
+        .split('/')
+        .map(str::to_owned)
+        .collect();
+    let (code, answer) = dispatch(s, driver_bucket, &id, &segments, &req, &body);
+    if (200..300).contains(&code)
+        && !answer.is_null()
+        && let Err(violation) = doc.check_response(method, &answer)
+    {
+        s.violations
+            .push(format!("the fake's own answer: {violation}"));
+    }
+    let mut response = if answer.is_null() {
+        Response::empty(code)
+    } else {
+        Response::json(code, &answer)
+    };
+    match fault {
+        Some(Fault::Slow(delay)) => response.delay = delay,
+        Some(Fault::Lost(code)) => response = error(code, "UNAVAILABLE", "the answer was lost"),
+        _ => {}
+    }
+    response
+}
+
+fn advance(script: &mut Script) -> &'static str {
+    if script.states.len() > 1 {
+        script.states.pop_front();
+    }
+    script.states[0]
+}
+
+fn dispatch(
+    s: &mut State,
+    driver_bucket: &str,
+    id: &str,
+    seg: &[String],
+    req: &Request,
+    body: &Value,
+) -> (u16, Value) {
+    s.next += 1;
+    let n = s.next;
+    let last = seg.last().cloned().unwrap_or_default();
+    let short = id.split('.').skip(1).collect::<Vec<_>>().join(".");
+    match short.as_str() {
+        "projects.regions.clusters.create" => {
+            let name = body["clusterName"].as_str().unwrap_or_default().to_owned();
+            if req.param("requestId").is_none() {
+                s.violations
+                    .push("clusters.create without requestId".into());
+            }
+            if s.clusters.contains_key(&name) {
+                return (
+                    409,
+                    json!({"error": {"code": 409, "message": "Already exists", "status": "ALREADY_EXISTS"}}),
+                );
+            }
+            let mut cluster = body.clone();
+            cluster["status"] = json!({"state": "CREATING"});
+            s.clusters.insert(name.clone(), cluster.clone());
+            let op = format!("projects/{}/regions/{}/operations/op-{n}", seg[2], seg[4]);
+            cluster["status"] = json!({"state": "RUNNING"});
+            cluster["@type"] = json!("type.googleapis.com/google.cloud.dataproc.v1.Cluster");
+            s.operations.insert(op.clone(), (1, cluster));
+            (
+                200,
+                json!({"name": op, "done": false, "metadata": {"clusterName": name}}),
+            )
+        }
+        "projects.regions.operations.get" => {
+            let name = seg[1..].join("/");
+            let Some((polls, response)) = s.operations.get_mut(&name) else {
+                return (404, Value::Null);
+            };
+            if *polls > 0 {
+                *polls -= 1;
+                return (200, json!({"name": name, "done": false}));
+            }
+            let response = response.clone();
+            if let Some(cluster) = response["clusterName"].as_str()
+                && let Some(c) = s.clusters.get_mut(cluster)
+            {
+                c["status"] = json!({"state": "RUNNING"});
+            }
+            (
+                200,
+                json!({"name": name, "done": true, "response": response}),
+            )
+        }
+        "projects.regions.clusters.get" => match s.clusters.get(&last) {
+            Some(c) => (200, c.clone()),
+            None => (
+                404,
+                json!({"error": {"code": 404, "message": "Not found", "status": "NOT_FOUND"}}),
+            ),
+        },
+        "projects.regions.clusters.delete" => {
+            if s.clusters.remove(&last).is_none() {
+                return (
+                    404,
+                    json!({"error": {"code": 404, "message": "Not found", "status": "NOT_FOUND"}}),
+                );
+            }
+            let op = format!("projects/{}/regions/{}/operations/op-{n}", seg[2], seg[4]);
+            s.operations.insert(
+                op.clone(),
+                (
+                    1,
+                    json!({"@type": "type.googleapis.com/google.protobuf.Empty"}),
+                ),
+            );
+            (200, json!({"name": op, "done": false}))
+        }
+        "projects.regions.clusters.list" => {
+            let filter = req.param("filter").unwrap_or_default();
+            let (key, value) = filter
+                .strip_prefix("labels.")
+                .and_then(|f| f.split_once(" = "))
+                .unwrap_or(("", ""));
+            let matching: Vec<Value> = s
+                .clusters
+                .values()
+                .filter(|c| key.is_empty() || c["labels"][key] == value)
+                .cloned()
+                .collect();
+            // One cluster per page, so paging is exercised.
+            let start: usize = req.param("pageToken").map_or(0, |t| t.parse().unwrap());
+            let mut page = json!({"clusters": matching.get(start).map(|c| vec![c.clone()]).unwrap_or_default()});
+            if start + 1 < matching.len() {
+                page["nextPageToken"] = json!((start + 1).to_string());
+            }
+            (200, page)
+        }
+        "projects.regions.jobs.submit" => {
+            let job_id = body["job"]["reference"]["jobId"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            if job_id.is_empty() || body["requestId"].is_null() {
+                s.violations
+                    .push("jobs.submit without reference.jobId or requestId".into());
+            }
+            if s.jobs.contains_key(&job_id) {
+                return (
+                    409,
+                    json!({"error": {"code": 409, "message": format!("Already exists: Job projects/proj/regions/r/jobs/{job_id}"), "status": "ALREADY_EXISTS"}}),
+                );
+            }
+            let fails = body["job"]["pysparkJob"]["args"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x == "--fail"));
+            let mut job = body["job"].clone();
+            job["driverOutputResourceUri"] =
+                json!(format!("gs://{driver_bucket}/driver/{job_id}/driveroutput"));
+            job["status"] = json!({"state": "PENDING"});
+            let end = if fails { "ERROR" } else { "DONE" };
+            s.jobs.insert(
+                job_id,
+                Script {
+                    states: VecDeque::from(["PENDING", "SETUP_DONE", "RUNNING", "RUNNING", end]),
+                    resource: job.clone(),
+                },
+            );
+            (200, job)
+        }
+        "projects.regions.jobs.get" => match s.jobs.get_mut(&last) {
+            Some(script) => {
+                let state = advance(script);
+                let mut job = script.resource.clone();
+                job["status"] = json!({"state": state});
+                if state == "ERROR" {
+                    job["status"]["details"] = json!("Job failed with message [ValueError: boom]");
+                }
+                (200, job)
+            }
+            None => (
+                404,
+                json!({"error": {"code": 404, "message": "Not found", "status": "NOT_FOUND"}}),
+            ),
+        },
+        "projects.regions.jobs.cancel" => {
+            let job_id = last.trim_end_matches(":cancel").to_owned();
+            match s.jobs.get_mut(&job_id) {
+                Some(script) => {
+                    script.states = VecDeque::from(["CANCEL_PENDING", "CANCELLED"]);
+                    let mut job = script.resource.clone();
+                    job["status"] = json!({"state": "CANCEL_PENDING"});
+                    (200, job)
+                }
+                None => (404, Value::Null),
+            }
+        }
+        "projects.locations.batches.create" => {
+            let batch_id = req.param("batchId").unwrap_or_default().to_owned();
+            if s.batches.contains_key(&batch_id) {
+                return (
+                    409,
+                    json!({"error": {"code": 409, "message": "Already exists", "status": "ALREADY_EXISTS"}}),
+                );
+            }
+            let fails = body["pysparkBatch"]["args"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x == "--fail"));
+            let name = format!(
+                "projects/{}/locations/{}/batches/{batch_id}",
+                seg[2], seg[4]
+            );
+            let mut batch = body.clone();
+            batch["name"] = json!(name);
+            let end = if fails { "FAILED" } else { "SUCCEEDED" };
+            s.batches.insert(
+                batch_id,
+                Script {
+                    states: VecDeque::from(["PENDING", "RUNNING", end]),
+                    resource: batch,
+                },
+            );
+            let op = format!("projects/{}/regions/{}/operations/op-{n}", seg[2], seg[4]);
+            (200, json!({"name": op, "done": false}))
+        }
+        "projects.locations.batches.get" => match s.batches.get_mut(&last) {
+            Some(script) => {
+                let state = advance(script);
+                let mut batch = script.resource.clone();
+                batch["state"] = json!(state);
+                if state == "FAILED" {
+                    batch["stateMessage"] = json!("Job failed with message [ValueError: boom]");
+                }
+                (200, batch)
+            }
+            None => (404, Value::Null),
+        },
+        "projects.locations.batches.delete" => match s.batches.remove(&last) {
+            Some(_) => (200, json!({})),
+            None => (
+                404,
+                json!({"error": {"code": 404, "message": "Not found", "status": "NOT_FOUND"}}),
+            ),
+        },
+        "datasets.insert" => {
+            let dataset = body["datasetReference"]["datasetId"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            if !s.datasets.insert(dataset.clone()) {
+                return (
+                    409,
+                    json!({"error": {"code": 409, "message": format!("Already Exists: Dataset proj:{dataset}")}}),
+                );
+            }
+            (
+                200,
+                json!({"datasetReference": body["datasetReference"], "location": body["location"], "id": format!("proj:{dataset}")}),
+            )
+        }
+        "datasets.delete" => {
+            let dataset = seg[5].clone();
+            if !s.datasets.contains(&dataset) {
+                return (
+                    404,
+                    json!({"error": {"code": 404, "message": "Not found: Dataset"}}),
+                );
+            }
+            let has_tables = s.tables.keys().any(|(d, _)| *d == dataset);
+            if has_tables && req.param("deleteContents") != Some("true") {
+                return (
+                    400,
+                    json!({"error": {"code": 400, "message": "Dataset is still in use"}}),
+                );
+            }
+            s.datasets.remove(&dataset);
+            s.tables.retain(|(d, _), _| *d != dataset);
+            (204, Value::Null)
+        }
+        "tables.list" => {
+            let dataset = seg[5].clone();
+            if !s.datasets.contains(&dataset) {
+                return (
+                    404,
+                    json!({"error": {"code": 404, "message": "Not found: Dataset"}}),
+                );
+            }
+            let all: Vec<String> = s
+                .tables
+                .keys()
+                .filter(|(d, _)| *d == dataset)
+                .map(|(_, t)| t.clone())
+                .collect();
+            // Two tables per page.
+            let start: usize = req.param("pageToken").map_or(0, |t| t.parse().unwrap());
+            let tables: Vec<Value> = all
+                .iter()
+                .skip(start)
+                .take(2)
+                .map(|t| json!({"tableReference": {"projectId": "proj", "datasetId": dataset, "tableId": t}, "id": format!("proj:{dataset}.{t}")}))
+                .collect();
+            let mut page = json!({"tables": tables, "totalItems": all.len()});
+            if start + 2 < all.len() {
+                page["nextPageToken"] = json!((start + 2).to_string());
+            }
+            (200, page)
+        }
+        "tables.get" => match s.tables.get(&(seg[5].clone(), seg[7].clone())) {
+            Some(rows) => (
+                200,
+                json!({"tableReference": {"projectId": "proj", "datasetId": seg[5], "tableId": seg[7]}, "numRows": rows.to_string()}),
+            ),
+            None => (
+                404,
+                json!({"error": {"code": 404, "message": "Not found: Table"}}),
+            ),
+        },
+        "tables.delete" => match s.tables.remove(&(seg[5].clone(), seg[7].clone())) {
+            Some(_) => (204, Value::Null),
+            None => (
+                404,
+                json!({"error": {"code": 404, "message": "Not found: Table"}}),
+            ),
+        },
+        "jobs.insert" => {
+            let job_id = body["jobReference"]["jobId"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            if s.bq_jobs.contains_key(&job_id) {
+                return (
+                    409,
+                    json!({"error": {"code": 409, "message": format!("Already Exists: Job proj:US.{job_id}"), "status": "ALREADY_EXISTS"}}),
+                );
+            }
+            let load = &body["configuration"]["load"];
+            for (field, want) in [
+                ("writeDisposition", "WRITE_TRUNCATE"),
+                ("sourceFormat", "PARQUET"),
+            ] {
+                if load[field] != want {
+                    s.violations.push(format!(
+                        "load job {job_id}: {field} is {}, not {want}",
+                        load[field]
+                    ));
+                }
+            }
+            let broken = load["sourceUris"].to_string().contains("broken");
+            let mut job = json!({
+                "jobReference": body["jobReference"],
+                "configuration": body["configuration"],
+                "status": {"state": "PENDING"},
+            });
+            s.bq_jobs.insert(
+                job_id,
+                Script {
+                    states: VecDeque::from([
+                        "PENDING",
+                        "RUNNING",
+                        if broken { "BROKEN" } else { "DONE" },
+                    ]),
+                    resource: job.clone(),
+                },
+            );
+            job["id"] = json!("proj:US.job");
+            (200, job)
+        }
+        "jobs.get" => {
+            let Some(script) = s.bq_jobs.get_mut(&seg[5]) else {
+                return (
+                    404,
+                    json!({"error": {"code": 404, "message": "Not found: Job"}}),
+                );
+            };
+            let state = advance(script);
+            let mut job = script.resource.clone();
+            match state {
+                "BROKEN" => {
+                    job["status"] = json!({
+                        "state": "DONE",
+                        "errorResult": {"reason": "invalid", "message": "Error while reading data, error message: Parquet column 'amount_spent' has type INT64 which does not match the target cpp_type NUMERIC"},
+                        "errors": [
+                            {"reason": "invalid", "message": "Error while reading data", "location": "gs://staging/broken/part-0.parquet"},
+                            {"reason": "invalid", "message": "Parquet column 'amount_spent' has type INT64"},
+                        ],
+                    });
+                }
+                "DONE" => {
+                    job["status"] = json!({"state": "DONE"});
+                    job["statistics"] =
+                        json!({"load": {"outputRows": LOADED_ROWS.to_string(), "badRecords": "0"}});
+                    let table = &job["configuration"]["load"]["destinationTable"];
+                    let key = (
+                        table["datasetId"].as_str().unwrap().to_owned(),
+                        table["tableId"].as_str().unwrap().to_owned(),
+                    );
+                    s.tables.insert(key, LOADED_ROWS);
+                }
+                other => job["status"] = json!({"state": other}),
+            }
+            (200, job)
+        }
+        "jobs.query" => {
+            let job_id = format!("query-{n}");
+            s.queries.insert(job_id.clone(), 0);
+            (
+                200,
+                json!({"jobComplete": false, "jobReference": {"projectId": "proj", "jobId": job_id, "location": body["location"]}}),
+            )
+        }
+        "jobs.getQueryResults" => {
+            let job_id = seg[5].clone();
+            let Some(calls) = s.queries.get_mut(&job_id) else {
+                return (404, Value::Null);
+            };
+            *calls += 1;
+            if *calls == 1 {
+                return (
+                    200,
+                    json!({"jobComplete": false, "jobReference": {"projectId": "proj", "jobId": job_id}}),
+                );
+            }
+            let rows = [
+                json!({"f": [{"v": "1"}, {"v": "12345678901234567890123456789.125"}, {"v": "1795729200500000"}, {"v": "0.5"}, {"v": "true"}, {"v": "a"}]}),
+                json!({"f": [{"v": "2"}, {"v": "0.001"}, {"v": "0"}, {"v": "-1.25"}, {"v": "false"}, {"v": null}]}),
+                json!({"f": [{"v": "3"}, {"v": null}, {"v": null}, {"v": null}, {"v": null}, {"v": "c"}]}),
+            ];
+            // Page by page: one row per page after the first two.
+            let start: usize = req.param("pageToken").map_or(0, |t| t.parse().unwrap());
+            let take = if start == 0 { 2 } else { 1 };
+            let mut page = json!({
+                "jobComplete": true,
+                "jobReference": {"projectId": "proj", "jobId": job_id},
+                "totalRows": "3",
+                "schema": {"fields": [
+                    {"name": "customer_id", "type": "INTEGER", "mode": "REQUIRED"},
+                    {"name": "amount_spent", "type": "NUMERIC", "mode": "NULLABLE"},
+                    {"name": "insert_date", "type": "TIMESTAMP", "mode": "NULLABLE"},
+                    {"name": "ratio", "type": "FLOAT", "mode": "NULLABLE"},
+                    {"name": "positive", "type": "BOOLEAN", "mode": "NULLABLE"},
+                    {"name": "note", "type": "STRING", "mode": "NULLABLE"},
+                ]},
+                "rows": rows[start..(start + take).min(3)].to_vec(),
+            });
+            if start + take < 3 {
+                page["pageToken"] = json!((start + take).to_string());
+            }
+            (200, page)
+        }
+        other => {
+            s.violations.push(format!("the fake does not play {other}"));
+            (501, Value::Null)
+        }
+    }
+}
