@@ -5,8 +5,9 @@ use anyhow::Result;
 use crate::cli::DownArgs;
 use crate::process::Echo;
 use crate::settings::{Settings, TargetKind};
+use crate::target::gcp::cloud::GcpCloud;
 use crate::target::local::Local;
-use crate::terraform::{self, deploy};
+use crate::terraform::deploy;
 use crate::ui;
 
 pub async fn down(settings: &Settings, args: &DownArgs, echo: Echo) -> Result<()> {
@@ -40,8 +41,8 @@ pub async fn down(settings: &Settings, args: &DownArgs, echo: Echo) -> Result<()
 async fn down_gcp(settings: &Settings, args: &DownArgs, echo: Echo) -> Result<()> {
     let (values, dir) = super::render::render_root(settings)?;
     let tf = super::gcp_terraform(settings, &dir, echo)?;
-    let cloud = terraform::cloud(settings)?;
-    let report = deploy::down(&values, &tf, cloud.as_ref(), args.yes).await?;
+    let cloud = GcpCloud::connect(settings).await?;
+    let report = deploy::down(&values, &tf, &cloud, args.yes).await?;
     if report.destroyed {
         ui::status(format!(
             "down: everything infra created in project {} is gone",

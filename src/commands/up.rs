@@ -8,8 +8,9 @@ use crate::cli::UpArgs;
 use crate::process::Echo;
 use crate::settings::{Settings, TargetKind};
 use crate::target::Bucket;
+use crate::target::gcp::cloud::GcpCloud;
 use crate::target::local::Local;
-use crate::terraform::{self, deploy};
+use crate::terraform::deploy;
 use crate::ui;
 
 pub async fn up(settings: &Settings, args: &UpArgs, echo: Echo) -> Result<()> {
@@ -47,8 +48,8 @@ async fn up_gcp(settings: &Settings, args: &UpArgs, echo: Echo) -> Result<()> {
     }
     let (values, dir) = super::render::render_root(settings)?;
     let tf = super::gcp_terraform(settings, &dir, echo)?;
-    let cloud = terraform::cloud(settings)?;
-    let report = deploy::up(&values, &tf, cloud.as_ref(), args.yes).await?;
+    let cloud = GcpCloud::connect(settings).await?;
+    let report = deploy::up(&values, &tf, &cloud, args.yes).await?;
     let Some(outputs) = report.outputs else {
         return Ok(());
     };

@@ -28,8 +28,6 @@ use std::collections::BTreeMap;
 use anyhow::Result;
 use async_trait::async_trait;
 
-use crate::exit::UsageError;
-use crate::settings::Settings;
 use crate::target::Bucket;
 
 pub use outputs::{Outputs, Secret};
@@ -67,18 +65,6 @@ pub trait Cloud: Send + Sync {
 
     /// The code bucket `name`, which `up` uploads `pyspark/` to.
     fn code_bucket(&self, name: &str) -> Box<dyn Bucket>;
-}
-
-/// The real Google Cloud clients for `settings`.
-///
-/// They are written separately; until they are wired in, `up` and `down`
-/// on gcp stop here with an error that says so, after rendering.
-pub fn cloud(_settings: &Settings) -> Result<Box<dyn Cloud>> {
-    Err(UsageError(
-        "the Google Cloud clients that `up` and `down` need (state bucket, Dataproc, BigQuery, Cloud Storage) are not available in this build yet\nhint: `infra render` and `infra plan --target gcp` work now; `infra --target local up` needs no cloud account"
-            .to_owned(),
-    )
-    .into())
 }
 
 /// The labels on everything `infra` creates: `managed-by = infra` and the

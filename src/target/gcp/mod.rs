@@ -11,6 +11,7 @@
 
 pub mod auth;
 pub mod bigquery;
+pub mod cloud;
 pub mod cloudsql;
 pub mod dataproc;
 pub mod http;

@@ -204,7 +204,10 @@ impl GcsClient {
             "location": location,
             "versioning": { "enabled": versioning },
             "labels": labels,
-            "iamConfiguration": { "uniformBucketLevelAccess": { "enabled": true } },
+            "iamConfiguration": {
+                "uniformBucketLevelAccess": { "enabled": true },
+                "publicAccessPrevention": "enforced",
+            },
         });
         // Creating twice cannot create two buckets: a retry at worst meets our own 409.
         let call = Call::new(
