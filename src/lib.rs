@@ -13,7 +13,7 @@
 //! plan           the run as data: Step, Selection, Plan, and where data lives
 //! pipeline/      each step once, against the capabilities (load, spark, warehouse)
 //! record         run records and the run lock
-//! target/        the capability traits, and local/ (gcp/ to come)
+//! target/        the capability traits, with local/ and gcp/ implementations
 //! terraform/     the gcp target's Terraform: render, runner, typed outputs, up/down
 //! sample         the deterministic sample-data generator
 //! assets         sql/ and pyspark/ files compiled into the binary
