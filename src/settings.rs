@@ -482,11 +482,13 @@ fn json_to_toml(value: serde_json::Value) -> Option<toml::Value> {
     })
 }
 
+/// Settings for unit tests, resolved from an `infra.toml` text, variables
+/// and flags in a temp dir.
 #[cfg(test)]
-mod tests {
+pub(crate) mod testing {
     use super::*;
 
-    fn resolve(toml: &str, env: &[(&str, &str)], flags: Layer) -> Result<Settings> {
+    pub fn resolve(toml: &str, env: &[(&str, &str)], flags: Layer) -> Result<Settings> {
         let dir = tempfile::tempdir()?;
         std::fs::write(dir.path().join("infra.toml"), toml)?;
         Settings::resolve(Sources {
@@ -499,6 +501,13 @@ mod tests {
             flags,
         })
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use super::testing::resolve;
 
     #[test]
     fn defaults_apply_when_nothing_is_set() {

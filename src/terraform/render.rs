@@ -422,19 +422,10 @@ fn remove_stale(dir: &Path, expected: &BTreeSet<PathBuf>) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::settings::{Layer, Sources};
+    use crate::settings::Layer;
 
     fn settings(env: &[(&str, &str)]) -> Result<Settings> {
-        let dir = tempfile::tempdir()?;
-        Settings::resolve(Sources {
-            config: None,
-            cwd: dir.path(),
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            flags: Layer::default(),
-        })
+        crate::settings::testing::resolve("", env, Layer::default())
     }
 
     #[test]
