@@ -32,15 +32,6 @@ impl GcpCloud {
     }
 }
 
-/// A Dataproc list filter that matches clusters carrying every label.
-fn label_filter(labels: &BTreeMap<String, String>) -> String {
-    labels
-        .iter()
-        .map(|(k, v)| format!("labels.{k} = {v}"))
-        .collect::<Vec<_>>()
-        .join(" AND ")
-}
-
 #[async_trait]
 impl Cloud for GcpCloud {
     async fn ensure_state_bucket(
@@ -64,21 +55,11 @@ impl Cloud for GcpCloud {
         region: &str,
         labels: &BTreeMap<String, String>,
     ) -> Result<Vec<String>> {
-        let dataproc = &self.clients.dataproc;
-        let clusters = dataproc
-            .list_clusters(&label_filter(labels))
+        self.clients
+            .dataproc
+            .delete_labelled_clusters(labels, "infra-down")
             .await
-            .with_context(|| format!("cannot list infra's Dataproc clusters in {region}"))?;
-        let mut deleted = Vec::new();
-        for cluster in clusters {
-            let name = cluster.cluster_name;
-            // The same request id on a retry: Dataproc runs the delete once.
-            dataproc
-                .delete_cluster(&name, &format!("infra-down-{name}"))
-                .await?;
-            deleted.push(name);
-        }
-        Ok(deleted)
+            .with_context(|| format!("cannot delete infra's Dataproc clusters in {region}"))
     }
 
     async fn delete_dataset_tables(&self, _project: &str, dataset: &str) -> Result<Vec<String>> {
@@ -92,19 +73,5 @@ impl Cloud for GcpCloud {
 
     fn code_bucket(&self, name: &str) -> Box<dyn Bucket> {
         Box::new(GcsBucket::new("code", name, self.clients.storage.clone()))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn clusters_must_carry_every_label() {
-        let labels = crate::terraform::labels("prod");
-        assert_eq!(
-            label_filter(&labels),
-            "labels.deployment = prod AND labels.managed-by = infra"
-        );
     }
 }

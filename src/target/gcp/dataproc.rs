@@ -467,11 +467,16 @@ impl Dataproc {
         }
     }
 
-    /// Deletes every cluster labelled `managed-by=infra`; returns their names.
-    pub async fn delete_managed_clusters(&self, request_prefix: &str) -> Result<Vec<String>> {
-        let filter = format!("labels.{} = {}", MANAGED_BY.0, MANAGED_BY.1);
+    /// Deletes every cluster that carries all of `labels`, waiting for
+    /// each; returns their names. The same `request_prefix` on a retry
+    /// makes Dataproc run each delete once.
+    pub async fn delete_labelled_clusters(
+        &self,
+        labels: &BTreeMap<String, String>,
+        request_prefix: &str,
+    ) -> Result<Vec<String>> {
         let mut deleted = Vec::new();
-        for cluster in self.list_clusters(&filter).await? {
+        for cluster in self.list_clusters(&label_filter(labels)).await? {
             let name = cluster.cluster_name;
             self.delete_cluster(&name, &format!("{request_prefix}-delete-{name}"))
                 .await?;
@@ -766,6 +771,15 @@ impl Drop for CancelOnDrop {
 }
 
 /// A Dataproc job id: letters, digits, `_` and `-`, at most 100 characters.
+/// A `clusters.list` filter that matches clusters carrying every label.
+pub fn label_filter(labels: &BTreeMap<String, String>) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("labels.{k} = {v}"))
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
 pub fn job_id(prefix: &str, name: &str) -> String {
     let id: String = format!("{prefix}-{name}")
         .chars()
@@ -854,6 +868,18 @@ pub fn api_status(err: &anyhow::Error) -> Option<reqwest::StatusCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clusters_must_carry_every_label() {
+        let labels = BTreeMap::from([
+            ("deployment".to_owned(), "prod".to_owned()),
+            ("managed-by".to_owned(), "infra".to_owned()),
+        ]);
+        assert_eq!(
+            label_filter(&labels),
+            "labels.deployment = prod AND labels.managed-by = infra"
+        );
+    }
 
     #[test]
     fn job_ids_are_sanitized_and_bounded() {

@@ -128,7 +128,11 @@ async fn clusters_are_created_polled_listed_and_deleted() {
         .add_cluster("other-team", json!({"managed-by": "terraform"}));
     s.fake
         .add_cluster("infra-old", json!({"managed-by": "infra"}));
-    let deleted = dataproc.delete_managed_clusters("down-1").await.unwrap();
+    let managed = BTreeMap::from([("managed-by".to_owned(), "infra".to_owned())]);
+    let deleted = dataproc
+        .delete_labelled_clusters(&managed, "down-1")
+        .await
+        .unwrap();
     assert_eq!(deleted, ["infra-old", "infra-run1"]);
     assert_eq!(s.fake.clusters(), ["other-team"]);
     assert!(
