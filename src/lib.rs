@@ -13,7 +13,7 @@
 //! plan           the run as data: Step, Selection, Plan, and where data lives
 //! pipeline/      each step once, against the capabilities (load, spark, warehouse)
 //! record         run records and the run lock
-//! target/        the capability traits, with local/ and gcp/ implementations
+//! backend/       the capability traits, with local/ and gcp/ implementations (the --target choice)
 //! terraform/     the gcp target's Terraform: render, runner, typed outputs, up/down
 //! sample         the deterministic sample-data generator
 //! assets         sql/ and pyspark/ files compiled into the binary
@@ -24,6 +24,7 @@
 //! ```
 
 pub mod assets;
+pub mod backend;
 pub mod cli;
 pub mod commands;
 pub mod exit;
@@ -33,7 +34,6 @@ pub mod process;
 pub mod record;
 pub mod sample;
 pub mod settings;
-pub mod target;
 pub mod terraform;
 pub mod tools;
 pub mod ui;

@@ -5,8 +5,8 @@ use anyhow::Result;
 use crate::cli::DownArgs;
 use crate::process::Echo;
 use crate::settings::{Settings, TargetKind};
-use crate::target::gcp::cloud::GcpCloud;
-use crate::target::local::Local;
+use crate::backend::gcp::cloud::GcpCloud;
+use crate::backend::local::Local;
 use crate::terraform::deploy;
 use crate::ui;
 

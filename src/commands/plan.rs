@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use crate::plan::{Plan, Selection};
 use crate::process::{Echo, Failed};
 use crate::settings::{Settings, TargetKind};
-use crate::target::local::Local;
+use crate::backend::local::Local;
 use crate::terraform::runner::PlanOptions;
 use crate::terraform::{Terraform, render};
 

@@ -6,8 +6,8 @@ use anyhow::Result;
 
 use crate::cli::{Format, QueryArgs};
 use crate::settings::Settings;
-use crate::target::local::Local;
-use crate::target::{Cell, QueryResult, Warehouse};
+use crate::backend::local::Local;
+use crate::backend::{Cell, QueryResult, Warehouse};
 use crate::ui;
 
 pub async fn query(settings: &Settings, args: &QueryArgs) -> Result<()> {

@@ -11,8 +11,8 @@ use crate::plan::{Plan, Selection, keys};
 use crate::process::Echo;
 use crate::record::{Records, RunRecord};
 use crate::settings::Settings;
-use crate::target::local::Local;
-use crate::target::{Bucket, TableRef};
+use crate::backend::local::Local;
+use crate::backend::{Bucket, TableRef};
 use crate::ui;
 
 /// The warehouse table the settings name.

@@ -4,7 +4,7 @@ use anyhow::Result;
 
 use crate::record::{Records, RunRecord};
 use crate::settings::Settings;
-use crate::target::local::Local;
+use crate::backend::local::Local;
 use crate::ui;
 
 pub async fn status(settings: &Settings) -> Result<()> {

@@ -7,9 +7,9 @@ use crate::assets;
 use crate::cli::UpArgs;
 use crate::process::Echo;
 use crate::settings::{Settings, TargetKind};
-use crate::target::Bucket;
-use crate::target::gcp::cloud::GcpCloud;
-use crate::target::local::Local;
+use crate::backend::Bucket;
+use crate::backend::gcp::cloud::GcpCloud;
+use crate::backend::local::Local;
 use crate::terraform::deploy;
 use crate::ui;
 

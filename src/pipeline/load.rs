@@ -20,7 +20,7 @@ use super::purchases::{self, COLUMNS, INPUT_HEADER};
 use crate::assets;
 use crate::plan::keys;
 use crate::record::Counts;
-use crate::target::{Body, Bucket};
+use crate::backend::{Body, Bucket};
 
 /// Rows are sent to PostgreSQL in chunks of about this many bytes.
 const CHUNK_BYTES: usize = 1 << 20;

@@ -18,7 +18,7 @@ use sqlx::{Connection, PgConnection};
 use crate::exit::Interrupted;
 use crate::plan::{Plan, Step};
 use crate::record::{Counts, Outcome, Records, RunRecord};
-use crate::target::{TableRef, Target};
+use crate::backend::{TableRef, Target};
 use crate::ui;
 
 /// Runs every step of `plan` as part of `run`, saving the record as it goes.

@@ -13,7 +13,7 @@ use tokio::io::AsyncReadExt;
 
 use crate::plan::keys;
 use crate::record::Counts;
-use crate::target::{Bucket, Buckets, Spark, SparkJob};
+use crate::backend::{Bucket, Buckets, Spark, SparkJob};
 
 #[derive(Debug, Deserialize)]
 struct TokenizerMetrics {

@@ -4,7 +4,7 @@ use anyhow::Result;
 
 use crate::plan::keys;
 use crate::record::Counts;
-use crate::target::{Bucket, Column, ColumnKind, TableRef, Warehouse};
+use crate::backend::{Bucket, Column, ColumnKind, TableRef, Warehouse};
 
 /// `user_behavior_metric`'s schema: BIGINT/INT64, DECIMAL(38,3)/NUMERIC,
 /// BIGINT, BIGINT, TIMESTAMP.

@@ -28,7 +28,7 @@ use std::collections::BTreeMap;
 use anyhow::Result;
 use async_trait::async_trait;
 
-use crate::target::Bucket;
+use crate::backend::Bucket;
 
 pub use outputs::{Outputs, Secret};
 pub use render::RootValues;

@@ -4,7 +4,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use infra::target::local::postgres::LocalPostgres;
+use infra::backend::local::postgres::LocalPostgres;
 use sqlx::postgres::PgConnectOptions;
 
 pub struct Env {

@@ -8,10 +8,10 @@ use std::sync::{Arc, Mutex};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, TimeDelta, Utc};
-use infra::target::gcp::auth::{
+use infra::backend::gcp::auth::{
     AdcSources, CLOUD_PLATFORM, Impersonated, StaticToken, TokenSource, application_default,
 };
-use infra::target::gcp::http::Clock;
+use infra::backend::gcp::http::Clock;
 use serde_json::{Value, json};
 
 use super::dataproc::fast_policy;

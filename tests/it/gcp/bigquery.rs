@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use infra::target::gcp::bigquery::{BigQuery, BigQueryWarehouse, JobFailed};
-use infra::target::{Cell, Column, ColumnKind, TableRef, Warehouse};
+use infra::backend::gcp::bigquery::{BigQuery, BigQueryWarehouse, JobFailed};
+use infra::backend::{Cell, Column, ColumnKind, TableRef, Warehouse};
 
 use super::dataproc::{fast_policy, http};
 use super::google::{FakeGoogle, LOADED_ROWS};

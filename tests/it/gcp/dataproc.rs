@@ -5,14 +5,14 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use infra::target::gcp::auth::StaticToken;
-use infra::target::gcp::dataproc::{
+use infra::backend::gcp::auth::StaticToken;
+use infra::backend::gcp::dataproc::{
     Batch, Cluster, ClusterConfig, Dataproc, DataprocSpark, JobFailed, LifecycleConfig,
     PySparkBatch, job_id,
 };
-use infra::target::gcp::http::{Http, RetryPolicy};
-use infra::target::gcp::storage::{GcsClient, StorageEndpoint, Transfer};
-use infra::target::{Spark, SparkJob};
+use infra::backend::gcp::http::{Http, RetryPolicy};
+use infra::backend::gcp::storage::{GcsClient, StorageEndpoint, Transfer};
+use infra::backend::{Spark, SparkJob};
 use serde_json::json;
 
 use super::fake_gcs::FakeGcs;

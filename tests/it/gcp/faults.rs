@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
-use infra::target::gcp::bigquery::BigQuery;
-use infra::target::gcp::dataproc::Dataproc;
-use infra::target::gcp::http::{ApiError, RetryPolicy};
+use infra::backend::gcp::bigquery::BigQuery;
+use infra::backend::gcp::dataproc::Dataproc;
+use infra::backend::gcp::http::{ApiError, RetryPolicy};
 
 use super::dataproc::{fast_policy, http};
 use super::google::{FakeGoogle, Fault};

@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use anyhow::Result;
 use async_trait::async_trait;
-use infra::target::Bucket;
-use infra::target::gcp::auth::TokenSource;
-use infra::target::gcp::http::RetryPolicy;
-use infra::target::gcp::storage::{
+use infra::backend::Bucket;
+use infra::backend::gcp::auth::TokenSource;
+use infra::backend::gcp::http::RetryPolicy;
+use infra::backend::gcp::storage::{
     BucketCreated, GcsBucket, GcsClient, Progress, StorageEndpoint, Transfer,
 };
-use infra::target::local::bucket::LocalBucket;
+use infra::backend::local::bucket::LocalBucket;
 use tokio::io::AsyncReadExt;
 
 use super::fake_gcs::FakeGcs;

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 
 use crate::assets;
 use crate::process::{Cmd, Echo};
-use crate::target::{Spark, SparkJob};
+use crate::backend::{Spark, SparkJob};
 use crate::tools::{self, Tool};
 
 /// Written last when a venv is complete; holds SPARK_HOME.

@@ -4,10 +4,10 @@
 //!
 //! Each module owns one concern. `http` holds what the three JSON APIs
 //! share (tokens, deadlines, retries); `auth` finds credentials;
-//! `storage`, `dataproc` and `bigquery` implement [`Bucket`](crate::target::Bucket),
-//! [`Spark`](crate::target::Spark) and [`Warehouse`](crate::target::Warehouse);
+//! `storage`, `dataproc` and `bigquery` implement [`Bucket`](crate::backend::Bucket),
+//! [`Spark`](crate::backend::Spark) and [`Warehouse`](crate::backend::Warehouse);
 //! `cloudsql` builds the database connection options. Nothing here imports
-//! `target::local`, and nothing there imports this.
+//! `backend::local`, and nothing there imports this.
 
 pub mod auth;
 pub mod bigquery;

@@ -22,7 +22,7 @@ use tokio::io::AsyncReadExt as _;
 use super::MANAGED_BY;
 use super::http::{ApiError, Call, Http, Idempotency};
 use super::storage::GcsClient;
-use crate::target::{Spark, SparkJob};
+use crate::backend::{Spark, SparkJob};
 
 /// The real service.
 pub const DATAPROC_URL: &str = "https://dataproc.googleapis.com";

@@ -25,7 +25,7 @@ use anyhow::{Context, Result};
 
 use crate::process::Echo;
 use crate::settings::Settings;
-use crate::target::{Buckets, Target};
+use crate::backend::{Buckets, Target};
 use bucket::LocalBucket;
 use duckdb::DuckDbWarehouse;
 use postgres::{LocalPostgres, ServerState};

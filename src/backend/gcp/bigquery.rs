@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 use super::MANAGED_BY;
 use super::http::{Call, Http, Idempotency, encode_segment};
-use crate::target::{Cell, Column, ColumnKind, QueryResult, TableRef, Warehouse};
+use crate::backend::{Cell, Column, ColumnKind, QueryResult, TableRef, Warehouse};
 
 /// The real service.
 pub const BIGQUERY_URL: &str = "https://bigquery.googleapis.com";

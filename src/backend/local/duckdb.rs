@@ -13,7 +13,7 @@ use chrono::DateTime;
 use duckdb::types::ValueRef;
 use duckdb::{AccessMode, Config, Connection};
 
-use crate::target::{Cell, Column, ColumnKind, QueryResult, TableRef, Warehouse};
+use crate::backend::{Cell, Column, ColumnKind, QueryResult, TableRef, Warehouse};
 
 pub struct DuckDbWarehouse {
     path: PathBuf,

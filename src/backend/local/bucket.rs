@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use async_trait::async_trait;
 use tokio::io::AsyncWriteExt;
 
-use crate::target::{Body, Bucket, ObjectMeta, Source};
+use crate::backend::{Body, Bucket, ObjectMeta, Source};
 
 pub struct LocalBucket {
     role: String,

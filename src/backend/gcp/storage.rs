@@ -27,7 +27,7 @@ use tokio::io::AsyncReadExt as _;
 
 use super::auth::{NoToken, TokenSource};
 use super::http::{ApiError, Call, Http, Idempotency, RetryPolicy, encode_segment};
-use crate::target::{Body, Bucket, ObjectMeta, Source};
+use crate::backend::{Body, Bucket, ObjectMeta, Source};
 
 /// The real service.
 pub const STORAGE_URL: &str = "https://storage.googleapis.com";
