@@ -21,12 +21,68 @@ fi
 if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
   need_apt+=(python3-venv)
 fi
+if [ "${SETUP_DEV:-0}" = 1 ]; then
+  # The report's browser test and the progress test's terminal.
+  command -v chromium >/dev/null || need_apt+=(chromium)
+  command -v tmux >/dev/null || need_apt+=(tmux)
+fi
 if [ "${#need_apt[@]}" -gt 0 ]; then
   say "installing Debian packages: ${need_apt[*]}"
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+# DuckDB. Compiling it from source (the crate's `bundled-duckdb` feature)
+# takes ~20 minutes on 2 cores, nearly all of a first run. Where it fits,
+# link the prebuilt libduckdb.so that DuckDB's npm package ships instead:
+# the same release the pinned duckdb crate binds, Parquet built in. Other
+# platforms, no npm, a version mismatch, or INFRA_DUCKDB=bundled build it.
+# Scripts pass "${INFRA_CARGO_ARGS[@]}" to every cargo command.
+duckdb_release=1.5.6
+duckdb_npm="@duckdb/node-bindings-linux-x64@$duckdb_release-r.1"
+duckdb_sha256=3f4962cdd266eab2b479a5b5a4a6d063d279b2954ae814ed00385d553b747633
+INFRA_CARGO_ARGS=()
+
+# The DuckDB release the locked libduckdb-sys binds: 1.MMmmpp.x is M.m.p.
+locked_duckdb() {
+  awk '/^name = "libduckdb-sys"$/ { getline; gsub(/"/, "", $3); split($3, v, "."); n = v[2] + 0;
+       printf "%d.%d.%d\n", n / 10000, (n / 100) % 100, n % 100 }' Cargo.lock
+}
+
+prebuilt_duckdb() {
+  [ "${INFRA_DUCKDB:-prebuilt}" = prebuilt ] || { echo "INFRA_DUCKDB=${INFRA_DUCKDB}"; return 1; }
+  [ "$(uname -s)-$(uname -m)" = Linux-x86_64 ] || { echo "no prebuilt library for $(uname -s)-$(uname -m)"; return 1; }
+  getconf GNU_LIBC_VERSION >/dev/null 2>&1 || { echo "the prebuilt library needs glibc"; return 1; }
+  local locked
+  locked=$(locked_duckdb)
+  [ "$locked" = "$duckdb_release" ] || { echo "Cargo.lock binds DuckDB $locked, the prebuilt library is $duckdb_release"; return 1; }
+  local dir="${INFRA_CACHE_DIR:-$HOME/.cache/infra}/libduckdb/$duckdb_release"
+  if ! echo "$duckdb_sha256  $dir/libduckdb.so" | sha256sum --check --status 2>/dev/null; then
+    command -v npm >/dev/null || { echo "npm is not installed"; return 1; }
+    say "fetching the prebuilt DuckDB $duckdb_release ($duckdb_npm)"
+    local tmp
+    tmp=$(mktemp -d)
+    if ! (cd "$tmp" && npm pack --silent "$duckdb_npm" >/dev/null 2>&1 && tar -xzf ./*.tgz package/libduckdb.so); then
+      rm -rf "$tmp"; echo "npm pack $duckdb_npm failed"; return 1
+    fi
+    if ! echo "$duckdb_sha256  $tmp/package/libduckdb.so" | sha256sum --check --status; then
+      rm -rf "$tmp"; echo "libduckdb.so from $duckdb_npm has an unexpected checksum"; return 1
+    fi
+    mkdir -p "$dir"
+    mv "$tmp/package/libduckdb.so" "$dir/libduckdb.so"
+    rm -rf "$tmp"
+  fi
+  echo "$dir"
+}
+
+if duckdb_dir=$(prebuilt_duckdb); then
+  export DUCKDB_LIB_DIR="$duckdb_dir"
+  INFRA_CARGO_ARGS=(--no-default-features)
+else
+  unset DUCKDB_LIB_DIR
+  say "building DuckDB from source, about 20 minutes the first time ($duckdb_dir)"
 fi
 
 if [ "${SETUP_DEV:-0}" = 1 ]; then

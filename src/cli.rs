@@ -48,6 +48,10 @@ pub struct GlobalArgs {
     /// Show more: child process output and debug logs (-vv for everything)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+
+    /// No live progress bars: progress as plain log lines
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -69,8 +73,10 @@ pub enum Command {
     Down(DownArgs),
 
     /// Print what `up` and `run` would do, changing nothing
-    #[command(after_help = "Examples:\n  infra plan\n  infra --target gcp plan")]
-    Plan,
+    #[command(
+        after_help = "Examples:\n  infra plan\n  infra --target gcp plan\n  infra plan --json | jq '.run[].name'"
+    )]
+    Plan(JsonArgs),
 
     /// Write the gcp target's Terraform root module and print its directory
     #[command(
@@ -79,8 +85,8 @@ pub enum Command {
     Render,
 
     /// What is provisioned, and the last run's steps with row counts
-    #[command(after_help = "Examples:\n  infra status")]
-    Status,
+    #[command(after_help = "Examples:\n  infra status\n  infra status --json | jq .last_run.outcome")]
+    Status(JsonArgs),
 
     /// Query the warehouse
     #[command(
@@ -93,6 +99,29 @@ pub enum Command {
         after_help = "Examples:\n  infra config\n  INFRA_SPARK_MASTER='local[2]' infra config"
     )]
     Config,
+
+    /// Write a run's report: a self-contained HTML page with its timeline,
+    /// row counts, rejection reasons and the metric
+    #[command(
+        after_help = "Without RUN_ID, the last run. The page needs no network: charts are inline SVG.\n\nExamples:\n  infra report\n  infra report 20260102T030405Z-1a2b -o run.html"
+    )]
+    Report(ReportArgs),
+
+    /// Check that everything the target needs is here, with a fix for each gap
+    #[command(
+        after_help = "Exits 1 if anything is missing.\n\nExamples:\n  infra doctor\n  infra --target gcp doctor"
+    )]
+    Doctor,
+
+    /// Print a shell completion script
+    #[command(
+        after_help = "Examples:\n  infra completions bash > ~/.local/share/bash-completion/completions/infra\n  infra completions zsh > \"${fpath[1]}/_infra\"\n  infra completions fish > ~/.config/fish/completions/infra.fish"
+    )]
+    Completions(CompletionsArgs),
+
+    /// Print the man page (roff)
+    #[command(after_help = "Examples:\n  infra man > infra.1 && man ./infra.1")]
+    Man,
 
     /// Write deterministic sample input data
     #[command(
@@ -129,6 +158,42 @@ pub struct RunArgs {
     /// Print the steps and stop
     #[arg(long)]
     pub dry_run: bool,
+
+    /// Print the run's summary as JSON on stdout (see the README)
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct JsonArgs {
+    /// Print JSON on stdout instead of text (see the README)
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The run [default: the last one]
+    #[arg(value_name = "RUN_ID")]
+    pub run_id: Option<String>,
+
+    /// Where to write the page [default: <state-dir>/reports/<RUN_ID>.html]
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell
+    #[arg(value_enum)]
+    pub shell: Shell,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 #[derive(Debug, Args)]

@@ -9,6 +9,9 @@
 //! main.rs        parse, call commands::dispatch, map the result to an exit code
 //! cli            clap types: the command-line contract
 //! commands/      one module per verb; the only layer that prints to stdout
+//! doctor         the checks behind `infra doctor`
+//! report/        a run as a self-contained HTML page (`infra report`)
+//! summary        a run as a table and as the stable `--json` shape
 //! settings       flags > INFRA_* env > infra.toml > defaults, resolved once
 //! plan           the run as data: Step, Selection, Plan, and where data lives
 //! pipeline/      each step once, against the capabilities (load, spark, warehouse)
@@ -27,13 +30,16 @@ pub mod assets;
 pub mod backend;
 pub mod cli;
 pub mod commands;
+pub mod doctor;
 pub mod exit;
 pub mod pipeline;
 pub mod plan;
 pub mod process;
 pub mod record;
+pub mod report;
 pub mod sample;
 pub mod settings;
+pub mod summary;
 pub mod terraform;
 pub mod tools;
 pub mod ui;

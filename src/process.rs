@@ -47,6 +47,17 @@ pub struct Cmd {
     env_remove: Vec<OsString>,
     as_user: Option<String>,
     echo: Echo,
+    on_line: Option<LineHook>,
+}
+
+/// Called with every line the child prints (stdout and stderr), for progress.
+#[derive(Clone)]
+struct LineHook(std::sync::Arc<dyn Fn(&str) + Send + Sync>);
+
+impl std::fmt::Debug for LineHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LineHook")
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -82,6 +93,7 @@ impl Cmd {
             env_remove: Vec::new(),
             as_user: None,
             echo: Echo::Quiet,
+            on_line: None,
         }
     }
 
@@ -128,6 +140,13 @@ impl Cmd {
     /// Runs the program as another user through `runuser` (we are root).
     pub fn as_user(mut self, user: Option<&str>) -> Cmd {
         self.as_user = user.map(str::to_owned);
+        self
+    }
+
+    /// Calls `hook` with each line of output as it arrives (never with
+    /// stdout under [`Echo::Secret`]).
+    pub fn on_line(mut self, hook: impl Fn(&str) + Send + Sync + 'static) -> Cmd {
+        self.on_line = Some(LineHook(std::sync::Arc::new(hook)));
         self
     }
 
@@ -195,8 +214,8 @@ impl Cmd {
         let stderr = child.stderr.take().expect("stderr is piped");
         let (status, stdout, tail) = tokio::try_join!(
             async { child.wait().await.context("waiting for child") },
-            collect(stdout, self.echo, true),
-            collect(stderr, self.echo, false),
+            collect(stdout, self.echo, true, self.on_line.as_ref()),
+            collect(stderr, self.echo, false, self.on_line.as_ref()),
         )
         .with_context(|| format!("running `{argv}`"))?;
         if status.success() {
@@ -220,6 +239,7 @@ async fn collect(
     pipe: impl AsyncRead + Unpin,
     echo: Echo,
     keep_all: bool,
+    on_line: Option<&LineHook>,
 ) -> Result<(String, VecDeque<String>)> {
     let mut reader = BufReader::new(pipe);
     let mut all = String::new();
@@ -237,9 +257,12 @@ async fn collect(
         let line = line.trim_end_matches(['\n', '\r']);
         let secret = echo == Echo::Secret && keep_all;
         match echo {
-            Echo::Stream => eprintln!("{line}"),
+            Echo::Stream => crate::ui::progress::suspend(|| eprintln!("{line}")),
             _ if secret => continue,
             Echo::Quiet | Echo::Secret => tracing::debug!(target: "infra::child", "{line}"),
+        }
+        if let Some(hook) = on_line {
+            (hook.0)(line);
         }
         if tail.len() == TAIL_LINES {
             tail.pop_front();

@@ -184,6 +184,20 @@ impl Records {
         std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))
     }
 
+    /// The run `id`, or an error that says which runs there are.
+    pub fn get(&self, id: &str) -> Result<RunRecord> {
+        let path = self.dir.join(format!("{id}.json"));
+        if id.contains('/') || !path.is_file() {
+            bail!(
+                "there is no run `{id}` in {}\nhint: `infra status` shows the last run; run ids are the file names in that directory",
+                self.dir.display()
+            );
+        }
+        let text =
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        serde_json::from_slice(&text).with_context(|| format!("{} is not a run record", path.display()))
+    }
+
     /// The newest run, if any.
     pub fn latest(&self) -> Result<Option<RunRecord>> {
         let entries = match std::fs::read_dir(&self.dir) {

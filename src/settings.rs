@@ -429,9 +429,16 @@ impl Settings {
         let json = serde_json::to_value(&self.values)?;
         let json = json.as_object().expect("Values serializes to an object");
         for (key, _) in KEYS {
+            if !applies(key, self.target) {
+                continue;
+            }
             let field = field_name(key);
             let value = match (key, &json[&field]) {
                 (&"target", _) => serde_json::Value::String(self.target.to_string()),
+                // Shown resolved: the default depends on the environment.
+                (&"cache_dir", _) => {
+                    serde_json::Value::String(self.cache_dir().display().to_string())
+                }
                 (_, v) => v.clone(),
             };
             let Some(value) = json_to_toml(value) else {
@@ -452,6 +459,29 @@ impl Settings {
             }
         }
         Ok(toml::to_string(&table)?)
+    }
+}
+
+/// Whether `key` means anything on `target`, for `infra config`: the GKE,
+/// Cloud SQL, bucket and Terraform keys only shape the gcp target, the local
+/// server's port and Spark master only the local one. `project` and
+/// `region` stay: setting a project is what makes gcp the default.
+fn applies(key: &str, target: TargetKind) -> bool {
+    let gcp_only = key.starts_with("gke.")
+        || key.starts_with("buckets.")
+        || key.starts_with("terraform.")
+        || matches!(
+            key,
+            "impersonate_service_account"
+                | "database.version"
+                | "database.tier"
+                | "database.operator_cidr"
+                | "database.deletion_protection"
+        );
+    let local_only = matches!(key, "database.port" | "spark.master");
+    match target {
+        TargetKind::Local => !gcp_only,
+        TargetKind::Gcp => !local_only,
     }
 }
 
@@ -600,5 +630,23 @@ mod tests {
         let back = Layer::from_toml(&text, Path::new("printed")).unwrap();
         assert_eq!(back.project.flatten().as_deref(), Some("p"));
         assert_eq!(back.gke_node_count, Some(3));
+    }
+
+    /// Issue 14: `config` showed GKE and Cloud SQL keys on the local target
+    /// and hid `cache_dir`.
+    #[test]
+    fn config_shows_the_keys_of_its_target_and_the_resolved_cache_dir() {
+        let local = resolve("", &[("INFRA_CACHE_DIR", "/c")], Layer::default()).unwrap();
+        let text = local.to_toml().unwrap();
+        assert!(text.contains("cache_dir = \"/c\""), "{text}");
+        assert!(text.contains("port = 0"), "{text}");
+        for hidden in ["[gke]", "tier", "operator_cidr", "[buckets]", "[terraform]"] {
+            assert!(!text.contains(hidden), "{hidden} on the local target:\n{text}");
+        }
+        let gcp = resolve("project = \"p\"", &[], Layer::default()).unwrap();
+        let text = gcp.to_toml().unwrap();
+        assert!(text.contains("[gke]") && text.contains("tier"), "{text}");
+        assert!(!text.contains("port = 0") && !text.contains("master"), "{text}");
+        assert!(text.contains("cache_dir = "), "{text}");
     }
 }

@@ -3,11 +3,14 @@
 //! Commands wire settings, plan, target and pipeline together. They are the
 //! only layer that prints to stdout.
 
+mod completions;
 mod config;
+mod doctor;
 mod down;
 mod plan;
 mod query;
 mod render;
+mod report;
 mod run;
 mod sample;
 mod status;
@@ -25,6 +28,12 @@ use crate::terraform::{Terraform, credentials};
 
 /// Runs the command `cli` names.
 pub async fn dispatch(cli: Cli) -> Result<()> {
+    // These need no settings: a broken infra.toml must not block them.
+    match &cli.command {
+        Command::Completions(args) => return completions::completions(args.shell),
+        Command::Man => return completions::man(),
+        _ => {}
+    }
     let settings = resolve(&cli.global)?;
     let echo = if cli.global.verbose > 0 {
         Echo::Stream
@@ -35,9 +44,12 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::Up(args) => up::up(&settings, &args, echo).await,
         Command::Run(args) => run::run(&settings, &args, echo).await,
         Command::Down(args) => down::down(&settings, &args, echo).await,
-        Command::Plan => plan::plan(&settings, echo).await,
+        Command::Plan(args) => plan::plan(&settings, echo, args.json).await,
         Command::Render => render::render(&settings).await,
-        Command::Status => status::status(&settings).await,
+        Command::Status(args) => status::status(&settings, args.json).await,
+        Command::Report(args) => report::report(&settings, &args).await,
+        Command::Doctor => doctor::doctor(&settings).await,
+        Command::Completions(_) | Command::Man => unreachable!("handled above"),
         Command::Query(args) => query::query(&settings, &args).await,
         Command::Config => config::config(&settings),
         Command::Sample(args) => sample::sample(&args),

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use chrono::Utc;
 
 use crate::cli::RunArgs;
@@ -13,6 +13,7 @@ use crate::record::{Records, RunRecord};
 use crate::settings::Settings;
 use crate::backend::local::Local;
 use crate::backend::{Bucket, TableRef};
+use crate::summary;
 use crate::ui;
 
 /// The warehouse table the settings name.
@@ -64,7 +65,7 @@ pub async fn run(settings: &Settings, args: &RunArgs, echo: Echo) -> Result<()> 
         run.id,
         run.started_at.to_rfc3339()
     ));
-    pipeline::execute(
+    let result = pipeline::execute(
         &target,
         &plan,
         &mut run,
@@ -72,9 +73,27 @@ pub async fn run(settings: &Settings, args: &RunArgs, echo: Echo) -> Result<()> 
         &table,
         &local.state_dir().join("tmp"),
     )
-    .await?;
-    println!("{}", super::status::summary(&run));
-    Ok(())
+    .await;
+    // A failed run gets its report too: it shows where it stopped and why.
+    let report = match super::report::write(settings, &local, run.clone(), None).await {
+        Ok(path) => Some(path),
+        Err(e) => {
+            ui::warn(format!("could not write the run's report: {e:#}"));
+            None
+        }
+    };
+    if args.json {
+        let view = summary::json(&run, report.as_deref());
+        println!("{}", serde_json::to_string_pretty(&view)?);
+    } else if result.is_ok() {
+        println!("{}", summary::table(&run));
+        if let Some(path) = &report {
+            println!("report: {}", path.display());
+        }
+    } else if let Some(path) = &report {
+        ui::detail(format!("report: {}", path.display()));
+    }
+    result
 }
 
 /// The two input files in `dir`, checked before anything is copied.
@@ -100,7 +119,14 @@ async fn copy_inputs(
     raw: &dyn Bucket,
 ) -> Result<()> {
     for (path, key) in inputs {
-        let size = raw.put_file(key, path).await?;
+        let file = tokio::fs::File::open(path)
+            .await
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        let total = file.metadata().await.ok().map(|m| m.len());
+        let progress = ui::Progress::bytes(format!("upload {key}"), total);
+        let size = raw.put(key, &mut progress.wrap_read(file)).await;
+        progress.finish();
+        let size = size?;
         ui::detail(format!(
             "copied {} ({size} bytes) to {}",
             path.display(),

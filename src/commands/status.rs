@@ -2,56 +2,55 @@
 
 use anyhow::Result;
 
-use crate::record::{Records, RunRecord};
+use serde::Serialize;
+
+use crate::record::Records;
+use crate::summary;
 use crate::settings::Settings;
 use crate::backend::local::Local;
-use crate::ui;
 
-pub async fn status(settings: &Settings) -> Result<()> {
+pub async fn status(settings: &Settings, json: bool) -> Result<()> {
     super::require_local(settings, "status")?;
     let local = Local::new(settings);
+    let resources = local.status().await?;
+    let last = Records::new(local.state_dir()).latest()?;
+    if json {
+        let view = StatusJson {
+            schema: summary::SCHEMA,
+            target: "local",
+            state_dir: local.state_dir().display().to_string(),
+            resources: resources
+                .into_iter()
+                .map(|(name, state)| ResourceJson { name, state })
+                .collect(),
+            last_run: last.as_ref().map(|run| summary::json(run, None)),
+        };
+        println!("{}", serde_json::to_string_pretty(&view)?);
+        return Ok(());
+    }
     println!("target: local ({})", local.state_dir().display());
-    for (what, state) in local.status().await? {
+    for (what, state) in resources {
         println!("  {what:<12} {state}");
     }
-    match Records::new(local.state_dir()).latest()? {
-        Some(run) => println!("\n{}", summary(&run)),
+    match last {
+        Some(run) => println!("\n{}", summary::table(&run)),
         None => println!("\nno runs yet"),
     }
     Ok(())
 }
 
-/// A run as a table: one row per step, with time and row counts.
-pub fn summary(run: &RunRecord) -> String {
-    let header = [
-        "step", "outcome", "seconds", "rows in", "rows out", "rejected",
-    ]
-    .map(String::from);
-    let rows: Vec<Vec<String>> = run
-        .steps
-        .iter()
-        .map(|s| {
-            let count = |f: fn(&crate::record::Counts) -> u64| {
-                s.counts
-                    .as_ref()
-                    .map_or(String::new(), |c| f(c).to_string())
-            };
-            vec![
-                s.step.to_string(),
-                s.outcome.to_string(),
-                s.seconds.map_or(String::new(), |t| format!("{t:.1}")),
-                count(|c| c.rows_in),
-                count(|c| c.rows_out),
-                count(|c| c.rows_rejected),
-            ]
-        })
-        .collect();
-    let total: f64 = run.steps.iter().filter_map(|s| s.seconds).sum();
-    format!(
-        "run {} {} (started {}, {total:.1}s in steps)\n{}",
-        run.id,
-        run.outcome,
-        run.started_at.to_rfc3339(),
-        ui::table(&header, &rows)
-    )
+/// `status --json`.
+#[derive(Serialize)]
+struct StatusJson {
+    schema: u32,
+    target: &'static str,
+    state_dir: String,
+    resources: Vec<ResourceJson>,
+    last_run: Option<summary::RunJson>,
+}
+
+#[derive(Serialize)]
+struct ResourceJson {
+    name: String,
+    state: String,
 }

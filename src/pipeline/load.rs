@@ -21,6 +21,7 @@ use crate::assets;
 use crate::plan::keys;
 use crate::record::Counts;
 use crate::backend::{Body, Bucket};
+use crate::ui;
 
 /// Rows are sent to PostgreSQL in chunks of about this many bytes.
 const CHUNK_BYTES: usize = 1 << 20;
@@ -37,7 +38,23 @@ pub async fn load_purchases(
     scratch: &Path,
 ) -> Result<Counts> {
     let input = raw.uri(keys::PURCHASES_CSV);
+    let listed = raw.list(keys::PURCHASES_CSV).await?;
+    let Some(size) = listed
+        .iter()
+        .find(|o| o.key == keys::PURCHASES_CSV)
+        .map(|o| o.size)
+    else {
+        // `infra up && infra run`, the three-verb flow, lands here.
+        bail!(
+            "{input} does not exist: the raw bucket has no input yet\nhint: `infra run --data DIR` copies DIR/{} and DIR/{} into the raw bucket first (`infra sample --out DIR` writes sample inputs)",
+            keys::PURCHASES_CSV,
+            keys::REVIEWS_CSV
+        );
+    };
     let body = raw.get(keys::PURCHASES_CSV).await?;
+    let size = Some(size);
+    let progress = ui::Progress::bytes(keys::PURCHASES_CSV, size);
+    let body: Body = Box::new(progress.wrap_read(body));
     std::fs::create_dir_all(scratch)?;
     let rejects_path = scratch.join("user_purchase.rejects.csv");
 
@@ -54,7 +71,8 @@ pub async fn load_purchases(
     let parse = {
         let input = input.clone();
         let rejects_path = rejects_path.clone();
-        tokio::task::spawn_blocking(move || parse(body, &input, &rejects_path, sender))
+        let progress = progress.clone();
+        tokio::task::spawn_blocking(move || parse(body, &input, &rejects_path, sender, &progress))
     };
 
     let copy = format!(
@@ -73,6 +91,7 @@ pub async fn load_purchases(
     // Close the channel first, so a parser blocked on a full channel stops.
     drop(receiver);
     let parsed = parse.await.context("the CSV parser panicked")?;
+    progress.finish();
     let (read, rejected) = match (parsed, send_error) {
         (Ok(counts), None) => counts,
         (Err(e), _) => {
@@ -114,6 +133,7 @@ fn parse(
     input: &str,
     rejects_path: &Path,
     chunks: mpsc::Sender<Vec<u8>>,
+    progress: &ui::Progress,
 ) -> Result<(u64, u64)> {
     let reader = skip_bom(BufReader::with_capacity(1 << 16, SyncIoBridge::new(body)))
         .with_context(|| format!("cannot read {input}"))?;
@@ -185,6 +205,7 @@ fn parse(
             }
         }
         if chunk.len() >= CHUNK_BYTES {
+            progress.set_message(format!("{read} rows"));
             let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK_BYTES + 4096));
             if chunks.blocking_send(full).is_err() {
                 bail!("the database stopped accepting rows");

@@ -14,6 +14,7 @@ use tokio::io::AsyncReadExt;
 use crate::plan::keys;
 use crate::record::Counts;
 use crate::backend::{Bucket, Buckets, Spark, SparkJob};
+use crate::ui;
 
 #[derive(Debug, Deserialize)]
 struct TokenizerMetrics {
@@ -51,7 +52,7 @@ pub async fn tokenize(spark: &dyn Spark, b: &Buckets) -> Result<Counts> {
             b.staging.uri(keys::TOKENIZER_METRICS),
         ],
     };
-    spark.submit(&job).await?;
+    submit(spark, &job).await?;
     let m: TokenizerMetrics = read_metrics(b.staging.as_ref(), keys::TOKENIZER_METRICS).await?;
     if m.rows_read != m.rows_written + m.rows_rejected {
         bail!(
@@ -97,7 +98,7 @@ pub async fn user_behavior(
             b.staging.uri(keys::USER_BEHAVIOR_METRICS),
         ],
     };
-    spark.submit(&job).await?;
+    submit(spark, &job).await?;
     let m: UserBehaviorMetrics =
         read_metrics(b.staging.as_ref(), keys::USER_BEHAVIOR_METRICS).await?;
     Ok(Counts {
@@ -105,6 +106,14 @@ pub async fn user_behavior(
         rows_out: m.rows_written,
         rows_rejected: 0,
     })
+}
+
+/// Submits `job` under a spinner with its state and elapsed time.
+async fn submit(spark: &dyn Spark, job: &SparkJob) -> Result<()> {
+    let progress = ui::Progress::spinner(format!("spark {}", job.name), "running");
+    let result = spark.submit(job).await;
+    progress.finish();
+    result
 }
 
 async fn require(bucket: &dyn Bucket, key: &str, hint: &str) -> Result<()> {

@@ -19,6 +19,7 @@ use serde::Deserialize;
 
 use crate::process::{Cmd, Echo};
 use crate::tools::{self, Tool};
+use crate::ui;
 
 use super::outputs::Outputs;
 
@@ -51,6 +52,17 @@ pub enum Action {
     Update,
     Replace,
     Delete,
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Action::Create => "create",
+            Action::Update => "update",
+            Action::Replace => "replace",
+            Action::Delete => "delete",
+        })
+    }
 }
 
 /// One resource a plan changes.
@@ -264,16 +276,30 @@ impl Terraform {
             .with_context(|| format!("cannot read plan {}", self.dir.join(plan_file).display()))
     }
 
-    /// `terraform apply PLAN_FILE`, streamed (it can take many minutes).
+    /// `terraform apply PLAN_FILE`, with a count of resources done (it can
+    /// take many minutes); the output streams when progress is plain lines.
     /// The plan file holds a state snapshot, so it is removed afterwards.
     pub async fn apply(&self, plan_file: &str) -> Result<()> {
+        let total = self.planned_operations(plan_file).await;
+        let progress = ui::Progress::count("terraform apply", total, "resources");
+        let echo = match ui::progress::mode() {
+            ui::progress::Mode::Live => self.echo,
+            ui::progress::Mode::Plain => Echo::Stream,
+        };
+        let counter = progress.clone();
         let result = self
             .cmd("apply")
             .args(["-input=false", "-no-color", "-lock-timeout=60s", plan_file])
-            .echo(Echo::Stream)
+            .echo(echo)
+            .on_line(move |line| {
+                if completes_a_resource(line) {
+                    counter.inc(1);
+                }
+            })
             .run()
-            .await
-            .with_context(|| {
+            .await;
+        progress.finish();
+        let result = result.with_context(|| {
                 format!(
                     "`terraform apply` of {plan_file} failed in {}",
                     self.dir.display()
@@ -281,6 +307,24 @@ impl Terraform {
             });
         self.discard(plan_file);
         result.map(drop)
+    }
+
+    /// How many resource operations applying `plan_file` will report done
+    /// (a replacement is two); 0 if the plan cannot be read.
+    async fn planned_operations(&self, plan_file: &str) -> u64 {
+        let shown = self
+            .cmd("show")
+            .args(["-json", "-no-color", plan_file])
+            .echo(Echo::Secret)
+            .run()
+            .await;
+        match shown.map(|out| PlanSummary::from_show_json(&out.stdout)) {
+            Ok(Ok(plan)) => {
+                let (add, change, destroy) = plan.counts();
+                (add + change + destroy) as u64
+            }
+            _ => 0,
+        }
     }
 
     /// `terraform state list`: the addresses of every resource in state.
@@ -312,6 +356,18 @@ impl Terraform {
         Outputs::from_json(&out.stdout)
             .with_context(|| format!("reading the outputs of {}", self.dir.display()))
     }
+}
+
+/// Whether an apply output line reports one resource operation finished:
+/// `module.x.google_y.z: Creation complete after 3s [id=…]`.
+fn completes_a_resource(line: &str) -> bool {
+    [
+        ": Creation complete after ",
+        ": Modifications complete after ",
+        ": Destruction complete after ",
+    ]
+    .iter()
+    .any(|marker| line.contains(marker))
 }
 
 #[cfg(test)]

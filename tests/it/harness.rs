@@ -48,13 +48,19 @@ impl Run {
 
 impl Env {
     pub fn new() -> Env {
+        let env = Env::closed();
+        // When tests run as root, PostgreSQL runs as `postgres`, who must be
+        // able to traverse into the state dir.
+        std::fs::set_permissions(env.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        env
+    }
+
+    /// A temp dir left at mode 0700, as a home directory in a container is.
+    pub fn closed() -> Env {
         let dir = tempfile::Builder::new()
             .prefix("infra-it-")
             .tempdir()
             .unwrap();
-        // When tests run as root, PostgreSQL runs as `postgres`, who must be
-        // able to traverse into the state dir.
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         Env {
             dir,
             vars: Vec::new(),
@@ -123,7 +129,8 @@ impl Env {
 
 impl Drop for Env {
     fn drop(&mut self) {
-        if self.teardown && self.state().join("postgres/data/PG_VERSION").exists() {
+        let server = LocalPostgres::new(&self.state(), "bootcamp", "bootcampdb", 0);
+        if self.teardown && server.is_initialized() {
             let _ = self.infra(&["down", "--yes"]);
         }
     }

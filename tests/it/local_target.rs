@@ -67,6 +67,36 @@ fn up_twice_reuses_the_server_and_down_leaves_nothing() {
     assert!(gone(&pid), "the server (pid {pid}) still runs after down");
 }
 
+/// Issue 14: as root, with the clone in a 0700 home directory, `up` stopped
+/// because the `postgres` user could not enter the state dir. The server's
+/// files now go to a `postgres`-owned place outside it, and `down` removes them.
+#[test]
+fn up_works_in_a_state_dir_under_a_closed_directory() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let env = Env::closed();
+    env.infra(&["up"]).ok();
+    let location = env.state().join("postgres.location");
+    let status = env.infra(&["status"]).ok().stdout;
+    assert!(status.contains("running on 127.0.0.1:"), "{status}");
+    let mode = std::fs::metadata(env.path()).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700, "up changed the user's directory");
+    if !nix::unistd::geteuid().is_root() {
+        // The server runs as ourselves: nothing to move.
+        assert!(!location.exists());
+        assert!(env.state().join("postgres/data/PG_VERSION").is_file());
+        return;
+    }
+    let dir = std::path::PathBuf::from(std::fs::read_to_string(&location).unwrap().trim());
+    assert!(!dir.starts_with(env.path()), "{}", dir.display());
+    assert!(dir.join("data/PG_VERSION").is_file());
+    let postgres = nix::unistd::User::from_name("postgres").unwrap().unwrap();
+    assert_eq!(std::fs::metadata(&dir).unwrap().uid(), postgres.uid.as_raw());
+
+    env.infra(&["down", "--yes"]).ok();
+    assert!(!dir.exists(), "down left {}", dir.display());
+    assert!(!env.state().exists(), "down left the state dir");
+}
+
 #[test]
 fn down_without_a_terminal_asks_for_yes() {
     let env = Env::new();

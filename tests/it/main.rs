@@ -6,6 +6,8 @@ mod harness;
 
 mod architecture;
 mod cli;
+mod errors;
+mod experience;
 mod gcp;
 mod load;
 mod local_target;

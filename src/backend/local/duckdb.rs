@@ -198,9 +198,24 @@ fn cell(value: ValueRef<'_>, column: &str) -> Result<Option<Cell>> {
     }))
 }
 
+/// The DuckDB release the pinned `duckdb` crate binds, which
+/// `scripts/setup.sh` fetches prebuilt (tests check all three agree).
+pub const DUCKDB_RELEASE: &str = "1.5.6";
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A prebuilt libduckdb of another release would not match the crate's
+    /// bindings: whichever library was linked, it must be this one.
+    #[test]
+    fn the_linked_duckdb_is_the_release_the_crate_binds() {
+        let conn = Connection::open_in_memory().unwrap();
+        let version: String = conn
+            .query_row("SELECT version()", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, format!("v{DUCKDB_RELEASE}"));
+    }
 
     #[tokio::test]
     async fn queries_keep_decimals_and_timestamps_exact() {

@@ -6,7 +6,10 @@
 //!
 //! ```text
 //! <state>/raw/ staging/ code/     the buckets
-//! <state>/postgres/               the server (data/, socket, log)
+//! <state>/postgres/               the server (data/, socket, log), or, as root
+//!                                 under a directory closed to `postgres`,
+//!                                 /var/lib/infra/postgres-<id>/ named in
+//! <state>/postgres.location
 //! <state>/postgres.password       0600
 //! <state>/warehouse.duckdb        the warehouse
 //! <state>/runs/                   run records (owned by the pipeline)
@@ -35,11 +38,12 @@ use spark::{LocalSpark, SparkRuntime};
 pub const BUCKET_ROLES: [&str; 3] = ["raw", "staging", "code"];
 
 /// Everything `down` removes from the state dir, besides the run records.
-const OWNED: [&str; 8] = [
+const OWNED: [&str; 9] = [
     "raw",
     "staging",
     "code",
     "postgres",
+    postgres::LOCATION_FILE,
     "postgres.password",
     "warehouse.duckdb",
     "warehouse.duckdb.wal",
@@ -154,6 +158,9 @@ impl Local {
 
     /// Provisions the local target. Running it again reuses what is there.
     pub async fn up(&self) -> Result<()> {
+        // Spark's Java is checked before anything is created: a machine that
+        // cannot run the pipeline should not be left half provisioned.
+        spark::check_java().await?;
         for role in BUCKET_ROLES.into_iter().chain(["tmp"]) {
             let dir = self.state_dir.join(role);
             std::fs::create_dir_all(&dir)
@@ -189,10 +196,15 @@ impl Local {
 
     /// What `down` would remove, found by looking.
     pub fn plan_down(&self) -> Vec<PathBuf> {
+        let outside = self
+            .postgres
+            .is_outside()
+            .then(|| self.postgres.dir().to_owned());
         OWNED
             .iter()
             .map(|name| self.state_dir.join(name))
-            .chain([self.state_dir.join("runs")])
+            .chain([self.state_dir.join("runs"), self.state_dir.join("reports")])
+            .chain(outside)
             .filter(|path| path.exists())
             .collect()
     }

@@ -5,7 +5,11 @@
 //! scram-sha-256 password authentication and a generated password kept in a
 //! 0600 file. PostgreSQL refuses to run as root, so when we are root the
 //! server runs as the unprivileged `postgres` user, who must be able to
-//! traverse every parent directory of the state dir.
+//! traverse every parent directory of its files. When the state dir sits
+//! under a directory closed to that user (a clone in root's 0700 home, as in
+//! container images), the server's files go to a `postgres`-owned directory
+//! under `/var/lib/infra/` instead, recorded in `<state>/postgres.location`,
+//! rather than opening up the user's directories.
 
 use std::io::Write as _;
 use std::net::TcpListener;
@@ -23,13 +27,22 @@ use crate::tools::{self, Tool};
 /// The unprivileged user the server runs as when `infra` runs as root.
 const SERVER_USER: &str = "postgres";
 
+/// Where the server's files go when the state dir is closed to the server user.
+const OUTSIDE_BASE: &str = "/var/lib/infra";
+
+/// The state dir's record of a server directory outside it.
+pub const LOCATION_FILE: &str = "postgres.location";
+
 /// Where a socket path must fit (`sun_path` is 108 bytes, with the NUL).
 const MAX_SOCKET_PATH: usize = 107;
 
 /// The local server's files under the state dir, and how to run it.
 pub struct LocalPostgres {
-    /// `<state>/postgres`: owned by the server user; holds the socket and log.
+    /// `<state>/postgres`, or the directory `postgres.location` names: owned
+    /// by the server user; holds the data directory, the socket and the log.
     dir: PathBuf,
+    /// `<state>/postgres.location`, written when `dir` is outside the state dir.
+    location_file: PathBuf,
     /// `<state>/postgres/data`
     data: PathBuf,
     /// `<state>/postgres.password`, 0600, owned by the caller.
@@ -50,10 +63,12 @@ pub enum ServerState {
 
 impl LocalPostgres {
     pub fn new(state_dir: &Path, user: &str, database: &str, port: u16) -> LocalPostgres {
-        let dir = state_dir.join("postgres");
+        let location_file = state_dir.join(LOCATION_FILE);
+        let dir = server_dir(state_dir, &location_file, server_user());
         LocalPostgres {
             data: dir.join("data"),
             dir,
+            location_file,
             password_file: state_dir.join("postgres.password"),
             user: user.to_owned(),
             database: database.to_owned(),
@@ -69,8 +84,13 @@ impl LocalPostgres {
         &self.password_file
     }
 
+    /// Whether the server's files live outside the state dir.
+    pub fn is_outside(&self) -> bool {
+        self.location_file.parent() != self.dir.parent()
+    }
+
     fn run_as(&self) -> Option<&'static str> {
-        nix::unistd::geteuid().is_root().then_some(SERVER_USER)
+        server_user()
     }
 
     fn pg_ctl(&self) -> Result<Cmd> {
@@ -132,7 +152,19 @@ impl LocalPostgres {
         }
         if let Some(user) = run_as {
             server_account(user)?;
-            check_reachable(&self.dir, user)?;
+            if self.is_outside() {
+                std::fs::write(&self.location_file, format!("{}\n", self.dir.display()))
+                    .with_context(|| format!("cannot write {}", self.location_file.display()))?;
+                tracing::info!(
+                    "the state dir is closed to the `{user}` user, so the server's files live in {}",
+                    self.dir.display()
+                );
+            } else {
+                let blocked = closed_ancestors(&self.dir);
+                if !blocked.is_empty() {
+                    return Err(unreachable_error(&self.dir, user, &blocked));
+                }
+            }
             hand_over(&self.dir, user)?;
         }
 
@@ -319,6 +351,33 @@ impl LocalPostgres {
     }
 }
 
+/// The user the server runs as: `postgres` when we are root, else ourselves.
+fn server_user() -> Option<&'static str> {
+    nix::unistd::geteuid().is_root().then_some(SERVER_USER)
+}
+
+/// Where the server's files are: the recorded location, else
+/// `<state>/postgres`, unless the server runs as another user who cannot
+/// reach it there and it has not been initialized there already.
+fn server_dir(state_dir: &Path, location_file: &Path, run_as: Option<&str>) -> PathBuf {
+    if let Ok(text) = std::fs::read_to_string(location_file)
+        && !text.trim().is_empty()
+    {
+        return PathBuf::from(text.trim());
+    }
+    let inside = state_dir.join("postgres");
+    if run_as.is_none()
+        || inside.join("data/PG_VERSION").exists()
+        || closed_ancestors(&inside).is_empty()
+    {
+        return inside;
+    }
+    // The name depends only on the state dir, so the same state dir finds
+    // the same directory even before the location file is written.
+    let key = crc32c::crc32c(state_dir.as_os_str().as_encoded_bytes());
+    Path::new(OUTSIDE_BASE).join(format!("postgres-{key:08x}"))
+}
+
 /// Quotes an SQL identifier.
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -349,23 +408,24 @@ fn server_account(user: &str) -> Result<nix::unistd::User> {
     })
 }
 
-/// Checks that `user` can traverse every directory above `dir`.
-fn check_reachable(dir: &Path, user: &str) -> Result<()> {
-    let blocked: Vec<String> = dir
-        .ancestors()
+/// The directories above `dir` that other users cannot traverse.
+fn closed_ancestors(dir: &Path) -> Vec<String> {
+    dir.ancestors()
         .skip(1)
         .filter(|d| std::fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 == 0))
         .map(|d| d.display().to_string())
-        .collect();
-    if !blocked.is_empty() {
-        bail!(
-            "the `{user}` user, who runs PostgreSQL for root, cannot reach {} because these directories are closed to other users: {}\nhint: `chmod o+x {}`, or use a --state-dir under a directory others can enter",
-            dir.display(),
-            blocked.join(", "),
-            blocked.join(" ")
-        );
-    }
-    Ok(())
+        .collect()
+}
+
+/// The error when the server user cannot reach its directory, which only
+/// happens when the directory was recorded or initialized there earlier.
+pub fn unreachable_error(dir: &Path, user: &str, blocked: &[String]) -> anyhow::Error {
+    anyhow::anyhow!(
+        "the `{user}` user, who runs PostgreSQL for root, cannot reach {} because these directories are closed to other users: {}\nhint: `infra down --yes` and `infra up` again keep the server's files under {OUTSIDE_BASE} instead; or `chmod o+x {}`",
+        dir.display(),
+        blocked.join(", "),
+        blocked.join(" ")
+    )
 }
 
 /// Gives `path` to the server user.

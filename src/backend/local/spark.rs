@@ -100,7 +100,7 @@ impl SparkRuntime {
 }
 
 /// Java's major version, or an error that says what to install.
-async fn check_java() -> Result<u32> {
+pub async fn check_java() -> Result<u32> {
     let java = tools::find(Tool::Java)?;
     // `--version` prints to stdout; Java 8 and older do not know it.
     let version = Cmd::new(&java)
@@ -168,7 +168,9 @@ impl Spark for LocalSpark {
             .args(["--name", &format!("infra-{}", job.name)])
             .arg("--conf")
             .arg(format!("spark.local.dir={}", self.scratch.display()))
-            .args(["--conf", "spark.ui.enabled=false"]);
+            .args(["--conf", "spark.ui.enabled=false"])
+            .arg("--conf")
+            .arg(format!("spark.log.level={}", spark_log_level()));
         for (key, value) in &self.properties {
             cmd = cmd.arg("--conf").arg(format!("{key}={value}"));
         }
@@ -184,6 +186,16 @@ impl Spark for LocalSpark {
             .await
             .with_context(|| format!("Spark job {} failed", job.name))?;
         Ok(())
+    }
+}
+
+/// Spark's log level: its INFO logs (some 375 lines a job) only under
+/// `-vv`, so `-v` stays readable and errors quote the lines that matter.
+fn spark_log_level() -> &'static str {
+    if tracing::enabled!(target: "infra::child", tracing::Level::TRACE) {
+        "INFO"
+    } else {
+        "WARN"
     }
 }
 

@@ -2,7 +2,11 @@
 //!
 //! Progress and logs go to stderr; stdout carries only data that could be
 //! piped (query results, `config`, `plan`). Colour follows the terminal and
-//! `NO_COLOR`, through `anstream`.
+//! `NO_COLOR`, through `anstream`. Live progress is in [`progress`].
+
+pub mod progress;
+
+pub use progress::Progress;
 
 use std::io::{IsTerminal, Write};
 
@@ -11,6 +15,12 @@ use anyhow::{Context, Result};
 use tracing_subscriber::EnvFilter;
 
 use crate::exit::UsageError;
+
+/// Sets up stderr: logging, and live progress or plain lines (`--quiet`).
+pub fn init(verbose: u8, quiet: bool) {
+    progress::init(verbose, quiet);
+    init_logging(verbose);
+}
 
 /// Sets up logging to stderr: warnings by default, `-v` for info (every
 /// command run, with argv) and child output, `-vv` for everything.
@@ -36,18 +46,24 @@ pub fn init_logging(verbose: u8) {
 /// A progress line on stderr: `==> text`.
 pub fn status(text: impl std::fmt::Display) {
     let style = Style::new().fg_color(Some(AnsiColor::Green.into())).bold();
-    let _ = writeln!(anstream::stderr(), "{style}==>{style:#} {text}");
+    progress::suspend(|| {
+        let _ = writeln!(anstream::stderr(), "{style}==>{style:#} {text}");
+    });
 }
 
 /// A secondary line on stderr, indented under the last status.
 pub fn detail(text: impl std::fmt::Display) {
-    let _ = writeln!(anstream::stderr(), "    {text}");
+    progress::suspend(|| {
+        let _ = writeln!(anstream::stderr(), "    {text}");
+    });
 }
 
 /// A warning on stderr.
 pub fn warn(text: impl std::fmt::Display) {
     let style = Style::new().fg_color(Some(AnsiColor::Yellow.into())).bold();
-    let _ = writeln!(anstream::stderr(), "{style}warning:{style:#} {text}");
+    progress::suspend(|| {
+        let _ = writeln!(anstream::stderr(), "{style}warning:{style:#} {text}");
+    });
 }
 
 /// Asks a yes/no question on the terminal. Without a terminal it refuses

@@ -1,0 +1,49 @@
+//! `infra doctor`: prints each check with ✓ or ✗ and a fix, and fails if
+//! anything is missing.
+
+use std::io::Write;
+
+use anstyle::{AnsiColor, Style};
+use anyhow::Result;
+
+use crate::doctor::{self, Status};
+use crate::settings::Settings;
+
+pub async fn doctor(settings: &Settings) -> Result<()> {
+    let checks = doctor::run(settings).await;
+    let mut out = anstream::stdout().lock();
+    writeln!(out, "{} target:", settings.target)?;
+    let width = checks.iter().map(|c| c.name.chars().count()).max().unwrap_or(0);
+    let green = Style::new().fg_color(Some(AnsiColor::Green.into())).bold();
+    let red = Style::new().fg_color(Some(AnsiColor::Red.into())).bold();
+    let grey = Style::new().fg_color(Some(AnsiColor::BrightBlack.into()));
+    for check in &checks {
+        let (mark, style) = match check.status {
+            Status::Ok => ("✓", green),
+            Status::Missing => ("✗", red),
+            Status::Skipped => ("-", grey),
+        };
+        writeln!(
+            out,
+            "  {style}{mark}{style:#} {:<width$}  {}",
+            check.name, check.found
+        )?;
+        if let Some(fix) = &check.fix {
+            writeln!(out, "      fix: {fix}")?;
+        }
+    }
+    let missing = checks
+        .iter()
+        .filter(|c| c.status == Status::Missing)
+        .count();
+    if missing == 0 {
+        writeln!(out, "everything the {} target needs is here", settings.target)?;
+        return Ok(());
+    }
+    out.flush()?;
+    anyhow::bail!(
+        "{missing} thing{} missing for the {} target; the fixes are above",
+        if missing == 1 { " is" } else { "s are" },
+        settings.target
+    )
+}

@@ -1,0 +1,286 @@
+//! `infra doctor`: is everything the target needs here?
+//!
+//! Each [`Check`] says what it looked at, what it found, and for a gap the
+//! command that fixes it. The checks only look: they install, start and
+//! change nothing, so `doctor` is safe to run anywhere, any time.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+
+use crate::backend::local::postgres::LocalPostgres;
+use crate::backend::local::spark::{self, SparkRuntime};
+use crate::process::Cmd;
+use crate::settings::{Settings, TargetKind, env_var};
+use crate::terraform::credentials::{self, Credentials};
+use crate::tools::{self, Tool};
+
+/// Free space the local target wants: the pyspark venv (~0.5 GiB), the
+/// data and its copies in the buckets, PostgreSQL and Spark's scratch.
+const MIN_FREE_BYTES: u64 = 2 << 30;
+
+/// The oldest terraform the gcp target's root module accepts.
+const MIN_TERRAFORM: (u32, u32) = (1, 5);
+
+/// One thing checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    pub name: String,
+    pub status: Status,
+    /// What was found: a path, a version, an amount.
+    pub found: String,
+    /// How to fix a gap.
+    pub fix: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Ok,
+    Missing,
+    /// Not checked from here (no network, say); not counted as a gap.
+    Skipped,
+}
+
+impl Check {
+    fn ok(name: &str, found: impl Into<String>) -> Check {
+        Check {
+            name: name.to_owned(),
+            status: Status::Ok,
+            found: found.into(),
+            fix: None,
+        }
+    }
+
+    fn missing(name: &str, found: impl Into<String>, fix: impl Into<String>) -> Check {
+        Check {
+            name: name.to_owned(),
+            status: Status::Missing,
+            found: found.into(),
+            fix: Some(fix.into()),
+        }
+    }
+
+    /// A check from an error whose message ends in a `hint:` line.
+    fn from_error(name: &str, e: &anyhow::Error) -> Check {
+        let text = format!("{e:#}");
+        match text.split_once("\nhint: ") {
+            Some((found, fix)) => Check::missing(name, found, fix),
+            None => Check::missing(name, text, "see the message above"),
+        }
+    }
+}
+
+/// Every check for the settings' target.
+pub async fn run(settings: &Settings) -> Vec<Check> {
+    match settings.target {
+        TargetKind::Local => local(settings).await,
+        TargetKind::Gcp => gcp(settings).await,
+    }
+}
+
+async fn local(settings: &Settings) -> Vec<Check> {
+    let mut checks = Vec::new();
+    checks.push(
+        match tools::find(Tool::Initdb).and_then(|_| tools::find(Tool::PgCtl)) {
+            Ok(pg_ctl) => Check::ok("PostgreSQL server", dir_of(&pg_ctl)),
+            Err(e) => Check::from_error("PostgreSQL server", &e.into()),
+        },
+    );
+    checks.push(match spark::check_java().await {
+        Ok(major) => Check::ok("Java 17 or newer", format!("Java {major}")),
+        Err(e) => Check::from_error("Java 17 or newer", &e),
+    });
+    let runtime = SparkRuntime::new(&settings.cache_dir());
+    checks.push(match runtime.spark_home() {
+        Some(_) => Check::ok("pyspark venv", runtime.venv().display().to_string()),
+        None => match tools::find(Tool::Python3) {
+            Ok(_) => Check::missing(
+                "pyspark venv",
+                format!("not built ({})", runtime.venv().display()),
+                "run `infra up`: it builds the venv once, in about a minute (pip needs to reach PyPI)",
+            ),
+            Err(e) => Check::from_error("pyspark venv", &e.into()),
+        },
+    });
+    checks.push(disk(&settings.state_dir, "free disk (state dir)"));
+    checks.push(disk(&settings.cache_dir(), "free disk (cache dir)"));
+    checks.push(port(settings).await);
+    if nix::unistd::geteuid().is_root() {
+        checks.push(match nix::unistd::User::from_name("postgres") {
+            Ok(Some(_)) => Check::ok(
+                "`postgres` user (runs the server for root)",
+                "present",
+            ),
+            _ => Check::missing(
+                "`postgres` user (runs the server for root)",
+                "absent",
+                "install the postgresql package (it creates the user), or run infra as a normal user",
+            ),
+        });
+    }
+    checks
+}
+
+fn dir_of(path: &Path) -> String {
+    path.parent().unwrap_or(path).display().to_string()
+}
+
+/// Free space where `dir` is, or would be created.
+fn disk(dir: &Path, name: &str) -> Check {
+    let existing = dir.ancestors().find(|d| d.exists()).unwrap_or(Path::new("/"));
+    match nix::sys::statvfs::statvfs(existing) {
+        Ok(stat) => {
+            let free = stat.blocks_available() as u64 * stat.fragment_size() as u64;
+            let found = format!("{} free in {}", gib(free), existing.display());
+            if free >= MIN_FREE_BYTES {
+                Check::ok(name, found)
+            } else {
+                Check::missing(
+                    name,
+                    found,
+                    format!(
+                        "free at least {} there, or point {} elsewhere",
+                        gib(MIN_FREE_BYTES),
+                        if name.contains("cache") {
+                            "cache_dir (INFRA_CACHE_DIR)"
+                        } else {
+                            "--state-dir"
+                        }
+                    ),
+                )
+            }
+        }
+        Err(e) => Check::missing(
+            name,
+            format!("cannot read free space of {}: {e}", existing.display()),
+            "check that the directory is readable",
+        ),
+    }
+}
+
+fn gib(bytes: u64) -> String {
+    format!("{:.1} GiB", bytes as f64 / f64::from(1 << 30))
+}
+
+/// The database port: free, or already our server's.
+async fn port(settings: &Settings) -> Check {
+    let name = "PostgreSQL port on 127.0.0.1";
+    let server = LocalPostgres::new(
+        &settings.state_dir,
+        &settings.database_user,
+        &settings.database_name,
+        settings.database_port,
+    );
+    if let Ok(crate::backend::local::postgres::ServerState::Running { port }) =
+        server.state().await
+    {
+        return Check::ok(name, format!("{port}, in use by this state dir's server"));
+    }
+    let wanted = settings.database_port;
+    match TcpListener::bind(("127.0.0.1", wanted)) {
+        Ok(listener) if wanted == 0 => Check::ok(
+            name,
+            format!(
+                "any free port (e.g. {})",
+                listener.local_addr().map_or(0, |a| a.port())
+            ),
+        ),
+        Ok(_) => Check::ok(name, format!("{wanted} is free")),
+        Err(_) if wanted == 0 => Check::missing(
+            name,
+            "cannot listen on 127.0.0.1",
+            "check the loopback interface (`ip link set lo up`)",
+        ),
+        Err(_) => Check::missing(
+            name,
+            format!("{wanted} is in use by another program"),
+            format!(
+                "stop it, or set database.port ({}) to another port, or to 0 to pick a free one",
+                env_var("database.port")
+            ),
+        ),
+    }
+}
+
+async fn gcp(settings: &Settings) -> Vec<Check> {
+    let mut checks = vec![terraform().await];
+    checks.push(match credentials::detect() {
+        Ok(found) => Check::ok("Google Cloud credentials", describe(&found)),
+        Err(e) => Check::from_error("Google Cloud credentials", &e),
+    });
+    checks.push(match &settings.project {
+        Some(project) => Check::ok("project", project.clone()),
+        None => Check::missing(
+            "project",
+            "not set",
+            format!(
+                "set `project` in infra.toml or {}",
+                env_var("project")
+            ),
+        ),
+    });
+    checks.push(Check {
+        name: "required APIs".to_owned(),
+        status: Status::Skipped,
+        found: "not checked: needs a network route to serviceusage.googleapis.com; `infra up` enables them".to_owned(),
+        fix: None,
+    });
+    checks
+}
+
+async fn terraform() -> Check {
+    let name = "terraform 1.5 or newer";
+    let program = match tools::find(Tool::Terraform) {
+        Ok(program) => program,
+        Err(e) => return Check::from_error(name, &e.into()),
+    };
+    let version = Cmd::new(&program)
+        .args(["version", "-json"])
+        .env("CHECKPOINT_DISABLE", "1")
+        .run()
+        .await
+        .ok()
+        .and_then(|out| {
+            let json: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
+            json["terraform_version"].as_str().map(str::to_owned)
+        });
+    let Some(version) = version else {
+        return Check::missing(
+            name,
+            format!("{} does not report its version", program.display()),
+            "reinstall terraform from https://developer.hashicorp.com/terraform/install",
+        );
+    };
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    if found >= MIN_TERRAFORM {
+        Check::ok(name, format!("{version} at {}", program.display()))
+    } else {
+        Check::missing(
+            name,
+            format!("{version} at {}", program.display()),
+            "install Terraform 1.5 or newer from https://developer.hashicorp.com/terraform/install",
+        )
+    }
+}
+
+/// Where credentials come from, and their kind (`type` in the file).
+fn describe(found: &Credentials) -> String {
+    let kind = |path: &PathBuf| {
+        std::fs::read(path)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+            .and_then(|json| json["type"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| "unreadable".to_owned())
+    };
+    match found {
+        Credentials::EnvFile(path) => format!(
+            "{} from GOOGLE_APPLICATION_CREDENTIALS ({})",
+            kind(path),
+            path.display()
+        ),
+        Credentials::Gcloud(path) => {
+            format!("{} from gcloud ({})", kind(path), path.display())
+        }
+        Credentials::MetadataServer => "the metadata server of this Google Cloud machine".to_owned(),
+    }
+}
