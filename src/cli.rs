@@ -85,7 +85,9 @@ pub enum Command {
     Render,
 
     /// What is provisioned, and the last run's steps with row counts
-    #[command(after_help = "Examples:\n  infra status\n  infra status --json | jq .last_run.outcome")]
+    #[command(
+        after_help = "Examples:\n  infra status\n  infra status --json | jq .last_run.outcome"
+    )]
     Status(JsonArgs),
 
     /// Query the warehouse

@@ -126,10 +126,13 @@ fn dir_of(path: &Path) -> String {
 
 /// Free space where `dir` is, or would be created.
 fn disk(dir: &Path, name: &str) -> Check {
-    let existing = dir.ancestors().find(|d| d.exists()).unwrap_or(Path::new("/"));
+    let existing = dir
+        .ancestors()
+        .find(|d| d.exists())
+        .unwrap_or(Path::new("/"));
     match nix::sys::statvfs::statvfs(existing) {
         Ok(stat) => {
-            let free = stat.blocks_available() as u64 * stat.fragment_size() as u64;
+            let free = stat.blocks_available() * stat.fragment_size();
             let found = format!("{} free in {}", gib(free), existing.display());
             if free >= MIN_FREE_BYTES {
                 Check::ok(name, found)
@@ -170,8 +173,7 @@ async fn port(settings: &Settings) -> Check {
         &settings.database_name,
         settings.database_port,
     );
-    if let Ok(crate::backend::local::postgres::ServerState::Running { port }) =
-        server.state().await
+    if let Ok(crate::backend::local::postgres::ServerState::Running { port }) = server.state().await
     {
         return Check::ok(name, format!("{port}, in use by this state dir's server"));
     }
@@ -212,10 +214,7 @@ async fn gcp(settings: &Settings) -> Vec<Check> {
         None => Check::missing(
             "project",
             "not set",
-            format!(
-                "set `project` in infra.toml or {}",
-                env_var("project")
-            ),
+            format!("set `project` in infra.toml or {}", env_var("project")),
         ),
     });
     checks.push(Check {
@@ -281,6 +280,8 @@ fn describe(found: &Credentials) -> String {
         Credentials::Gcloud(path) => {
             format!("{} from gcloud ({})", kind(path), path.display())
         }
-        Credentials::MetadataServer => "the metadata server of this Google Cloud machine".to_owned(),
+        Credentials::MetadataServer => {
+            "the metadata server of this Google Cloud machine".to_owned()
+        }
     }
 }

@@ -195,7 +195,8 @@ impl Records {
         }
         let text =
             std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        serde_json::from_slice(&text).with_context(|| format!("{} is not a run record", path.display()))
+        serde_json::from_slice(&text)
+            .with_context(|| format!("{} is not a run record", path.display()))
     }
 
     /// The newest run, if any.

@@ -641,12 +641,18 @@ mod tests {
         assert!(text.contains("cache_dir = \"/c\""), "{text}");
         assert!(text.contains("port = 0"), "{text}");
         for hidden in ["[gke]", "tier", "operator_cidr", "[buckets]", "[terraform]"] {
-            assert!(!text.contains(hidden), "{hidden} on the local target:\n{text}");
+            assert!(
+                !text.contains(hidden),
+                "{hidden} on the local target:\n{text}"
+            );
         }
         let gcp = resolve("project = \"p\"", &[], Layer::default()).unwrap();
         let text = gcp.to_toml().unwrap();
         assert!(text.contains("[gke]") && text.contains("tier"), "{text}");
-        assert!(!text.contains("port = 0") && !text.contains("master"), "{text}");
+        assert!(
+            !text.contains("port = 0") && !text.contains("master"),
+            "{text}"
+        );
         assert!(text.contains("cache_dir = "), "{text}");
     }
 }

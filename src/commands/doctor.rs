@@ -13,7 +13,11 @@ pub async fn doctor(settings: &Settings) -> Result<()> {
     let checks = doctor::run(settings).await;
     let mut out = anstream::stdout().lock();
     writeln!(out, "{} target:", settings.target)?;
-    let width = checks.iter().map(|c| c.name.chars().count()).max().unwrap_or(0);
+    let width = checks
+        .iter()
+        .map(|c| c.name.chars().count())
+        .max()
+        .unwrap_or(0);
     let green = Style::new().fg_color(Some(AnsiColor::Green.into())).bold();
     let red = Style::new().fg_color(Some(AnsiColor::Red.into())).bold();
     let grey = Style::new().fg_color(Some(AnsiColor::BrightBlack.into()));
@@ -37,7 +41,11 @@ pub async fn doctor(settings: &Settings) -> Result<()> {
         .filter(|c| c.status == Status::Missing)
         .count();
     if missing == 0 {
-        writeln!(out, "everything the {} target needs is here", settings.target)?;
+        writeln!(
+            out,
+            "everything the {} target needs is here",
+            settings.target
+        )?;
         return Ok(());
     }
     out.flush()?;

@@ -4,10 +4,10 @@ use anyhow::Result;
 
 use serde::Serialize;
 
-use crate::record::Records;
-use crate::summary;
-use crate::settings::Settings;
 use crate::backend::local::Local;
+use crate::record::Records;
+use crate::settings::Settings;
+use crate::summary;
 
 pub async fn status(settings: &Settings, json: bool) -> Result<()> {
     super::require_local(settings, "status")?;

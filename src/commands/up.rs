@@ -4,12 +4,12 @@ use anyhow::{Context, Result};
 use tokio::io::AsyncReadExt;
 
 use crate::assets;
-use crate::cli::UpArgs;
-use crate::process::Echo;
-use crate::settings::{Settings, TargetKind};
 use crate::backend::Bucket;
 use crate::backend::gcp::cloud::GcpCloud;
 use crate::backend::local::Local;
+use crate::cli::UpArgs;
+use crate::process::Echo;
+use crate::settings::{Settings, TargetKind};
 use crate::terraform::deploy;
 use crate::ui;
 
@@ -44,7 +44,7 @@ pub async fn up(settings: &Settings, args: &UpArgs, echo: Echo) -> Result<()> {
 /// code. `--dry-run` is `infra plan`.
 async fn up_gcp(settings: &Settings, args: &UpArgs, echo: Echo) -> Result<()> {
     if args.dry_run {
-        return super::plan::plan(settings, echo).await;
+        return super::plan::plan(settings, echo, false).await;
     }
     let (values, dir) = super::render::render_root(settings)?;
     let tf = super::gcp_terraform(settings, &dir, echo)?;

@@ -4,8 +4,7 @@
 use std::fmt::Write as _;
 
 use super::Report;
-use crate::plan::Step;
-use crate::record::{Outcome, RunRecord};
+use crate::record::RunRecord;
 
 const STYLE: &str = "
 body{font:15px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;color:#1f2328;max-width:1000px;margin:2rem auto;padding:0 1rem}
@@ -60,9 +59,9 @@ fn header(out: &mut String, run: &RunRecord) {
         s = if run.steps.len() == 1 { "" } else { "s" },
     );
     for step in run.steps.iter().filter(|s| s.error.is_some()) {
-        let _ = write!(
+        let _ = writeln!(
             out,
-            "<p class=\"error\">step {} {}: {}</p>\n",
+            "<p class=\"error\">step {} {}: {}</p>",
             esc(&step.step.to_string()),
             step.outcome,
             esc(step.error.as_deref().unwrap_or_default())
@@ -94,16 +93,16 @@ fn timeline(out: &mut String, run: &RunRecord) {
     let (label_w, chart_w, row_h) = (170.0, 640.0, 30.0);
     let height = row_h * run.steps.len() as f64 + 30.0;
     let width = label_w + chart_w + 90.0;
-    let _ = write!(
+    let _ = writeln!(
         out,
-        "<svg width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" role=\"img\" aria-label=\"timeline of the run's steps\">\n"
+        "<svg width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" role=\"img\" aria-label=\"timeline of the run's steps\">"
     );
     for tick in 0..=4 {
         let x = label_w + chart_w * f64::from(tick) / 4.0;
         let secs = span * f64::from(tick) / 4.0;
-        let _ = write!(
+        let _ = writeln!(
             out,
-            "<line class=\"axis\" x1=\"{x:.1}\" y1=\"0\" x2=\"{x:.1}\" y2=\"{y:.1}\"/><text class=\"muted\" x=\"{x:.1}\" y=\"{ty:.1}\" text-anchor=\"middle\">{secs:.1} s</text>\n",
+            "<line class=\"axis\" x1=\"{x:.1}\" y1=\"0\" x2=\"{x:.1}\" y2=\"{y:.1}\"/><text class=\"muted\" x=\"{x:.1}\" y=\"{ty:.1}\" text-anchor=\"middle\">{secs:.1} s</text>",
             y = height - 22.0,
             ty = height - 6.0
         );
@@ -116,9 +115,9 @@ fn timeline(out: &mut String, run: &RunRecord) {
             .unwrap_or_else(|| (end - step.started_at).as_seconds_f64());
         let x = label_w + chart_w * offset / span;
         let w = (chart_w * length / span).max(2.0);
-        let _ = write!(
+        let _ = writeln!(
             out,
-            "<g class=\"step\" data-step=\"{name}\"><text class=\"label\" x=\"0\" y=\"{ty:.1}\">{label}</text><rect class=\"bar {o}\" data-step=\"{name}\" x=\"{x:.1}\" y=\"{by:.1}\" width=\"{w:.1}\" height=\"{bh:.1}\" rx=\"3\"><title>{label}: {o}, {length:.1} s</title></rect><text class=\"muted\" x=\"{tx:.1}\" y=\"{ty:.1}\">{length:.1} s</text></g>\n",
+            "<g class=\"step\" data-step=\"{name}\"><text class=\"label\" x=\"0\" y=\"{ty:.1}\">{label}</text><rect class=\"bar {o}\" data-step=\"{name}\" x=\"{x:.1}\" y=\"{by:.1}\" width=\"{w:.1}\" height=\"{bh:.1}\" rx=\"3\"><title>{label}: {o}, {length:.1} s</title></rect><text class=\"muted\" x=\"{tx:.1}\" y=\"{ty:.1}\">{length:.1} s</text></g>",
             name = step.step.name(),
             label = esc(&step.step.to_string()),
             o = step.outcome,
@@ -152,9 +151,9 @@ fn rows(out: &mut String, report: &Report) {
         let (label_w, chart_w, bar_h, group_h) = (170.0, 560.0, 12.0, 50.0);
         let height = group_h * counted.len() as f64;
         let width = label_w + chart_w + 110.0;
-        let _ = write!(
+        let _ = writeln!(
             out,
-            "<svg width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" role=\"img\" aria-label=\"rows read, loaded and rejected per step\">\n"
+            "<svg width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" role=\"img\" aria-label=\"rows read, loaded and rejected per step\">"
         );
         for (i, (step, counts)) in counted.iter().enumerate() {
             let y = group_h * i as f64;
@@ -238,9 +237,9 @@ fn metric(out: &mut String, report: &Report) {
             return;
         }
     };
-    let _ = write!(
+    let _ = writeln!(
         out,
-        "<h3>Top {} customers by amount spent</h3>\n",
+        "<h3>Top {} customers by amount spent</h3>",
         metric.top.len()
     );
     let max = metric
@@ -252,16 +251,16 @@ fn metric(out: &mut String, report: &Report) {
     let (label_w, chart_w, row_h) = (90.0, 560.0, 22.0);
     let height = row_h * metric.top.len() as f64 + 4.0;
     let width = label_w + chart_w + 120.0;
-    let _ = write!(
+    let _ = writeln!(
         out,
-        "<svg id=\"top-customers\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" role=\"img\" aria-label=\"top customers by amount spent\">\n"
+        "<svg id=\"top-customers\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" role=\"img\" aria-label=\"top customers by amount spent\">"
     );
     for (i, (id, amount)) in metric.top.iter().enumerate() {
         let y = row_h * i as f64;
         let w = (chart_w * amount.abs() / max).max(1.0);
-        let _ = write!(
+        let _ = writeln!(
             out,
-            "<g class=\"customer\"><text class=\"label\" x=\"0\" y=\"{ty:.1}\">{id}</text><rect class=\"top\" x=\"{label_w}\" y=\"{by:.1}\" width=\"{w:.1}\" height=\"{h:.1}\" rx=\"2\"/><text class=\"muted\" x=\"{tx:.1}\" y=\"{ty:.1}\">{amount:.2}</text></g>\n",
+            "<g class=\"customer\"><text class=\"label\" x=\"0\" y=\"{ty:.1}\">{id}</text><rect class=\"top\" x=\"{label_w}\" y=\"{by:.1}\" width=\"{w:.1}\" height=\"{h:.1}\" rx=\"2\"/><text class=\"muted\" x=\"{tx:.1}\" y=\"{ty:.1}\">{amount:.2}</text></g>",
             id = esc(id),
             ty = y + 15.0,
             by = y + 3.0,
@@ -300,12 +299,7 @@ fn links(out: &mut String, links: &[(String, String)]) {
     }
     out.push_str("<section id=\"console\">\n<h2>Cloud Console</h2>\n<ul>\n");
     for (label, url) in links {
-        let _ = write!(
-            out,
-            "<li><a href=\"{}\">{}</a></li>\n",
-            esc(url),
-            esc(label)
-        );
+        let _ = writeln!(out, "<li><a href=\"{}\">{}</a></li>", esc(url), esc(label));
     }
     out.push_str("</ul>\n</section>\n");
 }
@@ -331,7 +325,7 @@ fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -344,13 +338,17 @@ mod tests {
     use chrono::{TimeZone, Utc};
 
     use super::*;
+    use crate::plan::Step;
     use crate::record::Counts;
     use crate::report::Metric;
 
     fn report() -> Report {
         let t0 = Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap();
         let mut run = RunRecord::new("local", t0);
-        for (i, step) in [Step::LoadPurchases, Step::DumpPurchases].into_iter().enumerate() {
+        for (i, step) in [Step::LoadPurchases, Step::DumpPurchases]
+            .into_iter()
+            .enumerate()
+        {
             let at = t0 + chrono::Duration::seconds(i as i64 * 3);
             run.start_step(step, at);
             run.finish_step(

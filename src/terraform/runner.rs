@@ -300,11 +300,11 @@ impl Terraform {
             .await;
         progress.finish();
         let result = result.with_context(|| {
-                format!(
-                    "`terraform apply` of {plan_file} failed in {}",
-                    self.dir.display()
-                )
-            });
+            format!(
+                "`terraform apply` of {plan_file} failed in {}",
+                self.dir.display()
+            )
+        });
         self.discard(plan_file);
         result.map(drop)
     }

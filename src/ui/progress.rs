@@ -107,7 +107,13 @@ impl Progress {
     /// Work with a state and no measure of how far it has got: a Spark
     /// step, a cluster, a database operation. Shows the state and the time.
     pub fn spinner(label: impl Into<String>, state: impl Display) -> Progress {
-        Progress::new(label.into(), Kind::Spinner, None, String::new(), &state.to_string())
+        Progress::new(
+            label.into(),
+            Kind::Spinner,
+            None,
+            String::new(),
+            &state.to_string(),
+        )
     }
 
     /// `position` of `total` things (`unit`, as "resources").
@@ -229,7 +235,13 @@ impl Progress {
     }
 
     fn plain_line(&self, plain: &Plain) {
-        let line = plain_text(&self.inner.label, self.inner.kind, &self.inner.unit, plain, self.elapsed());
+        let line = plain_text(
+            &self.inner.label,
+            self.inner.kind,
+            &self.inner.unit,
+            plain,
+            self.elapsed(),
+        );
         super::detail(line);
     }
 }
@@ -285,11 +297,13 @@ fn style(kind: Kind, has_total: bool, unit: &str) -> ProgressStyle {
             "  {spinner} {{prefix}} {bar} {{binary_bytes}}/{{binary_total_bytes}} {{binary_bytes_per_sec}} ETA {{eta}} {{msg}}"
         ),
         (Kind::Bytes, false) => {
-            format!("  {spinner} {{prefix}} {{binary_bytes}} {{binary_bytes_per_sec}} {{msg}} [{{elapsed}}]")
+            format!(
+                "  {spinner} {{prefix}} {{binary_bytes}} {{binary_bytes_per_sec}} {{msg}} [{{elapsed}}]"
+            )
         }
-        (Kind::Count, _) => format!(
-            "  {spinner} {{prefix}} {bar} {{pos}}/{{len}} {unit} {{msg}} [{{elapsed}}]"
-        ),
+        (Kind::Count, _) => {
+            format!("  {spinner} {{prefix}} {bar} {{pos}}/{{len}} {unit} {{msg}} [{{elapsed}}]")
+        }
     };
     ProgressStyle::with_template(&template)
         .expect("a valid progress template")
@@ -336,15 +350,33 @@ mod tests {
     fn plain_lines_say_how_far_and_how_fast() {
         let two_secs = Duration::from_secs(2);
         assert_eq!(
-            plain_text("upload", Kind::Bytes, "", &plain(2 << 20, Some(8 << 20), "9 rows"), two_secs),
+            plain_text(
+                "upload",
+                Kind::Bytes,
+                "",
+                &plain(2 << 20, Some(8 << 20), "9 rows"),
+                two_secs
+            ),
             "upload: 2.00 MiB of 8.00 MiB, 1.00 MiB/s, 9 rows, 2s"
         );
         assert_eq!(
-            plain_text("spark tokenizer", Kind::Spinner, "", &plain(0, None, "running"), two_secs),
+            plain_text(
+                "spark tokenizer",
+                Kind::Spinner,
+                "",
+                &plain(0, None, "running"),
+                two_secs
+            ),
             "spark tokenizer: running, 2s"
         );
         assert_eq!(
-            plain_text("terraform apply", Kind::Count, "resources", &plain(3, Some(40), ""), two_secs),
+            plain_text(
+                "terraform apply",
+                Kind::Count,
+                "resources",
+                &plain(3, Some(40), ""),
+                two_secs
+            ),
             "terraform apply: 3 of 40 resources, 2s"
         );
     }

@@ -10,13 +10,19 @@ use crate::harness::Env;
 /// Redactions for anything that changes from run to run.
 fn filters(env: &Env) -> Vec<(String, String)> {
     vec![
-        (regex_escape(&env.path().display().to_string()), "[TMP]".into()),
+        (
+            regex_escape(&env.path().display().to_string()),
+            "[TMP]".into(),
+        ),
         (r"\d{8}T\d{6}Z-[0-9a-f]{4}".into(), "[RUN_ID]".into()),
         (
             r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?\+00:00".into(),
             "[TIME]".into(),
         ),
-        (r#""seconds": [0-9.]+"#.into(), r#""seconds": [SECS]"#.into()),
+        (
+            r#""seconds": [0-9.]+"#.into(),
+            r#""seconds": [SECS]"#.into(),
+        ),
         (r"\d+\.\d+s in steps".into(), "[SECS]s in steps".into()),
         (r"127\.0\.0\.1:\d+".into(), "127.0.0.1:[PORT]".into()),
     ]
@@ -106,7 +112,17 @@ fn run_in_terminal(env: &Env, data: &Path) -> (Vec<String>, String) {
     );
     let started = tmux
         .cmd()
-        .args(["new-session", "-d", "-s", "run", "-x", "160", "-y", "50", &shell])
+        .args([
+            "new-session",
+            "-d",
+            "-s",
+            "run",
+            "-x",
+            "160",
+            "-y",
+            "50",
+            &shell,
+        ])
         .status()
         .unwrap();
     assert!(started.success(), "tmux did not start");
@@ -187,9 +203,15 @@ fn a_run_on_a_terminal_shows_progress_then_a_summary_json_and_a_report() {
 
     // The summary table, and the same run as JSON.
     let status = env.infra(&["status"]).ok().stdout;
-    let table = status.split_once("\nrun ").map(|(_, t)| format!("run {t}")).unwrap();
+    let table = status
+        .split_once("\nrun ")
+        .map(|(_, t)| format!("run {t}"))
+        .unwrap();
     let filters = filters(&env);
-    let filters: Vec<(&str, &str)> = filters.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let filters: Vec<(&str, &str)> = filters
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
     insta::with_settings!({ filters => filters.clone() }, {
         insta::assert_snapshot!("summary_table", redact_table_seconds(&table));
     });
@@ -200,7 +222,10 @@ fn a_run_on_a_terminal_shows_progress_then_a_summary_json_and_a_report() {
     insta::with_settings!({ filters => filters.clone() }, {
         insta::assert_snapshot!("status_json", json);
     });
-    let only = env.infra(&["run", "--only", "load_warehouse", "--json"]).ok().stdout;
+    let only = env
+        .infra(&["run", "--only", "load_warehouse", "--json"])
+        .ok()
+        .stdout;
     let only: serde_json::Value = serde_json::from_str(&only).unwrap();
     assert_eq!(only["schema"], 1);
     assert_eq!(only["steps"][4]["name"], "load_warehouse");
@@ -213,7 +238,8 @@ fn a_run_on_a_terminal_shows_progress_then_a_summary_json_and_a_report() {
 
     // The report, opened by a real browser with no network.
     let page = env.path().join("report.html");
-    env.infra(&["report", "-o", &page.display().to_string()]).ok();
+    env.infra(&["report", "-o", &page.display().to_string()])
+        .ok();
     let html = std::fs::read_to_string(&page).unwrap();
     for external in ["<script", "<link", "src=", "url(", "http://", "https://"] {
         assert!(!html.contains(external), "the report loads {external}");
@@ -235,18 +261,39 @@ fn a_run_on_a_terminal_shows_progress_then_a_summary_json_and_a_report() {
         String::from_utf8_lossy(&shot.stderr)
     );
     let png = std::fs::read(&screenshot).unwrap();
-    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "{} bytes", png.len());
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "{} bytes",
+        png.len()
+    );
     let dom = chromium(&env.path().join("chromium-dom"))
         .arg("--dump-dom")
         .arg(&url)
         .output()
         .unwrap();
-    assert!(dom.status.success(), "{}", String::from_utf8_lossy(&dom.stderr));
+    assert!(
+        dom.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dom.stderr)
+    );
     let dom = String::from_utf8_lossy(&dom.stdout);
     // One timeline bar per step, each named.
-    assert_eq!(dom.matches("<rect class=\"bar succeeded\"").count(), 5, "{dom}");
-    for step in ["load_purchases", "dump_purchases", "tokenize", "user_behavior", "load_warehouse"] {
-        assert!(dom.contains(&format!("class=\"bar succeeded\" data-step=\"{step}\"")), "{step}");
+    assert_eq!(
+        dom.matches("<rect class=\"bar succeeded\"").count(),
+        5,
+        "{dom}"
+    );
+    for step in [
+        "load_purchases",
+        "dump_purchases",
+        "tokenize",
+        "user_behavior",
+        "load_warehouse",
+    ] {
+        assert!(
+            dom.contains(&format!("class=\"bar succeeded\" data-step=\"{step}\"")),
+            "{step}"
+        );
     }
     // The metric's first 20 rows, in customer-id order, as the warehouse has them.
     let rows = dom
@@ -268,11 +315,20 @@ fn a_run_on_a_terminal_shows_progress_then_a_summary_json_and_a_report() {
         .ok()
         .stdout;
     for id in first.lines().skip(1) {
-        assert!(body.contains(&format!("<td class=\"num\">{id}</td>")), "{id} missing");
+        assert!(
+            body.contains(&format!("<td class=\"num\">{id}</td>")),
+            "{id} missing"
+        );
     }
     // Rejections, by reason, for the two steps that reject.
-    assert!(dom.contains("data-step=\"load_purchases\"><caption>"), "no purchase reasons");
-    assert!(dom.contains("data-step=\"tokenize\"><caption>"), "no review reasons");
+    assert!(
+        dom.contains("data-step=\"load_purchases\"><caption>"),
+        "no purchase reasons"
+    );
+    assert!(
+        dom.contains("data-step=\"tokenize\"><caption>"),
+        "no review reasons"
+    );
     eprintln!("report screenshot: {}", screenshot.display());
 }
 
@@ -318,14 +374,24 @@ fn doctor_says_what_is_missing_and_how_to_fix_it() {
 fn completions_and_the_man_page_come_from_the_cli() {
     let env = Env::new();
     let bash = env.infra(&["completions", "bash"]).ok().stdout;
-    assert!(bash.contains("complete -F _infra") && bash.contains("doctor"), "{bash}");
+    assert!(
+        bash.contains("complete -F _infra") && bash.contains("doctor"),
+        "{bash}"
+    );
     let zsh = env.infra(&["completions", "zsh"]).ok().stdout;
     assert!(zsh.starts_with("#compdef infra"), "{zsh}");
     let fish = env.infra(&["completions", "fish"]).ok().stdout;
-    assert!(fish.contains("complete -c infra") && fish.contains("--json"), "{fish}");
+    assert!(
+        fish.contains("complete -c infra") && fish.contains("--json"),
+        "{fish}"
+    );
     // bash itself accepts the script.
     let script = env.write("infra.bash", &bash);
-    let checked = Command::new("bash").arg("-n").arg(&script).status().unwrap();
+    let checked = Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .status()
+        .unwrap();
     assert!(checked.success());
     let man = env.infra(&["man"]).ok().stdout;
     assert!(man.starts_with(".ie") || man.contains(".TH infra"), "{man}");
@@ -347,7 +413,12 @@ fn the_prebuilt_duckdb_is_the_release_the_locked_crate_binds() {
         .trim_matches('"')
         .to_owned();
     let encoded: u32 = version.split('.').nth(1).unwrap().parse().unwrap();
-    let locked = format!("{}.{}.{}", encoded / 10_000, (encoded / 100) % 100, encoded % 100);
+    let locked = format!(
+        "{}.{}.{}",
+        encoded / 10_000,
+        (encoded / 100) % 100,
+        encoded % 100
+    );
     assert_eq!(locked, infra::backend::local::duckdb::DUCKDB_RELEASE);
     let setup = std::fs::read_to_string(root.join("scripts/setup.sh")).unwrap();
     assert!(

@@ -90,7 +90,10 @@ fn up_works_in_a_state_dir_under_a_closed_directory() {
     assert!(!dir.starts_with(env.path()), "{}", dir.display());
     assert!(dir.join("data/PG_VERSION").is_file());
     let postgres = nix::unistd::User::from_name("postgres").unwrap().unwrap();
-    assert_eq!(std::fs::metadata(&dir).unwrap().uid(), postgres.uid.as_raw());
+    assert_eq!(
+        std::fs::metadata(&dir).unwrap().uid(),
+        postgres.uid.as_raw()
+    );
 
     env.infra(&["down", "--yes"]).ok();
     assert!(!dir.exists(), "down left {}", dir.display());
