@@ -33,7 +33,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 source scripts/setup.sh
-command -v hyperfine >/dev/null || { say "hyperfine is missing: apt-get install hyperfine"; exit 1; }
+command -v hyperfine >/dev/null || { say "hyperfine is missing: apt-get install hyperfine (SETUP_DEV=1 scripts/setup.sh installs it)"; exit 1; }
 [ -x /usr/bin/time ] || { say "/usr/bin/time is missing: apt-get install time"; exit 1; }
 
 cargo build --quiet
