@@ -36,7 +36,8 @@ source scripts/setup.sh
 command -v hyperfine >/dev/null || { say "hyperfine is missing: apt-get install hyperfine (SETUP_DEV=1 scripts/setup.sh installs it)"; exit 1; }
 [ -x /usr/bin/time ] || { say "/usr/bin/time is missing: apt-get install time"; exit 1; }
 
-cargo build --quiet
+# --all-targets: the same feature set as `cargo test`, so no dependency is rebuilt.
+cargo build --quiet --all-targets
 infra="$CARGO_TARGET_DIR/debug/infra"
 work=$(mktemp -d /tmp/infra-bench-XXXXXX)
 chmod 755 "$work"
@@ -78,9 +79,13 @@ venv=$(ls -d "$HOME"/.cache/infra/pyspark-venv-* | while read -r v; do [ -f "$v/
 spark_home=$(cat "$venv/.infra-ready")
 reference="bench/reference/run.sh $spark_home $venv/bin/python $data/movie_review.csv $work/valid.csv $work"
 
-hf() { hyperfine --style basic --export-json "$@" 2>&1 | grep -E 'Time|±' || true; }
+hf() {
+  hyperfine --style basic --export-json "$@" >"$work/hf.log" 2>&1 || { cat "$work/hf.log"; exit 1; }
+  grep -E 'Benchmark|Time' "$work/hf.log"
+}
 say "whole run, warm, against the reference jobs"
-hf "$work/run.json" --warmup 1 --runs "$runs" \
+# The run above was the warm-up.
+hf "$work/run.json" --runs "$runs" \
   -n infra "$infra --state-dir $state run --data $data" \
   -n reference "$reference"
 say "the first run after up"

@@ -13,8 +13,8 @@ from pyspark.sql import functions as F
 spark = SparkSession.builder.appName("reference-user-behavior").getOrCreate()
 purchases = spark.read.options(header=True, multiLine=True, escape='"', inferSchema=False).csv(sys.argv[1])
 reviews = spark.read.parquet(sys.argv[2])
-p = purchases.groupBy(F.col("customer_id").cast("bigint").alias("customer_id")).agg(
-    F.sum(F.col("quantity").cast("int") * F.col("unit_price").cast("decimal(8,3)")).alias("amount_spent")
+p = purchases.groupBy(F.expr("try_cast(customer_id AS BIGINT)").alias("customer_id")).agg(
+    F.sum(F.expr("try_cast(quantity AS INT) * try_cast(unit_price AS DECIMAL(8,3))")).alias("amount_spent")
 )
 r = reviews.groupBy(F.col("cid").cast("bigint").alias("cid")).agg(
     F.count(F.lit(1)).alias("review_count"), F.sum("positive_review").alias("review_score")
