@@ -6,8 +6,6 @@ mod harness;
 
 mod architecture;
 mod cli;
-mod errors;
-mod experience;
 mod gcp;
 mod load;
 mod local_target;
