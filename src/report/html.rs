@@ -21,7 +21,7 @@ svg .label{fill:#1f2328}svg .muted{fill:#57606a}svg .axis{stroke:#d0d7de}
 .legend span{display:inline-block;width:.8rem;height:.8rem;margin:0 .3rem 0 1rem;vertical-align:-.1rem}
 .legend .read{background:#0969da}.legend .loaded{background:#2da44e}.legend .rejected{background:#cf222e}
 .error{color:#cf222e;white-space:pre-wrap}.note{color:#57606a}
-.reasons{display:flex;gap:2rem;flex-wrap:wrap}
+.reason-tables{display:flex;gap:2rem;flex-wrap:wrap;align-items:flex-start}
 ";
 
 /// The whole page.
@@ -192,7 +192,7 @@ fn rows(out: &mut String, report: &Report) {
         }
         out.push_str("</svg>\n");
     }
-    out.push_str("<h3>Rejection reasons</h3>\n<div class=\"reasons\">\n");
+    out.push_str("<h3>Rejection reasons</h3>\n<div class=\"reason-tables\">\n");
     if report.rejects.is_empty() {
         out.push_str("<p class=\"note\">No step that rejects rows has run.</p>\n");
     }
