@@ -5,8 +5,11 @@
 mod harness;
 
 mod cli;
+mod faults;
+mod fuzz;
 mod gcp;
 mod load;
 mod local_target;
 mod pipeline;
+mod secrets;
 mod terraform;
