@@ -144,8 +144,8 @@ fn query_blocking(path: &Path, sql: &str) -> Result<QueryResult> {
     // Through Arrow rather than row by row: every type DuckDB has, NULL and
     // LIST included, arrives as an array that can be printed, where the
     // row API panics on some (a bare `SELECT NULL`).
-    let mut stmt = conn.prepare(sql).context("the query failed")?;
-    let batches: Vec<RecordBatch> = stmt.query_arrow([]).context("the query failed")?.collect();
+    let mut stmt = conn.prepare(sql).map_err(sql_error)?;
+    let batches: Vec<RecordBatch> = stmt.query_arrow([]).map_err(sql_error)?.collect();
     let mut result = QueryResult {
         columns: stmt.column_names(),
         rows: Vec::new(),
@@ -168,6 +168,12 @@ fn query_blocking(path: &Path, sql: &str) -> Result<QueryResult> {
         }
     }
     Ok(result)
+}
+
+/// DuckDB's own message. The crate chains a numeric code under it that
+/// says only "Unknown error code": it is dropped.
+fn sql_error(e: duckdb::Error) -> anyhow::Error {
+    anyhow::anyhow!("the query failed: {e}")
 }
 
 /// One result column, ready to give its values as cells.
