@@ -118,8 +118,15 @@ pub async fn run(settings: &Settings, args: &RunArgs, echo: Echo) -> Result<()> 
 }
 
 /// The last run, if every step the plan skips but needs succeeded in it.
+/// With no earlier run, only a selection that starts at step 0 (which reads
+/// nothing but the inputs) may start a new one.
 fn resume(records: &Records, plan: &Plan) -> Result<RunRecord> {
-    let Some(run) = records.latest()? else {
+    let latest = records.latest()?;
+    let starts_at_0 = plan.steps.first().map(|s| s.step) == Some(Step::LoadPurchases);
+    if latest.is_none() && starts_at_0 {
+        return Ok(RunRecord::new("local", Utc::now()));
+    }
+    let Some(run) = latest else {
         return Err(UsageError(
             "there is no earlier run to resume: --from and --only continue the last run\nhint: run the whole pipeline first: `infra run --data DIR`".into(),
         )
