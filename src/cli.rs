@@ -171,4 +171,8 @@ pub struct SampleArgs {
     /// Random seed: the same seed and scale give byte-identical files
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+
+    /// Overwrite input files that already exist in DIR
+    #[arg(long)]
+    pub force: bool,
 }

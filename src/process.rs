@@ -1,15 +1,22 @@
 //! The one way `infra` runs a child process.
 //!
 //! terraform, spark-submit, pg_ctl, initdb, pip: every child goes through
-//! [`Cmd`]. It logs argv and cwd (with secrets masked), sets the environment
-//! explicitly, reads stdout and stderr concurrently while the child runs (a
-//! noisy child can never deadlock on a full pipe), streams lines to the
-//! terminal when asked, keeps the last lines for the error message, and
-//! checks the exit status.
+//! [`Cmd`]. It logs argv and cwd (with secrets masked), reads stdout and
+//! stderr concurrently while the child runs (a noisy child can never
+//! deadlock on a full pipe), streams lines to the terminal when asked, keeps
+//! the last lines for the error message, and checks the exit status.
 //!
-//! The child stays in our process group, so Ctrl-C in a terminal reaches it
-//! directly; we never send it a second SIGINT. If the future running it is
-//! dropped (the run was interrupted), the child is killed.
+//! The child inherits `infra`'s environment (PATH, JAVA_HOME, the proxy and
+//! locale variables it needs), plus the variables each caller sets with
+//! [`Cmd::env`] and minus those it removes with [`Cmd::env_remove`]; the
+//! caller-set ones are the only ones logged as part of the command.
+//!
+//! Signals: by default the child stays in our process group, so Ctrl-C in a
+//! terminal reaches it directly and we never send it a second SIGINT. While
+//! `infra` handles stop signals itself ([`crate::signals::armed`], during
+//! `run`), each child gets a process group of its own instead, and dropping
+//! the future that runs it (the run was interrupted) kills that whole group:
+//! a JVM's Python workers die with it.
 
 use std::collections::VecDeque;
 use std::ffi::{OsStr, OsString};
@@ -18,6 +25,8 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 
 use anyhow::{Context, Result};
+use nix::sys::signal::{Signal as NixSignal, killpg};
+use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
 
@@ -176,6 +185,9 @@ impl Cmd {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        if crate::signals::armed() {
+            command.process_group(0);
+        }
         command
     }
 
@@ -187,14 +199,26 @@ impl Cmd {
             Some(dir) => tracing::info!("running {argv} (in {})", dir.display()),
             None => tracing::info!("running {argv}"),
         }
-        let mut child = self
-            .command()
+        let mut command = self.command();
+        let mut child = command
             .spawn()
             .with_context(|| format!("cannot start `{argv}`"))?;
+        let mut group = Group {
+            leader: crate::signals::armed()
+                .then(|| child.id())
+                .flatten()
+                .map(|pid| Pid::from_raw(pid as i32)),
+        };
         let stdout = child.stdout.take().expect("stdout is piped");
         let stderr = child.stderr.take().expect("stderr is piped");
         let (status, stdout, tail) = tokio::try_join!(
-            async { child.wait().await.context("waiting for child") },
+            async {
+                let status = child.wait().await.context("waiting for child");
+                // It exited: what it left behind on purpose (pg_ctl's
+                // server) is not ours to kill.
+                group.leader = None;
+                status
+            },
             collect(stdout, self.echo, true),
             collect(stderr, self.echo, false),
         )
@@ -211,6 +235,20 @@ impl Cmd {
             tail: format_tail(&lines),
         }
         .into())
+    }
+}
+
+/// A child's own process group, killed whole if the child is abandoned
+/// before it exits.
+struct Group {
+    leader: Option<Pid>,
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        if let Some(leader) = self.leader {
+            let _ = killpg(leader, NixSignal::SIGKILL);
+        }
     }
 }
 
@@ -306,7 +344,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_environment_is_set_explicitly() {
+    async fn the_caller_adds_and_removes_variables() {
         let out = Cmd::new("sh")
             .args(["-c", "echo \"$A-${HOME:-unset}\""])
             .env("A", "set")

@@ -4,9 +4,11 @@
 //! atomically before and after every step: start and end times, row counts,
 //! outcome and error. `infra status` prints the newest; `run --from` resumes
 //! it, keeping its id and start time, so a retried step writes the same
-//! `insert_date`. A lock file keeps two runs off one state dir.
+//! `insert_date`. A lock file keeps two runs, or a run and `down`, off one
+//! state dir; it holds the holder's pid, so the refusal can name it.
 
 use std::fs::File;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -156,20 +158,42 @@ impl Records {
         }
     }
 
-    /// Takes the state dir's run lock; it is released when the guard drops
-    /// (the kernel releases it if the process dies).
-    pub fn lock(&self) -> Result<Flock<File>> {
+    /// Whether any run has been recorded (or locked) here.
+    pub fn exist(&self) -> bool {
+        self.dir.is_dir()
+    }
+
+    /// Takes the state dir's run lock for `infra {verb}`, or refuses naming
+    /// the process that holds it. It is released when the guard drops (the
+    /// kernel releases it if the process dies).
+    pub fn lock(&self, verb: &str) -> Result<Flock<File>> {
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("cannot create {}", self.dir.display()))?;
         let path = self.dir.join("run.lock");
-        let file =
-            File::create(&path).with_context(|| format!("cannot open {}", path.display()))?;
+        // Not truncated on open: the holder's pid must survive a refused try.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(guard) => Ok(guard),
-            Err((_, nix::errno::Errno::EWOULDBLOCK)) => bail!(
-                "another `infra run` is using {}\nhint: wait for it to finish",
-                self.dir.display()
-            ),
+            Ok(guard) => {
+                let mut file: &File = &guard;
+                file.set_len(0)?;
+                writeln!(file, "{} {verb}", std::process::id())
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                Ok(guard)
+            }
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                let (pid, what) = holder.trim().split_once(' ').unwrap_or(("?", "run"));
+                bail!(
+                    "`infra {what}` (pid {pid}) is using {}\nhint: wait for it to finish, or stop it with `kill {pid}`",
+                    self.dir.parent().unwrap_or(&self.dir).display()
+                )
+            }
             Err((_, e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
         }
     }
@@ -179,9 +203,15 @@ impl Records {
         std::fs::create_dir_all(&self.dir)?;
         let path = self.dir.join(format!("{}.json", record.id));
         let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(record)?)
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))
+        // A full disk fails the write, not the rename: the old record stays
+        // whole and no half-written one is left.
+        let written = std::fs::write(&tmp, serde_json::to_vec_pretty(record)?)
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e).with_context(|| format!("cannot write {}", path.display()));
+        }
+        Ok(())
     }
 
     /// The newest run, if any.
@@ -259,8 +289,13 @@ mod tests {
     fn a_second_lock_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let records = Records::new(dir.path());
-        let _held = records.lock().unwrap();
-        let err = records.lock().unwrap_err();
-        assert!(err.to_string().contains("another `infra run`"), "{err}");
+        let _held = records.lock("run").unwrap();
+        let err = records.lock("down").unwrap_err();
+        let pid = std::process::id();
+        assert!(
+            err.to_string()
+                .contains(&format!("`infra run` (pid {pid})")),
+            "{err}"
+        );
     }
 }

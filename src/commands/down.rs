@@ -1,11 +1,12 @@
 //! `infra down`: tear everything down, after asking.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use crate::backend::gcp::cloud::GcpCloud;
 use crate::backend::local::Local;
 use crate::cli::DownArgs;
 use crate::process::Echo;
+use crate::record::Records;
 use crate::settings::{Settings, TargetKind};
 use crate::terraform::deploy;
 use crate::ui;
@@ -27,6 +28,14 @@ pub async fn down(settings: &Settings, args: &DownArgs, echo: Echo) -> Result<()
     for path in &doomed {
         ui::detail(path.display());
     }
+    // A running `infra run` holds the lock: deleting its state dir under it
+    // would let it write a record back into nothing.
+    let records = Records::new(local.state_dir());
+    let _lock = if records.exist() {
+        Some(records.lock("down")?)
+    } else {
+        None
+    };
     if !super::confirm("Delete all of this?", args.yes).await? {
         ui::status("nothing deleted");
         return Ok(());
@@ -61,6 +70,15 @@ async fn down_gcp(settings: &Settings, args: &DownArgs, echo: Echo) -> Result<()
     }
     let cloud = GcpCloud::connect(settings).await?;
     deploy::apply_down(&values, &tf, &cloud, plan, deploy::PROTECTED).await?;
+    // The rendered root served the destroy; its state lives in the state
+    // bucket. Leave nothing behind that `down` was not asked for.
+    for rendered in [dir, settings.state_dir.join("terraform-preview")] {
+        if rendered.exists() {
+            std::fs::remove_dir_all(&rendered)
+                .with_context(|| format!("cannot remove {}", rendered.display()))?;
+        }
+    }
+    let _ = std::fs::remove_dir(&settings.state_dir);
     ui::status(format!(
         "down: everything infra created in project {} is gone",
         values.project

@@ -5,6 +5,7 @@
 
 mod config;
 mod down;
+mod out;
 mod plan;
 mod query;
 mod render;
@@ -30,7 +31,7 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
     } else {
         Echo::Quiet
     };
-    match cli.command {
+    let result = match cli.command {
         Command::Up(args) => up::up(&settings, &args, echo).await,
         Command::Run(args) => run::run(&settings, &args, echo).await,
         Command::Down(args) => down::down(&settings, &args, echo).await,
@@ -40,7 +41,8 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::Query(args) => query::query(&settings, &args).await,
         Command::Config => config::config(&settings),
         Command::Sample(args) => sample::sample(&args),
-    }
+    };
+    out::finish(result)
 }
 
 /// Settings from flags, `INFRA_*` variables and `infra.toml`.
@@ -59,9 +61,37 @@ fn resolve(global: &GlobalArgs) -> Result<Settings> {
     Settings::resolve(Sources {
         config: global.config.as_deref(),
         cwd: &cwd,
-        env: std::env::vars().collect(),
+        env: infra_vars()?,
         flags,
     })
+}
+
+/// The `INFRA_*` variables, read with `vars_os`: a variable that is not
+/// UTF-8 (a file name in Latin-1, say) must not crash `infra`. One that
+/// names a setting is an error that names it; any other is not ours.
+fn infra_vars() -> Result<Vec<(String, String)>> {
+    let settings: Vec<String> = crate::settings::KEYS
+        .iter()
+        .map(|(key, _)| crate::settings::env_var(key))
+        .collect();
+    let mut vars = Vec::new();
+    for (name, value) in std::env::vars_os() {
+        let Some(name) = name.to_str().filter(|n| n.starts_with("INFRA_")) else {
+            continue;
+        };
+        match value.into_string() {
+            Ok(value) => vars.push((name.to_owned(), value)),
+            Err(value) if settings.iter().any(|s| s == name) => {
+                return Err(UsageError(format!(
+                    "{name} is not valid UTF-8: `{}`",
+                    value.to_string_lossy()
+                ))
+                .into());
+            }
+            Err(_) => {}
+        }
+    }
+    Ok(vars)
 }
 
 /// Checks for credentials, then finds terraform: the two things every gcp

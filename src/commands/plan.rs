@@ -1,5 +1,7 @@
 //! `infra plan`: what `up` and `run` would do, changing nothing.
 
+use std::io::Write;
+
 use anyhow::{Context, Result};
 
 use crate::backend::local::Local;
@@ -14,20 +16,21 @@ pub async fn plan(settings: &Settings, echo: Echo) -> Result<()> {
         return plan_gcp(settings, echo).await;
     }
     let local = Local::new(settings);
-    println!("up (local target in {}):", local.state_dir().display());
+    let mut out = super::out::stdout();
+    writeln!(out, "up (local target in {}):", local.state_dir().display())?;
     for action in local.plan_up().await? {
         let mark = if action.needed { "+" } else { "=" };
-        println!("  {mark} {}", action.description);
+        writeln!(out, "  {mark} {}", action.description)?;
     }
-    println!();
-    println!("run:");
+    writeln!(out)?;
+    writeln!(out, "run:")?;
     let plan = Plan::new(
         Selection::All,
         &local.buckets(),
         &super::run::table(settings).to_string(),
     );
     for line in plan.to_string().lines() {
-        println!("  {line}");
+        writeln!(out, "  {line}")?;
     }
     Ok(())
 }
@@ -44,16 +47,18 @@ async fn plan_gcp(settings: &Settings, echo: Echo) -> Result<()> {
     let summary = ready.tf.plan(PLAN_FILE, &PlanOptions::default()).await;
     ready.tf.discard(PLAN_FILE);
     let summary = summary.context("cannot plan the gcp target")?;
-    println!(
+    let mut out = super::out::stdout();
+    writeln!(
+        out,
         "up (gcp target, project {}, Terraform in {}):",
         values.project,
         dir.display()
-    );
+    )?;
     if let Some(note) = ready.note {
-        println!("  note: {note}");
+        writeln!(out, "  note: {note}")?;
     }
     for line in summary.to_string().lines() {
-        println!("  {line}");
+        writeln!(out, "  {line}")?;
     }
     Ok(())
 }

@@ -1,5 +1,7 @@
 //! `infra status`: what is provisioned, and the last run's steps.
 
+use std::io::Write;
+
 use anyhow::Result;
 
 use crate::backend::local::Local;
@@ -10,13 +12,17 @@ use crate::ui;
 pub async fn status(settings: &Settings) -> Result<()> {
     super::require_local(settings, "status")?;
     let local = Local::new(settings);
-    println!("target: local ({})", local.state_dir().display());
+    let mut out = super::out::stdout();
+    out.line(format_args!(
+        "target: local ({})",
+        local.state_dir().display()
+    ))?;
     for (what, state) in local.status().await? {
-        println!("  {what:<12} {state}");
+        writeln!(out, "  {what:<12} {state}")?;
     }
     match Records::new(local.state_dir()).latest()? {
-        Some(run) => println!("\n{}", summary(&run)),
-        None => println!("\nno runs yet"),
+        Some(run) => writeln!(out, "\n{}", summary(&run))?,
+        None => writeln!(out, "\nno runs yet")?,
     }
     Ok(())
 }

@@ -7,8 +7,10 @@
 //! transaction, so a re-run never duplicates rows and a failed load leaves
 //! the old contents.
 
+use std::cell::Cell;
 use std::io::{BufReader, Read};
 use std::path::Path;
+use std::rc::Rc;
 
 use anyhow::{Context, Result, bail};
 use futures_util::TryStreamExt;
@@ -75,12 +77,16 @@ pub async fn load_purchases(
     let parsed = parse.await.context("the CSV parser panicked")?;
     let (read, rejected) = match (parsed, send_error) {
         (Ok(counts), None) => counts,
-        (Err(e), _) => {
-            let _ = copy_in.abort("the input could not be read").await;
-            return Err(e);
-        }
-        (Ok(_), Some(e)) => {
+        (_, Some(e)) => {
+            let _ = std::fs::remove_file(&rejects_path);
             return Err(e).with_context(|| format!("COPY into {} failed", keys::PURCHASE_TABLE));
+        }
+        (Err(e), None) => {
+            let _ = copy_in.abort("the input could not be read").await;
+            let _ = std::fs::remove_file(&rejects_path);
+            return Err(e.context(
+                "the purchase file cannot be loaded\nhint: fix the file, then rerun `infra run --data DIR` with its directory",
+            ));
         }
     };
     let loaded = copy_in
@@ -115,7 +121,44 @@ fn parse(
     rejects_path: &Path,
     chunks: mpsc::Sender<Vec<u8>>,
 ) -> Result<(u64, u64)> {
-    let reader = skip_bom(BufReader::with_capacity(1 << 16, SyncIoBridge::new(body)))
+    let mut rejects = csv::Writer::from_path(rejects_path)
+        .with_context(|| format!("cannot create {}", rejects_path.display()))?;
+    let counts = parse_rows(SyncIoBridge::new(body), input, &mut rejects, |chunk| {
+        chunks
+            .blocking_send(chunk)
+            .map_err(|_| anyhow::anyhow!("the database stopped accepting rows"))
+    })?;
+    rejects
+        .flush()
+        .with_context(|| format!("cannot write {}", rejects_path.display()))?;
+    Ok(counts)
+}
+
+/// The longest record the loader accepts. A valid row is at most about
+/// 4 KiB (a 1000-character description is the longest field); a longer
+/// record means a runaway quote or a file that is not this CSV, and must
+/// not be read into memory whole, however large it is.
+pub const MAX_RECORD_BYTES: u64 = 1 << 20;
+
+/// Step 0's parser, apart from where its output goes, so it can be fuzzed:
+/// checks the header, then validates every record. Valid rows are encoded
+/// as one binary COPY stream (header, rows, trailer) and handed to `emit` in chunks
+/// of about [`CHUNK_BYTES`]; invalid ones are written to `rejects` with
+/// their line and reason. Returns (rows read, rows rejected); the rows
+/// emitted are the difference.
+pub fn parse_rows<R: Read, W: std::io::Write>(
+    body: R,
+    input: &str,
+    rejects: &mut csv::Writer<W>,
+    mut emit: impl FnMut(Vec<u8>) -> Result<()>,
+) -> Result<(u64, u64)> {
+    let record_start = Rc::new(Cell::new(0u64));
+    let bounded = Bounded {
+        inner: body,
+        read: 0,
+        record_start: Rc::clone(&record_start),
+    };
+    let reader = skip_bom(BufReader::with_capacity(1 << 16, bounded))
         .with_context(|| format!("cannot read {input}"))?;
     // Records end at '\n' only, and the '\r' of a CRLF is trimmed by hand:
     // with CRLF terminators the csv crate reports each record's line one
@@ -146,9 +189,8 @@ fn parse(
             INPUT_HEADER.join(",")
         );
     }
+    record_start.set(csv.position().byte());
 
-    let mut rejects = csv::Writer::from_path(rejects_path)
-        .with_context(|| format!("cannot create {}", rejects_path.display()))?;
     rejects.write_record(["line", "reason", "record"])?;
     let mut raw = Vec::new();
 
@@ -165,6 +207,7 @@ fn parse(
         if !more {
             break;
         }
+        record_start.set(csv.position().byte());
         read += 1;
         match purchases::validate(&record) {
             Ok(row) => purchases::encode(&row, &mut chunk),
@@ -187,20 +230,43 @@ fn parse(
             }
         }
         if chunk.len() >= CHUNK_BYTES {
-            let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK_BYTES + 4096));
-            if chunks.blocking_send(full).is_err() {
-                bail!("the database stopped accepting rows");
-            }
+            emit(std::mem::replace(
+                &mut chunk,
+                Vec::with_capacity(CHUNK_BYTES + 4096),
+            ))?;
         }
     }
     chunk.extend_from_slice(purchases::COPY_TRAILER);
-    if chunks.blocking_send(chunk).is_err() {
-        bail!("the database stopped accepting rows");
-    }
-    rejects
-        .flush()
-        .with_context(|| format!("cannot write {}", rejects_path.display()))?;
+    emit(chunk)?;
     Ok((read, rejected))
+}
+
+/// A reader that refuses to run more than [`MAX_RECORD_BYTES`] (plus what
+/// the buffers above it hold) past the start of the current record.
+struct Bounded<R> {
+    inner: R,
+    read: u64,
+    record_start: Rc<Cell<u64>>,
+}
+
+/// Room for the 64 KiB `BufReader` and the csv crate's own buffer.
+const BUFFERED: u64 = 128 * 1024;
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.read.saturating_sub(self.record_start.get()) > MAX_RECORD_BYTES + BUFFERED {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "a record longer than {} MiB (an unclosed quote, or not a purchase CSV)",
+                    MAX_RECORD_BYTES >> 20
+                ),
+            ));
+        }
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        Ok(n)
+    }
 }
 
 /// Drops the '\r' of a CRLF line end from the record's last field (for the

@@ -4,6 +4,7 @@
 //! and after it runs, and stops at the first failure. It never names a
 //! target: everything it touches comes in through [`Target`].
 
+pub mod inputs;
 pub mod load;
 pub mod purchases;
 pub mod spark;
@@ -19,12 +20,14 @@ use crate::backend::{TableRef, Target};
 use crate::exit::Interrupted;
 use crate::plan::{Plan, Step};
 use crate::record::{Counts, Outcome, Records, RunRecord};
+use crate::signals::Signals;
 use crate::ui;
 
 /// Runs every step of `plan` as part of `run`, saving the record as it goes.
-/// Ctrl-C stops the current step, records it as interrupted, and returns
-/// [`Interrupted`]; dropping the step kills its child processes and rolls
-/// back its transaction.
+/// A stop signal (SIGINT, SIGTERM, SIGHUP; see [`crate::signals`]), during
+/// a step or between two, stops the step, records it as interrupted, and
+/// returns [`Interrupted`]; dropping the step kills its child processes and
+/// rolls back its transaction.
 pub async fn execute(
     target: &Target,
     plan: &Plan,
@@ -32,6 +35,7 @@ pub async fn execute(
     records: &Records,
     table: &TableRef,
     scratch: &Path,
+    signals: &mut Signals,
 ) -> Result<()> {
     let mut db: Option<PgConnection> = None;
     let total = plan.steps.len();
@@ -46,10 +50,7 @@ pub async fn execute(
         records.save(run)?;
 
         let work = execute_step(step, target, &mut db, run, table, scratch);
-        let result = tokio::select! {
-            result = work => result,
-            _ = tokio::signal::ctrl_c() => Err(Interrupted.into()),
-        };
+        let result = signals.guard(work).await;
         let now = Utc::now();
         match result {
             Ok(counts) => {

@@ -6,9 +6,12 @@ mod harness;
 
 mod architecture;
 mod cli;
+mod faults;
+mod fuzz;
 mod gcp;
 mod load;
 mod local_target;
 mod pipeline;
+mod secrets;
 mod spark_runtime;
 mod terraform;

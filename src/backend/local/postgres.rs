@@ -123,6 +123,9 @@ impl LocalPostgres {
         let run_as = self.run_as();
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("cannot create {}", self.dir.display()))?;
+        // The socket lives here: only the server's user may enter.
+        std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot restrict {}", self.dir.display()))?;
         let socket = self.dir.join(".s.PGSQL.65535");
         if socket.as_os_str().len() > MAX_SOCKET_PATH {
             bail!(
