@@ -60,7 +60,7 @@ async fn down_gcp(settings: &Settings, args: &DownArgs, echo: Echo) -> Result<()
         return Ok(());
     }
     let cloud = GcpCloud::connect(settings).await?;
-    deploy::apply_down(&values, &tf, &cloud, plan, deploy::PROTECTED).await?;
+    deploy::apply_down(&values, &tf, &cloud, plan, &deploy::TEARDOWN).await?;
     ui::status(format!(
         "down: everything infra created in project {} is gone",
         values.project
