@@ -33,7 +33,15 @@ found in either input; no column is ever NULL, and all five are written as
 
 Purchases with a NULL ``customer_id`` are not a customer and are left out.
 ``--metrics`` gets one JSON object in a single part file with the integer keys
-``purchases_read``, ``reviews_read``, ``rows_written``.
+``purchases_read``, ``reviews_read``, ``rows_written``; the CLI checks the first
+two against steps 1 and 2.
+
+The job refuses to run with ANSI mode off (``spark.sql.ansi.enabled``): an
+overflowing sum would then be NULL and written as 0. With it on, an overflow
+fails the job.
+
+Each input is read once, into the per-customer rows (cached, a few thousand),
+from which both the counts and the output are taken.
 """
 
 from __future__ import annotations
@@ -129,45 +137,45 @@ def read_reviews(spark: SparkSession, path: str) -> DataFrame:
 
 
 def aggregate_purchases(purchases: DataFrame) -> DataFrame:
-    """``customer_id bigint, amount_spent decimal(38,3)`` per non-NULL customer id."""
+    """``customer_id bigint, amount_spent decimal(38,3), purchase_rows bigint``
+    per customer id, with one row for the NULL id (purchases of no customer:
+    they count as read, and add nothing to any amount)."""
+    customer_id = F.col("customer_id")
     line_amount = F.col("quantity").cast(T.DecimalType(10, 0)) * F.col("unit_price").cast(T.DecimalType(8, 3))
-    return (
-        purchases.filter(F.col("customer_id").isNotNull())
-        .groupBy(F.col("customer_id").cast(T.LongType()).alias("customer_id"))
-        .agg(F.sum(line_amount).cast(MONEY).alias("amount_spent"))
+    return purchases.groupBy(customer_id.cast(T.LongType()).alias("customer_id")).agg(
+        F.sum(F.when(customer_id.isNotNull(), line_amount)).cast(MONEY).alias("amount_spent"),
+        F.count(F.lit(1)).alias("purchase_rows"),
     )
 
 
 def aggregate_reviews(reviews: DataFrame) -> DataFrame:
-    """``cid bigint, review_count bigint, review_score bigint`` per non-NULL cid."""
-    return (
-        reviews.filter(F.col("cid").isNotNull())
-        .groupBy(F.col("cid").cast(T.LongType()).alias("cid"))
-        .agg(
-            F.count(F.lit(1)).cast(T.LongType()).alias("review_count"),
-            F.sum(F.col("positive_review").cast(T.LongType())).alias("review_score"),
-        )
+    """``cid bigint, review_count bigint, review_score bigint`` per cid, NULL included."""
+    return reviews.groupBy(F.col("cid").cast(T.LongType()).alias("cid")).agg(
+        F.count(F.lit(1)).cast(T.LongType()).alias("review_count"),
+        F.sum(F.col("positive_review").cast(T.LongType())).alias("review_score"),
     )
 
 
-def build_user_behavior(purchases: DataFrame, reviews: DataFrame, insert_date: dt.datetime) -> DataFrame:
-    """Aggregate both sides, full-outer-join them on the customer id, fill gaps with 0."""
+def join_customers(purchases: DataFrame, reviews: DataFrame) -> DataFrame:
+    """Both sides aggregated and full-outer-joined on the customer id, gaps filled
+    with 0: ``customer_id`` (NULL for the rows of no customer), the metric's
+    columns, and ``purchase_rows`` so that the inputs can be counted from it."""
     p = aggregate_purchases(purchases).alias("p")
     r = aggregate_reviews(reviews).alias("r")
+    # NULL ids never match, so each side's NULL group stays a row of its own.
     joined = p.join(r, F.col("p.customer_id") == F.col("r.cid"), "full_outer")
-    customer_id = F.coalesce(F.col("p.customer_id"), F.col("r.cid"))
-    result = (
-        joined.select(
-            customer_id.alias("customer_id"),
-            F.coalesce(F.col("p.amount_spent"), F.lit(0).cast(MONEY)).cast(MONEY).alias("amount_spent"),
-            F.coalesce(F.col("r.review_count"), F.lit(0).cast(T.LongType())).alias("review_count"),
-            F.coalesce(F.col("r.review_score"), F.lit(0).cast(T.LongType())).alias("review_score"),
-        )
-        # Never true: both sides drop NULL ids and a full outer join row has at
-        # least one side. Kept as a guard for the no-op below.
-        .filter(F.col("customer_id").isNotNull())
+    return joined.select(
+        F.coalesce(F.col("p.customer_id"), F.col("r.cid")).alias("customer_id"),
+        F.coalesce(F.col("p.amount_spent"), F.lit(0).cast(MONEY)).cast(MONEY).alias("amount_spent"),
+        F.coalesce(F.col("r.review_count"), F.lit(0).cast(T.LongType())).alias("review_count"),
+        F.coalesce(F.col("r.review_score"), F.lit(0).cast(T.LongType())).alias("review_score"),
+        F.coalesce(F.col("p.purchase_rows"), F.lit(0).cast(T.LongType())).alias("purchase_rows"),
     )
-    return result.select(
+
+
+def metric_rows(joined: DataFrame, insert_date: dt.datetime) -> DataFrame:
+    """The metric table from :func:`join_customers`: customers only."""
+    return joined.filter(F.col("customer_id").isNotNull()).select(
         # A no-op (the id is never NULL here) that makes the column
         # non-nullable in the schema, so Parquet stores it as REQUIRED.
         F.coalesce(F.col("customer_id"), F.lit(0).cast(T.LongType())).alias("customer_id"),
@@ -176,6 +184,11 @@ def build_user_behavior(purchases: DataFrame, reviews: DataFrame, insert_date: d
         F.col("review_score"),
         timestamp_literal(insert_date).alias("insert_date"),
     )
+
+
+def build_user_behavior(purchases: DataFrame, reviews: DataFrame, insert_date: dt.datetime) -> DataFrame:
+    """Aggregate both sides, full-outer-join them on the customer id, fill gaps with 0."""
+    return metric_rows(join_customers(purchases, reviews), insert_date)
 
 
 def write_metrics(spark: SparkSession, path: str, metrics: Dict[str, int], schema: T.StructType) -> None:
@@ -189,6 +202,17 @@ def configure(spark: SparkSession) -> None:
     # cluster's default zone; and INT64 micros instead of the legacy INT96.
     spark.conf.set("spark.sql.session.timeZone", "UTC")
     spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
+    require_ansi(spark)
+
+
+def require_ansi(spark: SparkSession) -> None:
+    """Refuse to run with ANSI mode off: a decimal sum that overflows would be
+    NULL, and the full outer join's ``coalesce`` would write it as 0."""
+    if spark.conf.get("spark.sql.ansi.enabled", "true").strip().lower() != "true":
+        raise RuntimeError(
+            "spark.sql.ansi.enabled is false: an overflowing amount_spent would silently become 0. "
+            "Remove the setting (ANSI mode is Spark 4's default) and run again."
+        )
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -211,21 +235,19 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 
 def run(spark: SparkSession, args: argparse.Namespace) -> Dict[str, int]:
     configure(spark)
-    purchases = read_purchases(spark, args.purchases).cache()
-    reviews = read_reviews(spark, args.reviews).cache()
+    # The inputs are read once, into the joined per-customer rows (a few
+    # thousand), which are cached: the counts and the output come from them.
+    joined = join_customers(read_purchases(spark, args.purchases), read_reviews(spark, args.reviews)).cache()
     try:
-        purchases_read = purchases.count()
-        reviews_read = reviews.count()
-        result = build_user_behavior(purchases, reviews, args.insert_date).cache()
-        try:
-            rows_written = result.count()
-            result.write.mode("overwrite").parquet(args.output)
-        finally:
-            result.unpersist()
+        totals = joined.agg(
+            F.coalesce(F.sum("purchase_rows"), F.lit(0)).alias("purchases_read"),
+            F.coalesce(F.sum("review_count"), F.lit(0)).alias("reviews_read"),
+            F.count("customer_id").alias("rows_written"),
+        ).first()
+        metric_rows(joined, args.insert_date).write.mode("overwrite").parquet(args.output)
     finally:
-        purchases.unpersist()
-        reviews.unpersist()
-    metrics = {"purchases_read": purchases_read, "reviews_read": reviews_read, "rows_written": rows_written}
+        joined.unpersist()
+    metrics = {name: int(totals[name]) for name in ("purchases_read", "reviews_read", "rows_written")}
     write_metrics(spark, args.metrics, metrics, METRICS_SCHEMA)
     return metrics
 

@@ -30,6 +30,17 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
 fi
 
 if [ "${SETUP_DEV:-0}" = 1 ]; then
+  # bench/run.sh: hyperfine times whole processes, GNU time measures peak memory.
+  dev_apt=()
+  command -v hyperfine >/dev/null || dev_apt+=(hyperfine)
+  [ -x /usr/bin/time ] || dev_apt+=(time)
+  if [ "${#dev_apt[@]}" -gt 0 ]; then
+    say "installing Debian packages for development: ${dev_apt[*]}"
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${dev_apt[@]}" >/dev/null
+  fi
   if ! command -v terraform >/dev/null; then
     say "terraform is not on PATH: the Terraform runner tests need it (https://developer.hashicorp.com/terraform/install)"
     exit 1

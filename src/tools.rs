@@ -47,7 +47,7 @@ impl Tool {
                 "install Java 17 or newer: `apt-get install openjdk-17-jre-headless`, or set JAVA_HOME"
             }
             Tool::Python3 => {
-                "install Python 3.9 or newer with venv: `apt-get install python3 python3-venv`"
+                "install Python 3.11 or newer with venv: `apt-get install python3 python3-venv`"
             }
             Tool::Terraform => {
                 "install Terraform 1.5 or newer from https://developer.hashicorp.com/terraform/install and put it on PATH"

@@ -340,8 +340,49 @@ def test_arguments_are_required(capsys):
     )
 
 
-def test_raw_schema_is_all_strings():
-    assert all(f.dataType == T.StringType() for f in tokenizer.RAW_SCHEMA.fields)
+def test_values_are_read_verbatim_not_typed(spark, tmp_path):
+    """Fields reach validation as the file's text: no number or date parsing,
+    no trimming, leading zeros and signs kept (the cid check sees them)."""
+    uri = csv_file(tmp_path, HEADER + b"\n007, 3.50 ,2020-01-01\n+1,1e3,  x  \n")
+    raw = tokenizer.read_raw_reviews(spark, uri)
+    rows = [(r["cid"], r["review_str"], r["id_review"]) for r in raw.collect()]
+    assert rows == [("007", " 3.50 ", "2020-01-01"), ("+1", "1e3", "  x  ")]
+
+
+def test_invalid_utf8_goes_to_the_rejects_with_its_reason(spark, tmp_path):
+    """Regression (issue 13): Spark's UTF-8 reader replaced such bytes with
+    U+FFFD and kept the row; now the row is rejected, as purchases are."""
+    body = (
+        HEADER + b"\r\n"
+        b"1,good \xff bad,a\r\n"  # a stray byte
+        b'2,"caf\xc3\xa9 good",b\r\n'  # valid two-byte UTF-8
+        b'3,"cut \xe2\x82",c\r\n'  # a truncated sequence before the quote
+        b"4,good,\xc0\xaf\r\n"  # an overlong encoding, in id_review
+        b"\xed\xa0\x80,good,e\r\n"  # a surrogate, in cid
+        b"6,\xef\xbf\xbd is a real U+FFFD,f\r\n"  # valid UTF-8 for U+FFFD itself
+    )
+    out, rejects, metrics_dir = run_main(spark, tmp_path, body, bom=True)
+    valid = {r["id_review"]: r for r in spark.read.parquet(file_uri(out)).collect()}
+    assert set(valid) == {"b", "f"}
+    assert valid["b"]["positive_review"] == 1
+    records = list(csv.DictReader(io.StringIO(single_part_file(rejects, ".csv").read_text(), newline="")))
+    reasons = {r["id_review"] or r["cid"]: r["reason"] for r in records}
+    assert reasons == {
+        "a": "review_str is not valid UTF-8",
+        "c": "review_str is not valid UTF-8",
+        "\ufffd\ufffd": "id_review is not valid UTF-8",  # one U+FFFD per bad byte
+        "e": "cid is not valid UTF-8",
+    }, reasons
+    # The record splits on the file's bytes: the truncated sequence did not eat the quote.
+    assert next(r for r in records if r["id_review"] == "c")["review_str"] == "cut \ufffd"
+    assert read_metrics(metrics_dir) == {"rows_read": 6, "rows_written": 2, "rows_rejected": 4}
+
+
+@pytest.mark.parametrize("body", [b"", b"\n\r\n\n", b"\xef\xbb\xbf"], ids=["zero-bytes", "blank-lines", "bom-only"])
+def test_an_empty_file_is_an_error(spark, tmp_path, body):
+    """An empty review file is an error (no header), as an empty purchase file is."""
+    with pytest.raises(ValueError, match="is empty: expected a header row `cid,review_str,id_review`"):
+        run_main(spark, tmp_path, body)
 
 
 def test_header_only_file(spark, tmp_path):

@@ -215,22 +215,31 @@ def test_aggregation_on_dataframes(spark):
 
 
 def test_decimal_sum_is_exact_at_scale(spark):
-    """Many 0.1 / 1.005 lines: float32 (and float64) sums drift, decimal does not."""
+    """Many 0.1 / 1.005 lines sum to the exact decimal (a binary float sum drifts)."""
     n = 5000
     rows = [("i", "s", None, 1, None, Decimal("0.100"), 9, "UK")] * n
     rows += [("i", "s", None, 7, None, Decimal("1.005"), 9, "UK")] * n
+    rows += [("i", "s", None, -2147483648, None, Decimal("-99999.999"), 8, "UK")] * 3
     purchases = spark.createDataFrame(rows, user_behavior.PURCHASES_SCHEMA)
     reviews = spark.createDataFrame([], tokenizer.OUTPUT_SCHEMA)
     df = user_behavior.build_user_behavior(purchases, reviews, dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc))
-    [row] = df.collect()
-    assert row["amount_spent"] == Decimal("35675.000")
-    assert str(row["amount_spent"]) == "35675.000"
-    import numpy as np
+    got = {r["customer_id"]: r["amount_spent"] for r in df.collect()}
+    assert str(got[9]) == "35675.000"
+    # The extremes of the input types: 3 x (-2^31 x -99999.999), to the last digit.
+    assert str(got[8]) == str(3 * Decimal(-2147483648) * Decimal("-99999.999"))
 
-    acc = np.float32(0)  # what the original job's float sum would have written
-    for qty, price in [(1, 0.1)] * n + [(7, 1.005)] * n:
-        acc += np.float32(qty) * np.float32(price)
-    assert round(Decimal(float(acc)), 3) != row["amount_spent"]
+
+def test_ansi_mode_off_is_refused(spark, tmp_path, inputs):
+    """Regression (issue 13): with ANSI off an overflowing sum is NULL and the
+    join's coalesce writes 0; the job refuses to run instead."""
+    previous = spark.conf.get("spark.sql.ansi.enabled")
+    spark.conf.set("spark.sql.ansi.enabled", "false")
+    try:
+        with pytest.raises(RuntimeError, match="spark.sql.ansi.enabled is false"):
+            run_main(spark, tmp_path, *inputs)
+    finally:
+        spark.conf.set("spark.sql.ansi.enabled", previous)
+    assert not (tmp_path / "out").exists()
 
 
 def test_malformed_purchases_fail_the_job(spark, tmp_path):

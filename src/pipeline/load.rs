@@ -58,7 +58,7 @@ pub async fn load_purchases(
     };
 
     let copy = format!(
-        "COPY {} ({}) FROM STDIN (FORMAT text)",
+        "COPY {} ({}) FROM STDIN (FORMAT binary)",
         keys::PURCHASE_TABLE,
         COLUMNS.join(", ")
     );
@@ -107,7 +107,7 @@ pub async fn load_purchases(
 }
 
 /// Parses and validates `body` on a blocking thread. Valid rows go to
-/// `chunks` in COPY text format; invalid ones to the rejects file.
+/// `chunks` as one binary COPY stream; invalid ones to the rejects file.
 /// Returns (rows read, rows rejected).
 fn parse(
     body: Body,
@@ -152,8 +152,10 @@ fn parse(
     rejects.write_record(["line", "reason", "record"])?;
     let mut raw = Vec::new();
 
+    // One record buffer for the whole file: the parser reuses its storage.
     let mut record = csv::ByteRecord::new();
     let mut chunk = Vec::with_capacity(CHUNK_BYTES + 4096);
+    chunk.extend_from_slice(purchases::COPY_HEADER);
     let (mut read, mut rejected) = (0u64, 0u64);
     loop {
         let more = csv.read_byte_record(&mut record).with_context(|| {
@@ -163,12 +165,12 @@ fn parse(
         if !more {
             break;
         }
-        strip_cr(&mut record);
         read += 1;
         match purchases::validate(&record) {
             Ok(row) => purchases::encode(&row, &mut chunk),
             Err(reason) => {
                 rejected += 1;
+                strip_cr(&mut record);
                 let line = record.position().map_or(0, |p| p.line());
                 raw.clear();
                 {
@@ -191,7 +193,8 @@ fn parse(
             }
         }
     }
-    if !chunk.is_empty() && chunks.blocking_send(chunk).is_err() {
+    chunk.extend_from_slice(purchases::COPY_TRAILER);
+    if chunks.blocking_send(chunk).is_err() {
         bail!("the database stopped accepting rows");
     }
     rejects
@@ -200,7 +203,8 @@ fn parse(
     Ok((read, rejected))
 }
 
-/// Drops the '\r' of a CRLF line end from the record's last field.
+/// Drops the '\r' of a CRLF line end from the record's last field (for the
+/// header and the rejects file; `validate` ignores it without copying).
 fn strip_cr(record: &mut csv::ByteRecord) {
     let Some(last) = record.iter().next_back() else {
         return;

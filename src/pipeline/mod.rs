@@ -101,11 +101,22 @@ async fn execute_step(
             load::dump_purchases(conn, b.staging.as_ref()).await
         }
         Step::Tokenize => spark::tokenize(target.spark.as_ref(), b).await,
-        Step::UserBehavior => spark::user_behavior(target.spark.as_ref(), b, run.started_at).await,
+        Step::UserBehavior => {
+            let expected = spark::Expected {
+                purchases: rows_out(run, Step::DumpPurchases),
+                reviews: rows_out(run, Step::Tokenize),
+            };
+            spark::user_behavior(target.spark.as_ref(), b, run.started_at, expected).await
+        }
         Step::LoadWarehouse => {
             warehouse::load_metric(target.warehouse.as_ref(), b.staging.as_ref(), table).await
         }
     }
+}
+
+/// The rows `step` wrote in this run, if it finished.
+fn rows_out(run: &RunRecord, step: Step) -> Option<u64> {
+    run.step(step)?.counts.map(|c| c.rows_out)
 }
 
 /// One connection per run, opened by the first step that needs it.

@@ -1,8 +1,14 @@
 //! Step 0's row contract: which purchase rows are valid, and how a valid
-//! row is written for PostgreSQL's `COPY … FROM STDIN`.
+//! row is written for PostgreSQL's `COPY … FROM STDIN (FORMAT binary)`.
 //!
 //! Pure functions over one CSV record, so the rules can be tested one by one
-//! and the loader stays a loop.
+//! and the loader stays a loop. Validation borrows every field from the
+//! record (no allocation per field), and encoding appends to one buffer.
+//!
+//! Binary COPY spares the server all text parsing: integers, the timestamp
+//! and the price arrive in their on-disk form. The server still applies the
+//! column types' limits (`varchar(n)`, `numeric(8,3)`) as it would to text,
+//! and the validator has already checked every one of them.
 
 use std::fmt;
 
@@ -98,14 +104,20 @@ pub struct Purchase<'a> {
     pub country: Option<&'a str>,
 }
 
-/// Checks one record against the contract.
+/// Checks one record against the contract. A `\r` ending the last field is
+/// the CR of a CRLF line end and not part of the value.
 pub fn validate(record: &csv::ByteRecord) -> Result<Purchase<'_>, Reason> {
     if record.len() != 8 {
         return Err(Reason::FieldCount(record.len()));
     }
     let field = |i: usize| -> Result<&str, Reason> {
         let column = INPUT_HEADER[i];
-        let text = std::str::from_utf8(&record[i]).map_err(|_| Reason::NotUtf8(column))?;
+        let bytes = &record[i];
+        let bytes = match bytes.strip_suffix(b"\r") {
+            Some(trimmed) if i == 7 => trimmed,
+            _ => bytes,
+        };
+        let text = std::str::from_utf8(bytes).map_err(|_| Reason::NotUtf8(column))?;
         if text.contains('\0') {
             return Err(Reason::NulByte(column));
         }
@@ -206,47 +218,104 @@ pub fn is_price(text: &str) -> bool {
         && !(int.is_empty() && frac.is_empty())
 }
 
-/// Appends `row` in COPY text format: tab-separated, `\N` for NULL,
-/// backslash escapes for the characters the format reserves.
+/// The start of a binary COPY stream: signature, flags, header extension length.
+pub const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+
+/// The end of a binary COPY stream: a field count of -1.
+pub const COPY_TRAILER: &[u8] = &(-1i16).to_be_bytes();
+
+/// 2000-01-01 00:00:00, PostgreSQL's timestamp epoch.
+fn pg_epoch() -> NaiveDateTime {
+    chrono::NaiveDate::from_ymd_opt(2000, 1, 1)
+        .expect("a valid date")
+        .and_hms_opt(0, 0, 0)
+        .expect("a valid time")
+}
+
+/// Appends `row` as one binary COPY tuple: a field count, then each field
+/// as a 32-bit length (-1 for NULL) and the type's binary form.
 pub fn encode(row: &Purchase<'_>, out: &mut Vec<u8>) {
-    use std::io::Write;
+    out.extend_from_slice(&(COLUMNS.len() as i16).to_be_bytes());
     text(out, Some(row.invoice_number));
-    out.push(b'\t');
     text(out, Some(row.stock_code));
-    out.push(b'\t');
     text(out, row.detail);
-    let _ = write!(
-        out,
-        "\t{}\t{}\t",
-        row.quantity,
-        row.invoice_date.format("%Y-%m-%d %H:%M:%S")
-    );
-    out.extend_from_slice(row.unit_price.as_bytes());
-    out.push(b'\t');
-    match row.customer_id {
-        Some(id) => {
-            let _ = write!(out, "{id}");
-        }
-        None => out.extend_from_slice(b"\\N"),
-    }
-    out.push(b'\t');
+    int4(out, Some(row.quantity));
+    // Validated dates lie in years 1000-9999: micros fit an i64 with room.
+    let micros = (row.invoice_date - pg_epoch())
+        .num_microseconds()
+        .expect("a four-digit year fits in i64 microseconds");
+    out.extend_from_slice(&8i32.to_be_bytes());
+    out.extend_from_slice(&micros.to_be_bytes());
+    numeric(out, row.unit_price);
+    int4(out, row.customer_id);
     text(out, row.country);
-    out.push(b'\n');
 }
 
 fn text(out: &mut Vec<u8>, value: Option<&str>) {
-    let Some(value) = value else {
-        out.extend_from_slice(b"\\N");
-        return;
-    };
-    for byte in value.bytes() {
-        match byte {
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            other => out.push(other),
+    match value {
+        Some(value) => {
+            // Validated fields hold at most 1000 characters.
+            out.extend_from_slice(&(value.len() as i32).to_be_bytes());
+            out.extend_from_slice(value.as_bytes());
         }
+        None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+    }
+}
+
+fn int4(out: &mut Vec<u8>, value: Option<i32>) {
+    match value {
+        Some(value) => {
+            out.extend_from_slice(&4i32.to_be_bytes());
+            out.extend_from_slice(&value.to_be_bytes());
+        }
+        None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+    }
+}
+
+/// A price that [`is_price`] accepted, in `numeric`'s binary form: digit
+/// count, weight (of the first base-10000 digit), sign, display scale, then
+/// the base-10000 digits, with no leading or trailing zero digits.
+fn numeric(out: &mut Vec<u8>, price: &str) {
+    let negative = price.starts_with('-');
+    let unsigned = price.strip_prefix(['+', '-']).unwrap_or(price);
+    let (int, frac) = unsigned.split_once('.').unwrap_or((unsigned, ""));
+    // At most 5 integer digits and 3 decimals: one 8-digit number, scaled
+    // by 10^3, splits into base-10000 digits d0.d1 d2 (weight 1, 0, -1).
+    let digits = |s: &str| s.bytes().fold(0u64, |n, b| n * 10 + u64::from(b - b'0'));
+    let scaled = digits(int) * 1000 + digits(frac) * 10u64.pow(3 - frac.len() as u32);
+    let whole = scaled / 1000;
+    let groups = [
+        (whole / 10000) as i16,
+        (whole % 10000) as i16,
+        ((scaled % 1000) * 10) as i16,
+    ];
+    let mut weight = 1i16;
+    let mut first = 0;
+    while first < groups.len() && groups[first] == 0 {
+        first += 1;
+        weight -= 1;
+    }
+    let mut last = groups.len();
+    while last > first && groups[last - 1] == 0 {
+        last -= 1;
+    }
+    let kept = &groups[first..last];
+    if kept.is_empty() {
+        weight = 0;
+    }
+    let sign: u16 = if negative && !kept.is_empty() {
+        0x4000
+    } else {
+        0
+    };
+    let len = 8 + 2 * kept.len();
+    out.extend_from_slice(&(len as i32).to_be_bytes());
+    out.extend_from_slice(&(kept.len() as i16).to_be_bytes());
+    out.extend_from_slice(&weight.to_be_bytes());
+    out.extend_from_slice(&sign.to_be_bytes());
+    out.extend_from_slice(&(frac.len() as i16).to_be_bytes());
+    for digit in kept {
+        out.extend_from_slice(&digit.to_be_bytes());
     }
 }
 
@@ -279,6 +348,31 @@ mod tests {
         validate(&with(i, value)).unwrap_err().to_string()
     }
 
+    /// Splits one encoded tuple into its fields (`None` for NULL).
+    fn fields(tuple: &[u8]) -> Vec<Option<Vec<u8>>> {
+        let count = i16::from_be_bytes([tuple[0], tuple[1]]);
+        let mut at = 2;
+        let mut out = Vec::new();
+        for _ in 0..count {
+            let len = i32::from_be_bytes(tuple[at..at + 4].try_into().unwrap());
+            at += 4;
+            if len < 0 {
+                out.push(None);
+            } else {
+                out.push(Some(tuple[at..at + len as usize].to_vec()));
+                at += len as usize;
+            }
+        }
+        assert_eq!(at, tuple.len(), "trailing bytes after the tuple");
+        out
+    }
+
+    fn encoded(row: &csv::ByteRecord) -> Vec<Option<Vec<u8>>> {
+        let mut out = Vec::new();
+        encode(&validate(row).unwrap(), &mut out);
+        fields(&out)
+    }
+
     #[test]
     fn a_uci_row_is_valid() {
         let row = record(&VALID);
@@ -286,12 +380,21 @@ mod tests {
         assert_eq!(p.quantity, 6);
         assert_eq!(p.invoice_date.to_string(), "2010-12-01 08:26:00");
         assert_eq!(p.customer_id, Some(17850));
-        let mut out = Vec::new();
-        encode(&p, &mut out);
+        let f = encoded(&row);
+        assert_eq!(f.len(), 8);
+        assert_eq!(f[0].as_deref(), Some(&b"536365"[..]));
         assert_eq!(
-            String::from_utf8(out).unwrap(),
-            "536365\t85123A\tWHITE HANGING HEART T-LIGHT HOLDER\t6\t2010-12-01 08:26:00\t2.55\t17850\tUnited Kingdom\n"
+            f[2].as_deref(),
+            Some(&b"WHITE HANGING HEART T-LIGHT HOLDER"[..])
         );
+        assert_eq!(f[3].as_deref(), Some(&6i32.to_be_bytes()[..]));
+        // 2010-12-01 08:26 is 344,507,160 s after PostgreSQL's epoch.
+        assert_eq!(
+            f[4].as_deref(),
+            Some(&(344_507_160_000_000i64).to_be_bytes()[..])
+        );
+        assert_eq!(f[6].as_deref(), Some(&17850i32.to_be_bytes()[..]));
+        assert_eq!(f[7].as_deref(), Some(&b"United Kingdom"[..]));
     }
 
     #[test]
@@ -303,10 +406,63 @@ mod tests {
         let row = record(&fields);
         let p = validate(&row).unwrap();
         assert_eq!((p.detail, p.customer_id, p.country), (None, None, None));
+        let f = encoded(&row);
+        assert_eq!((&f[2], &f[6], &f[7]), (&None, &None, &None));
+    }
+
+    /// `numeric`'s binary form: (ndigits, weight, sign, dscale, digits).
+    fn numeric_parts(price: &str) -> (i16, i16, u16, i16, Vec<i16>) {
         let mut out = Vec::new();
-        encode(&p, &mut out);
-        assert!(out.starts_with(b"536365\t85123A\t\\N\t"));
-        assert!(out.ends_with(b"\t\\N\t\\N\n"));
+        numeric(&mut out, price);
+        let len = i32::from_be_bytes(out[..4].try_into().unwrap()) as usize;
+        assert_eq!(len, out.len() - 4);
+        let word = |i: usize| [out[4 + 2 * i], out[5 + 2 * i]];
+        let ndigits = i16::from_be_bytes(word(0));
+        let digits = (0..ndigits as usize)
+            .map(|d| i16::from_be_bytes(word(4 + d)))
+            .collect();
+        (
+            ndigits,
+            i16::from_be_bytes(word(1)),
+            u16::from_be_bytes(word(2)),
+            i16::from_be_bytes(word(3)),
+            digits,
+        )
+    }
+
+    #[test]
+    fn prices_encode_as_postgres_numeric() {
+        // Value = sum(digit[i] * 10000^(weight - i)); sign 0x4000 is negative.
+        assert_eq!(numeric_parts("2.55"), (2, 0, 0, 2, vec![2, 5500]));
+        assert_eq!(
+            numeric_parts("-11062.06"),
+            (3, 1, 0x4000, 2, vec![1, 1062, 600])
+        );
+        assert_eq!(
+            numeric_parts("99999.999"),
+            (3, 1, 0, 3, vec![9, 9999, 9990])
+        );
+        assert_eq!(numeric_parts("0.001"), (1, -1, 0, 3, vec![10]));
+        assert_eq!(numeric_parts("+1"), (1, 0, 0, 0, vec![1]));
+        assert_eq!(numeric_parts(".5"), (1, -1, 0, 1, vec![5000]));
+        assert_eq!(numeric_parts("5."), (1, 0, 0, 0, vec![5]));
+        assert_eq!(numeric_parts("10000"), (1, 1, 0, 0, vec![1]));
+        assert_eq!(numeric_parts("00012.300"), (2, 0, 0, 3, vec![12, 3000]));
+        // Zero has no digits and no sign, whatever its text.
+        assert_eq!(numeric_parts("0"), (0, 0, 0, 0, vec![]));
+        assert_eq!(numeric_parts("-0.000"), (0, 0, 0, 3, vec![]));
+    }
+
+    #[test]
+    fn the_cr_of_a_crlf_line_end_is_not_part_of_the_last_value() {
+        let mut fields = VALID;
+        fields[7] = "United Kingdom\r";
+        let row = record(&fields);
+        assert_eq!(validate(&row).unwrap().country, Some("United Kingdom"));
+        // Only the last field's: elsewhere a CR is the value's.
+        fields[7] = "UK";
+        fields[2] = "two\r";
+        assert_eq!(validate(&record(&fields)).unwrap().detail, Some("two\r"));
     }
 
     #[test]
@@ -393,15 +549,25 @@ mod tests {
         }
     }
 
+    /// PostgreSQL reads a text timestamp with second 60 as the next minute;
+    /// chrono accepts it as a leap second. Both must give the same instant.
     #[test]
-    fn reserved_characters_are_escaped() {
+    fn a_leap_second_is_the_next_minute_as_postgres_reads_it() {
+        let micros = |date: &str| {
+            let f = encoded(&with(4, date));
+            i64::from_be_bytes(f[4].as_deref().unwrap().try_into().unwrap())
+        };
+        assert_eq!(micros("2011-01-02 08:26:60"), micros("2011-01-02 08:27:00"));
+        assert_eq!(micros("2000-01-01 00:00:00"), 0);
+        assert_eq!(micros("1999-12-31 23:59:59"), -1_000_000);
+    }
+
+    #[test]
+    fn values_are_sent_verbatim_with_no_escaping() {
         let mut fields = VALID;
         fields[2] = "tab\there\nnew\\line\r";
-        let row = record(&fields);
-        let mut out = Vec::new();
-        encode(&validate(&row).unwrap(), &mut out);
-        let text = String::from_utf8(out).unwrap();
-        assert!(text.contains("\ttab\\there\\nnew\\\\line\\r\t"), "{text}");
+        let f = encoded(&record(&fields));
+        assert_eq!(f[2].as_deref(), Some(&b"tab\there\nnew\\line\r"[..]));
     }
 
     #[test]

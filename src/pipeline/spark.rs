@@ -68,12 +68,23 @@ pub async fn tokenize(spark: &dyn Spark, b: &Buckets) -> Result<Counts> {
     })
 }
 
+/// What step 3 must read: the rows step 1 dumped and step 2 wrote, as the
+/// run record has them (`None` when that step has not finished in this run).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Expected {
+    pub purchases: Option<u64>,
+    pub reviews: Option<u64>,
+}
+
 /// Step 3: `user_behavior.py` over step 1's dump and step 2's reviews.
 /// `insert_date` is the run's start, so a retried step writes the same value.
+/// The rows it read must be those steps 1 and 2 wrote, or nothing was lost
+/// is not true and the step fails.
 pub async fn user_behavior(
     spark: &dyn Spark,
     b: &Buckets,
     insert_date: DateTime<Utc>,
+    expected: Expected,
 ) -> Result<Counts> {
     require(
         b.staging.as_ref(),
@@ -100,11 +111,40 @@ pub async fn user_behavior(
     spark.submit(&job).await?;
     let m: UserBehaviorMetrics =
         read_metrics(b.staging.as_ref(), keys::USER_BEHAVIOR_METRICS).await?;
+    check_read(&m, expected)?;
     Ok(Counts {
         rows_in: m.purchases_read + m.reviews_read,
         rows_out: m.rows_written,
         rows_rejected: 0,
     })
+}
+
+/// Step 3's inputs must be exactly what steps 1 and 2 wrote.
+fn check_read(m: &UserBehaviorMetrics, expected: Expected) -> Result<()> {
+    let mut wrong = Vec::new();
+    if let Some(dumped) = expected.purchases
+        && dumped != m.purchases_read
+    {
+        wrong.push(format!(
+            "it read {} purchases, and step 1 dumped {dumped}",
+            m.purchases_read
+        ));
+    }
+    if let Some(written) = expected.reviews
+        && written != m.reviews_read
+    {
+        wrong.push(format!(
+            "it read {} reviews, and step 2 wrote {written}",
+            m.reviews_read
+        ));
+    }
+    if !wrong.is_empty() {
+        bail!(
+            "user_behavior did not read what the earlier steps wrote: {}\nhint: rerun from the step whose output changed (`infra run --from 1`)",
+            wrong.join("; ")
+        );
+    }
+    Ok(())
 }
 
 async fn require(bucket: &dyn Bucket, key: &str, hint: &str) -> Result<()> {
@@ -137,4 +177,42 @@ async fn read_metrics<T: DeserializeOwned>(staging: &dyn Bucket, prefix: &str) -
             staging.uri(&part.key)
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metrics(purchases_read: u64, reviews_read: u64) -> UserBehaviorMetrics {
+        UserBehaviorMetrics {
+            purchases_read,
+            reviews_read,
+            rows_written: 7,
+        }
+    }
+
+    #[test]
+    fn step_3_fails_naming_both_numbers_when_counts_differ() {
+        let expected = Expected {
+            purchases: Some(100),
+            reviews: Some(20),
+        };
+        assert!(check_read(&metrics(100, 20), expected).is_ok());
+        let err = check_read(&metrics(99, 20), expected)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("read 99 purchases, and step 1 dumped 100"),
+            "{err}"
+        );
+        let err = check_read(&metrics(100, 21), expected)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("read 21 reviews, and step 2 wrote 20"),
+            "{err}"
+        );
+        // A step that has not finished in this run has nothing to compare.
+        assert!(check_read(&metrics(1, 2), Expected::default()).is_ok());
+    }
 }

@@ -10,4 +10,5 @@ mod gcp;
 mod load;
 mod local_target;
 mod pipeline;
+mod spark_runtime;
 mod terraform;

@@ -8,6 +8,7 @@
 //! <state>/raw/ staging/ code/     the buckets
 //! <state>/postgres/               the server (data/, socket, log)
 //! <state>/postgres.password       0600
+//! <state>/spark/                  the Spark Connect server (token, port, pid, log)
 //! <state>/warehouse.duckdb        the warehouse
 //! <state>/runs/                   run records (owned by the pipeline)
 //! <state>/tmp/                    scratch: Spark's local dir, rejects in flight
@@ -15,6 +16,7 @@
 //! ```
 
 pub mod bucket;
+pub mod connect;
 pub mod duckdb;
 pub mod postgres;
 pub mod spark;
@@ -27,6 +29,7 @@ use crate::backend::{Buckets, Target};
 use crate::process::Echo;
 use crate::settings::Settings;
 use bucket::LocalBucket;
+use connect::ConnectServer;
 use duckdb::DuckDbWarehouse;
 use postgres::{LocalPostgres, ServerState};
 use spark::{LocalSpark, SparkRuntime};
@@ -35,12 +38,13 @@ use spark::{LocalSpark, SparkRuntime};
 pub const BUCKET_ROLES: [&str; 3] = ["raw", "staging", "code"];
 
 /// Everything `down` removes from the state dir, besides the run records.
-const OWNED: [&str; 8] = [
+const OWNED: [&str; 9] = [
     "raw",
     "staging",
     "code",
     "postgres",
     "postgres.password",
+    "spark",
     "warehouse.duckdb",
     "warehouse.duckdb.wal",
     "tmp",
@@ -92,6 +96,19 @@ impl Local {
             staging: bucket("staging"),
             code: bucket("code"),
         }
+    }
+
+    /// The Spark Connect server, with the runtime as it is now.
+    pub fn spark_server(&self) -> ConnectServer {
+        ConnectServer::new(
+            &self.state_dir,
+            self.runtime.spark_home(),
+            self.runtime.python(),
+            self.settings.spark_connect_port,
+            &self.settings.spark_master,
+            &self.settings.spark_driver_memory,
+            &self.settings.spark_properties,
+        )
     }
 
     pub fn warehouse(&self) -> DuckDbWarehouse {
@@ -149,6 +166,18 @@ impl Local {
             ),
             needed: self.runtime.spark_home().is_none(),
         });
+        actions.push(match self.spark_server().state()? {
+            connect::ServerState::Running { port, .. } => Action {
+                description: format!("Spark Connect: reuse the server on 127.0.0.1:{port}"),
+                needed: false,
+            },
+            _ => Action {
+                description:
+                    "Spark Connect: start a server on a free port on 127.0.0.1, with a token"
+                        .to_owned(),
+                needed: true,
+            },
+        });
         Ok(actions)
     }
 
@@ -165,6 +194,8 @@ impl Local {
             self.settings.database_name
         ));
         self.runtime.ensure().await?;
+        let endpoint = self.spark_server().ensure_running().await?;
+        crate::ui::detail(format!("Spark Connect on 127.0.0.1:{}", endpoint.port));
         Ok(())
     }
 
@@ -175,13 +206,9 @@ impl Local {
             buckets: self.buckets(),
             database,
             spark: Box::new(LocalSpark {
-                spark_home: self.runtime.spark_home(),
-                python: self.runtime.venv().join("bin/python"),
-                master: self.settings.spark_master.clone(),
-                driver_memory: self.settings.spark_driver_memory.clone(),
-                properties: self.settings.spark_properties.clone(),
+                server: self.spark_server(),
+                python: self.runtime.python(),
                 echo,
-                scratch: self.state_dir.join("tmp/spark"),
             }),
             warehouse: Box::new(self.warehouse()),
         })
@@ -203,6 +230,7 @@ impl Local {
         if self.postgres.is_initialized() {
             self.postgres.stop().await?;
         }
+        self.spark_server().stop().await?;
         for path in self.plan_down() {
             let removed = if path.is_dir() {
                 std::fs::remove_dir_all(&path)
@@ -239,6 +267,18 @@ impl Local {
             None => "not built".into(),
         };
         lines.push(("spark venv".into(), venv));
+        let server = self.spark_server();
+        let connect = match server.state()? {
+            connect::ServerState::NotStarted => "not started".to_owned(),
+            connect::ServerState::Dead => format!(
+                "not running (crashed?; `infra run` restarts it; log in {})",
+                server.log_dir().display()
+            ),
+            connect::ServerState::Running { pid, port } => {
+                format!("running on 127.0.0.1:{port} (pid {pid})")
+            }
+        };
+        lines.push(("spark connect".into(), connect));
         let warehouse = self.warehouse();
         let state = if warehouse.path().exists() {
             warehouse.path().display().to_string()
