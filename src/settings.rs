@@ -248,6 +248,14 @@ settings! {
         "Zone of the (zonal) GKE cluster [default: <region>-b].";
     terraform_state_bucket: Option<String> = "terraform.state_bucket", None,
         "GCS bucket holding Terraform state; `up` creates it [default: <project>-<deployment>-tfstate].";
+    bucket_allow_dotted_names: bool = "buckets.allow_dotted_names", false,
+        "Accept bucket names with dots, which Google creates only after you verify the domain they name.";
+    network_private_services_range: String = "network.private_services_range", "10.40.0.0/20".to_owned(),
+        "Range reserved for private services access (Cloud SQL's private IP); must not overlap the subnet, GKE or control-plane ranges.";
+    endpoint_compute: String = "endpoints.compute", "https://compute.googleapis.com/compute/v1".to_owned(),
+        "Base URL of the Compute Engine API (`down` removes Cloud SQL's peering through it).";
+    endpoint_serviceusage: String = "endpoints.serviceusage", "https://serviceusage.googleapis.com/v1".to_owned(),
+        "Base URL of the Service Usage API (`up` enables the bootstrap APIs through it).";
 }
 
 impl SettingValue for Option<String> {

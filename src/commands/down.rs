@@ -69,7 +69,7 @@ async fn down_gcp(settings: &Settings, args: &DownArgs, echo: Echo) -> Result<()
         return Ok(());
     }
     let cloud = GcpCloud::connect(settings).await?;
-    deploy::apply_down(&values, &tf, &cloud, plan, deploy::PROTECTED).await?;
+    deploy::apply_down(&values, &tf, &cloud, plan, &deploy::TEARDOWN).await?;
     // The rendered root served the destroy; its state lives in the state
     // bucket. Leave nothing behind that `down` was not asked for.
     for rendered in [dir, settings.state_dir.join("terraform-preview")] {

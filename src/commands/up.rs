@@ -58,7 +58,7 @@ async fn up_gcp(settings: &Settings, args: &UpArgs, echo: Echo) -> Result<()> {
         ui::status("nothing applied");
         return Ok(());
     }
-    let outputs = deploy::apply_up(&tf, plan).await?;
+    let outputs = deploy::apply_up(&tf, plan, deploy::PROPAGATION).await?;
     ui::status(format!(
         "uploading {} PySpark scripts to gs://{}",
         assets::PYSPARK_SCRIPTS.len(),

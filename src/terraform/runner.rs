@@ -235,10 +235,14 @@ impl Terraform {
         cmd
     }
 
-    /// `terraform init`: backend, modules and providers.
+    /// `terraform init`: backend, modules and providers. `-reconfigure`
+    /// because the backend block is rendered from settings (state bucket,
+    /// prefix, impersonation): when they change between runs, a plain init
+    /// stops with "Backend configuration changed". The state stays where
+    /// the settings point; nothing is migrated.
     pub async fn init(&self) -> Result<()> {
         self.cmd("init")
-            .args(["-input=false", "-no-color"])
+            .args(["-input=false", "-no-color", "-reconfigure"])
             .run()
             .await
             .with_context(|| format!("`terraform init` failed in {}", self.dir.display()))?;

@@ -6,11 +6,15 @@ use std::collections::BTreeMap;
 use anyhow::{Context, Result};
 use async_trait::async_trait;
 
-use super::storage::GcsBucket;
+use super::storage::{GcsBucket, Versioning};
 use super::{Clients, Endpoints};
 use crate::backend::Bucket;
 use crate::settings::Settings;
-use crate::terraform::Cloud;
+use crate::terraform::{Cloud, PeeringRemoval};
+
+/// Noncurrent versions of each state object the state bucket keeps: enough
+/// to roll back a bad apply, bounded so history can't pile up.
+const STATE_VERSIONS_KEPT: u32 = 20;
 
 /// `terraform::Cloud` over the real clients, bound to one project and region.
 pub struct GcpCloud {
@@ -26,11 +30,16 @@ impl GcpCloud {
     /// Connects with Application Default Credentials, impersonated when
     /// configured. No API is called yet.
     pub async fn connect(settings: &Settings) -> Result<GcpCloud> {
+        let endpoints = Endpoints {
+            compute: settings.endpoint_compute.clone(),
+            serviceusage: settings.endpoint_serviceusage.clone(),
+            ..Endpoints::from_env()
+        };
         let clients = Clients::connect(
             settings.require_project()?,
             &settings.region,
             settings.impersonate_service_account.as_deref(),
-            &Endpoints::from_env(),
+            &endpoints,
         )
         .await?;
         Ok(GcpCloud { clients })
@@ -48,7 +57,13 @@ impl Cloud for GcpCloud {
     ) -> Result<()> {
         self.clients
             .storage
-            .create_bucket(project, name, location, true, labels)
+            .create_bucket(
+                project,
+                name,
+                location,
+                Versioning::Keep(STATE_VERSIONS_KEPT),
+                labels,
+            )
             .await
             .with_context(|| format!("cannot bootstrap the Terraform state bucket gs://{name}"))?;
         Ok(())
@@ -74,5 +89,31 @@ impl Cloud for GcpCloud {
             bigquery.delete_table(dataset, table).await?;
         }
         Ok(tables)
+    }
+
+    async fn enable_services(&self, _project: &str, services: &[&str]) -> Result<()> {
+        self.clients.serviceusage.batch_enable(services).await
+    }
+
+    async fn remove_peering(
+        &self,
+        _project: &str,
+        network: &str,
+        peering: &str,
+    ) -> Result<PeeringRemoval> {
+        self.clients.compute.remove_peering(network, peering).await
+    }
+
+    async fn has_peering(&self, _project: &str, network: &str, peering: &str) -> Result<bool> {
+        Ok(self
+            .clients
+            .compute
+            .get_network(network)
+            .await?
+            .is_some_and(|n| n.peerings.iter().any(|p| p.name == peering)))
+    }
+
+    async fn bucket_exists(&self, name: &str) -> Result<bool> {
+        self.clients.storage.bucket_exists(name).await
     }
 }

@@ -6,15 +6,18 @@
 //! share (tokens, deadlines, retries); `auth` finds credentials;
 //! `storage`, `dataproc` and `bigquery` implement [`Bucket`](crate::backend::Bucket),
 //! [`Spark`](crate::backend::Spark) and [`Warehouse`](crate::backend::Warehouse);
-//! `cloudsql` builds the database connection options. Nothing here imports
+//! `cloudsql` builds the database connection options; `compute` and
+//! `serviceusage` make the network and API calls `up` and `down` need. Nothing here imports
 //! `backend::local`, and nothing there imports this.
 
 pub mod auth;
 pub mod bigquery;
 pub mod cloud;
 pub mod cloudsql;
+pub mod compute;
 pub mod dataproc;
 pub mod http;
+pub mod serviceusage;
 pub mod storage;
 
 pub use crate::labels::MANAGED_BY;
@@ -26,8 +29,10 @@ use anyhow::Result;
 
 use auth::{AdcSources, IAM_CREDENTIALS_URL};
 use bigquery::{BIGQUERY_URL, BigQuery};
+use compute::{COMPUTE_URL, Compute};
 use dataproc::{DATAPROC_URL, Dataproc};
 use http::{Http, RetryPolicy};
+use serviceusage::{SERVICEUSAGE_URL, ServiceUsage};
 use storage::{GcsClient, StorageEndpoint, Transfer};
 
 /// Where each API lives. Emulators and tests replace them.
@@ -37,6 +42,8 @@ pub struct Endpoints {
     pub dataproc: String,
     pub bigquery: String,
     pub iam_credentials: String,
+    pub compute: String,
+    pub serviceusage: String,
 }
 
 impl Endpoints {
@@ -46,6 +53,8 @@ impl Endpoints {
             dataproc: DATAPROC_URL.to_owned(),
             bigquery: BIGQUERY_URL.to_owned(),
             iam_credentials: IAM_CREDENTIALS_URL.to_owned(),
+            compute: COMPUTE_URL.to_owned(),
+            serviceusage: SERVICEUSAGE_URL.to_owned(),
         }
     }
 
@@ -67,6 +76,8 @@ pub struct Clients {
     pub storage: GcsClient,
     pub dataproc: Arc<Dataproc>,
     pub bigquery: BigQuery,
+    pub compute: Compute,
+    pub serviceusage: ServiceUsage,
 }
 
 impl Clients {
@@ -95,6 +106,8 @@ impl Clients {
                 region,
                 POLL,
             )),
+            compute: Compute::new(http.clone(), &endpoints.compute, project, POLL),
+            serviceusage: ServiceUsage::new(http.clone(), &endpoints.serviceusage, project, POLL),
             // A region is also a BigQuery location; the dataset lives beside the data.
             bigquery: BigQuery::new(http, &endpoints.bigquery, project, region, POLL),
         })

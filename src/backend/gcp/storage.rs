@@ -132,6 +132,43 @@ struct BucketResource {
     labels: BTreeMap<String, String>,
 }
 
+/// Object versioning for a new bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Versioning {
+    Off,
+    /// On, and a lifecycle rule deletes a noncurrent version once this many
+    /// newer versions exist, so history is kept but bounded.
+    Keep(u32),
+}
+
+/// The `buckets.insert` body.
+fn bucket_body(
+    name: &str,
+    location: &str,
+    versioning: Versioning,
+    labels: &BTreeMap<String, String>,
+) -> serde_json::Value {
+    let mut body = serde_json::json!({
+        "name": name,
+        "location": location,
+        "versioning": { "enabled": versioning != Versioning::Off },
+        "labels": labels,
+        "iamConfiguration": {
+            "uniformBucketLevelAccess": { "enabled": true },
+            "publicAccessPrevention": "enforced",
+        },
+    });
+    if let Versioning::Keep(newer) = versioning {
+        body["lifecycle"] = serde_json::json!({
+            "rule": [{
+                "action": { "type": "Delete" },
+                "condition": { "isLive": false, "numNewerVersions": newer },
+            }],
+        });
+    }
+    body
+}
+
 /// What `create_bucket` found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BucketCreated {
@@ -189,26 +226,19 @@ impl GcsClient {
         )
     }
 
-    /// Creates a bucket with versioning and labels. A bucket of that name
-    /// that is already ours (it carries the same `managed-by` label) is fine.
+    /// Creates a bucket with uniform access, public access prevention,
+    /// `versioning` and `labels`. On a 409 the existing bucket is adopted
+    /// only if it carries every one of `labels` (so it is this deployment's)
+    /// and is listed in `project`; anything else is an error that says which.
     pub async fn create_bucket(
         &self,
         project: &str,
         name: &str,
         location: &str,
-        versioning: bool,
+        versioning: Versioning,
         labels: &BTreeMap<String, String>,
     ) -> Result<BucketCreated> {
-        let body = serde_json::json!({
-            "name": name,
-            "location": location,
-            "versioning": { "enabled": versioning },
-            "labels": labels,
-            "iamConfiguration": {
-                "uniformBucketLevelAccess": { "enabled": true },
-                "publicAccessPrevention": "enforced",
-            },
-        });
+        let body = bucket_body(name, location, versioning, labels);
         // Creating twice cannot create two buckets: a retry at worst meets our own 409.
         let call = Call::new(
             Method::POST,
@@ -225,19 +255,63 @@ impl GcsClient {
                     .json(&Call::get(format!("{}/storage/v1/b/{}", self.base, encode_segment(name))))
                     .await
                     .with_context(|| format!("bucket gs://{name} exists, and it is not readable by us\nhint: bucket names are global; choose another"))?;
-                let ours = labels
-                    .get("managed-by")
-                    .is_some_and(|v| existing.labels.get("managed-by") == Some(v));
-                if !ours {
+                let missing: Vec<String> = labels
+                    .iter()
+                    .filter(|(k, v)| existing.labels.get(*k) != Some(v))
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                if !missing.is_empty() {
                     bail!(
-                        "bucket gs://{name} already exists and is not managed by infra (its labels: {:?})",
+                        "bucket gs://{name} already exists and is not this deployment's: it lacks the labels {} (its labels: {:?})\nhint: choose another name, or label the bucket if it really is this deployment's",
+                        missing.join(","),
                         existing.labels
+                    );
+                }
+                if !self.project_has_bucket(project, name).await? {
+                    bail!(
+                        "bucket gs://{name} carries this deployment's labels but is not in project {project}\nhint: bucket names are global; choose another name for this project"
                     );
                 }
                 Ok(BucketCreated::AlreadyOurs)
             }
             Err(e) => Err(e)
                 .with_context(|| format!("cannot create bucket gs://{name} in project {project}")),
+        }
+    }
+
+    /// Whether `buckets.list` for `project` includes `name`.
+    async fn project_has_bucket(&self, project: &str, name: &str) -> Result<bool> {
+        #[derive(Deserialize)]
+        struct Listing {
+            #[serde(default)]
+            items: Vec<BucketName>,
+        }
+        #[derive(Deserialize)]
+        struct BucketName {
+            name: String,
+        }
+        let call = Call::get(format!("{}/storage/v1/b", self.base))
+            .query("project", project)
+            .query("prefix", name);
+        let listing: Listing = self
+            .http
+            .json(&call)
+            .await
+            .with_context(|| format!("cannot list the buckets of project {project}"))?;
+        Ok(listing.items.iter().any(|b| b.name == name))
+    }
+
+    /// Whether bucket `name` exists (and is readable).
+    pub async fn bucket_exists(&self, name: &str) -> Result<bool> {
+        let call = Call::get(format!(
+            "{}/storage/v1/b/{}",
+            self.base,
+            encode_segment(name)
+        ));
+        match self.http.send(&call).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e).with_context(|| format!("cannot read bucket gs://{name}")),
         }
     }
 
@@ -638,5 +712,29 @@ impl Bucket for GcsBucket {
 
     async fn delete(&self, key: &str) -> Result<()> {
         self.client.delete(&self.name, key).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Issue 11: the state bucket keeps a bounded number of noncurrent versions.
+    #[test]
+    fn a_kept_history_is_bounded_by_a_lifecycle_rule_on_noncurrent_versions() {
+        let labels = BTreeMap::from([("managed-by".to_owned(), "infra".to_owned())]);
+        let body = bucket_body("b", "US", Versioning::Keep(10), &labels);
+        assert_eq!(body["versioning"]["enabled"], true);
+        let rule = &body["lifecycle"]["rule"][0];
+        assert_eq!(rule["action"]["type"], "Delete");
+        assert_eq!(rule["condition"]["isLive"], false);
+        assert_eq!(rule["condition"]["numNewerVersions"], 10);
+        assert_eq!(
+            body["iamConfiguration"]["publicAccessPrevention"],
+            "enforced"
+        );
+        let off = bucket_body("b", "US", Versioning::Off, &labels);
+        assert_eq!(off["versioning"]["enabled"], false);
+        assert!(off.get("lifecycle").is_none());
     }
 }
