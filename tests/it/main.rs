@@ -9,4 +9,5 @@ mod gcp;
 mod load;
 mod local_target;
 mod pipeline;
+mod rehearsal;
 mod terraform;

@@ -6,7 +6,7 @@ use infra::backend::gcp::bigquery::{BigQuery, BigQueryWarehouse, JobFailed};
 use infra::backend::{Cell, Column, ColumnKind, TableRef, Warehouse};
 
 use super::dataproc::{fast_policy, http};
-use super::google::{FakeGoogle, LOADED_ROWS};
+use gcp_fakes::google::{FakeGoogle, LOADED_ROWS};
 
 fn warehouse(fake: &FakeGoogle) -> BigQueryWarehouse {
     BigQueryWarehouse {

@@ -15,8 +15,8 @@ use infra::backend::gcp::storage::{GcsClient, StorageEndpoint, Transfer};
 use infra::backend::{Spark, SparkJob};
 use serde_json::json;
 
-use super::fake_gcs::FakeGcs;
-use super::google::{FakeGoogle, TOKEN};
+use gcp_fakes::gcs::FakeGcs;
+use gcp_fakes::google::{FakeGoogle, TOKEN};
 
 pub fn fast_policy() -> RetryPolicy {
     RetryPolicy {
@@ -231,7 +231,7 @@ async fn a_failed_job_quotes_its_state_details_and_driver_output() {
 async fn a_submit_whose_answer_was_lost_re_attaches_to_the_job() {
     let s = setup().await;
     s.fake
-        .inject("jobs.submit", 1, super::google::Fault::Lost(503));
+        .inject("jobs.submit", 1, gcp_fakes::google::Fault::Lost(503));
     let job = SparkJob {
         name: "tokenizer".into(),
         script: "gs://code/pyspark/tokenizer.py".into(),

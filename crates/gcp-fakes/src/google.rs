@@ -11,33 +11,16 @@
 //! a slow answer, or a request that takes effect but whose answer is lost.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::contract::Discovery;
-use super::server::{self, Request, Response};
+use crate::contract::Discovery;
+use crate::front::{self, Call, Front};
+use crate::server::Request;
 
-pub const TOKEN: &str = "test-token-for-the-fake";
-
-#[derive(Debug, Clone)]
-pub enum Fault {
-    /// Answer with this status (and `Retry-After` seconds) instead.
-    Status { code: u16, retry_after: Option<u64> },
-    /// Answer correctly, after this long.
-    Slow(Duration),
-    /// Do what was asked, then answer with this status: the answer is "lost".
-    Lost(u16),
-}
-
-#[derive(Debug, Clone)]
-pub struct Logged {
-    pub id: String,
-    pub at: Instant,
-    pub query: Vec<(String, String)>,
-    pub body: Value,
-}
+pub use crate::front::{Fault, Logged, TOKEN};
 
 struct Script {
     states: VecDeque<&'static str>,
@@ -46,9 +29,6 @@ struct Script {
 
 #[derive(Default)]
 struct State {
-    faults: Vec<(String, usize, Fault)>,
-    log: Vec<Logged>,
-    violations: Vec<String>,
     operations: BTreeMap<String, (usize, Value)>,
     clusters: BTreeMap<String, Value>,
     jobs: BTreeMap<String, Script>,
@@ -62,6 +42,7 @@ struct State {
 
 pub struct FakeGoogle {
     pub url: String,
+    pub front: Front,
     state: Arc<Mutex<State>>,
 }
 
@@ -72,46 +53,48 @@ impl FakeGoogle {
     /// Starts the fake. `driver_bucket` is where it says jobs write their
     /// driver output (`gs://<bucket>/driver/<job id>/driveroutput`).
     pub async fn start(driver_bucket: &str) -> FakeGoogle {
-        let dataproc = Arc::new(Discovery::load("dataproc.v1"));
-        let bigquery = Arc::new(Discovery::load("bigquery.v2"));
+        let documents = crate::venv::documents_dir().unwrap_or_else(|e| panic!("{e:#}"));
+        FakeGoogle::start_with(&documents, driver_bucket).await
+    }
+
+    /// [`FakeGoogle::start`] with the discovery documents in `documents`.
+    pub async fn start_with(documents: &Path, driver_bucket: &str) -> FakeGoogle {
+        let load = |name| Arc::new(Discovery::load(documents, name).unwrap_or_else(|e| panic!("{e:#}")));
+        let docs = vec![load("dataproc.v1"), load("bigquery.v2")];
         let state = Arc::new(Mutex::new(State::default()));
-        let shared = state.clone();
+        let front = Front::new();
+        let (shared, checks) = (state.clone(), front.clone());
         let driver_bucket = driver_bucket.to_owned();
-        let addr = server::serve(Arc::new(move |req: Request| {
-            let doc = if req.path.starts_with("/bigquery/") {
-                bigquery.clone()
-            } else {
-                dataproc.clone()
-            };
-            let response = handle(&doc, &mut shared.lock().unwrap(), &driver_bucket, req);
-            Box::pin(async move { response })
-        }))
-        .await;
+        let addr = front::serve(
+            docs,
+            front.clone(),
+            0,
+            Arc::new(move |call: Call| {
+                let answer = dispatch(&mut shared.lock().unwrap(), &checks, &driver_bucket, &call);
+                Box::pin(async move { answer })
+            }),
+        )
+        .await
+        .unwrap();
         FakeGoogle {
             url: format!("http://{addr}"),
+            front,
             state,
         }
     }
 
     /// The next `times` calls of `method` get `fault`.
     pub fn inject(&self, method: &str, times: usize, fault: Fault) {
-        self.state
-            .lock()
-            .unwrap()
-            .faults
-            .push((method.to_owned(), times, fault));
+        self.front.inject(method, times, fault);
     }
 
     /// Every call, in order.
     pub fn log(&self) -> Vec<Logged> {
-        self.state.lock().unwrap().log.clone()
+        self.front.log()
     }
 
     pub fn calls(&self, method: &str) -> Vec<Logged> {
-        self.log()
-            .into_iter()
-            .filter(|l| l.id.ends_with(method))
-            .collect()
+        self.front.calls(method)
     }
 
     pub fn jobs(&self) -> usize {
@@ -152,94 +135,8 @@ impl FakeGoogle {
     /// Fails the test if any request broke the contract.
     #[track_caller]
     pub fn assert_clean(&self) {
-        let violations = self.state.lock().unwrap().violations.clone();
-        assert!(
-            violations.is_empty(),
-            "requests broke the discovery contract:\n{}",
-            violations.join("\n")
-        );
+        self.front.assert_clean();
     }
-}
-
-fn error(code: u16, status: &str, message: &str) -> Response {
-    Response::json(
-        code,
-        &json!({"error": {"code": code, "message": message, "status": status}}),
-    )
-}
-
-fn handle(doc: &Discovery, s: &mut State, driver_bucket: &str, req: Request) -> Response {
-    if req.header("authorization") != Some(&format!("Bearer {TOKEN}")) {
-        s.violations.push(format!(
-            "{} {}: no or wrong bearer token",
-            req.method, req.path
-        ));
-        return error(401, "UNAUTHENTICATED", "no token");
-    }
-    let method = match doc.check_request(&req) {
-        Ok(method) => method,
-        Err(violation) => {
-            s.violations.push(violation.clone());
-            return error(
-                400,
-                "INVALID_ARGUMENT",
-                &format!("contract violation: {violation}"),
-            );
-        }
-    };
-    let id = method.id.clone();
-    let body: Value = if req.body.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&req.body).unwrap()
-    };
-    s.log.push(Logged {
-        id: id.clone(),
-        at: Instant::now(),
-        query: req.query.clone(),
-        body: body.clone(),
-    });
-    let mut fault = None;
-    if let Some(slot) = s
-        .faults
-        .iter_mut()
-        .find(|(m, times, _)| id.ends_with(m.as_str()) && *times > 0)
-    {
-        slot.1 -= 1;
-        fault = Some(slot.2.clone());
-    }
-    if let Some(Fault::Status { code, retry_after }) = &fault {
-        let mut response = error(*code, "UNAVAILABLE", "injected fault");
-        if let Some(seconds) = retry_after {
-            response = response.header("retry-after", &seconds.to_string());
-        }
-        return response;
-    }
-    let segments: Vec<String> = req
-        .path
-        .trim_start_matches('/')
-        .split('/')
-        .map(str::to_owned)
-        .collect();
-    let (code, answer) = dispatch(s, driver_bucket, &id, &segments, &req, &body);
-    if (200..300).contains(&code)
-        && !answer.is_null()
-        && let Err(violation) = doc.check_response(method, &answer)
-    {
-        s.violations
-            .push(format!("the fake's own answer: {violation}"));
-    }
-    let mut response = if answer.is_null() {
-        Response::empty(code)
-    } else {
-        Response::json(code, &answer)
-    };
-    match fault {
-        Some(Fault::Slow(delay)) => response.delay = delay,
-        Some(Fault::Lost(code)) => response = error(code, "UNAVAILABLE", "the answer was lost"),
-        _ => {}
-    }
-    response
 }
 
 fn advance(script: &mut Script) -> &'static str {
@@ -249,24 +146,16 @@ fn advance(script: &mut Script) -> &'static str {
     script.states[0]
 }
 
-fn dispatch(
-    s: &mut State,
-    driver_bucket: &str,
-    id: &str,
-    seg: &[String],
-    req: &Request,
-    body: &Value,
-) -> (u16, Value) {
+fn dispatch(s: &mut State, front: &Front, driver_bucket: &str, call: &Call) -> (u16, Value) {
+    let (seg, req, body): (&[String], &Request, &Value) = (&call.seg, &call.req, &call.body);
     s.next += 1;
     let n = s.next;
-    let last = seg.last().cloned().unwrap_or_default();
-    let short = id.split('.').skip(1).collect::<Vec<_>>().join(".");
-    match short.as_str() {
+    let last = call.last().to_owned();
+    match call.short().as_str() {
         "projects.regions.clusters.create" => {
             let name = body["clusterName"].as_str().unwrap_or_default().to_owned();
             if req.param("requestId").is_none() {
-                s.violations
-                    .push("clusters.create without requestId".into());
+                front.violation("clusters.create without requestId".into());
             }
             if s.clusters.contains_key(&name) {
                 return (
@@ -356,8 +245,7 @@ fn dispatch(
                 .unwrap_or_default()
                 .to_owned();
             if job_id.is_empty() || body["requestId"].is_null() {
-                s.violations
-                    .push("jobs.submit without reference.jobId or requestId".into());
+                front.violation("jobs.submit without reference.jobId or requestId".into());
             }
             if s.jobs.contains_key(&job_id) {
                 return (
@@ -553,7 +441,7 @@ fn dispatch(
                 ("sourceFormat", "PARQUET"),
             ] {
                 if load[field] != want {
-                    s.violations.push(format!(
+                    front.violation(format!(
                         "load job {job_id}: {field} is {}, not {want}",
                         load[field]
                     ));
@@ -662,7 +550,7 @@ fn dispatch(
             (200, page)
         }
         other => {
-            s.violations.push(format!("the fake does not play {other}"));
+            front.violation(format!("the fake does not play {other}"));
             (501, Value::Null)
         }
     }
