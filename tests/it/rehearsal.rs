@@ -75,8 +75,16 @@ impl Rehearsal {
         // No local server to tear down: `down` goes to the stand-ins.
         env.teardown = false;
         let data = env.path().join("data");
-        env.infra(&["sample", "--out", &data.display().to_string(), "--scale", "0.002", "--seed", "3"])
-            .ok();
+        env.infra(&[
+            "sample",
+            "--out",
+            &data.display().to_string(),
+            "--scale",
+            "0.002",
+            "--seed",
+            "3",
+        ])
+        .ok();
         Rehearsal { stack, env, data }
     }
 
@@ -90,18 +98,31 @@ impl Rehearsal {
 
     /// `infra run --data …` as a child process, for signals.
     fn spawn_run(&self) -> tokio::process::Child {
-        let mut cmd = tokio::process::Command::from(self.env.command(&["run", "--data", &self.data()]));
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+        let mut cmd =
+            tokio::process::Command::from(self.env.command(&["run", "--data", &self.data()]));
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
     }
 
     /// Waits until a spark-submit of a job whose id contains `name` runs.
     async fn wait_running(&self, name: &str) -> String {
         let start = Instant::now();
         loop {
-            if let Some(id) = self.stack.dataproc.running().into_iter().find(|id| id.contains(name)) {
+            if let Some(id) = self
+                .stack
+                .dataproc
+                .running()
+                .into_iter()
+                .find(|id| id.contains(name))
+            {
                 return id;
             }
-            assert!(start.elapsed() < Duration::from_secs(240), "no {name} job started running");
+            assert!(
+                start.elapsed() < Duration::from_secs(240),
+                "no {name} job started running"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -110,7 +131,11 @@ impl Rehearsal {
     /// and no request that broke the discovery contract.
     #[track_caller]
     fn assert_clean(&self) {
-        assert_eq!(self.stack.dataproc.alive(), Vec::<String>::new(), "a cluster was left alive");
+        assert_eq!(
+            self.stack.dataproc.alive(),
+            Vec::<String>::new(),
+            "a cluster was left alive"
+        );
         for (id, runs) in self.stack.dataproc.executions() {
             assert_eq!(runs, 1, "job {id} ran {runs} times");
         }
@@ -130,7 +155,11 @@ async fn output(child: tokio::process::Child) -> Run {
 /// Rows without the last column (insert_date differs between runs).
 fn rows_without_insert_date(csv: &str) -> Vec<String> {
     csv.lines()
-        .map(|line| line.rsplit_once(',').map_or(line, |(rest, _)| rest).to_owned())
+        .map(|line| {
+            line.rsplit_once(',')
+                .map_or(line, |(rest, _)| rest)
+                .to_owned()
+        })
         .collect()
 }
 
@@ -144,17 +173,29 @@ async fn the_rehearsal_gives_the_local_targets_rows() {
     let r = Rehearsal::start().await;
     r.infra(&["up", "--yes"]).ok();
     r.infra(&["run", "--data", &r.data()]).ok();
-    let gcp = r.infra(&["query", "--format", "csv", RESULT_SQL]).ok().stdout;
+    let gcp = r
+        .infra(&["query", "--format", "csv", RESULT_SQL])
+        .ok()
+        .stdout;
     r.infra(&["down", "--yes"]).ok();
 
     let local = Env::new();
     local.infra(&["up"]).ok();
     local.infra(&["run", "--data", &r.data()]).ok();
-    let expected = local.infra(&["query", "--format", "csv", RESULT_SQL]).ok().stdout;
+    let expected = local
+        .infra(&["query", "--format", "csv", RESULT_SQL])
+        .ok()
+        .stdout;
 
-    assert!(gcp.starts_with("customer_id,amount_spent,review_count,review_score,insert_date\n"), "{gcp}");
+    assert!(
+        gcp.starts_with("customer_id,amount_spent,review_count,review_score,insert_date\n"),
+        "{gcp}"
+    );
     assert!(gcp.lines().count() > 10, "too few rows to compare:\n{gcp}");
-    assert_eq!(rows_without_insert_date(&gcp), rows_without_insert_date(&expected));
+    assert_eq!(
+        rows_without_insert_date(&gcp),
+        rows_without_insert_date(&expected)
+    );
     // One cluster for the run, and both jobs on it.
     assert_eq!(r.stack.front.calls("clusters.create").len(), 1);
     assert_eq!(r.stack.dataproc.executions().len(), 2);
@@ -167,17 +208,29 @@ async fn a_failed_step_3_job_deletes_the_cluster_and_quotes_its_driver_output() 
     r.infra(&["up", "--yes"]).ok();
     r.stack.dataproc.break_script(
         "user_behavior.py",
-        &["rehearsal: reading purchases", "rehearsal: the last words of the driver"],
+        &[
+            "rehearsal: reading purchases",
+            "rehearsal: the last words of the driver",
+        ],
     );
     let run = r.infra(&["run", "--data", &r.data()]);
     assert_ne!(run.status, 0, "the run succeeded:\n{}", run.stderr);
-    assert!(run.stderr.contains("user_behavior"), "the error does not name the job:\n{}", run.stderr);
     assert!(
-        run.stderr.contains("rehearsal: the last words of the driver"),
+        run.stderr.contains("user_behavior"),
+        "the error does not name the job:\n{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("rehearsal: the last words of the driver"),
         "the error does not quote the driver output:\n{}",
         run.stderr
     );
-    assert_eq!(r.stack.front.calls("clusters.delete").len(), 1, "the cluster was not deleted");
+    assert_eq!(
+        r.stack.front.calls("clusters.delete").len(),
+        1,
+        "the cluster was not deleted"
+    );
     r.assert_clean();
 }
 
@@ -191,10 +244,17 @@ async fn sigint_during_step_2_cancels_the_job_and_deletes_the_cluster() {
     let run = output(child).await;
     assert_eq!(run.status, 130, "{}", run.stderr);
     let cancels = r.stack.front.calls("jobs.cancel");
-    assert!(cancels.iter().any(|c| c.path.contains(&job)), "job {job} was not cancelled");
+    assert!(
+        cancels.iter().any(|c| c.path.contains(&job)),
+        "job {job} was not cancelled"
+    );
     let start = Instant::now();
     while r.stack.dataproc.job_state(&job).as_deref() != Some("CANCELLED") {
-        assert!(start.elapsed() < Duration::from_secs(30), "job {job} is {:?}", r.stack.dataproc.job_state(&job));
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "job {job} is {:?}",
+            r.stack.dataproc.job_state(&job)
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     r.assert_clean();
@@ -204,11 +264,28 @@ async fn sigint_during_step_2_cancels_the_job_and_deletes_the_cluster() {
 async fn a_503_burst_and_a_429_while_polling_are_survived() {
     let r = Rehearsal::start().await;
     r.infra(&["up", "--yes"]).ok();
-    r.stack.front.inject("jobs.get", 3, Fault::Status { code: 503, retry_after: None });
-    r.stack.front.inject("operations.get", 1, Fault::Status { code: 429, retry_after: Some(1) });
+    r.stack.front.inject(
+        "jobs.get",
+        3,
+        Fault::Status {
+            code: 503,
+            retry_after: None,
+        },
+    );
+    r.stack.front.inject(
+        "operations.get",
+        1,
+        Fault::Status {
+            code: 429,
+            retry_after: Some(1),
+        },
+    );
     r.infra(&["run", "--data", &r.data(), "--only", "2"]).ok();
     let gets = r.stack.front.calls("jobs.get").len();
-    assert!(gets > 3, "the job was polled only {gets} times: the faults were not met");
+    assert!(
+        gets > 3,
+        "the job was polled only {gets} times: the faults were not met"
+    );
     assert!(!r.stack.front.calls("operations.get").is_empty());
     r.infra(&["down", "--yes"]).ok();
     r.assert_clean();
@@ -223,8 +300,19 @@ async fn a_rerun_after_sigkill_re_attaches_to_the_job_in_flight() {
     signal(&child, nix::sys::signal::Signal::SIGKILL);
     output(child).await;
     r.infra(&["run", "--data", &r.data()]).ok();
-    assert_eq!(r.stack.front.calls("clusters.create").len(), 1, "the re-run created a second cluster");
-    assert_eq!(r.stack.dataproc.executions()[&job], 1);
+    assert_eq!(
+        r.stack.front.calls("clusters.create").len(),
+        1,
+        "the re-run created a second cluster"
+    );
+    let tokenizers: Vec<String> = r
+        .stack
+        .dataproc
+        .executions()
+        .into_keys()
+        .filter(|id| id.contains("tokenizer"))
+        .collect();
+    assert_eq!(tokenizers, [job], "the re-run ran the tokenizer again");
     r.infra(&["down", "--yes"]).ok();
     r.assert_clean();
 }
@@ -240,12 +328,33 @@ async fn a_failed_cloud_sql_import_leaves_the_previous_table() {
 
     // A second load of other data, whose CSV import PostgreSQL rejects.
     let other = r.env.path().join("other");
-    r.infra(&["sample", "--out", &other.display().to_string(), "--scale", "0.001", "--seed", "9"])
-        .ok();
+    r.infra(&[
+        "sample",
+        "--out",
+        &other.display().to_string(),
+        "--scale",
+        "0.001",
+        "--seed",
+        "9",
+    ])
+    .ok();
     r.stack.sql.corrupt_csv_imports(1);
     let run = r.infra(&["run", "--data", &other.display().to_string(), "--only", "0"]);
-    assert_ne!(run.status, 0, "the failed import was not reported:\n{}", run.stderr);
-    assert_eq!(r.stack.sql.query(count).await.unwrap(), before, "the failed import changed the table");
+    assert_ne!(
+        run.status, 0,
+        "the failed import was not reported:\n{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("unterminated CSV quoted field"),
+        "the error does not quote the operation's error:\n{}",
+        run.stderr
+    );
+    assert_eq!(
+        r.stack.sql.query(count).await.unwrap(),
+        before,
+        "the failed import changed the table"
+    );
     r.infra(&["down", "--yes"]).ok();
     r.assert_clean();
 }

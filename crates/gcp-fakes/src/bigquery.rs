@@ -89,7 +89,11 @@ impl BigQuery {
             .lock()
             .unwrap()
             .execute_batch(&format!("CREATE SCHEMA IF NOT EXISTS {}", ident(dataset)))?;
-        self.state.lock().unwrap().datasets.insert(dataset.to_owned());
+        self.state
+            .lock()
+            .unwrap()
+            .datasets
+            .insert(dataset.to_owned());
         Ok(())
     }
 
@@ -109,9 +113,16 @@ impl BigQuery {
         let seg = |i: usize| call.seg.get(i).cloned().unwrap_or_default();
         match call.short().as_str() {
             "datasets.insert" => {
-                let dataset = call.body["datasetReference"]["datasetId"].as_str().unwrap_or_default().to_owned();
+                let dataset = call.body["datasetReference"]["datasetId"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
                 if self.state.lock().unwrap().datasets.contains(&dataset) {
-                    return error(409, "ALREADY_EXISTS", &format!("Already Exists: Dataset {}:{dataset}", self.project));
+                    return error(
+                        409,
+                        "ALREADY_EXISTS",
+                        &format!("Already Exists: Dataset {}:{dataset}", self.project),
+                    );
                 }
                 if let Err(e) = self.add_dataset(&dataset) {
                     return error(500, "INTERNAL", &format!("{e:#}"));
@@ -127,10 +138,15 @@ impl BigQuery {
                 if !self.state.lock().unwrap().datasets.contains(&dataset) {
                     return not_found(&format!("Dataset {}:{dataset}", self.project));
                 }
-                (200, json!({"kind": "bigquery#dataset", "id": format!("{}:{dataset}", self.project),
-                    "datasetReference": {"projectId": self.project, "datasetId": dataset}}))
+                (
+                    200,
+                    json!({"kind": "bigquery#dataset", "id": format!("{}:{dataset}", self.project),
+                    "datasetReference": {"projectId": self.project, "datasetId": dataset}}),
+                )
             }
-            "datasets.delete" => self.delete_dataset(&seg(5), call.req.param("deleteContents") == Some("true")),
+            "datasets.delete" => {
+                self.delete_dataset(&seg(5), call.req.param("deleteContents") == Some("true"))
+            }
             "tables.list" => self.list_tables(&seg(5)),
             "tables.get" => self.get_table(&seg(5), &seg(7)),
             "tables.delete" => self.delete_table(&seg(5), &seg(7)),
@@ -139,7 +155,8 @@ impl BigQuery {
             "jobs.query" => self.query(&call).await,
             "jobs.getQueryResults" => self.results(&call, &seg(5)),
             other => {
-                self.front.violation(format!("the BigQuery stand-in does not play {other}"));
+                self.front
+                    .violation(format!("the BigQuery stand-in does not play {other}"));
                 (501, Value::Null)
             }
         }
@@ -152,9 +169,18 @@ impl BigQuery {
         }
         let has_tables = s.tables.keys().any(|(d, _)| d == dataset);
         if has_tables && !contents {
-            return error(400, "FAILED_PRECONDITION", &format!("Dataset {}:{dataset} is still in use", self.project));
+            return error(
+                400,
+                "FAILED_PRECONDITION",
+                &format!("Dataset {}:{dataset} is still in use", self.project),
+            );
         }
-        if let Err(e) = self.db.lock().unwrap().execute_batch(&format!("DROP SCHEMA {} CASCADE", ident(dataset))) {
+        if let Err(e) = self
+            .db
+            .lock()
+            .unwrap()
+            .execute_batch(&format!("DROP SCHEMA {} CASCADE", ident(dataset)))
+        {
             return error(500, "INTERNAL", &format!("{e:#}"));
         }
         s.datasets.remove(dataset);
@@ -174,33 +200,56 @@ impl BigQuery {
             .map(|(_, t)| json!({"kind": "bigquery#table", "type": "TABLE", "id": format!("{}:{dataset}.{t}", self.project),
                 "tableReference": {"projectId": self.project, "datasetId": dataset, "tableId": t}}))
             .collect();
-        (200, json!({"kind": "bigquery#tableList", "totalItems": tables.len(), "tables": tables}))
+        (
+            200,
+            json!({"kind": "bigquery#tableList", "totalItems": tables.len(), "tables": tables}),
+        )
     }
 
     fn get_table(&self, dataset: &str, table: &str) -> (u16, Value) {
-        let fields = self.state.lock().unwrap().tables.get(&(dataset.to_owned(), table.to_owned())).cloned();
+        let fields = self
+            .state
+            .lock()
+            .unwrap()
+            .tables
+            .get(&(dataset.to_owned(), table.to_owned()))
+            .cloned();
         let Some(fields) = fields else {
             return not_found(&format!("Table {}:{dataset}.{table}", self.project));
         };
         let count: Result<i64> = (|| {
             let db = self.db.lock().unwrap();
-            Ok(db.query_row(&format!("SELECT count(*) FROM {}.{}", ident(dataset), ident(table)), [], |r| r.get(0))?)
+            Ok(db.query_row(
+                &format!("SELECT count(*) FROM {}.{}", ident(dataset), ident(table)),
+                [],
+                |r| r.get(0),
+            )?)
         })();
         match count {
-            Ok(rows) => (200, json!({"kind": "bigquery#table", "type": "TABLE",
+            Ok(rows) => (
+                200,
+                json!({"kind": "bigquery#table", "type": "TABLE",
                 "id": format!("{}:{dataset}.{table}", self.project),
                 "tableReference": {"projectId": self.project, "datasetId": dataset, "tableId": table},
-                "schema": {"fields": fields}, "numRows": rows.to_string()})),
+                "schema": {"fields": fields}, "numRows": rows.to_string()}),
+            ),
             Err(e) => error(500, "INTERNAL", &format!("{e:#}")),
         }
     }
 
     fn delete_table(&self, dataset: &str, table: &str) -> (u16, Value) {
         let mut s = self.state.lock().unwrap();
-        if s.tables.remove(&(dataset.to_owned(), table.to_owned())).is_none() {
+        if s.tables
+            .remove(&(dataset.to_owned(), table.to_owned()))
+            .is_none()
+        {
             return not_found(&format!("Table {}:{dataset}.{table}", self.project));
         }
-        let _ = self.db.lock().unwrap().execute_batch(&format!("DROP TABLE IF EXISTS {}.{}", ident(dataset), ident(table)));
+        let _ = self.db.lock().unwrap().execute_batch(&format!(
+            "DROP TABLE IF EXISTS {}.{}",
+            ident(dataset),
+            ident(table)
+        ));
         (204, Value::Null)
     }
 
@@ -212,7 +261,15 @@ impl BigQuery {
             .map(str::to_owned)
             .unwrap_or_else(|| format!("job_rehearsal_{}", s.next));
         if s.jobs.contains_key(&job_id) {
-            return error(409, "ALREADY_EXISTS", &format!("Already Exists: Job {}:{}.{job_id}", self.project, location(&call.body)));
+            return error(
+                409,
+                "ALREADY_EXISTS",
+                &format!(
+                    "Already Exists: Job {}:{}.{job_id}",
+                    self.project,
+                    location(&call.body)
+                ),
+            );
         }
         let mut resource = json!({
             "kind": "bigquery#job",
@@ -224,9 +281,21 @@ impl BigQuery {
         });
         let config = call.body["configuration"].clone();
         if config["load"].is_null() && config["query"].is_null() {
-            return error(400, "INVALID_ARGUMENT", "the stand-in runs load and query jobs only");
+            return error(
+                400,
+                "INVALID_ARGUMENT",
+                "the stand-in runs load and query jobs only",
+            );
         }
-        s.jobs.insert(job_id.clone(), Job { resource: resource.clone(), state: "PENDING".into(), error: None, result: None });
+        s.jobs.insert(
+            job_id.clone(),
+            Job {
+                resource: resource.clone(),
+                state: "PENDING".into(),
+                error: None,
+                result: None,
+            },
+        );
         drop(s);
         resource["status"] = json!({"state": "PENDING"});
         let this = self.clone();
@@ -234,15 +303,19 @@ impl BigQuery {
         tokio::spawn(async move {
             this.set_job(&id, "RUNNING", None, None);
             let outcome = if !config["load"].is_null() {
-                this.load(&config["load"]).await.map(|rows| (Some(rows), None))
+                this.load(&config["load"])
+                    .await
+                    .map(|rows| (Some(rows), None))
             } else {
                 let this2 = this.clone();
                 let q = config["query"].clone();
-                tokio::task::spawn_blocking(move || this2.run_sql(&q["query"], &q["defaultDataset"]))
-                    .await
-                    .map_err(anyhow::Error::from)
-                    .and_then(|r| r)
-                    .map(|rs| (None, Some(rs)))
+                tokio::task::spawn_blocking(move || {
+                    this2.run_sql(&q["query"], &q["defaultDataset"])
+                })
+                .await
+                .map_err(anyhow::Error::from)
+                .and_then(|r| r)
+                .map(|rs| (None, Some(rs)))
             };
             match outcome {
                 Ok((rows, result)) => {
@@ -255,7 +328,8 @@ impl BigQuery {
                 }
                 Err(e) => this.set_job(&id, "DONE", Some(format!("{e:#}")), None),
             }
-            this.front.event(json!({"event": "bigquery-job", "job": id}));
+            this.front
+                .event(json!({"event": "bigquery-job", "job": id}));
         });
         (200, resource)
     }
@@ -285,7 +359,11 @@ impl BigQuery {
         let mut r = job.resource.clone();
         r["status"] = json!({"state": job.state});
         if let Some(message) = &job.error {
-            let reason = if message.contains("not found") { "notFound" } else { "invalid" };
+            let reason = if message.contains("not found") {
+                "notFound"
+            } else {
+                "invalid"
+            };
             r["status"]["errorResult"] = json!({"reason": reason, "message": message});
             r["status"]["errors"] = json!([{"reason": reason, "message": message}]);
         }
@@ -314,7 +392,8 @@ impl BigQuery {
             Ok(Err(e)) => return error(400, "INVALID_ARGUMENT", &format!("{e:#}")),
             Err(e) => return error(500, "INTERNAL", &e.to_string()),
         };
-        let reference = json!({"projectId": self.project, "jobId": job_id, "location": location(&body)});
+        let reference =
+            json!({"projectId": self.project, "jobId": job_id, "location": location(&body)});
         self.state.lock().unwrap().jobs.insert(
             job_id.clone(),
             Job {
@@ -339,7 +418,10 @@ impl BigQuery {
         };
         let reference = job.resource["jobReference"].clone();
         if job.state != "DONE" {
-            return (200, json!({"kind": "bigquery#getQueryResultsResponse", "jobComplete": false, "jobReference": reference}));
+            return (
+                200,
+                json!({"kind": "bigquery#getQueryResultsResponse", "jobComplete": false, "jobReference": reference}),
+            );
         }
         if let Some(message) = &job.error {
             return error(400, "INVALID_ARGUMENT", message);
@@ -376,11 +458,20 @@ impl BigQuery {
     /// Runs a load job; returns the rows loaded.
     async fn load(&self, load: &Value) -> Result<u64> {
         if load["sourceFormat"] != "PARQUET" {
-            bail!("sourceFormat {}: the stand-in loads PARQUET only", load["sourceFormat"]);
+            bail!(
+                "sourceFormat {}: the stand-in loads PARQUET only",
+                load["sourceFormat"]
+            );
         }
         let table = &load["destinationTable"];
-        let dataset = table["datasetId"].as_str().context("no destinationTable.datasetId")?.to_owned();
-        let table_id = table["tableId"].as_str().context("no destinationTable.tableId")?.to_owned();
+        let dataset = table["datasetId"]
+            .as_str()
+            .context("no destinationTable.datasetId")?
+            .to_owned();
+        let table_id = table["tableId"]
+            .as_str()
+            .context("no destinationTable.tableId")?
+            .to_owned();
         if !self.state.lock().unwrap().datasets.contains(&dataset) {
             bail!("Not found: Dataset {}:{dataset}", self.project);
         }
@@ -393,12 +484,22 @@ impl BigQuery {
         if files.is_empty() {
             bail!("Not found: Uris {}", load["sourceUris"]);
         }
-        let fields: Vec<Value> = load["schema"]["fields"].as_array().cloned().unwrap_or_default();
+        let fields: Vec<Value> = load["schema"]["fields"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         let targets: Vec<String> = load["decimalTargetTypes"]
             .as_array()
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default();
-        let disposition = load["writeDisposition"].as_str().unwrap_or("WRITE_APPEND").to_owned();
+        let disposition = load["writeDisposition"]
+            .as_str()
+            .unwrap_or("WRITE_APPEND")
+            .to_owned();
         let this = self.clone();
         let (ds, t) = (dataset.clone(), table_id.clone());
         let fields2 = fields.clone();
@@ -407,19 +508,26 @@ impl BigQuery {
             load_blocking(&db, &ds, &t, &files, &fields2, &targets, &disposition)
         })
         .await??;
-        self.state.lock().unwrap().tables.insert((dataset, table_id), fields);
+        self.state
+            .lock()
+            .unwrap()
+            .tables
+            .insert((dataset, table_id), fields);
         Ok(rows)
     }
 
     /// Downloads the objects a source URI names (one `*` wildcard allowed).
     async fn fetch(&self, uri: &str, dir: &Path) -> Result<Vec<PathBuf>> {
-        let (bucket, pattern) = split_uri(uri).with_context(|| format!("{uri} is not gs://bucket/object"))?;
+        let (bucket, pattern) =
+            split_uri(uri).with_context(|| format!("{uri} is not gs://bucket/object"))?;
         let (prefix, suffix) = pattern.split_once('*').unwrap_or((pattern, ""));
         let wildcard = pattern.contains('*');
         let mut out = Vec::new();
         for name in self.gcs.list(bucket, prefix).await? {
             let matches = if wildcard {
-                name.starts_with(prefix) && name.ends_with(suffix) && name.len() >= prefix.len() + suffix.len()
+                name.starts_with(prefix)
+                    && name.ends_with(suffix)
+                    && name.len() >= prefix.len() + suffix.len()
             } else {
                 name == pattern
             };
@@ -468,9 +576,17 @@ fn rewrite_names(sql: &str) -> String {
 
 /// BigQuery's type name -> DuckDB's, with the field's precision and scale.
 fn duck_type(field: &Value) -> Result<String> {
-    let kind = field["type"].as_str().unwrap_or("STRING").to_ascii_uppercase();
-    let precision = field["precision"].as_str().and_then(|p| p.parse::<u32>().ok());
-    let scale = field["scale"].as_str().and_then(|s| s.parse::<u32>().ok()).unwrap_or(0);
+    let kind = field["type"]
+        .as_str()
+        .unwrap_or("STRING")
+        .to_ascii_uppercase();
+    let precision = field["precision"]
+        .as_str()
+        .and_then(|p| p.parse::<u32>().ok());
+    let scale = field["scale"]
+        .as_str()
+        .and_then(|s| s.parse::<u32>().ok())
+        .unwrap_or(0);
     Ok(match kind.as_str() {
         "INTEGER" | "INT64" => "BIGINT".into(),
         "FLOAT" | "FLOAT64" => "DOUBLE".into(),
@@ -490,15 +606,26 @@ fn duck_type(field: &Value) -> Result<String> {
                 field["name"]
             ),
         },
-        other => bail!("field {}: type {other} is not supported by the stand-in", field["name"]),
+        other => bail!(
+            "field {}: type {other} is not supported by the stand-in",
+            field["name"]
+        ),
     })
 }
 
 /// (integer digits, scale) a decimal target type holds.
 fn decimal_room(field: &Value) -> (u32, u32) {
-    let kind = field["type"].as_str().unwrap_or_default().to_ascii_uppercase();
-    let precision = field["precision"].as_str().and_then(|p| p.parse::<u32>().ok());
-    let scale = field["scale"].as_str().and_then(|s| s.parse::<u32>().ok()).unwrap_or(0);
+    let kind = field["type"]
+        .as_str()
+        .unwrap_or_default()
+        .to_ascii_uppercase();
+    let precision = field["precision"]
+        .as_str()
+        .and_then(|p| p.parse::<u32>().ok());
+    let scale = field["scale"]
+        .as_str()
+        .and_then(|s| s.parse::<u32>().ok())
+        .unwrap_or(0);
     match (kind.as_str(), precision) {
         (_, Some(p)) => (p - scale.min(p), scale),
         ("NUMERIC", None) => (29, 9),
@@ -539,7 +666,9 @@ fn load_blocking(
     }
     let mut columns = Vec::new();
     for field in fields {
-        let name = field["name"].as_str().context("a schema field has no name")?;
+        let name = field["name"]
+            .as_str()
+            .context("a schema field has no name")?;
         let target = duck_type(field)?;
         let Some(source_type) = described.get(name) else {
             if field["mode"] == "REQUIRED" {
@@ -549,18 +678,29 @@ fn load_blocking(
             continue;
         };
         if let Some((p, s)) = parse_decimal(source_type) {
-            let kind = field["type"].as_str().unwrap_or_default().to_ascii_uppercase();
+            let kind = field["type"]
+                .as_str()
+                .unwrap_or_default()
+                .to_ascii_uppercase();
             if kind == "NUMERIC" || kind == "BIGNUMERIC" {
                 let (int_digits, scale) = decimal_room(field);
                 if p - s > int_digits || s > scale {
                     bail!(
                         "Error while reading data, error message: Parquet column '{name}' has type DECIMAL({p},{s}) which does not match the target cpp_type {kind}; the target holds {int_digits} integer digits and scale {scale}{}",
-                        if targets.is_empty() { String::new() } else { format!(" (decimalTargetTypes {targets:?})") }
+                        if targets.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" (decimalTargetTypes {targets:?})")
+                        }
                     );
                 }
             }
         }
-        columns.push(format!("CAST({} AS {target}) AS {}", ident(name), ident(name)));
+        columns.push(format!(
+            "CAST({} AS {target}) AS {}",
+            ident(name),
+            ident(name)
+        ));
     }
     if fields.is_empty() {
         columns.push("*".into());
@@ -570,7 +710,9 @@ fn load_blocking(
     db.execute_batch("BEGIN")?;
     let outcome = (|| -> Result<u64> {
         match disposition {
-            "WRITE_TRUNCATE" => db.execute_batch(&format!("CREATE OR REPLACE TABLE {qualified} AS {select}"))?,
+            "WRITE_TRUNCATE" => {
+                db.execute_batch(&format!("CREATE OR REPLACE TABLE {qualified} AS {select}"))?
+            }
             "WRITE_EMPTY" | "WRITE_APPEND" => {
                 let exists: i64 = db.query_row(
                     "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
@@ -581,9 +723,14 @@ fn load_blocking(
                     db.execute_batch(&format!("CREATE TABLE {qualified} AS {select}"))?;
                 } else {
                     if disposition == "WRITE_EMPTY" {
-                        let rows: i64 = db.query_row(&format!("SELECT count(*) FROM {qualified}"), [], |r| r.get(0))?;
+                        let rows: i64 =
+                            db.query_row(&format!("SELECT count(*) FROM {qualified}"), [], |r| {
+                                r.get(0)
+                            })?;
                         if rows > 0 {
-                            bail!("Already Exists: Table {dataset}.{table} is not empty (WRITE_EMPTY)");
+                            bail!(
+                                "Already Exists: Table {dataset}.{table} is not empty (WRITE_EMPTY)"
+                            );
                         }
                     }
                     db.execute_batch(&format!("INSERT INTO {qualified} {select}"))?;
@@ -591,7 +738,8 @@ fn load_blocking(
             }
             other => bail!("writeDisposition {other} is not supported"),
         }
-        let rows: i64 = db.query_row(&format!("SELECT count(*) FROM {source}"), [], |r| r.get(0))?;
+        let rows: i64 =
+            db.query_row(&format!("SELECT count(*) FROM {source}"), [], |r| r.get(0))?;
         Ok(rows as u64)
     })();
     match outcome {
@@ -610,7 +758,9 @@ fn load_blocking(
 fn bigquery_type(duck: &str) -> &'static str {
     let upper = duck.to_ascii_uppercase();
     match upper.as_str() {
-        "BIGINT" | "INTEGER" | "SMALLINT" | "TINYINT" | "HUGEINT" | "UBIGINT" | "UINTEGER" => "INTEGER",
+        "BIGINT" | "INTEGER" | "SMALLINT" | "TINYINT" | "HUGEINT" | "UBIGINT" | "UINTEGER" => {
+            "INTEGER"
+        }
         "DOUBLE" | "FLOAT" | "REAL" => "FLOAT",
         "BOOLEAN" => "BOOLEAN",
         "DATE" => "DATE",
@@ -626,7 +776,9 @@ fn run_query(db: &duckdb::Connection, sql: &str) -> Result<ResultSet> {
     let sql = sql.trim().trim_end_matches(';');
     let mut names = Vec::new();
     {
-        let mut stmt = db.prepare(&format!("DESCRIBE {sql}")).context("the query failed")?;
+        let mut stmt = db
+            .prepare(&format!("DESCRIBE {sql}"))
+            .context("the query failed")?;
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
             let name: String = row.get(0)?;
@@ -677,7 +829,12 @@ fn canonical_decimal(text: &str) -> String {
     text.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
-fn page_json(result: &ResultSet, start: usize, max: Option<usize>, int64_timestamps: bool) -> Value {
+fn page_json(
+    result: &ResultSet,
+    start: usize,
+    max: Option<usize>,
+    int64_timestamps: bool,
+) -> Value {
     let size = max.unwrap_or(usize::MAX).max(1);
     let end = start.saturating_add(size).min(result.rows.len());
     let rows: Vec<Value> = result.rows[start.min(end)..end]

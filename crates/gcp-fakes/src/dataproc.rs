@@ -63,7 +63,6 @@ struct Run {
 struct ClusterRec {
     resource: Value,
     uuid: String,
-    ready_at: Instant,
     deleting: bool,
 }
 
@@ -137,7 +136,13 @@ impl Dataproc {
 
     /// Clusters that exist (any state but gone).
     pub fn clusters(&self) -> Vec<String> {
-        self.state.lock().unwrap().clusters.keys().cloned().collect()
+        self.state
+            .lock()
+            .unwrap()
+            .clusters
+            .keys()
+            .cloned()
+            .collect()
     }
 
     /// Job ids ever submitted, in id order.
@@ -167,11 +172,10 @@ impl Dataproc {
     /// The next run of the script named `file` (e.g. `user_behavior.py`)
     /// prints `lines` and fails with a Python traceback.
     pub fn break_script(&self, file: &str, lines: &[&str]) {
-        self.state
-            .lock()
-            .unwrap()
-            .broken
-            .insert(file.to_owned(), lines.iter().map(|l| l.to_string()).collect());
+        self.state.lock().unwrap().broken.insert(
+            file.to_owned(),
+            lines.iter().map(|l| l.to_string()).collect(),
+        );
     }
 
     /// Clusters that are not being deleted, after finishing what is due.
@@ -189,8 +193,10 @@ impl Dataproc {
     pub fn executions(&self) -> BTreeMap<String, usize> {
         let mut out = BTreeMap::new();
         for event in self.front.events() {
-            if (event["event"] == "job" || event["event"] == "batch") && event["state"] == "RUNNING" {
-                *out.entry(event["id"].as_str().unwrap_or_default().to_owned()).or_default() += 1;
+            if (event["event"] == "job" || event["event"] == "batch") && event["state"] == "RUNNING"
+            {
+                *out.entry(event["id"].as_str().unwrap_or_default().to_owned())
+                    .or_default() += 1;
             }
         }
         out
@@ -217,6 +223,22 @@ impl Dataproc {
     }
 
     pub async fn dispatch(&self, call: Call) -> (u16, Value) {
+        let request_id = call
+            .req
+            .param("requestId")
+            .map(str::to_owned)
+            .or_else(|| call.body["requestId"].as_str().map(str::to_owned));
+        // dataproc.v1.json: at most 40 characters, letters, digits, `_` and `-`.
+        if let Some(id) = request_id
+            && (id.len() > 40
+                || !id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+        {
+            let text = format!("{}: requestId `{id}` breaks the 40-character rule", call.id);
+            self.front.violation(text.clone());
+            return error(400, "INVALID_ARGUMENT", &text);
+        }
         let project = call.seg.get(2).cloned().unwrap_or_default();
         let region = call.seg.get(4).cloned().unwrap_or_default();
         match call.short().as_str() {
@@ -275,12 +297,17 @@ impl Dataproc {
         if let Some(replayed) = self.replay(&s, request_id) {
             return replayed;
         }
-        let name = call.body["clusterName"].as_str().unwrap_or_default().to_owned();
+        let name = call.body["clusterName"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         if s.clusters.contains_key(&name) {
             return error(
                 409,
                 "ALREADY_EXISTS",
-                &format!("Already exists: Failed to create cluster: Cluster projects/{project}/regions/{region}/clusters/{name}"),
+                &format!(
+                    "Already exists: Failed to create cluster: Cluster projects/{project}/regions/{region}/clusters/{name}"
+                ),
             );
         }
         s.next += 1;
@@ -295,7 +322,6 @@ impl Dataproc {
             ClusterRec {
                 resource: resource.clone(),
                 uuid: cluster_uuid.clone(),
-                ready_at,
                 deleting: false,
             },
         );
@@ -337,19 +363,25 @@ impl Dataproc {
                 OnDone::ClusterRunning(cluster) => match s.clusters.get_mut(&cluster) {
                     Some(c) if !c.deleting => {
                         c.resource["status"] = json!({"state": "RUNNING", "stateStartTime": now()});
-                        self.event(json!({"event": "cluster", "cluster": cluster, "state": "RUNNING"}));
+                        self.event(
+                            json!({"event": "cluster", "cluster": cluster, "state": "RUNNING"}),
+                        );
                         let mut r = c.resource.clone();
                         r["@type"] = json!("type.googleapis.com/google.cloud.dataproc.v1.Cluster");
                         Ok(r)
                     }
-                    _ => Err(json!({"code": 9, "message": format!("Cluster {cluster} was deleted while it was being created")})),
+                    _ => Err(
+                        json!({"code": 9, "message": format!("Cluster {cluster} was deleted while it was being created")}),
+                    ),
                 },
                 OnDone::ClusterGone(cluster) => {
                     s.clusters.remove(&cluster);
                     self.event(json!({"event": "cluster", "cluster": cluster, "state": "DELETED"}));
                     Ok(json!({"@type": "type.googleapis.com/google.protobuf.Empty"}))
                 }
-                OnDone::Nothing => Ok(json!({"@type": "type.googleapis.com/google.protobuf.Empty"})),
+                OnDone::Nothing => {
+                    Ok(json!({"@type": "type.googleapis.com/google.protobuf.Empty"}))
+                }
             };
             if let Some(op) = s.operations.get_mut(&name) {
                 op.result = Some(result);
@@ -373,7 +405,11 @@ impl Dataproc {
         let mut terms = Vec::new();
         for term in split_and(filter) {
             let Some((key, value)) = term.split_once('=') else {
-                return error(400, "INVALID_ARGUMENT", &format!("Invalid filter: {filter}"));
+                return error(
+                    400,
+                    "INVALID_ARGUMENT",
+                    &format!("Invalid filter: {filter}"),
+                );
             };
             terms.push((
                 key.trim().to_owned(),
@@ -390,7 +426,9 @@ impl Dataproc {
                     } else if key == "status.state" {
                         let state = c.resource["status"]["state"].as_str().unwrap_or_default();
                         match value.as_str() {
-                            "ACTIVE" => matches!(state, "CREATING" | "RUNNING" | "UPDATING" | "ERROR"),
+                            "ACTIVE" => {
+                                matches!(state, "CREATING" | "RUNNING" | "UPDATING" | "ERROR")
+                            }
                             "INACTIVE" => matches!(state, "DELETING"),
                             other => state == other,
                         }
@@ -409,7 +447,11 @@ impl Dataproc {
             .and_then(|p| p.parse().ok())
             .filter(|n| *n > 0)
             .unwrap_or(100);
-        let start: usize = call.req.param("pageToken").and_then(|t| t.parse().ok()).unwrap_or(0);
+        let start: usize = call
+            .req
+            .param("pageToken")
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(0);
         let page: Vec<Value> = matching.iter().skip(start).take(size).cloned().collect();
         let mut answer = json!({});
         if !page.is_empty() {
@@ -430,7 +472,9 @@ impl Dataproc {
             return replayed;
         }
         let Some(cluster) = s.clusters.get(&name) else {
-            return not_found(&format!("Cluster projects/{project}/regions/{region}/clusters/{name}"));
+            return not_found(&format!(
+                "Cluster projects/{project}/regions/{region}/clusters/{name}"
+            ));
         };
         if let Some(want) = call.req.param("clusterUuid")
             && want != cluster.uuid
@@ -438,7 +482,11 @@ impl Dataproc {
             return not_found(&format!("Cluster {name} with UUID {want}"));
         }
         if cluster.deleting {
-            return error(400, "FAILED_PRECONDITION", &format!("Cluster {name} is being deleted"));
+            return error(
+                400,
+                "FAILED_PRECONDITION",
+                &format!("Cluster {name} is being deleted"),
+            );
         }
         let uuid_of = cluster.uuid.clone();
         // Deleting a cluster kills its drivers; their jobs end in ERROR.
@@ -453,7 +501,11 @@ impl Dataproc {
                 if let Some(pgid) = run.pgid.take() {
                     kill_group(pgid);
                 }
-                set_state(run, "ERROR", Some("Job terminated: the cluster was deleted".into()));
+                set_state(
+                    run,
+                    "ERROR",
+                    Some("Job terminated: the cluster was deleted".into()),
+                );
             }
         }
         let c = s.clusters.get_mut(&name).unwrap();
@@ -507,18 +559,28 @@ impl Dataproc {
                 self.cancel(Kind::Batch, &batch);
                 (200, json!({}))
             }
-            None => error(400, "FAILED_PRECONDITION", "This operation cannot be cancelled"),
+            None => error(
+                400,
+                "FAILED_PRECONDITION",
+                "This operation cannot be cancelled",
+            ),
         }
     }
 
     fn submit_job(&self, call: &Call, project: &str, region: &str) -> (u16, Value) {
         let job = &call.body["job"];
-        let job_id = job["reference"]["jobId"].as_str().unwrap_or_default().to_owned();
+        let job_id = job["reference"]["jobId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         if job_id.is_empty() || call.body["requestId"].is_null() {
             self.front
                 .violation("jobs.submit without reference.jobId or requestId");
         }
-        let cluster = job["placement"]["clusterName"].as_str().unwrap_or_default().to_owned();
+        let cluster = job["placement"]["clusterName"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         let mut s = self.state.lock().unwrap();
         self.settle(&mut s);
         if s.runs.contains_key(&(Kind::Job, job_id.clone())) {
@@ -529,13 +591,18 @@ impl Dataproc {
             );
         }
         let Some(c) = s.clusters.get(&cluster) else {
-            return not_found(&format!("Cluster projects/{project}/regions/{region}/clusters/{cluster}"));
+            return not_found(&format!(
+                "Cluster projects/{project}/regions/{region}/clusters/{cluster}"
+            ));
         };
         if c.resource["status"]["state"] != "RUNNING" {
             return error(
                 400,
                 "FAILED_PRECONDITION",
-                &format!("Cluster {cluster} is not running (state {})", c.resource["status"]["state"]),
+                &format!(
+                    "Cluster {cluster} is not running (state {})",
+                    c.resource["status"]["state"]
+                ),
             );
         }
         let bucket = c.resource["config"]["configBucket"]
@@ -548,7 +615,8 @@ impl Dataproc {
         resource["reference"]["projectId"] = json!(project);
         resource["placement"]["clusterUuid"] = json!(cluster_uuid);
         resource["jobUuid"] = json!(uuid(s.next));
-        let control = format!("gs://{bucket}/google-cloud-dataproc-metainfo/{cluster_uuid}/jobs/{job_id}");
+        let control =
+            format!("gs://{bucket}/google-cloud-dataproc-metainfo/{cluster_uuid}/jobs/{job_id}");
         resource["driverControlFilesUri"] = json!(format!("{control}/"));
         resource["driverOutputResourceUri"] = json!(format!("{control}/driveroutput"));
         let mut run = Run {
@@ -586,7 +654,9 @@ impl Dataproc {
             return error(
                 409,
                 "ALREADY_EXISTS",
-                &format!("Already exists: Batch projects/{project}/locations/{region}/batches/{batch_id}"),
+                &format!(
+                    "Already exists: Batch projects/{project}/locations/{region}/batches/{batch_id}"
+                ),
             );
         }
         s.next += 1;
@@ -651,7 +721,13 @@ impl Dataproc {
     }
 
     fn cancel_job(&self, id: &str) -> (u16, Value) {
-        if !self.state.lock().unwrap().runs.contains_key(&(Kind::Job, id.to_owned())) {
+        if !self
+            .state
+            .lock()
+            .unwrap()
+            .runs
+            .contains_key(&(Kind::Job, id.to_owned()))
+        {
             return not_found(&format!("Job {id}"));
         }
         self.cancel(Kind::Job, id);
@@ -666,7 +742,11 @@ impl Dataproc {
         if is_final(&run.state) {
             return;
         }
-        let pending = if kind == Kind::Job { "CANCEL_PENDING" } else { "CANCELLING" };
+        let pending = if kind == Kind::Job {
+            "CANCEL_PENDING"
+        } else {
+            "CANCELLING"
+        };
         set_state(run, pending, None);
         match run.pgid {
             // The runner sees the exit and records CANCELLED.
@@ -703,7 +783,10 @@ impl Dataproc {
             return;
         };
         run.pgid = None;
-        let cancelled = matches!(run.state.as_str(), "CANCEL_PENDING" | "CANCEL_STARTED" | "CANCELLING");
+        let cancelled = matches!(
+            run.state.as_str(),
+            "CANCEL_PENDING" | "CANCEL_STARTED" | "CANCELLING"
+        );
         let (ok, fail) = match kind {
             Kind::Job => ("DONE", "ERROR"),
             Kind::Batch => ("SUCCEEDED", "FAILED"),
@@ -770,13 +853,36 @@ impl Dataproc {
         for f in pyspark["pythonFileUris"].as_array().into_iter().flatten() {
             py_files.push(mirror.fetch(f.as_str().unwrap_or_default()).await?);
         }
+        let spark_home = self
+            .config
+            .spark_submit
+            .parent()
+            .and_then(Path::parent)
+            .context("spark-submit is not in SPARK_HOME/bin")?;
+        // The venv pyspark lives in: its python runs the driver and workers.
+        let python = spark_home
+            .ancestors()
+            .find(|dir| dir.join("pyvenv.cfg").is_file())
+            .map_or_else(|| PathBuf::from("python3"), |venv| venv.join("bin/python"));
         let mut cmd = tokio::process::Command::new(&self.config.spark_submit);
-        cmd.args(["--master", &self.config.master]);
+        cmd.args(["--master", &self.config.master])
+            .args(["--conf", "spark.ui.enabled=false"])
+            .arg("--conf")
+            .arg(format!(
+                "spark.local.dir={}",
+                work.path().join("spark-local").display()
+            ))
+            .env("SPARK_HOME", spark_home)
+            .env("PYSPARK_PYTHON", &python)
+            .env("PYSPARK_DRIVER_PYTHON", &python)
+            .env("SPARK_LOCAL_IP", "127.0.0.1")
+            .env_remove("PYTHONPATH");
         if !py_files.is_empty() {
             cmd.args(["--py-files", &py_files.join(",")]);
         }
         for (k, v) in pyspark["properties"].as_object().into_iter().flatten() {
-            cmd.arg("--conf").arg(format!("{k}={}", v.as_str().unwrap_or_default()));
+            cmd.arg("--conf")
+                .arg(format!("{k}={}", v.as_str().unwrap_or_default()));
         }
         cmd.arg(main.trim_start_matches("file://"))
             .args(&args)
@@ -797,9 +903,9 @@ impl Dataproc {
                 }
             }
         }
-        let mut child = cmd.spawn().with_context(|| {
-            format!("cannot run {}", self.config.spark_submit.display())
-        })?;
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("cannot run {}", self.config.spark_submit.display()))?;
         {
             let mut s = self.state.lock().unwrap();
             if let Some(run) = s.runs.get_mut(key) {
@@ -820,7 +926,11 @@ impl Dataproc {
                 (None, Some(signal)) => format!("signal {signal}"),
                 _ => status.to_string(),
             };
-            let last = tail.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+            let last = tail
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("");
             anyhow::bail!(
                 "Job failed with message [{}] ({how}). Additional details can be found at: {output}",
                 last.trim()
@@ -854,7 +964,10 @@ fn kill_group(pgid: i32) {
 }
 
 fn is_final(state: &str) -> bool {
-    matches!(state, "DONE" | "ERROR" | "CANCELLED" | "SUCCEEDED" | "FAILED")
+    matches!(
+        state,
+        "DONE" | "ERROR" | "CANCELLED" | "SUCCEEDED" | "FAILED"
+    )
 }
 
 fn set_state(run: &mut Run, state: &str, details: Option<String>) {
@@ -928,7 +1041,8 @@ impl Mirror {
     /// Downloads the object `uri` names, or every object under `uri/`, and
     /// returns the `file://` URI of the local copy.
     async fn fetch(&self, uri: &str) -> Result<String> {
-        let (bucket, key) = split_uri(uri).with_context(|| format!("{uri} is not gs://bucket/key"))?;
+        let (bucket, key) =
+            split_uri(uri).with_context(|| format!("{uri} is not gs://bucket/key"))?;
         let key = key.trim_end_matches('/');
         let local = self.root.join(bucket).join(key);
         let exact = self.gcs.list(bucket, key).await?;
@@ -960,7 +1074,10 @@ impl Mirror {
         let objects = self.objects.lock().unwrap().clone();
         let mut seen = BTreeSet::new();
         for path in files {
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
             // Hadoop's local file system leaves checksum files and a
             // temporary dir; the GCS connector writes neither.
             if (name.starts_with('.') && name.ends_with(".crc"))
@@ -979,9 +1096,15 @@ impl Mirror {
             }
             let rel = path.strip_prefix(&self.root)?;
             let mut parts = rel.iter();
-            let bucket = parts.next().and_then(|b| b.to_str()).unwrap_or_default().to_owned();
+            let bucket = parts
+                .next()
+                .and_then(|b| b.to_str())
+                .unwrap_or_default()
+                .to_owned();
             let key: PathBuf = parts.collect();
-            self.gcs.upload_file(&bucket, &key.to_string_lossy(), &path).await?;
+            self.gcs
+                .upload_file(&bucket, &key.to_string_lossy(), &path)
+                .await?;
         }
         for (path, (bucket, key, _, _)) in &objects {
             if !seen.contains(path) {
@@ -1064,7 +1187,11 @@ impl DriverOutput {
             if !pending.is_empty() && (closed || last_flush.elapsed() > Duration::from_secs(1)) {
                 let key = format!("{}.{chunk:09}", self.prefix);
                 self.gcs
-                    .write(&self.bucket, &key, std::mem::take(&mut pending).into_bytes())
+                    .write(
+                        &self.bucket,
+                        &key,
+                        std::mem::take(&mut pending).into_bytes(),
+                    )
                     .await?;
                 chunk += 1;
                 last_flush = Instant::now();

@@ -223,7 +223,12 @@ pub async fn serve(
     .await
 }
 
-async fn handle(docs: &[Arc<Discovery>], front: &Front, dispatch: &Dispatch, req: Request) -> Response {
+async fn handle(
+    docs: &[Arc<Discovery>],
+    front: &Front,
+    dispatch: &Dispatch,
+    req: Request,
+) -> Response {
     let reply = |(code, value): (u16, Value)| {
         if value.is_null() {
             Response::empty(code)

@@ -220,18 +220,15 @@ impl Gcs {
         let file = tokio::fs::File::open(path)
             .await
             .with_context(|| format!("cannot open {}", path.display()))?;
-        let length = file.metadata().await?.len();
         let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
-        self.put(bucket, key, body, length).await
+        self.put(bucket, key, body).await
     }
 
     pub async fn write(&self, bucket: &str, key: &str, bytes: Vec<u8>) -> Result<()> {
-        let length = bytes.len() as u64;
-        self.put(bucket, key, reqwest::Body::from(bytes), length)
-            .await
+        self.put(bucket, key, reqwest::Body::from(bytes)).await
     }
 
-    async fn put(&self, bucket: &str, key: &str, body: reqwest::Body, length: u64) -> Result<()> {
+    async fn put(&self, bucket: &str, key: &str, body: reqwest::Body) -> Result<()> {
         self.http
             .post(format!(
                 "{}/upload/storage/v1/b/{}/o",
@@ -240,7 +237,6 @@ impl Gcs {
             ))
             .query(&[("uploadType", "media"), ("name", key)])
             .header("content-type", "application/octet-stream")
-            .header("content-length", length)
             .body(body)
             .send()
             .await?
@@ -250,7 +246,11 @@ impl Gcs {
     }
 
     pub async fn delete(&self, bucket: &str, key: &str) -> Result<()> {
-        let response = self.http.delete(self.object_url(bucket, key)).send().await?;
+        let response = self
+            .http
+            .delete(self.object_url(bucket, key))
+            .send()
+            .await?;
         if !response.status().is_success() && response.status() != 404 {
             bail!("cannot delete gs://{bucket}/{key}: {}", response.status());
         }

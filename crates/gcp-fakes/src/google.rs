@@ -59,7 +59,8 @@ impl FakeGoogle {
 
     /// [`FakeGoogle::start`] with the discovery documents in `documents`.
     pub async fn start_with(documents: &Path, driver_bucket: &str) -> FakeGoogle {
-        let load = |name| Arc::new(Discovery::load(documents, name).unwrap_or_else(|e| panic!("{e:#}")));
+        let load =
+            |name| Arc::new(Discovery::load(documents, name).unwrap_or_else(|e| panic!("{e:#}")));
         let docs = vec![load("dataproc.v1"), load("bigquery.v2")];
         let state = Arc::new(Mutex::new(State::default()));
         let front = Front::new();
@@ -155,7 +156,7 @@ fn dispatch(s: &mut State, front: &Front, driver_bucket: &str, call: &Call) -> (
         "projects.regions.clusters.create" => {
             let name = body["clusterName"].as_str().unwrap_or_default().to_owned();
             if req.param("requestId").is_none() {
-                front.violation("clusters.create without requestId".into());
+                front.violation("clusters.create without requestId");
             }
             if s.clusters.contains_key(&name) {
                 return (
@@ -245,7 +246,7 @@ fn dispatch(s: &mut State, front: &Front, driver_bucket: &str, call: &Call) -> (
                 .unwrap_or_default()
                 .to_owned();
             if job_id.is_empty() || body["requestId"].is_null() {
-                front.violation("jobs.submit without reference.jobId or requestId".into());
+                front.violation("jobs.submit without reference.jobId or requestId");
             }
             if s.jobs.contains_key(&job_id) {
                 return (

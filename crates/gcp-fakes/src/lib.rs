@@ -14,17 +14,17 @@
 //! - `token`, `sqladmin`, `dataproc`, `bigquery`, `services`: the executing
 //!   stand-ins of the rehearsal, started together by `stack`.
 
+pub mod bigquery;
 pub mod contract;
+pub mod dataproc;
 pub mod front;
 pub mod gcs;
 pub mod google;
-pub mod server;
-pub mod venv;
-pub mod bigquery;
-pub mod dataproc;
 pub mod postgres;
 pub mod report;
+pub mod server;
 pub mod services;
 pub mod sqladmin;
 pub mod stack;
 pub mod token;
+pub mod venv;

@@ -69,7 +69,12 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Report { log, startup, cluster_startup, nodes } => report_cmd(&log, startup, cluster_startup, nodes),
+        Command::Report {
+            log,
+            startup,
+            cluster_startup,
+            nodes,
+        } => report_cmd(&log, startup, cluster_startup, nodes),
         Command::Serve {
             documents,
             work,
@@ -119,7 +124,8 @@ async fn serve(config: StackConfig, env_file: PathBuf) -> Result<()> {
     for (k, v) in stack.env(&credentials) {
         env.push_str(&format!("export {k}='{v}'\n"));
     }
-    std::fs::write(&env_file, env).with_context(|| format!("cannot write {}", env_file.display()))?;
+    std::fs::write(&env_file, env)
+        .with_context(|| format!("cannot write {}", env_file.display()))?;
     eprintln!("gcp-fakes: ready; environment in {}", env_file.display());
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
@@ -134,12 +140,21 @@ async fn serve(config: StackConfig, env_file: PathBuf) -> Result<()> {
 }
 
 fn report_cmd(log: &PathBuf, startup: f64, standin: f64, nodes: u32) -> Result<()> {
-    let text = std::fs::read_to_string(log).with_context(|| format!("cannot read {}", log.display()))?;
+    let text =
+        std::fs::read_to_string(log).with_context(|| format!("cannot read {}", log.display()))?;
     let summary = report::summarize(&text)?;
     print!("{}", report::render(&summary, startup, standin, nodes));
-    let twice: Vec<&String> = summary.submits.iter().filter(|(_, n)| **n > 1).map(|(id, _)| id).collect();
+    let twice: Vec<&String> = summary
+        .submits
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(id, _)| id)
+        .collect();
     if !summary.violations.is_empty() {
-        anyhow::bail!("requests broke the discovery contract:\n{}", summary.violations.join("\n"));
+        anyhow::bail!(
+            "requests broke the discovery contract:\n{}",
+            summary.violations.join("\n")
+        );
     }
     if !twice.is_empty() {
         eprintln!("note: jobs submitted more than once (retries re-attach with 409): {twice:?}");

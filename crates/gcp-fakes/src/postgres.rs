@@ -7,7 +7,7 @@
 use std::ffi::OsString;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Output, Stdio};
 
 use anyhow::{Context, Result, bail};
 use tokio::process::Command;
@@ -56,11 +56,22 @@ fn server_command(program: &Path) -> Command {
     }
 }
 
-/// Runs `cmd`; on failure, the error quotes its stderr.
+/// Runs `cmd`, capturing its output; on failure, the error quotes its stderr.
 pub async fn run(cmd: &mut Command, what: &str) -> Result<Output> {
-    let output = cmd
+    cmd.stdout(Stdio::piped());
+    run_with_stdout(cmd, what).await
+}
+
+/// [`run`] for a command whose stdout the caller has set (a file).
+/// Tokio's `output()` would replace it with a pipe.
+pub async fn run_with_stdout(cmd: &mut Command, what: &str) -> Result<Output> {
+    let child = cmd
+        .stderr(Stdio::piped())
         .kill_on_drop(true)
-        .output()
+        .spawn()
+        .with_context(|| format!("cannot run {what}"))?;
+    let output = child
+        .wait_with_output()
         .await
         .with_context(|| format!("cannot run {what}"))?;
     if !output.status.success() {
@@ -95,7 +106,14 @@ impl Postgres {
                 server_command(&pg.bin.join("initdb"))
                     .arg("-D")
                     .arg(&data)
-                    .args(["-U", "postgres", "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-instructions"])
+                    .args([
+                        "-U",
+                        "postgres",
+                        "--auth=trust",
+                        "--encoding=UTF8",
+                        "--locale=C",
+                        "--no-instructions",
+                    ])
                     .env("LC_ALL", "C"),
                 "initdb",
             )
@@ -129,9 +147,16 @@ impl Postgres {
             PathBuf::from("psql")
         };
         let mut cmd = Command::new(psql);
-        cmd.arg("-h")
-            .arg(&self.dir)
-            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", database, "-U", user]);
+        cmd.arg("-h").arg(&self.dir).args([
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            database,
+            "-U",
+            user,
+        ]);
         cmd
     }
 
@@ -180,7 +205,8 @@ impl Postgres {
     pub fn stop(&self) {
         let mut cmd = if is_root() {
             let mut c = std::process::Command::new("runuser");
-            c.args(["-u", SERVER_USER, "--"]).arg(self.bin.join("pg_ctl"));
+            c.args(["-u", SERVER_USER, "--"])
+                .arg(self.bin.join("pg_ctl"));
             c
         } else {
             std::process::Command::new(self.bin.join("pg_ctl"))

@@ -48,13 +48,16 @@ pub fn summarize(log: &str) -> Result<Summary> {
         if line.trim().is_empty() {
             continue;
         }
-        let v: Value = serde_json::from_str(line).with_context(|| format!("line {} of the log is not JSON", n + 1))?;
+        let v: Value = serde_json::from_str(line)
+            .with_context(|| format!("line {} of the log is not JSON", n + 1))?;
         if let Some(violation) = v["violation"].as_str() {
             s.violations.push(violation.to_owned());
         } else if let Some(method) = v["method"].as_str() {
             *s.methods.entry(method.to_owned()).or_default() += 1;
             if method.ends_with("jobs.submit") {
-                let id = v["body"]["job"]["reference"]["jobId"].as_str().unwrap_or_default();
+                let id = v["body"]["job"]["reference"]["jobId"]
+                    .as_str()
+                    .unwrap_or_default();
                 *s.submits.entry(id.to_owned()).or_default() += 1;
             }
         } else if v["event"] == "cluster" {
@@ -63,7 +66,11 @@ pub fn summarize(log: &str) -> Result<Summary> {
             match v["state"].as_str() {
                 Some("CREATING") => {
                     // A name may be reused by a later run: a new life.
-                    s.clusters.push(ClusterLife { name, created: at, ..ClusterLife::default() });
+                    s.clusters.push(ClusterLife {
+                        name,
+                        created: at,
+                        ..ClusterLife::default()
+                    });
                 }
                 Some("RUNNING") => set(&mut s.clusters, &name, |c| c.running = at),
                 Some("DELETING") => set(&mut s.clusters, &name, |c| c.deleting = at),
@@ -77,7 +84,8 @@ pub fn summarize(log: &str) -> Result<Summary> {
                 }
                 (Some("DONE" | "ERROR" | "CANCELLED" | "SUCCEEDED" | "FAILED"), Some(at)) => {
                     if let Some(start) = started.get(&id) {
-                        s.job_seconds.insert(id, (at - *start).num_milliseconds() as f64 / 1000.0);
+                        s.job_seconds
+                            .insert(id, (at - *start).num_milliseconds() as f64 / 1000.0);
                     }
                 }
                 _ => {}
@@ -108,7 +116,10 @@ fn checker(method: &str) -> &'static str {
 /// The report `scripts/rehearse` prints.
 pub fn render(s: &Summary, startup: f64, standin_startup: f64, nodes: u32) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "cluster-minutes (model: a real cluster takes {startup:.0} s to start; {nodes} nodes each):");
+    let _ = writeln!(
+        out,
+        "cluster-minutes (model: a real cluster takes {startup:.0} s to start; {nodes} nodes each):"
+    );
     let original: f64 = s.job_seconds.values().map(|d| startup + d).sum();
     let mut ours = 0.0;
     for c in &s.clusters {
@@ -138,7 +149,10 @@ pub fn render(s: &Summary, startup: f64, standin_startup: f64, nodes: u32) -> St
     for (job, secs) in &s.job_seconds {
         let _ = writeln!(out, "    job {job}: ran {secs:.1} s");
     }
-    let _ = writeln!(out, "API methods called (each request checked against Google's discovery document):");
+    let _ = writeln!(
+        out,
+        "API methods called (each request checked against Google's discovery document):"
+    );
     for (method, calls) in &s.methods {
         let _ = writeln!(out, "  {method:<55} {calls:>4}  {}", checker(method));
     }
@@ -170,7 +184,10 @@ mod tests {
         assert_eq!(s.violations, ["x: unknown field"]);
         let text = render(&s, 90.0, 1.0, 3);
         // Ours: 90 + (25 - 1) = 114 s; the original: (90 + 10) * 2 = 200 s.
-        assert!(text.contains("1 cluster(s), 1.90 cluster-minutes"), "{text}");
+        assert!(
+            text.contains("1 cluster(s), 1.90 cluster-minutes"),
+            "{text}"
+        );
         assert!(text.contains("2 clusters, 3.33 cluster-minutes"), "{text}");
     }
 }

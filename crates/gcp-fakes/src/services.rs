@@ -73,7 +73,11 @@ impl Services {
                     .filter_map(|v| v.as_str().map(str::to_owned))
                     .collect();
                 if ids.is_empty() || ids.len() > 20 {
-                    return error(400, "INVALID_ARGUMENT", "serviceIds must name 1 to 20 services");
+                    return error(
+                        400,
+                        "INVALID_ARGUMENT",
+                        "serviceIds must name 1 to 20 services",
+                    );
                 }
                 let parent = format!("{}/{}", call.seg[1], call.seg[2]);
                 let services: Vec<Value> = ids
@@ -94,8 +98,15 @@ impl Services {
             "serviceusage.services.get" => {
                 let id = call.last().to_owned();
                 let parent = format!("{}/{}", call.seg[1], call.seg[2]);
-                let state = if s.enabled.contains(&id) { "ENABLED" } else { "DISABLED" };
-                (200, json!({"name": format!("{parent}/services/{id}"), "parent": parent, "state": state}))
+                let state = if s.enabled.contains(&id) {
+                    "ENABLED"
+                } else {
+                    "DISABLED"
+                };
+                (
+                    200,
+                    json!({"name": format!("{parent}/services/{id}"), "parent": parent, "state": state}),
+                )
             }
             "serviceusage.operations.get" => {
                 let name = call.seg[1..].join("/");
@@ -107,9 +118,15 @@ impl Services {
             "compute.networks.get" => {
                 let network = call.last().to_owned();
                 let Some(peerings) = s.peerings.get(&network) else {
-                    return not_found(&format!("The resource 'projects/{}/global/networks/{network}' was not found", self.project));
+                    return not_found(&format!(
+                        "The resource 'projects/{}/global/networks/{network}' was not found",
+                        self.project
+                    ));
                 };
-                let link = format!("https://www.googleapis.com/compute/v1/projects/{}/global/networks/{network}", self.project);
+                let link = format!(
+                    "https://www.googleapis.com/compute/v1/projects/{}/global/networks/{network}",
+                    self.project
+                );
                 let peerings: Vec<Value> = peerings
                     .iter()
                     .map(|p| json!({"name": p, "network": "https://www.googleapis.com/compute/v1/projects/servicenetworking-rehearsal/global/networks/servicenetworking", "state": "ACTIVE", "stateDetails": "[2025-01-01T00:00:00.000-00:00]: Connected."}))
@@ -125,10 +142,16 @@ impl Services {
                 let peering = call.body["name"].as_str().unwrap_or_default().to_owned();
                 let project = self.project.clone();
                 let Some(peerings) = s.peerings.get_mut(&network) else {
-                    return not_found(&format!("The resource 'projects/{project}/global/networks/{network}' was not found"));
+                    return not_found(&format!(
+                        "The resource 'projects/{project}/global/networks/{network}' was not found"
+                    ));
                 };
                 if !peerings.remove(&peering) {
-                    return error(400, "INVALID_ARGUMENT", &format!("There is no peering with name {peering} on network {network}"));
+                    return error(
+                        400,
+                        "INVALID_ARGUMENT",
+                        &format!("There is no peering with name {peering} on network {network}"),
+                    );
                 }
                 let name = format!("operation-rehearsal-{n}");
                 let op = json!({
@@ -152,12 +175,16 @@ impl Services {
                 };
                 match s.operations.get(&name) {
                     Some(op) => (200, op.clone()),
-                    None => not_found(&format!("The resource 'projects/{}/global/operations/{name}' was not found", self.project)),
+                    None => not_found(&format!(
+                        "The resource 'projects/{}/global/operations/{name}' was not found",
+                        self.project
+                    )),
                 }
             }
             other => {
                 drop(s);
-                self.front.violation(format!("the stand-in does not play {other}"));
+                self.front
+                    .violation(format!("the stand-in does not play {other}"));
                 (501, Value::Null)
             }
         }

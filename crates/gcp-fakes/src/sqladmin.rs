@@ -30,9 +30,9 @@ use chrono::{SecondsFormat, Utc};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
-use crate::front::{Call, Front, error, not_found};
+use crate::front::{Call, Front, not_found};
 use crate::gcs::{Gcs, split_uri};
-use crate::postgres::{Postgres, run};
+use crate::postgres::{Postgres, run, run_with_stdout};
 
 /// The instance the stand-in serves.
 #[derive(Debug, Clone)]
@@ -70,7 +70,13 @@ fn now() -> String {
 }
 
 impl SqlAdmin {
-    pub fn new(front: Front, gcs: Gcs, pg: Arc<Postgres>, instance: SqlInstance, work: std::path::PathBuf) -> SqlAdmin {
+    pub fn new(
+        front: Front,
+        gcs: Gcs,
+        pg: Arc<Postgres>,
+        instance: SqlInstance,
+        work: std::path::PathBuf,
+    ) -> SqlAdmin {
         SqlAdmin {
             front,
             gcs,
@@ -89,7 +95,9 @@ impl SqlAdmin {
     /// Runs SQL as the superuser, for tests to look at the database.
     pub async fn query(&self, sql: &str) -> Result<String> {
         let out = run(
-            self.pg.psql(&self.instance.database, "postgres").args(["-tA", "-c", sql]),
+            self.pg
+                .psql(&self.instance.database, "postgres")
+                .args(["-tA", "-c", sql]),
             "psql",
         )
         .await?;
@@ -99,13 +107,15 @@ impl SqlAdmin {
     pub async fn dispatch(&self, call: Call) -> (u16, Value) {
         let instance = call.seg.get(4).cloned().unwrap_or_default();
         match call.short().as_str() {
-            "instances.import" | "instances.export" if instance != self.instance.name => {
-                not_found(&format!("The Cloud SQL instance {instance} does not exist."))
-            }
+            "instances.import" | "instances.export" if instance != self.instance.name => not_found(
+                &format!("The Cloud SQL instance {instance} does not exist."),
+            ),
             "instances.import" => self.start(&call, "IMPORT"),
             "instances.export" => self.start(&call, "EXPORT"),
             "instances.get" if instance == self.instance.name => (200, self.instance_json()),
-            "instances.get" => not_found(&format!("The Cloud SQL instance {instance} does not exist.")),
+            "instances.get" => not_found(&format!(
+                "The Cloud SQL instance {instance} does not exist."
+            )),
             "operations.get" => {
                 let name = call.last();
                 match self.state.lock().unwrap().operations.get(name) {
@@ -147,7 +157,12 @@ impl SqlAdmin {
             );
         }
         s.next += 1;
-        let name = format!("{:08x}-{:04x}-rehearsal-op-{:012}", Utc::now().timestamp() as u32, s.next & 0xffff, s.next);
+        let name = format!(
+            "{:08x}-{:04x}-rehearsal-op-{:012}",
+            Utc::now().timestamp() as u32,
+            s.next & 0xffff,
+            s.next
+        );
         let i = &self.instance;
         let mut op = json!({
             "kind": "sql#operation",
@@ -196,7 +211,9 @@ impl SqlAdmin {
                     ]});
                 }
             });
-            this.front.event(json!({"event": "sql", "operation": op_name, "type": kind, "ok": result.is_ok()}));
+            this.front.event(
+                json!({"event": "sql", "operation": op_name, "type": kind, "ok": result.is_ok()}),
+            );
             this.state.lock().unwrap().busy = None;
         });
         (200, op)
@@ -209,43 +226,71 @@ impl SqlAdmin {
     }
 
     async fn import(&self, context: &Value, corrupt: bool) -> Result<()> {
-        let uri = context["uri"].as_str().context("importContext.uri is missing")?;
-        let database = context["database"].as_str().context("importContext.database is missing")?;
+        let uri = context["uri"]
+            .as_str()
+            .context("importContext.uri is missing")?;
+        let database = context["database"]
+            .as_str()
+            .context("importContext.database is missing")?;
         if database != self.instance.database {
-            bail!("Database {database} does not exist on instance {}", self.instance.name);
+            bail!(
+                "Database {database} does not exist on instance {}",
+                self.instance.name
+            );
         }
         let user = context["importUser"].as_str().unwrap_or("postgres");
         let (bucket, key) = split_uri(uri).with_context(|| format!("{uri} is not a gs:// URI"))?;
         let dir = tempfile::tempdir_in(&self.work)?;
         let file = dir.path().join("import");
         if !self.gcs.download(bucket, key, &file).await? {
-            bail!("The specified file {uri} does not exist or the instance's service account cannot read it.");
+            bail!(
+                "The specified file {uri} does not exist or the instance's service account cannot read it."
+            );
         }
         if key.ends_with(".gz") {
             bail!("the rehearsal's Cloud SQL stand-in does not decompress .gz imports");
         }
         match context["fileType"].as_str() {
             Some("SQL") => {
-                run(self.pg.psql(database, user).arg("-f").arg(&file), "the SQL import").await?;
+                run(
+                    self.pg.psql(database, user).arg("-f").arg(&file),
+                    "the SQL import",
+                )
+                .await?;
             }
             Some("CSV") => {
                 let options = &context["csvImportOptions"];
-                let table = options["table"].as_str().context("csvImportOptions.table is missing")?;
+                let table = options["table"]
+                    .as_str()
+                    .context("csvImportOptions.table is missing")?;
                 if corrupt {
-                    let mut f = tokio::fs::OpenOptions::new().append(true).open(&file).await?;
-                    f.write_all(b"\"rehearsal: a malformed row injected by the test\n").await?;
+                    let mut f = tokio::fs::OpenOptions::new()
+                        .append(true)
+                        .open(&file)
+                        .await?;
+                    f.write_all(b"\"rehearsal: a malformed row injected by the test\n")
+                        .await?;
                 }
                 let columns = match options["columns"].as_array() {
                     Some(cols) if !cols.is_empty() => format!(
                         " ({})",
-                        cols.iter().map(|c| c.as_str().unwrap_or_default()).collect::<Vec<_>>().join(", ")
+                        cols.iter()
+                            .map(|c| c.as_str().unwrap_or_default())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                     _ => String::new(),
                 };
-                let sql = format!("COPY {table}{columns} FROM STDIN WITH (FORMAT csv{})", csv_options(options)?);
+                let sql = format!(
+                    "COPY {table}{columns} FROM STDIN WITH (FORMAT csv{})",
+                    csv_options(options)?
+                );
                 let stdin = std::fs::File::open(&file)?;
                 run(
-                    self.pg.psql(database, user).args(["-c", &sql]).stdin(Stdio::from(stdin)),
+                    self.pg
+                        .psql(database, user)
+                        .args(["-c", &sql])
+                        .stdin(Stdio::from(stdin)),
                     "the CSV import",
                 )
                 .await?;
@@ -256,12 +301,17 @@ impl SqlAdmin {
     }
 
     async fn export(&self, context: &Value) -> Result<()> {
-        let uri = context["uri"].as_str().context("exportContext.uri is missing")?;
+        let uri = context["uri"]
+            .as_str()
+            .context("exportContext.uri is missing")?;
         let database = context["databases"][0]
             .as_str()
             .context("exportContext.databases is missing")?;
         if context["fileType"] != "CSV" {
-            bail!("fileType {}: the stand-in exports CSV only", context["fileType"]);
+            bail!(
+                "fileType {}: the stand-in exports CSV only",
+                context["fileType"]
+            );
         }
         let options = &context["csvExportOptions"];
         let query = options["selectQuery"]
@@ -279,8 +329,11 @@ impl SqlAdmin {
             csv_options(options)?
         );
         let out = std::fs::File::create(&file)?;
-        run(
-            self.pg.psql(database, "postgres").args(["-c", &sql]).stdout(Stdio::from(out)),
+        run_with_stdout(
+            self.pg
+                .psql(database, "postgres")
+                .args(["-c", &sql])
+                .stdout(Stdio::from(out)),
             "the CSV export",
         )
         .await?;
@@ -301,9 +354,15 @@ fn csv_options(options: &Value) -> Result<String> {
             let code = u8::from_str_radix(hex.trim_start_matches("0x"), 16)
                 .ok()
                 .filter(|c| c.is_ascii())
-                .with_context(|| format!("{field} `{hex}` is not a character in hex ASCII code (e.g. \"22\")"))?;
+                .with_context(|| {
+                    format!("{field} `{hex}` is not a character in hex ASCII code (e.g. \"22\")")
+                })?;
             let c = code as char;
-            let quoted = if c == '\'' { "''".to_owned() } else { c.to_string() };
+            let quoted = if c == '\'' {
+                "''".to_owned()
+            } else {
+                c.to_string()
+            };
             out.push_str(&format!(", {copy} '{quoted}'"));
         }
     }
@@ -321,8 +380,12 @@ mod tests {
 
     #[test]
     fn csv_options_are_hex_codes() {
-        let options = json!({"quoteCharacter": "22", "escapeCharacter": "5C", "fieldsTerminatedBy": "2C"});
-        assert_eq!(csv_options(&options).unwrap(), ", QUOTE '\"', ESCAPE '\\', DELIMITER ','");
+        let options =
+            json!({"quoteCharacter": "22", "escapeCharacter": "5C", "fieldsTerminatedBy": "2C"});
+        assert_eq!(
+            csv_options(&options).unwrap(),
+            ", QUOTE '\"', ESCAPE '\\', DELIMITER ','"
+        );
         assert!(csv_options(&json!({"quoteCharacter": "\""})).is_err());
         assert!(csv_options(&json!({"linesTerminatedBy": "0D0A"})).is_err());
     }

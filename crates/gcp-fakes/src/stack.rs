@@ -23,7 +23,8 @@ use crate::sqladmin::{SqlAdmin, SqlInstance};
 
 /// A throwaway RSA key made for tests: never a real credential.
 pub const TEST_KEY: &str = include_str!("../testdata/TEST-ONLY-service-account-key.pem");
-pub const TEST_PUBLIC_KEY: &[u8] = include_bytes!("../testdata/TEST-ONLY-service-account-key.pub.der");
+pub const TEST_PUBLIC_KEY: &[u8] =
+    include_bytes!("../testdata/TEST-ONLY-service-account-key.pub.der");
 
 /// What the rehearsal's Terraform root names, for a project.
 #[derive(Debug, Clone)]
@@ -107,7 +108,11 @@ pub struct Stack {
     postgres: Arc<Postgres>,
 }
 
-async fn serve(docs: Vec<Arc<Discovery>>, front: &Front, dispatch: front::Dispatch) -> Result<String> {
+async fn serve(
+    docs: Vec<Arc<Discovery>>,
+    front: &Front,
+    dispatch: front::Dispatch,
+) -> Result<String> {
     let addr = front::serve(docs, front.clone(), 0, dispatch).await?;
     Ok(format!("http://{addr}"))
 }
@@ -118,17 +123,31 @@ impl Stack {
         if let Some(log) = &config.log {
             front.log_to(log)?;
         }
-        let load = |name: &str| -> Result<Arc<Discovery>> { Ok(Arc::new(Discovery::load(&config.documents, name)?)) };
+        let load = |name: &str| -> Result<Arc<Discovery>> {
+            Ok(Arc::new(Discovery::load(&config.documents, name)?))
+        };
         let names = config.names.clone();
         std::fs::create_dir_all(&config.work)
             .with_context(|| format!("cannot create {}", config.work.display()))?;
-        let gcs = FakeGcs::spawn(&config.fake_gcs_binary, &config.work.join("gcs"), "memory", None)?;
+        let gcs = FakeGcs::spawn(
+            &config.fake_gcs_binary,
+            &config.work.join("gcs"),
+            "memory",
+            None,
+        )?;
         let client = Gcs::new(&gcs.url);
-        for bucket in [&names.raw_bucket, &names.staging_bucket, &names.code_bucket, &names.dataproc_bucket] {
+        for bucket in [
+            &names.raw_bucket,
+            &names.staging_bucket,
+            &names.code_bucket,
+            &names.dataproc_bucket,
+        ] {
             client.create_bucket(bucket).await?;
         }
         let postgres = Arc::new(Postgres::start(&config.work.join("postgres")).await?);
-        postgres.ensure_database(&names.database, &names.database_user).await?;
+        postgres
+            .ensure_database(&names.database, &names.database_user)
+            .await?;
 
         let jobs = config.work.join("jobs");
         std::fs::create_dir_all(&jobs)?;
@@ -143,7 +162,12 @@ impl Stack {
                 startup: config.cluster_startup,
             },
         );
-        let bigquery = BigQuery::new(front.clone(), client.clone(), &names.project, config.work.clone())?;
+        let bigquery = BigQuery::new(
+            front.clone(),
+            client.clone(),
+            &names.project,
+            config.work.clone(),
+        )?;
         bigquery.add_dataset(&names.dataset)?;
         let sql = SqlAdmin::new(
             front.clone(),
@@ -158,37 +182,62 @@ impl Stack {
             },
             jobs,
         );
-        let services = Services::new(front.clone(), &names.project, &names.network, &names.peering);
+        let services = Services::new(
+            front.clone(),
+            &names.project,
+            &names.network,
+            &names.peering,
+        );
 
         let d = dataproc.clone();
-        let dataproc_url = serve(vec![load("dataproc.v1")?], &front, Arc::new(move |call: Call| {
-            let d = d.clone();
-            Box::pin(async move { d.dispatch(call).await })
-        }))
+        let dataproc_url = serve(
+            vec![load("dataproc.v1")?],
+            &front,
+            Arc::new(move |call: Call| {
+                let d = d.clone();
+                Box::pin(async move { d.dispatch(call).await })
+            }),
+        )
         .await?;
         let b = bigquery.clone();
-        let bigquery_url = serve(vec![load("bigquery.v2")?], &front, Arc::new(move |call: Call| {
-            let b = b.clone();
-            Box::pin(async move { b.dispatch(call).await })
-        }))
+        let bigquery_url = serve(
+            vec![load("bigquery.v2")?],
+            &front,
+            Arc::new(move |call: Call| {
+                let b = b.clone();
+                Box::pin(async move { b.dispatch(call).await })
+            }),
+        )
         .await?;
         let q = sql.clone();
-        let sqladmin_url = serve(vec![load("sqladmin.v1")?], &front, Arc::new(move |call: Call| {
-            let q = q.clone();
-            Box::pin(async move { q.dispatch(call).await })
-        }))
+        let sqladmin_url = serve(
+            vec![load("sqladmin.v1")?],
+            &front,
+            Arc::new(move |call: Call| {
+                let q = q.clone();
+                Box::pin(async move { q.dispatch(call).await })
+            }),
+        )
         .await?;
         let s = services.clone();
-        let serviceusage_url = serve(vec![load("serviceusage.v1")?], &front, Arc::new(move |call: Call| {
-            let s = s.clone();
-            Box::pin(async move { s.dispatch(call).await })
-        }))
+        let serviceusage_url = serve(
+            vec![load("serviceusage.v1")?],
+            &front,
+            Arc::new(move |call: Call| {
+                let s = s.clone();
+                Box::pin(async move { s.dispatch(call).await })
+            }),
+        )
         .await?;
         let s = services.clone();
-        let compute_url = serve(vec![load("compute.v1")?], &front, Arc::new(move |call: Call| {
-            let s = s.clone();
-            Box::pin(async move { s.dispatch(call).await })
-        }))
+        let compute_url = serve(
+            vec![load("compute.v1")?],
+            &front,
+            Arc::new(move |call: Call| {
+                let s = s.clone();
+                Box::pin(async move { s.dispatch(call).await })
+            }),
+        )
         .await?;
         let token = crate::server::serve_on(0, crate::token::handler(front.clone())).await?;
         let urls = Urls {
@@ -226,7 +275,8 @@ impl Stack {
             "client_id": "1",
             "token_uri": self.urls.token,
         });
-        std::fs::write(path, key.to_string()).with_context(|| format!("cannot write {}", path.display()))
+        std::fs::write(path, key.to_string())
+            .with_context(|| format!("cannot write {}", path.display()))
     }
 
     /// The environment that points `infra --target gcp` at the stand-ins.
@@ -241,7 +291,10 @@ impl Stack {
             ("INFRA_ENDPOINTS_SERVICEUSAGE", &u.serviceusage),
             ("INFRA_ENDPOINTS_COMPUTE", &u.compute),
             ("STORAGE_EMULATOR_HOST", &u.storage),
-            ("GOOGLE_APPLICATION_CREDENTIALS", &credentials.display().to_string()),
+            (
+                "GOOGLE_APPLICATION_CREDENTIALS",
+                &credentials.display().to_string(),
+            ),
             ("GOOGLE_CLOUD_PROJECT", &self.names.project),
             ("NO_GCE_CHECK", "True"),
         ]

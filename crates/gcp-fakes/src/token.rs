@@ -24,12 +24,18 @@ fn form(body: &[u8]) -> Vec<(String, String)> {
 /// Why a token request is refused, if it is.
 fn check(req: &Request) -> Result<(), String> {
     if (req.method.as_str(), req.path.as_str()) != ("POST", "/token") {
-        return Err(format!("{} {} is not the token endpoint", req.method, req.path));
+        return Err(format!(
+            "{} {} is not the token endpoint",
+            req.method, req.path
+        ));
     }
     let form = form(&req.body);
     let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     if field("grant_type").as_deref() != Some("urn:ietf:params:oauth:grant-type:jwt-bearer") {
-        return Err(format!("grant_type {:?} is not the JWT-bearer grant", field("grant_type")));
+        return Err(format!(
+            "grant_type {:?} is not the JWT-bearer grant",
+            field("grant_type")
+        ));
     }
     let jwt = field("assertion").ok_or("no assertion")?;
     let parts: Vec<&str> = jwt.split('.').collect();
@@ -69,7 +75,10 @@ pub fn handler(front: Front) -> crate::server::Handler {
                 ),
                 Err(why) => {
                     front.violation(format!("token endpoint: {why}"));
-                    Response::json(400, &json!({"error": "invalid_grant", "error_description": why}))
+                    Response::json(
+                        400,
+                        &json!({"error": "invalid_grant", "error_description": why}),
+                    )
                 }
             }
         })
