@@ -2,10 +2,10 @@
 
 use anyhow::{Context, Result};
 
-use crate::backend::local::Local;
 use crate::plan::{Plan, Selection};
 use crate::process::{Echo, Failed};
 use crate::settings::{Settings, TargetKind};
+use crate::backend::local::Local;
 use crate::terraform::runner::PlanOptions;
 use crate::terraform::{Terraform, render};
 

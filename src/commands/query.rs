@@ -4,10 +4,10 @@ use std::io::Write;
 
 use anyhow::Result;
 
-use crate::backend::local::Local;
-use crate::backend::{Cell, QueryResult, Warehouse};
 use crate::cli::{Format, QueryArgs};
 use crate::settings::Settings;
+use crate::backend::local::Local;
+use crate::backend::{Cell, QueryResult, Warehouse};
 use crate::ui;
 
 pub async fn query(settings: &Settings, args: &QueryArgs) -> Result<()> {

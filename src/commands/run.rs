@@ -5,14 +5,14 @@ use std::path::Path;
 use anyhow::{Result, bail};
 use chrono::Utc;
 
-use crate::backend::local::Local;
-use crate::backend::{Bucket, TableRef};
 use crate::cli::RunArgs;
 use crate::pipeline;
 use crate::plan::{Plan, Selection, keys};
 use crate::process::Echo;
 use crate::record::{Records, RunRecord};
 use crate::settings::Settings;
+use crate::backend::local::Local;
+use crate::backend::{Bucket, TableRef};
 use crate::ui;
 
 /// The warehouse table the settings name.

@@ -2,9 +2,9 @@
 
 use anyhow::Result;
 
-use crate::backend::local::Local;
 use crate::record::{Records, RunRecord};
 use crate::settings::Settings;
+use crate::backend::local::Local;
 use crate::ui;
 
 pub async fn status(settings: &Settings) -> Result<()> {

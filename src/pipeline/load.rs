@@ -18,9 +18,9 @@ use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use super::purchases::{self, COLUMNS, INPUT_HEADER};
 use crate::assets;
-use crate::backend::{Body, Bucket};
 use crate::plan::keys;
 use crate::record::Counts;
+use crate::backend::{Body, Bucket};
 
 /// Rows are sent to PostgreSQL in chunks of about this many bytes.
 const CHUNK_BYTES: usize = 1 << 20;

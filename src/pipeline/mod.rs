@@ -15,10 +15,10 @@ use anyhow::{Context, Result};
 use chrono::Utc;
 use sqlx::{Connection, PgConnection};
 
-use crate::backend::{TableRef, Target};
 use crate::exit::Interrupted;
 use crate::plan::{Plan, Step};
 use crate::record::{Counts, Outcome, Records, RunRecord};
+use crate::backend::{TableRef, Target};
 use crate::ui;
 
 /// Runs every step of `plan` as part of `run`, saving the record as it goes.

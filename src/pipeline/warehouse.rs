@@ -2,9 +2,9 @@
 
 use anyhow::Result;
 
-use crate::backend::{Bucket, Column, ColumnKind, TableRef, Warehouse};
 use crate::plan::keys;
 use crate::record::Counts;
+use crate::backend::{Bucket, Column, ColumnKind, TableRef, Warehouse};
 
 /// `user_behavior_metric`'s schema: BIGINT/INT64, DECIMAL(38,3)/NUMERIC,
 /// BIGINT, BIGINT, TIMESTAMP.

@@ -23,9 +23,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::backend::{Buckets, Target};
 use crate::process::Echo;
 use crate::settings::Settings;
+use crate::backend::{Buckets, Target};
 use bucket::LocalBucket;
 use duckdb::DuckDbWarehouse;
 use postgres::{LocalPostgres, ServerState};
