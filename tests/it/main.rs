@@ -6,6 +6,7 @@ mod harness;
 
 mod cli;
 mod gcp;
+mod gcp_run;
 mod load;
 mod local_target;
 mod pipeline;

@@ -1,6 +1,6 @@
-//! A FAKE of Dataproc v1 and BigQuery v2, for tests only. It is not
-//! Google: it knows a handful of methods and plays scripted state
-//! machines. What it does hold to is the contract: every request must
+//! A FAKE of Dataproc v1, BigQuery v2 and the Cloud SQL Admin API v1, for
+//! tests only. It is not Google: it knows a handful of methods and plays
+//! scripted state machines (it executes no job, no import, no SQL). What it does hold to is the contract: every request must
 //! match a method of Google's discovery documents (verb, path, query
 //! parameters, body schema with no unknown or output-only fields, enums,
 //! types), and every answer it gives is checked against the method's
@@ -34,6 +34,7 @@ pub enum Fault {
 #[derive(Debug, Clone)]
 pub struct Logged {
     pub id: String,
+    pub path: String,
     pub at: Instant,
     pub query: Vec<(String, String)>,
     pub body: Value,
@@ -46,6 +47,13 @@ struct Script {
 
 #[derive(Default)]
 struct State {
+    /// Cloud SQL imports whose URI contains one of these end in an error.
+    failing_imports: Vec<String>,
+    /// The next cluster created ends in ERROR instead of RUNNING.
+    cluster_fails: bool,
+    /// Every `requestId` seen, with the request it came with.
+    request_ids: BTreeMap<String, String>,
+    sql_operations: BTreeMap<String, (VecDeque<&'static str>, Value)>,
     faults: Vec<(String, usize, Fault)>,
     log: Vec<Logged>,
     violations: Vec<String>,
@@ -74,12 +82,16 @@ impl FakeGoogle {
     pub async fn start(driver_bucket: &str) -> FakeGoogle {
         let dataproc = Arc::new(Discovery::load("dataproc.v1"));
         let bigquery = Arc::new(Discovery::load("bigquery.v2"));
+        let sqladmin = Arc::new(Discovery::load("sqladmin.v1"));
         let state = Arc::new(Mutex::new(State::default()));
         let shared = state.clone();
         let driver_bucket = driver_bucket.to_owned();
         let addr = server::serve(Arc::new(move |req: Request| {
+            let segments: Vec<&str> = req.path.trim_start_matches('/').split('/').collect();
             let doc = if req.path.starts_with("/bigquery/") {
                 bigquery.clone()
+            } else if matches!(segments.get(3), Some(&"instances") | Some(&"operations")) {
+                sqladmin.clone()
             } else {
                 dataproc.clone()
             };
@@ -100,6 +112,20 @@ impl FakeGoogle {
             .unwrap()
             .faults
             .push((method.to_owned(), times, fault));
+    }
+
+    /// Cloud SQL imports of a URI containing `fragment` end in an error.
+    pub fn fail_imports_of(&self, fragment: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .failing_imports
+            .push(fragment.to_owned());
+    }
+
+    /// The next cluster created ends in ERROR.
+    pub fn fail_next_cluster(&self) {
+        self.state.lock().unwrap().cluster_fails = true;
     }
 
     /// Every call, in order.
@@ -195,10 +221,37 @@ fn handle(doc: &Discovery, s: &mut State, driver_bucket: &str, req: Request) -> 
     };
     s.log.push(Logged {
         id: id.clone(),
+        path: req.path.clone(),
         at: Instant::now(),
         query: req.query.clone(),
         body: body.clone(),
     });
+    let request_id = req
+        .param("requestId")
+        .map(str::to_owned)
+        .or_else(|| body["requestId"].as_str().map(str::to_owned));
+    if let Some(request_id) = request_id {
+        // dataproc.v1.json: at most 40 characters, letters, digits, `_` and `-`.
+        if request_id.len() > 40
+            || !request_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            s.violations
+                .push(format!("{id}: requestId `{request_id}` breaks the 40-character rule"));
+        }
+        // Google answers a reused id with the first request's operation:
+        // reusing one for a different request is a bug.
+        let what = format!("{id} {} {}", req.path, body);
+        match s.request_ids.get(&request_id) {
+            Some(first) if *first != what => s.violations.push(format!(
+                "{id}: requestId `{request_id}` reused for a different request"
+            )),
+            _ => {
+                s.request_ids.insert(request_id, what);
+            }
+        }
+    }
     let mut fault = None;
     if let Some(slot) = s
         .faults
@@ -276,9 +329,16 @@ fn dispatch(
             }
             let mut cluster = body.clone();
             cluster["status"] = json!({"state": "CREATING"});
+            cluster["clusterUuid"] = json!(format!("uuid-{n}"));
+            let end = if std::mem::take(&mut s.cluster_fails) {
+                "ERROR"
+            } else {
+                "RUNNING"
+            };
+            cluster["@end"] = json!(end);
             s.clusters.insert(name.clone(), cluster.clone());
             let op = format!("projects/{}/regions/{}/operations/op-{n}", seg[2], seg[4]);
-            cluster["status"] = json!({"state": "RUNNING"});
+            cluster["status"] = json!({"state": end});
             cluster["@type"] = json!("type.googleapis.com/google.cloud.dataproc.v1.Cluster");
             s.operations.insert(op.clone(), (1, cluster));
             (
@@ -295,26 +355,49 @@ fn dispatch(
                 *polls -= 1;
                 return (200, json!({"name": name, "done": false}));
             }
-            let response = response.clone();
+            let mut response = response.clone();
             if let Some(cluster) = response["clusterName"].as_str()
                 && let Some(c) = s.clusters.get_mut(cluster)
             {
-                c["status"] = json!({"state": "RUNNING"});
+                let end = c["@end"].as_str().unwrap_or("RUNNING").to_owned();
+                c["status"] = json!({"state": end});
+            }
+            if let Some(object) = response.as_object_mut() {
+                object.remove("@end");
             }
             (
                 200,
                 json!({"name": name, "done": true, "response": response}),
             )
         }
-        "projects.regions.clusters.get" => match s.clusters.get(&last) {
-            Some(c) => (200, c.clone()),
+        "projects.regions.clusters.get" => match s.clusters.get_mut(&last) {
+            Some(c) => {
+                // CREATING on the first look, then how creation ended.
+                if c["status"]["state"] == "CREATING" {
+                    if c["@seen"] == true {
+                        let end = c["@end"].as_str().unwrap_or("RUNNING").to_owned();
+                        c["status"] = json!({"state": end});
+                    } else {
+                        c["@seen"] = json!(true);
+                    }
+                }
+                let mut c = c.clone();
+                c.as_object_mut().unwrap().remove("@end");
+                c.as_object_mut().unwrap().remove("@seen");
+                (200, c)
+            }
             None => (
                 404,
                 json!({"error": {"code": 404, "message": "Not found", "status": "NOT_FOUND"}}),
             ),
         },
         "projects.regions.clusters.delete" => {
-            if s.clusters.remove(&last).is_none() {
+            // The uuid, when given, must be this cluster's (else NOT_FOUND).
+            let uuid_differs = match (req.param("clusterUuid"), s.clusters.get(&last)) {
+                (Some(uuid), Some(c)) => c["clusterUuid"] != uuid,
+                _ => false,
+            };
+            if uuid_differs || s.clusters.remove(&last).is_none() {
                 return (
                     404,
                     json!({"error": {"code": 404, "message": "Not found", "status": "NOT_FOUND"}}),
@@ -340,7 +423,12 @@ fn dispatch(
                 .clusters
                 .values()
                 .filter(|c| key.is_empty() || c["labels"][key] == value)
-                .cloned()
+                .map(|c| {
+                    let mut c = c.clone();
+                    c.as_object_mut().unwrap().remove("@end");
+                    c.as_object_mut().unwrap().remove("@seen");
+                    c
+                })
                 .collect();
             // One cluster per page, so paging is exercised.
             let start: usize = req.param("pageToken").map_or(0, |t| t.parse().unwrap());
@@ -424,18 +512,37 @@ fn dispatch(
                 "projects/{}/locations/{}/batches/{batch_id}",
                 seg[2], seg[4]
             );
+            let op = format!("projects/{}/regions/{}/operations/op-{n}", seg[2], seg[4]);
             let mut batch = body.clone();
             batch["name"] = json!(name);
+            batch["operation"] = json!(op);
             let end = if fails { "FAILED" } else { "SUCCEEDED" };
             s.batches.insert(
                 batch_id,
                 Script {
-                    states: VecDeque::from(["PENDING", "RUNNING", end]),
+                    states: VecDeque::from(["PENDING", "RUNNING", "RUNNING", "RUNNING", end]),
                     resource: batch,
                 },
             );
-            let op = format!("projects/{}/regions/{}/operations/op-{n}", seg[2], seg[4]);
             (200, json!({"name": op, "done": false}))
+        }
+        "projects.regions.operations.cancel" => {
+            let name = seg[1..].join("/");
+            let name = name.trim_end_matches(":cancel");
+            match s
+                .batches
+                .values_mut()
+                .find(|b| b.resource["operation"] == name)
+            {
+                Some(script) => {
+                    script.states = VecDeque::from(["CANCELLING", "CANCELLED"]);
+                    (200, json!({}))
+                }
+                None => (
+                    404,
+                    json!({"error": {"code": 404, "message": "Not found", "status": "NOT_FOUND"}}),
+                ),
+            }
         }
         "projects.locations.batches.get" => match s.batches.get_mut(&last) {
             Some(script) => {
@@ -449,6 +556,18 @@ fn dispatch(
             }
             None => (404, Value::Null),
         },
+        "projects.locations.batches.list" => {
+            let batches: Vec<Value> = s
+                .batches
+                .values()
+                .map(|b| {
+                    let mut batch = b.resource.clone();
+                    batch["state"] = json!(b.states[0]);
+                    batch
+                })
+                .collect();
+            (200, json!({"batches": batches}))
+        }
         "projects.locations.batches.delete" => match s.batches.remove(&last) {
             Some(_) => (200, json!({})),
             None => (
@@ -660,6 +779,57 @@ fn dispatch(
                 page["pageToken"] = json!((start + take).to_string());
             }
             (200, page)
+        }
+        "instances.import" | "instances.export" => {
+            let context = if short == "instances.import" {
+                &body["importContext"]
+            } else {
+                &body["exportContext"]
+            };
+            let uri = context["uri"].as_str().unwrap_or_default().to_owned();
+            if !uri.starts_with("gs://") {
+                s.violations.push(format!("{short}: uri `{uri}` is not in Cloud Storage"));
+            }
+            let name = format!("sqlop-{n}");
+            let failing = short == "instances.import"
+                && s.failing_imports.iter().any(|f| uri.contains(f.as_str()));
+            let end = if failing { "FAILED" } else { "DONE" };
+            let kind = if short == "instances.import" { "IMPORT" } else { "EXPORT" };
+            let op = json!({
+                "kind": "sql#operation",
+                "name": name,
+                "operationType": kind,
+                "status": "PENDING",
+                "targetId": seg[4],
+                "targetProject": seg[2],
+            });
+            s.sql_operations.insert(
+                name,
+                (VecDeque::from(["PENDING", "RUNNING", end]), op.clone()),
+            );
+            (200, op)
+        }
+        "operations.get" => {
+            let Some((states, op)) = s.sql_operations.get_mut(&last) else {
+                return (
+                    404,
+                    json!({"error": {"code": 404, "message": "The Cloud SQL operation does not exist.", "status": "NOT_FOUND"}}),
+                );
+            };
+            if states.len() > 1 {
+                states.pop_front();
+            }
+            let mut op = op.clone();
+            match states[0] {
+                "FAILED" => {
+                    op["status"] = json!("DONE");
+                    op["error"] = json!({"kind": "sql#operationErrors", "errors": [
+                        {"kind": "sql#operationError", "code": "ERROR_RDBMS", "message": "ERROR:  invalid input syntax for type integer: \"x\""}
+                    ]});
+                }
+                state => op["status"] = json!(state),
+            }
+            (200, op)
         }
         other => {
             s.violations.push(format!("the fake does not play {other}"));
