@@ -41,14 +41,15 @@ impl Interrupted {
     /// Waits for Ctrl-C or SIGTERM. Once called, neither kills the process
     /// any more: the caller stops and cleans up.
     pub async fn wait() -> Interrupted {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(e) => {
-                tracing::warn!("cannot watch for SIGTERM: {e}");
-                let _ = tokio::signal::ctrl_c().await;
-                return Interrupted::Sigint;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(e) => {
+                    tracing::warn!("cannot watch for SIGTERM: {e}");
+                    let _ = tokio::signal::ctrl_c().await;
+                    return Interrupted::Sigint;
+                }
+            };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => Interrupted::Sigint,
             _ = term.recv() => Interrupted::Sigterm,

@@ -342,7 +342,10 @@ mod tests {
         run.record_remote(Step::Tokenize, 1, with_uuid.clone(), t0);
         assert_eq!(run.remotes.len(), 2);
         // The process died with the step running: a re-run re-attaches.
-        assert_eq!(run.earlier_remotes(Step::Tokenize), [with_uuid.clone(), job("j1")]);
+        assert_eq!(
+            run.earlier_remotes(Step::Tokenize),
+            [with_uuid.clone(), job("j1")]
+        );
         // Another step sees the cluster only.
         assert_eq!(run.earlier_remotes(Step::UserBehavior), [with_uuid.clone()]);
         // Once the step succeeded, running it again starts afresh.

@@ -2,12 +2,12 @@
 
 use anyhow::Result;
 
-use crate::cli::DownArgs;
-use crate::process::Echo;
-use crate::settings::{Settings, TargetKind};
 use crate::backend::gcp::Deployment;
 use crate::backend::gcp::cloud::GcpCloud;
 use crate::backend::local::Local;
+use crate::cli::DownArgs;
+use crate::process::Echo;
+use crate::settings::{Settings, TargetKind};
 use crate::terraform::deploy;
 use crate::ui;
 

@@ -2,11 +2,11 @@
 
 use anyhow::{Context, Result};
 
-use crate::plan::{Plan, Selection};
-use crate::record::RunRecord;
-use crate::process::{Echo, Failed};
-use crate::settings::{Settings, TargetKind};
 use crate::backend::local::Local;
+use crate::plan::{Plan, Selection};
+use crate::process::{Echo, Failed};
+use crate::record::RunRecord;
+use crate::settings::{Settings, TargetKind};
 use crate::terraform::runner::PlanOptions;
 use crate::terraform::{Terraform, render};
 
@@ -53,7 +53,10 @@ fn plan_gcp_run(settings: &Settings) -> Result<()> {
     let target = match super::run::plan_target(settings) {
         Ok(target) => target,
         Err(e) => {
-            println!("run: nothing to plan yet ({})", e.to_string().lines().next().unwrap_or_default());
+            println!(
+                "run: nothing to plan yet ({})",
+                e.to_string().lines().next().unwrap_or_default()
+            );
             return Ok(());
         }
     };

@@ -42,8 +42,14 @@ async fn status_gcp(settings: &Settings) -> Result<()> {
         ("bucket raw", format!("gs://{}", d.raw_bucket)),
         ("bucket staging", format!("gs://{}", d.staging_bucket)),
         ("bucket code", format!("gs://{}", d.code_bucket)),
-        ("cloud sql", format!("{} (database {})", d.sql_connection_name, d.database_name)),
-        ("warehouse", format!("BigQuery dataset {}.{}", d.project, settings.dataset)),
+        (
+            "cloud sql",
+            format!("{} (database {})", d.sql_connection_name, d.database_name),
+        ),
+        (
+            "warehouse",
+            format!("BigQuery dataset {}.{}", d.project, settings.dataset),
+        ),
         (
             "spark",
             match settings.spark_mode {
@@ -61,7 +67,12 @@ async fn status_gcp(settings: &Settings) -> Result<()> {
         writeln!(out, "  {what:<15} {value}")?;
     }
     writeln!(out)?;
-    writeln!(out, "alive in {} (labelled {}):", d.region, label_filter(&gcp.labels()))?;
+    writeln!(
+        out,
+        "alive in {} (labelled {}):",
+        d.region,
+        label_filter(&gcp.labels())
+    )?;
     match gcp.clients().await {
         Err(e) => writeln!(out, "  cannot look: {e:#}")?,
         Ok(clients) => {

@@ -4,13 +4,13 @@ use anyhow::{Context, Result};
 use tokio::io::AsyncReadExt;
 
 use crate::assets;
-use crate::cli::UpArgs;
-use crate::process::Echo;
-use crate::settings::{Settings, TargetKind};
 use crate::backend::Bucket;
 use crate::backend::gcp::Deployment;
 use crate::backend::gcp::cloud::GcpCloud;
 use crate::backend::local::Local;
+use crate::cli::UpArgs;
+use crate::process::Echo;
+use crate::settings::{Settings, TargetKind};
 use crate::terraform::{Outputs, RootValues, deploy};
 use crate::ui;
 

@@ -111,8 +111,13 @@ async fn execute_step(
             spark::user_behavior(target.spark.as_ref(), b, insert_date, journal).await
         }
         Step::LoadWarehouse => {
-            warehouse::load_metric(target.warehouse.as_ref(), b.staging.as_ref(), table, journal)
-                .await
+            warehouse::load_metric(
+                target.warehouse.as_ref(),
+                b.staging.as_ref(),
+                table,
+                journal,
+            )
+            .await
         }
     }
 }

@@ -60,18 +60,45 @@ mod tests {
     #[test]
     fn text_is_quoted_and_null_is_an_empty_field() {
         assert_eq!(
-            line(&["536365", "85123A", "WHITE \"HEART\", T-LIGHT\nHOLDER", "6", "12/1/2010 8:26", "2.55", "", ""]),
+            line(&[
+                "536365",
+                "85123A",
+                "WHITE \"HEART\", T-LIGHT\nHOLDER",
+                "6",
+                "12/1/2010 8:26",
+                "2.55",
+                "",
+                ""
+            ]),
             "\"536365\",\"85123A\",\"WHITE \"\"HEART\"\", T-LIGHT\nHOLDER\",6,2010-12-01 08:26:00,2.55,,\n"
         );
         assert_eq!(
-            line(&["1", "2", "", "-1", "2011-01-02 08:26", ".5", "17850", "United Kingdom"]),
+            line(&[
+                "1",
+                "2",
+                "",
+                "-1",
+                "2011-01-02 08:26",
+                ".5",
+                "17850",
+                "United Kingdom"
+            ]),
             "\"1\",\"2\",,-1,2011-01-02 08:26:00,.5,17850,\"United Kingdom\"\n"
         );
     }
 
     #[test]
     fn a_csv_reader_gets_the_values_back() {
-        let text = line(&["5", "S", "a,b \"c\"\r\nd", "3", "1/2/2011 8:26", "1.250", "12", "France"]);
+        let text = line(&[
+            "5",
+            "S",
+            "a,b \"c\"\r\nd",
+            "3",
+            "1/2/2011 8:26",
+            "1.250",
+            "12",
+            "France",
+        ]);
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(false)
             .from_reader(text.as_bytes());

@@ -11,9 +11,9 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use tokio::io::AsyncReadExt;
 
+use crate::backend::{Bucket, Buckets, Journal, Spark, SparkJob};
 use crate::plan::keys;
 use crate::record::Counts;
-use crate::backend::{Bucket, Buckets, Journal, Spark, SparkJob};
 
 #[derive(Debug, Deserialize)]
 struct TokenizerMetrics {

@@ -55,7 +55,10 @@ fn a_gcp_dry_run_prints_every_request_and_sends_none() {
     ] {
         assert!(out.contains(want), "`{want}` missing from:\n{out}");
     }
-    assert!(!env.state().join("runs").exists(), "a dry run wrote a run record");
+    assert!(
+        !env.state().join("runs").exists(),
+        "a dry run wrote a run record"
+    );
 }
 
 #[test]
@@ -65,7 +68,10 @@ fn serverless_mode_plans_batches_instead_of_a_cluster() {
         .infra(&["run", "--dry-run", "--spark", "serverless", "--from", "2"])
         .ok()
         .stdout;
-    assert!(out.contains("/v1/projects/proj/locations/europe-west1/batches?batchId="), "{out}");
+    assert!(
+        out.contains("/v1/projects/proj/locations/europe-west1/batches?batchId="),
+        "{out}"
+    );
     assert!(out.contains("\"version\": \"3.0\""), "{out}");
     assert!(!out.contains("/clusters?"), "{out}");
     assert!(!out.contains("step 0"), "{out}");
@@ -78,18 +84,32 @@ fn endpoints_come_from_settings() {
         .var("INFRA_ENDPOINTS_SQLADMIN", "http://127.0.0.1:9/sql")
         .var("INFRA_ENDPOINTS_STORAGE", "http://127.0.0.1:9/gcs");
     let out = env.infra(&["run", "--dry-run"]).ok().stdout;
-    assert!(out.contains("POST http://127.0.0.1:9/dp/v1/projects/proj/regions"), "{out}");
-    assert!(out.contains("POST http://127.0.0.1:9/sql/v1/projects/proj/instances/infra-pg/import"), "{out}");
-    assert!(out.contains("POST http://127.0.0.1:9/gcs/storage/v1/b/proj-staging/o/"), "{out}");
+    assert!(
+        out.contains("POST http://127.0.0.1:9/dp/v1/projects/proj/regions"),
+        "{out}"
+    );
+    assert!(
+        out.contains("POST http://127.0.0.1:9/sql/v1/projects/proj/instances/infra-pg/import"),
+        "{out}"
+    );
+    assert!(
+        out.contains("POST http://127.0.0.1:9/gcs/storage/v1/b/proj-staging/o/"),
+        "{out}"
+    );
 }
 
 #[test]
 fn gcp_verbs_before_up_say_to_run_up() {
     let env = Env::new().var("INFRA_PROJECT", "proj");
-    for verb in [&["run", "--dry-run"][..], &["status"], &["query", "SELECT 1"]] {
+    for verb in [
+        &["run", "--dry-run"][..],
+        &["status"],
+        &["query", "SELECT 1"],
+    ] {
         let out = env.infra(verb).fails(1);
         assert!(
-            out.stderr.contains("hint: run `infra --target gcp up` first"),
+            out.stderr
+                .contains("hint: run `infra --target gcp up` first"),
             "{verb:?}: {}",
             out.stderr
         );

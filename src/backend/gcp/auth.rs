@@ -54,7 +54,11 @@ const DMI_PRODUCT_NAME: &str = "/sys/class/dmi/id/product_name";
 /// order, without reading them: whether they still work is for the first
 /// API call to say.
 pub fn detect() -> Result<Found> {
-    detect_with(&AdcSources::from_env(), Path::new(DMI_PRODUCT_NAME), no_gce_check())
+    detect_with(
+        &AdcSources::from_env(),
+        Path::new(DMI_PRODUCT_NAME),
+        no_gce_check(),
+    )
 }
 
 /// `NO_GCE_CHECK=True` turns off the metadata-server probe, as it does for
@@ -64,7 +68,11 @@ fn no_gce_check() -> bool {
 }
 
 /// [`detect`] with the sources and the DMI file passed in, for tests.
-pub fn detect_with(sources: &AdcSources, dmi_product_name: &Path, no_gce_check: bool) -> Result<Found> {
+pub fn detect_with(
+    sources: &AdcSources,
+    dmi_product_name: &Path,
+    no_gce_check: bool,
+) -> Result<Found> {
     let hint = "hint: run `gcloud auth application-default login`, or set GOOGLE_APPLICATION_CREDENTIALS to a credentials file";
     if let Some(path) = &sources.credentials_file {
         if path.is_file() {
@@ -475,7 +483,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("does not exist"), "{err}");
-        assert!(err.contains("hint: run `gcloud auth application-default login`"), "{err}");
+        assert!(
+            err.contains("hint: run `gcloud auth application-default login`"),
+            "{err}"
+        );
         assert_eq!(
             detect_with(&sources(None, Some(&gcloud)), none, true).unwrap(),
             Found::Gcloud(gcloud)
@@ -489,9 +500,15 @@ mod tests {
         std::fs::write(&dmi, "Google Compute Engine\n").unwrap();
         let absent = dir.path().join("absent.json");
         let nothing = sources(None, Some(&absent));
-        assert_eq!(detect_with(&nothing, &dmi, false).unwrap(), Found::MetadataServer);
+        assert_eq!(
+            detect_with(&nothing, &dmi, false).unwrap(),
+            Found::MetadataServer
+        );
         let err = detect_with(&nothing, &dmi, true).unwrap_err().to_string();
-        assert!(err.starts_with("no Google Cloud credentials found"), "{err}");
+        assert!(
+            err.starts_with("no Google Cloud credentials found"),
+            "{err}"
+        );
         assert!(err.contains("absent.json does not exist"), "{err}");
     }
 
@@ -501,7 +518,10 @@ mod tests {
             impersonation_target(
                 "https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/sa@p.iam.gserviceaccount.com:generateAccessToken"
             ),
-            Some(("https://iamcredentials.googleapis.com", "sa@p.iam.gserviceaccount.com"))
+            Some((
+                "https://iamcredentials.googleapis.com",
+                "sa@p.iam.gserviceaccount.com"
+            ))
         );
         assert_eq!(impersonation_target("https://example.com/token"), None);
     }

@@ -546,7 +546,11 @@ fn pad_scale(text: &str, scale: usize) -> String {
 /// falls outside it, as PostgreSQL and DuckDB do. (`decimalTargetTypes`
 /// only chooses a type when the schema is detected; ours is explicit.)
 fn field_schema(column: &Column) -> Value {
-    let mode = if column.nullable { "NULLABLE" } else { "REQUIRED" };
+    let mode = if column.nullable {
+        "NULLABLE"
+    } else {
+        "REQUIRED"
+    };
     match column.kind {
         ColumnKind::Int64 => json!({"name": column.name, "type": "INT64", "mode": mode}),
         ColumnKind::Decimal38_3 => json!({
@@ -663,7 +667,9 @@ impl Warehouse for BigQueryWarehouse {
                 .to_request("409 (it exists) is fine"),
             self.bigquery
                 .insert_job_call(&id, &self.load_configuration(table, columns, source))
-                .to_request("then jobs.get until DONE; outputRows is checked against step 3's count"),
+                .to_request(
+                    "then jobs.get until DONE; outputRows is checked against step 3's count",
+                ),
         ]
     }
 }
@@ -716,7 +722,12 @@ mod tests {
     fn decimals_are_padded_to_their_scale_like_duckdb() {
         let mut f = field("amount_spent", "BIGNUMERIC");
         f.scale = Some("3".into());
-        for (bq, want) in [("12.5", "12.500"), ("7", "7.000"), ("-0.125", "-0.125"), ("1.25", "1.250")] {
+        for (bq, want) in [
+            ("12.5", "12.500"),
+            ("7", "7.000"),
+            ("-0.125", "-0.125"),
+            ("1.25", "1.250"),
+        ] {
             assert_eq!(
                 convert(&f, &json!(bq)).unwrap(),
                 Some(Cell::Text(want.into())),

@@ -8,8 +8,8 @@ use async_trait::async_trait;
 
 use super::storage::GcsBucket;
 use super::{Clients, Endpoints};
-use crate::settings::Settings;
 use crate::backend::Bucket;
+use crate::settings::Settings;
 use crate::terraform::Cloud;
 
 /// `terraform::Cloud` over the real clients, bound to one project and region.

@@ -306,7 +306,11 @@ impl CloudSqlDatabase {
     /// one import or export at a time.
     async fn settle_earlier(&self, journal: &dyn Journal) {
         for earlier in journal.earlier(RemoteKind::CloudSqlOperation) {
-            if let Err(e) = self.admin.wait(&earlier.id, "an earlier attempt's operation").await {
+            if let Err(e) = self
+                .admin
+                .wait(&earlier.id, "an earlier attempt's operation")
+                .await
+            {
                 tracing::info!("{e:#}");
             }
         }
@@ -380,21 +384,24 @@ impl Database for CloudSqlDatabase {
             .await?;
         let (name, load) = (&table.name, load_table(table));
         self.run(
-            self.admin.import_call(&self.sql_import(&staging.uri(&create))),
+            self.admin
+                .import_call(&self.sql_import(&staging.uri(&create))),
             &format!("create a fresh {load}"),
             journal,
         )
         .await
         .with_context(|| format!("{name} keeps its previous rows"))?;
         self.run(
-            self.admin.import_call(&self.csv_import(table, &staging.uri(&data))),
+            self.admin
+                .import_call(&self.csv_import(table, &staging.uri(&data))),
             &format!("import {} into {load}", staging.uri(&data)),
             journal,
         )
         .await
         .with_context(|| format!("{name} keeps its previous rows"))?;
         self.run(
-            self.admin.import_call(&self.sql_import(&staging.uri(&swap))),
+            self.admin
+                .import_call(&self.sql_import(&staging.uri(&swap))),
             &format!("swap the {valid} new rows into {name}"),
             journal,
         )
@@ -418,7 +425,8 @@ impl Database for CloudSqlDatabase {
         let header_line = format!("{}\n", table.columns.join(","));
         staging.put(&header, &mut header_line.as_bytes()).await?;
         self.run(
-            self.admin.export_call(&self.csv_export(table, &staging.uri(&body))),
+            self.admin
+                .export_call(&self.csv_export(table, &staging.uri(&body))),
             &format!("export {} to {}", table.name, staging.uri(&body)),
             journal,
         )
@@ -475,9 +483,9 @@ async fn count_records(staging: &dyn Bucket, key: &str) -> Result<u64> {
     let uri = staging.uri(key);
     let body = staging.get(key).await?;
     tokio::task::spawn_blocking(move || {
-        let mut csv = csv::ReaderBuilder::new()
-            .has_headers(true)
-            .from_reader(std::io::BufReader::with_capacity(1 << 16, SyncIoBridge::new(body)));
+        let mut csv = csv::ReaderBuilder::new().has_headers(true).from_reader(
+            std::io::BufReader::with_capacity(1 << 16, SyncIoBridge::new(body)),
+        );
         let mut record = csv::ByteRecord::new();
         let mut rows = 0u64;
         while csv
@@ -503,7 +511,10 @@ mod tests {
         let check = swap.find("IF n <> 541909").unwrap();
         let truncate = swap.find("TRUNCATE bootcampdb.user_purchase;").unwrap();
         let commit = swap.find("COMMIT;").unwrap();
-        assert!(begin < check && check < truncate && truncate < commit, "{swap}");
+        assert!(
+            begin < check && check < truncate && truncate < commit,
+            "{swap}"
+        );
         assert!(swap.contains("DROP TABLE bootcampdb.user_purchase_load;"));
     }
 

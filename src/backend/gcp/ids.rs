@@ -61,7 +61,10 @@ pub fn request_id(purpose: &str) -> String {
 
 /// A Dataproc job id: `A-Za-z0-9_-`, at most 100 characters.
 pub fn dataproc_job_id(parts: &[&str]) -> String {
-    truncate(keep(&parts.join("-"), false, true, '-'), DATAPROC_JOB_ID_MAX)
+    truncate(
+        keep(&parts.join("-"), false, true, '-'),
+        DATAPROC_JOB_ID_MAX,
+    )
 }
 
 /// A Serverless batch id: lower-case letters, digits and `-`, 4 to 63
@@ -96,7 +99,10 @@ pub fn label_value(text: &str) -> String {
 
 /// A BigQuery job id: `A-Za-z0-9_-`, at most 1024 characters.
 pub fn bigquery_job_id(parts: &[&str]) -> String {
-    truncate(keep(&parts.join("_"), false, true, '_'), BIGQUERY_JOB_ID_MAX)
+    truncate(
+        keep(&parts.join("_"), false, true, '_'),
+        BIGQUERY_JOB_ID_MAX,
+    )
 }
 
 #[cfg(test)]
@@ -155,18 +161,26 @@ mod tests {
         for (deployment, run) in [
             ("infra", "20261125T144000Z-ab12"),
             ("9lives", "r"),
-            (&"Very_Long-Deployment".repeat(5) as &str, "20261125T144000Z-ab12"),
+            (
+                &"Very_Long-Deployment".repeat(5) as &str,
+                "20261125T144000Z-ab12",
+            ),
         ] {
             let name = cluster_name(deployment, run);
             assert!(name.len() <= CLUSTER_NAME_MAX, "{name}");
             assert!(name.starts_with(|c: char| c.is_ascii_lowercase()), "{name}");
             assert!(!name.ends_with('-'), "{name}");
             assert!(
-                only(&name, |c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+                only(&name, |c| c.is_ascii_lowercase()
+                    || c.is_ascii_digit()
+                    || c == '-'),
                 "{name}"
             );
         }
-        assert!(cluster_name("infra", "20261125T144000Z-ab12").starts_with("infra-20261125t144000z-ab12-"));
+        assert!(
+            cluster_name("infra", "20261125T144000Z-ab12")
+                .starts_with("infra-20261125t144000z-ab12-")
+        );
     }
 
     #[test]

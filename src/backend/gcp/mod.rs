@@ -164,7 +164,10 @@ impl Gcp {
     pub fn labels(&self) -> BTreeMap<String, String> {
         BTreeMap::from([
             (MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned()),
-            ("deployment".to_owned(), ids::label_value(&self.deployment.deployment)),
+            (
+                "deployment".to_owned(),
+                ids::label_value(&self.deployment.deployment),
+            ),
         ])
     }
 

@@ -315,7 +315,13 @@ impl GcsClient {
 
     /// Deletes `key`; an object already gone is not an error.
     /// The `objects.compose` call that concatenates `sources` into `key`.
-    pub fn compose_call(&self, bucket: &str, sources: &[&str], key: &str, content_type: &str) -> Call {
+    pub fn compose_call(
+        &self,
+        bucket: &str,
+        sources: &[&str],
+        key: &str,
+        content_type: &str,
+    ) -> Call {
         let body = serde_json::json!({
             "sourceObjects": sources.iter().map(|name| serde_json::json!({"name": name})).collect::<Vec<_>>(),
             "destination": {"contentType": content_type},
@@ -331,12 +337,23 @@ impl GcsClient {
 
     /// Concatenates `sources` (at most 32, in this bucket) into `key`,
     /// server-side: no byte passes through this machine.
-    pub async fn compose(&self, bucket: &str, sources: &[&str], key: &str, content_type: &str) -> Result<u64> {
+    pub async fn compose(
+        &self,
+        bucket: &str,
+        sources: &[&str],
+        key: &str,
+        content_type: &str,
+    ) -> Result<u64> {
         let object: ObjectResource = self
             .http
             .json(&self.compose_call(bucket, sources, key, content_type))
             .await
-            .with_context(|| format!("cannot compose gs://{bucket}/{key} from {}", sources.join(", ")))?;
+            .with_context(|| {
+                format!(
+                    "cannot compose gs://{bucket}/{key} from {}",
+                    sources.join(", ")
+                )
+            })?;
         object
             .size
             .parse()
@@ -693,8 +710,14 @@ mod tests {
         let policy = RetryPolicy::default();
         let small = upload_timeout(&policy, 1024);
         let chunk = upload_timeout(&policy, 16 << 20);
-        assert_eq!(small, policy.attempt_timeout + std::time::Duration::from_secs(1));
+        assert_eq!(
+            small,
+            policy.attempt_timeout + std::time::Duration::from_secs(1)
+        );
         // 16 MiB at 256 KiB/s takes 64 s, on top of the wait for the answer.
-        assert_eq!(chunk, policy.attempt_timeout + std::time::Duration::from_secs(64));
+        assert_eq!(
+            chunk,
+            policy.attempt_timeout + std::time::Duration::from_secs(64)
+        );
     }
 }

@@ -90,7 +90,10 @@ impl Database for LocalDatabase {
         // (or store its rejects), the old table stays.
         let sent = rows.finish().await?;
         if sent != loaded {
-            bail!("sent {sent} rows to {}, but COPY loaded {loaded}", table.name);
+            bail!(
+                "sent {sent} rows to {}, but COPY loaded {loaded}",
+                table.name
+            );
         }
         tx.commit().await?;
         Ok(loaded)
@@ -109,11 +112,13 @@ impl Database for LocalDatabase {
         sqlx::raw_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .execute(&mut *tx)
             .await?;
-        let rows: i64 =
-            sqlx::query_scalar(AssertSqlSafe(format!("SELECT count(*) FROM {}", table.name)))
-                .fetch_one(&mut *tx)
-                .await
-                .with_context(|| format!("cannot read {}\nhint: run step 0 first", table.name))?;
+        let rows: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT count(*) FROM {}",
+            table.name
+        )))
+        .fetch_one(&mut *tx)
+        .await
+        .with_context(|| format!("cannot read {}\nhint: run step 0 first", table.name))?;
         let copy = format!(
             "COPY (SELECT {} FROM {}) TO STDOUT WITH (FORMAT csv, HEADER true)",
             table.columns.join(", "),

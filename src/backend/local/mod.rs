@@ -24,9 +24,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
+use crate::backend::{Buckets, Target};
 use crate::process::Echo;
 use crate::settings::Settings;
-use crate::backend::{Buckets, Target};
 use bucket::LocalBucket;
 use database::LocalDatabase;
 use duckdb::DuckDbWarehouse;

@@ -12,8 +12,8 @@ use anyhow::{Context, Result, bail};
 use async_trait::async_trait;
 
 use crate::assets;
-use crate::process::{Cmd, Echo};
 use crate::backend::{Journal, Spark, SparkJob};
+use crate::process::{Cmd, Echo};
 use crate::tools::{self, Tool};
 
 /// Written last when a venv is complete; holds SPARK_HOME.

@@ -54,7 +54,12 @@ async fn a_load_replaces_the_table_and_a_repeat_re_attaches() {
     let warehouse = warehouse(&fake);
     let journal = MemJournal::new("run1");
     let rows = warehouse
-        .replace_from_parquet(&table(), &COLUMNS, "gs://staging/metric/*.parquet", &journal)
+        .replace_from_parquet(
+            &table(),
+            &COLUMNS,
+            "gs://staging/metric/*.parquet",
+            &journal,
+        )
         .await
         .unwrap();
     assert_eq!(rows, LOADED_ROWS);
@@ -65,7 +70,10 @@ async fn a_load_replaces_the_table_and_a_repeat_re_attaches() {
     );
     let (recorded, job) = journal.first(RemoteKind::BigQueryJob).unwrap();
     assert_eq!(job.id, "run1_1_load_bootcamp_user_behavior_metric");
-    assert!(recorded < insert.at, "the job id was recorded after the insert");
+    assert!(
+        recorded < insert.at,
+        "the job id was recorded after the insert"
+    );
     let load = &insert.body["configuration"]["load"];
     assert_eq!(
         load["sourceUris"],

@@ -17,7 +17,7 @@ use tokio::io::AsyncReadExt;
 
 use super::dataproc::{fast_policy, http};
 use super::fake_gcs::FakeGcs;
-use super::google::{Fault, FakeGoogle};
+use super::google::{FakeGoogle, Fault};
 use super::journal::MemJournal;
 
 struct Setup {
@@ -87,7 +87,10 @@ impl Rows for VecRows {
 
 fn rows() -> VecRows {
     VecRows {
-        chunks: VecDeque::from([b"\"536365\",6\n".to_vec(), b"\"536366\",-1\n\"5\",2\n".to_vec()]),
+        chunks: VecDeque::from([
+            b"\"536365\",6\n".to_vec(),
+            b"\"536366\",-1\n\"5\",2\n".to_vec(),
+        ]),
         rows: 3,
         finished_after_all_chunks: None,
     }
@@ -95,7 +98,13 @@ fn rows() -> VecRows {
 
 async fn text(bucket: &dyn Bucket, key: &str) -> String {
     let mut out = String::new();
-    bucket.get(key).await.unwrap().read_to_string(&mut out).await.unwrap();
+    bucket
+        .get(key)
+        .await
+        .unwrap()
+        .read_to_string(&mut out)
+        .await
+        .unwrap();
     out
 }
 
@@ -105,11 +114,10 @@ async fn a_load_imports_ddl_rows_then_swaps_with_a_count_check() {
     let journal = MemJournal::new("run1");
     let mut rows = rows();
     // Keep the scratch files: the test reads what the imports were given.
-    let loaded = s
-        .db
-        .replace_rows(&table(), &mut rows, &s.staging, &journal)
-        .await
-        .unwrap();
+    let loaded =
+        s.db.replace_rows(&table(), &mut rows, &s.staging, &journal)
+            .await
+            .unwrap();
     assert_eq!(loaded, 3);
     assert_eq!(rows.finished_after_all_chunks, Some(true));
 
@@ -117,14 +125,23 @@ async fn a_load_imports_ddl_rows_then_swaps_with_a_count_check() {
     assert_eq!(imports.len(), 3);
     let context = |i: usize| imports[i].body["importContext"].clone();
     assert_eq!(context(0)["fileType"], "SQL");
-    assert_eq!(context(0)["uri"], "gs://staging/_cloudsql/run1-1/1-create.sql");
+    assert_eq!(
+        context(0)["uri"],
+        "gs://staging/_cloudsql/run1-1/1-create.sql"
+    );
     assert_eq!(context(1)["fileType"], "CSV");
-    assert_eq!(context(1)["csvImportOptions"]["table"], "bootcampdb.user_purchase_load");
+    assert_eq!(
+        context(1)["csvImportOptions"]["table"],
+        "bootcampdb.user_purchase_load"
+    );
     assert_eq!(
         context(1)["csvImportOptions"]["columns"],
         serde_json::json!(["invoice_number", "quantity"])
     );
-    assert_eq!(context(2)["uri"], "gs://staging/_cloudsql/run1-1/3-swap.sql");
+    assert_eq!(
+        context(2)["uri"],
+        "gs://staging/_cloudsql/run1-1/3-swap.sql"
+    );
     for i in 0..3 {
         assert_eq!(context(i)["database"], "bootcampdb");
         assert_eq!(context(i)["importUser"], "bootcamp");
@@ -150,11 +167,10 @@ async fn the_files_given_to_the_imports_hold_the_rows_and_the_swap() {
     s.fake.fail_imports_of("3-swap.sql");
     let journal = MemJournal::new("run2");
     let mut rows = rows();
-    let err = s
-        .db
-        .replace_rows(&table(), &mut rows, &s.staging, &journal)
-        .await
-        .unwrap_err();
+    let err =
+        s.db.replace_rows(&table(), &mut rows, &s.staging, &journal)
+            .await
+            .unwrap_err();
     let text_of = |name: &str| format!("_cloudsql/run2-1/{name}");
     assert_eq!(
         text(&s.staging, &text_of("2-rows.csv")).await,
@@ -163,14 +179,20 @@ async fn the_files_given_to_the_imports_hold_the_rows_and_the_swap() {
     let create = text(&s.staging, &text_of("1-create.sql")).await;
     assert!(create.contains("CREATE TABLE bootcampdb.user_purchase_load (LIKE bootcampdb.user_purchase INCLUDING ALL);"), "{create}");
     let swap = text(&s.staging, &text_of("3-swap.sql")).await;
-    assert!(swap.starts_with("BEGIN;") && swap.trim_end().ends_with("COMMIT;"), "{swap}");
+    assert!(
+        swap.starts_with("BEGIN;") && swap.trim_end().ends_with("COMMIT;"),
+        "{swap}"
+    );
     assert!(swap.contains("IF n <> 3 THEN"), "{swap}");
     let failed = err
         .chain()
         .find_map(|e| e.downcast_ref::<OperationFailed>())
         .expect("an OperationFailed");
     let message = format!("{err:#}");
-    assert!(message.contains(&failed.name) && message.contains("keeps its previous rows"), "{message}");
+    assert!(
+        message.contains(&failed.name) && message.contains("keeps its previous rows"),
+        "{message}"
+    );
 }
 
 #[tokio::test]
@@ -178,24 +200,33 @@ async fn a_failed_row_import_never_reaches_the_table() {
     let s = setup().await;
     s.fake.fail_imports_of("2-rows.csv");
     let journal = MemJournal::new("run1");
-    let err = s
-        .db
-        .replace_rows(&table(), &mut rows(), &s.staging, &journal)
-        .await
-        .unwrap_err();
+    let err =
+        s.db.replace_rows(&table(), &mut rows(), &s.staging, &journal)
+            .await
+            .unwrap_err();
     let message = format!("{err:#}");
     let failed = err
         .chain()
         .find_map(|e| e.downcast_ref::<OperationFailed>())
         .expect("an OperationFailed");
     assert!(failed.name.starts_with("sqlop-"), "{}", failed.name);
-    assert!(message.contains(&format!("Cloud SQL operation {}", failed.name)), "{message}");
+    assert!(
+        message.contains(&format!("Cloud SQL operation {}", failed.name)),
+        "{message}"
+    );
     assert!(message.contains("invalid input syntax"), "{message}");
-    assert!(message.contains("bootcampdb.user_purchase keeps its previous rows"), "{message}");
+    assert!(
+        message.contains("bootcampdb.user_purchase keeps its previous rows"),
+        "{message}"
+    );
     // The swap, the only statement that touches the table, was never sent.
     let imports = s.fake.calls("instances.import");
     assert_eq!(imports.len(), 2);
-    assert!(!imports.iter().any(|i| i.body.to_string().contains("3-swap.sql")));
+    assert!(
+        !imports
+            .iter()
+            .any(|i| i.body.to_string().contains("3-swap.sql"))
+    );
     s.fake.assert_clean();
 }
 
@@ -218,13 +249,16 @@ async fn polling_survives_a_503_burst_and_a_429() {
             retry_after: Some(0),
         },
     );
-    let loaded = s
-        .db
-        .replace_rows(&table(), &mut rows(), &s.staging, &MemJournal::new("run1"))
-        .await
-        .unwrap();
+    let loaded =
+        s.db.replace_rows(&table(), &mut rows(), &s.staging, &MemJournal::new("run1"))
+            .await
+            .unwrap();
     assert_eq!(loaded, 3);
-    assert_eq!(s.fake.calls("instances.import").len(), 3, "an import was sent twice");
+    assert_eq!(
+        s.fake.calls("instances.import").len(),
+        3,
+        "an import was sent twice"
+    );
     s.fake.assert_clean();
 }
 
@@ -235,14 +269,16 @@ async fn a_dump_exports_the_query_and_prepends_the_header() {
     // Cloud SQL writes the export itself; the fake does not, so the test
     // writes what it would: CSV rows, no header.
     s.staging
-        .put("_cloudsql/run1-1/body.csv", &mut &b"536365,6\n\"53,6366\",-1\n"[..])
+        .put(
+            "_cloudsql/run1-1/body.csv",
+            &mut &b"536365,6\n\"53,6366\",-1\n"[..],
+        )
         .await
         .unwrap();
-    let rows = s
-        .db
-        .dump_csv(&table(), &s.staging, "user_purchase.csv", &journal)
-        .await
-        .unwrap();
+    let rows =
+        s.db.dump_csv(&table(), &s.staging, "user_purchase.csv", &journal)
+            .await
+            .unwrap();
     assert_eq!(rows, 2);
     assert_eq!(
         text(&s.staging, "user_purchase.csv").await,
@@ -288,6 +324,9 @@ async fn a_rerun_waits_for_the_operation_an_earlier_attempt_left_running() {
             && g.at > second_began
             && g.at < exports[1].at
     });
-    assert!(waited, "the second attempt did not check the first one's operation");
+    assert!(
+        waited,
+        "the second attempt did not check the first one's operation"
+    );
     s.fake.assert_clean();
 }

@@ -8,17 +8,17 @@ use std::time::Duration;
 
 use infra::backend::gcp::auth::StaticToken;
 use infra::backend::gcp::dataproc::{
-    Batch, Cluster, ClusterConfig, ClusterSpark, ClusterSpec, Dataproc, JobFailed,
-    LifecycleConfig, PySparkBatch, ServerlessSpark, ServerlessSpec,
+    Batch, Cluster, ClusterConfig, ClusterSpark, ClusterSpec, Dataproc, JobFailed, LifecycleConfig,
+    PySparkBatch, ServerlessSpark, ServerlessSpec,
 };
 use infra::backend::gcp::http::{Http, RetryPolicy};
 use infra::backend::gcp::ids;
 use infra::backend::gcp::storage::{GcsClient, StorageEndpoint, Transfer};
-use infra::backend::{Journal, RemoteKind, Spark, SparkJob};
+use infra::backend::{RemoteKind, Spark, SparkJob};
 use serde_json::json;
 
 use super::fake_gcs::FakeGcs;
-use super::google::{Fault, FakeGoogle, TOKEN};
+use super::google::{FakeGoogle, Fault, TOKEN};
 use super::journal::MemJournal;
 
 pub fn fast_policy() -> RetryPolicy {
@@ -139,9 +139,11 @@ async fn clusters_are_created_listed_and_deleted_by_uuid() {
     assert_eq!(deleted, ["infra-old", "infra-run1"]);
     assert_eq!(s.fake.clusters(), ["other-team"]);
     let deletes = s.fake.calls("clusters.delete");
-    let with_uuid = deletes
-        .iter()
-        .find(|d| d.query.iter().any(|(k, v)| k == "clusterUuid" && v.starts_with("uuid-")));
+    let with_uuid = deletes.iter().find(|d| {
+        d.query
+            .iter()
+            .any(|(k, v)| k == "clusterUuid" && v.starts_with("uuid-"))
+    });
     assert!(with_uuid.is_some(), "no delete named the cluster's uuid");
     // A delete whose uuid is another cluster's does nothing.
     s.fake
@@ -167,8 +169,15 @@ async fn a_run_uses_one_cluster_for_both_jobs_and_deletes_it() {
         .submit(&job("tokenizer", &["--input", "gs://raw/r.csv"]), &journal)
         .await
         .unwrap();
-    spark.submit(&job("user_behavior", &[]), &journal).await.unwrap();
-    assert_eq!(s.fake.clusters().len(), 1, "the cluster was deleted before the run ended");
+    spark
+        .submit(&job("user_behavior", &[]), &journal)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.fake.clusters().len(),
+        1,
+        "the cluster was deleted before the run ended"
+    );
     spark.teardown().await.unwrap();
 
     let creates = s.fake.calls("clusters.create");
@@ -176,7 +185,10 @@ async fn a_run_uses_one_cluster_for_both_jobs_and_deletes_it() {
     let body = &creates[0].body;
     let config = &body["config"];
     assert_eq!(config["gceClusterConfig"]["internalIpOnly"], true);
-    assert_eq!(config["gceClusterConfig"]["subnetworkUri"], "infra-dataproc");
+    assert_eq!(
+        config["gceClusterConfig"]["subnetworkUri"],
+        "infra-dataproc"
+    );
     assert_eq!(
         config["gceClusterConfig"]["serviceAccount"],
         "pipeline@proj.iam.gserviceaccount.com"
@@ -212,9 +224,15 @@ async fn a_run_uses_one_cluster_for_both_jobs_and_deletes_it() {
     );
     let (recorded, _) = journal.first(RemoteKind::DataprocJob).unwrap();
     let first_get = s.fake.calls("jobs.get")[0].at;
-    assert!(recorded < first_get, "the job id was recorded after polling began");
+    assert!(
+        recorded < first_get,
+        "the job id was recorded after polling began"
+    );
     let (recorded, _) = journal.first(RemoteKind::DataprocCluster).unwrap();
-    assert!(recorded < creates[0].at, "the cluster was recorded after it was created");
+    assert!(
+        recorded < creates[0].at,
+        "the cluster was recorded after it was created"
+    );
     s.fake.assert_clean();
     drop(s.gcs);
 }
@@ -240,13 +258,30 @@ async fn a_failed_job_names_itself_quotes_its_driver_and_the_cluster_still_goes(
         .find_map(|e| e.downcast_ref::<JobFailed>())
         .expect("a JobFailed");
     assert_eq!(failed.state, "ERROR");
-    assert!(failed.details.contains("ValueError: boom"), "{}", failed.details);
-    assert!(failed.tail.contains("| ValueError: boom"), "{}", failed.tail);
+    assert!(
+        failed.details.contains("ValueError: boom"),
+        "{}",
+        failed.details
+    );
+    assert!(
+        failed.tail.contains("| ValueError: boom"),
+        "{}",
+        failed.tail
+    );
     let text = format!("{err:#}");
-    assert!(text.contains("user_behavior") && text.contains(&id), "{text}");
+    assert!(
+        text.contains("user_behavior") && text.contains(&id),
+        "{text}"
+    );
     spark.teardown().await.unwrap();
-    assert!(s.fake.clusters().is_empty(), "the cluster outlived a failed job");
-    assert!(s.fake.calls("jobs.cancel").is_empty(), "a finished job was cancelled");
+    assert!(
+        s.fake.clusters().is_empty(),
+        "the cluster outlived a failed job"
+    );
+    assert!(
+        s.fake.calls("jobs.cancel").is_empty(),
+        "a finished job was cancelled"
+    );
     s.fake.assert_clean();
 }
 
@@ -268,9 +303,16 @@ async fn a_polling_error_cancels_the_job_and_deletes_the_cluster() {
         .submit(&job("tokenizer", &[]), &journal)
         .await
         .unwrap_err();
-    assert!(format!("{err:#}").contains("cannot get Dataproc job"), "{err:#}");
+    assert!(
+        format!("{err:#}").contains("cannot get Dataproc job"),
+        "{err:#}"
+    );
     spark.teardown().await.unwrap();
-    assert_eq!(s.fake.calls("jobs.cancel").len(), 1, "the job we lost was not cancelled");
+    assert_eq!(
+        s.fake.calls("jobs.cancel").len(),
+        1,
+        "the job we lost was not cancelled"
+    );
     assert!(s.fake.clusters().is_empty());
     s.fake.assert_clean();
 }
@@ -286,14 +328,20 @@ async fn an_interrupted_run_cancels_its_job_then_deletes_the_cluster() {
         spark.submit(&job("tokenizer", &[]), &journal),
     )
     .await;
-    assert!(interrupted.is_err(), "the job finished before it could be interrupted");
+    assert!(
+        interrupted.is_err(),
+        "the job finished before it could be interrupted"
+    );
     assert_eq!(s.fake.calls("jobs.submit").len(), 1);
     spark.teardown().await.unwrap();
     let cancels = s.fake.calls("jobs.cancel");
     let deletes = s.fake.calls("clusters.delete");
     assert_eq!(cancels.len(), 1, "the job was not cancelled");
     assert_eq!(deletes.len(), 1, "the cluster was not deleted");
-    assert!(cancels[0].at < deletes[0].at, "the cluster went before its job was cancelled");
+    assert!(
+        cancels[0].at < deletes[0].at,
+        "the cluster went before its job was cancelled"
+    );
     assert!(s.fake.clusters().is_empty());
     // A second teardown has nothing left to do.
     spark.teardown().await.unwrap();
@@ -341,8 +389,16 @@ async fn a_rerun_after_a_crash_reattaches_to_the_cluster_and_the_job_in_flight()
     let spark = cluster_spark(&s, Duration::from_millis(2), Arc::default());
     spark.submit(&job("tokenizer", &[]), &second).await.unwrap();
     spark.teardown().await.unwrap();
-    assert_eq!(s.fake.calls("clusters.create").len(), 1, "a second cluster was created");
-    assert_eq!(s.fake.calls("jobs.submit").len(), 1, "the job was submitted twice");
+    assert_eq!(
+        s.fake.calls("clusters.create").len(),
+        1,
+        "a second cluster was created"
+    );
+    assert_eq!(
+        s.fake.calls("jobs.submit").len(),
+        1,
+        "the job was submitted twice"
+    );
     assert_eq!(s.fake.jobs(), 1);
     assert!(s.fake.clusters().is_empty());
     s.fake.assert_clean();
@@ -354,9 +410,16 @@ async fn a_submit_whose_answer_was_lost_re_attaches_to_the_job() {
     s.fake.inject("jobs.submit", 1, Fault::Lost(503));
     let journal = MemJournal::new("run1");
     let spark = cluster_spark(&s, Duration::from_millis(2), Arc::default());
-    spark.submit(&job("tokenizer", &[]), &journal).await.unwrap();
+    spark
+        .submit(&job("tokenizer", &[]), &journal)
+        .await
+        .unwrap();
     spark.teardown().await.unwrap();
-    assert_eq!(s.fake.calls("jobs.submit").len(), 2, "the submit was not retried");
+    assert_eq!(
+        s.fake.calls("jobs.submit").len(),
+        2,
+        "the submit was not retried"
+    );
     assert_eq!(s.fake.jobs(), 1, "the retry started a second job");
     s.fake.assert_clean();
 }
@@ -380,7 +443,10 @@ async fn serverless_runs_each_job_as_a_batch_with_the_service_account_set() {
     let s = setup().await;
     let journal = MemJournal::new("20261125T150000Z-ab12");
     let spark = serverless(&s);
-    spark.submit(&job("tokenizer", &[]), &journal).await.unwrap();
+    spark
+        .submit(&job("tokenizer", &[]), &journal)
+        .await
+        .unwrap();
     let err = spark
         .submit(&job("user_behavior", &["--fail"]), &journal)
         .await
@@ -392,15 +458,23 @@ async fn serverless_runs_each_job_as_a_batch_with_the_service_account_set() {
     assert_eq!((failed.kind, failed.state.as_str()), ("batch", "FAILED"));
     spark.teardown().await.unwrap();
     let create = &s.fake.calls("batches.create")[0];
-    assert!(create.query.contains(&(
-        "batchId".into(),
-        "20261125t150000z-ab12-tokenizer-1".into()
-    )));
+    assert!(
+        create
+            .query
+            .contains(&("batchId".into(), "20261125t150000z-ab12-tokenizer-1".into()))
+    );
     let execution = &create.body["environmentConfig"]["executionConfig"];
-    assert_eq!(execution["serviceAccount"], "pipeline@proj.iam.gserviceaccount.com");
+    assert_eq!(
+        execution["serviceAccount"],
+        "pipeline@proj.iam.gserviceaccount.com"
+    );
     assert_eq!(create.body["runtimeConfig"]["version"], "3.0");
     assert!(s.fake.calls("clusters.create").is_empty());
-    assert_eq!(journal.all(RemoteKind::DataprocBatch).len(), 4, "each batch, then its operation");
+    assert_eq!(
+        journal.all(RemoteKind::DataprocBatch).len(),
+        4,
+        "each batch, then its operation"
+    );
     s.fake.assert_clean();
 }
 
@@ -449,6 +523,12 @@ async fn batches_are_deleted_once_finished() {
     dataproc.run_batch("run1-tokenizer", &batch).await.unwrap();
     dataproc.delete_batch("run1-tokenizer").await.unwrap();
     dataproc.delete_batch("run1-tokenizer").await.unwrap();
-    assert!(dataproc.find_batch("run1-tokenizer").await.unwrap().is_none());
+    assert!(
+        dataproc
+            .find_batch("run1-tokenizer")
+            .await
+            .unwrap()
+            .is_none()
+    );
     s.fake.assert_clean();
 }

@@ -237,8 +237,9 @@ fn handle(doc: &Discovery, s: &mut State, driver_bucket: &str, req: Request) -> 
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
         {
-            s.violations
-                .push(format!("{id}: requestId `{request_id}` breaks the 40-character rule"));
+            s.violations.push(format!(
+                "{id}: requestId `{request_id}` breaks the 40-character rule"
+            ));
         }
         // Google answers a reused id with the first request's operation:
         // reusing one for a different request is a bug.
@@ -788,13 +789,18 @@ fn dispatch(
             };
             let uri = context["uri"].as_str().unwrap_or_default().to_owned();
             if !uri.starts_with("gs://") {
-                s.violations.push(format!("{short}: uri `{uri}` is not in Cloud Storage"));
+                s.violations
+                    .push(format!("{short}: uri `{uri}` is not in Cloud Storage"));
             }
             let name = format!("sqlop-{n}");
             let failing = short == "instances.import"
                 && s.failing_imports.iter().any(|f| uri.contains(f.as_str()));
             let end = if failing { "FAILED" } else { "DONE" };
-            let kind = if short == "instances.import" { "IMPORT" } else { "EXPORT" };
+            let kind = if short == "instances.import" {
+                "IMPORT"
+            } else {
+                "EXPORT"
+            };
             let op = json!({
                 "kind": "sql#operation",
                 "name": name,

@@ -42,7 +42,12 @@ impl MemJournal {
     pub fn first(&self, kind: RemoteKind) -> Option<(Instant, Remote)> {
         let started = self.started.lock().unwrap();
         let at = started.iter().find(|(_, r)| r.kind == kind)?.0;
-        let last = started.iter().rev().find(|(_, r)| r.kind == kind)?.1.clone();
+        let last = started
+            .iter()
+            .rev()
+            .find(|(_, r)| r.kind == kind)?
+            .1
+            .clone();
         Some((at, last))
     }
 

@@ -170,7 +170,8 @@ impl ClusterSpark {
     async fn wait_running(&self, name: &str, journal: &dyn Journal) -> Result<()> {
         match self.dataproc.wait_cluster_running(name).await {
             Ok(running) => {
-                self.live.lock().await.cluster = Some((name.to_owned(), running.cluster_uuid.clone()));
+                self.live.lock().await.cluster =
+                    Some((name.to_owned(), running.cluster_uuid.clone()));
                 journal.started(Remote {
                     kind: RemoteKind::DataprocCluster,
                     id: name.to_owned(),
@@ -207,7 +208,10 @@ impl ClusterSpark {
         let name = earlier.id.clone();
         match cluster.state() {
             "RUNNING" | "CREATING" | "UPDATING" | "STARTING" => {
-                tracing::info!("re-attaching to Dataproc cluster {name} ({})", cluster.state());
+                tracing::info!(
+                    "re-attaching to Dataproc cluster {name} ({})",
+                    cluster.state()
+                );
                 self.live.lock().await.cluster = Some((name.clone(), cluster.cluster_uuid.clone()));
                 self.wait_running(&name, journal).await?;
                 Ok(Some(name))
@@ -338,7 +342,11 @@ impl Spark for ClusterSpark {
     }
 
     fn preview(&self, job: &SparkJob, run_id: &str) -> Vec<Request> {
-        let name = format!("{}-{}-XXXX", self.spec.deployment, run_id.to_ascii_lowercase());
+        let name = format!(
+            "{}-{}-XXXX",
+            self.spec.deployment,
+            run_id.to_ascii_lowercase()
+        );
         let cluster = self.spec.cluster(self.dataproc.project(), &name, run_id);
         let id = ids::dataproc_job_id(&[run_id, &job.name, "1"]);
         let spec = self.job_spec(job, &id, &name, run_id);
@@ -348,7 +356,9 @@ impl Spark for ClusterSpark {
                 .to_request("once per run, before its first job; then polled until RUNNING"),
             self.dataproc
                 .submit_job_call(&spec, "REQUEST-ID")
-                .to_request("then jobs.get until DONE; the driver output streams from Cloud Storage"),
+                .to_request(
+                    "then jobs.get until DONE; the driver output streams from Cloud Storage",
+                ),
             crate::backend::gcp::http::Call::delete(format!(
                 "{}/clusters/{name}",
                 self.dataproc.regional()
@@ -442,7 +452,10 @@ impl Spark for ServerlessSpark {
         let what = || format!("Spark batch {} ({}) failed", job.name, job.script);
         let id = match self.earlier_batch(journal).await.with_context(what)? {
             Some((earlier, true)) => {
-                tracing::info!("Dataproc batch {} of an earlier attempt already succeeded", earlier.id);
+                tracing::info!(
+                    "Dataproc batch {} of an earlier attempt already succeeded",
+                    earlier.id
+                );
                 return Ok(());
             }
             Some((earlier, false)) => {
@@ -451,11 +464,8 @@ impl Spark for ServerlessSpark {
                 earlier.id
             }
             None => {
-                let id = ids::batch_id(&[
-                    journal.run_id(),
-                    &job.name,
-                    &journal.attempt().to_string(),
-                ]);
+                let id =
+                    ids::batch_id(&[journal.run_id(), &job.name, &journal.attempt().to_string()]);
                 let mut remote = Remote {
                     kind: RemoteKind::DataprocBatch,
                     id: id.clone(),
@@ -490,7 +500,12 @@ impl Spark for ServerlessSpark {
         };
         let operation = match operation {
             Some(op) => Some(op),
-            None => self.dataproc.get_batch(&id).await.ok().and_then(|b| b.operation),
+            None => self
+                .dataproc
+                .get_batch(&id)
+                .await
+                .ok()
+                .and_then(|b| b.operation),
         };
         let Some(operation) = operation else {
             return Ok(());
@@ -499,7 +514,12 @@ impl Spark for ServerlessSpark {
         self.dataproc
             .cancel_operation(&operation)
             .await
-            .with_context(|| format!("the Dataproc batch {id} may still be running: {}", self.dataproc.batch_link(&id)))
+            .with_context(|| {
+                format!(
+                    "the Dataproc batch {id} may still be running: {}",
+                    self.dataproc.batch_link(&id)
+                )
+            })
     }
 
     fn preview(&self, job: &SparkJob, run_id: &str) -> Vec<Request> {
