@@ -347,7 +347,10 @@ mod tests {
             [with_uuid.clone(), job("j1")]
         );
         // Another step sees the cluster only.
-        assert_eq!(run.earlier_remotes(Step::UserBehavior), [with_uuid.clone()]);
+        assert_eq!(
+            run.earlier_remotes(Step::UserBehavior),
+            std::slice::from_ref(&with_uuid)
+        );
         // Once the step succeeded, running it again starts afresh.
         run.finish_step(Step::Tokenize, Ok(Counts::default()), t0);
         assert_eq!(run.earlier_remotes(Step::Tokenize), [with_uuid]);

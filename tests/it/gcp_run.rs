@@ -25,7 +25,7 @@ fn deployed() -> Env {
     let env = Env::new()
         .var("INFRA_PROJECT", "proj")
         .var("GOOGLE_APPLICATION_CREDENTIALS", "/nonexistent/key.json");
-    env.write(".infra/gcp/outputs.json", OUTPUTS);
+    env.write("state/gcp/outputs.json", OUTPUTS);
     env
 }
 

@@ -148,8 +148,9 @@ async fn a_load_imports_ddl_rows_then_swaps_with_a_count_check() {
     }
     // Each import waited for the one before: the instance takes one at a time.
     let gets = s.fake.calls("operations.get");
-    assert!(gets.len() >= 9, "operations were not polled to DONE");
-    assert!(imports[1].at > gets[2].at && imports[2].at > gets[5].at);
+    // The fake's operations answer PENDING, then RUNNING, then DONE.
+    assert_eq!(gets.len(), 6, "operations were not polled to DONE");
+    assert!(imports[1].at > gets[1].at && imports[2].at > gets[3].at);
     // Every operation was in the journal before it was polled.
     let recorded = journal.all(RemoteKind::CloudSqlOperation);
     assert_eq!(recorded.len(), 3);

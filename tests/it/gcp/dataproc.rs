@@ -88,6 +88,14 @@ fn cluster_spark(s: &Setup, poll: Duration, lines: Arc<Mutex<Vec<String>>>) -> C
     )
 }
 
+/// Resolves once the fake has seen `method` called: the moment a test
+/// interrupts at, whatever the machine's speed.
+async fn seen(fake: &FakeGoogle, method: &str) {
+    while fake.calls(method).is_empty() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 fn job(name: &str, args: &[&str]) -> SparkJob {
     SparkJob {
         name: name.into(),
@@ -323,15 +331,11 @@ async fn an_interrupted_run_cancels_its_job_then_deletes_the_cluster() {
     let journal = MemJournal::new("run1");
     let spark = cluster_spark(&s, Duration::from_millis(100), Arc::default());
     // What Ctrl-C does to the step: its future is dropped mid-poll.
-    let interrupted = tokio::time::timeout(
-        Duration::from_millis(450),
-        spark.submit(&job("tokenizer", &[]), &journal),
-    )
-    .await;
-    assert!(
-        interrupted.is_err(),
-        "the job finished before it could be interrupted"
-    );
+    let tokenizer = job("tokenizer", &[]);
+    tokio::select! {
+        _ = spark.submit(&tokenizer, &journal) => panic!("the job ended before the interruption"),
+        _ = seen(&s.fake, "jobs.get") => {}
+    }
     assert_eq!(s.fake.calls("jobs.submit").len(), 1);
     spark.teardown().await.unwrap();
     let cancels = s.fake.calls("jobs.cancel");
@@ -375,11 +379,11 @@ async fn a_rerun_after_a_crash_reattaches_to_the_cluster_and_the_job_in_flight()
     // The first process is killed (its future dropped, no teardown) mid-job.
     {
         let spark = cluster_spark(&s, Duration::from_millis(100), Arc::default());
-        let _ = tokio::time::timeout(
-            Duration::from_millis(350),
-            spark.submit(&job("tokenizer", &[]), &first),
-        )
-        .await;
+        let tokenizer = job("tokenizer", &[]);
+        tokio::select! {
+            _ = spark.submit(&tokenizer, &first) => panic!("the job ended before the crash"),
+            _ = seen(&s.fake, "jobs.get") => {}
+        }
     }
     assert_eq!(s.fake.calls("clusters.create").len(), 1);
     assert_eq!(s.fake.calls("jobs.submit").len(), 1);
@@ -493,12 +497,11 @@ async fn an_interrupted_batch_is_cancelled_through_its_operation() {
             ttl_secs: 3600,
         },
     );
-    let interrupted = tokio::time::timeout(
-        Duration::from_millis(300),
-        spark.submit(&job("tokenizer", &[]), &journal),
-    )
-    .await;
-    assert!(interrupted.is_err());
+    let tokenizer = job("tokenizer", &[]);
+    tokio::select! {
+        _ = spark.submit(&tokenizer, &journal) => panic!("the batch ended before the interruption"),
+        _ = seen(&s.fake, "batches.get") => {}
+    }
     spark.teardown().await.unwrap();
     assert_eq!(s.fake.calls("operations.cancel").len(), 1);
     let batch = dataproc(&s.fake, Duration::from_millis(2))
