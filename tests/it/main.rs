@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod architecture;
 mod cli;
 mod gcp;
 mod gcp_run;
