@@ -5,7 +5,8 @@
 //! | 0    | success (also when stdout was closed early, as by `head`) |
 //! | 1    | the command failed: bad input, a failed step, a missing tool |
 //! | 2    | usage error (clap, or a refused request such as `down` without a terminal) |
-//! | 130  | interrupted by Ctrl-C; whatever was held (a server, a lock, a cluster) was released |
+//! | 130  | interrupted by Ctrl-C (SIGINT): the step stopped, its Dataproc job was cancelled and the run's cluster deleted; the local PostgreSQL server keeps running (`down` stops it) |
+//! | 143  | terminated by SIGTERM, with the same clean-up as 130 |
 //!
 //! Errors go to stderr as `error: …`, then each cause as `Caused by: …`,
 //! then any `hint: …` lines found anywhere in the chain, last.
@@ -20,15 +21,47 @@ use anstyle::{AnsiColor, Style};
 #[error("{0}")]
 pub struct UsageError(pub String);
 
-/// The command was interrupted by a signal: exit code 130.
-#[derive(Debug, thiserror::Error)]
-#[error("interrupted")]
-pub struct Interrupted;
+/// The command was interrupted by a signal: exit code 128 + its number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Interrupted {
+    #[error("interrupted (SIGINT)")]
+    Sigint,
+    #[error("terminated (SIGTERM)")]
+    Sigterm,
+}
+
+impl Interrupted {
+    pub fn code(self) -> u8 {
+        match self {
+            Interrupted::Sigint => INTERRUPTED,
+            Interrupted::Sigterm => TERMINATED,
+        }
+    }
+
+    /// Waits for Ctrl-C or SIGTERM. Once called, neither kills the process
+    /// any more: the caller stops and cleans up.
+    pub async fn wait() -> Interrupted {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(e) => {
+                    tracing::warn!("cannot watch for SIGTERM: {e}");
+                    let _ = tokio::signal::ctrl_c().await;
+                    return Interrupted::Sigint;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => Interrupted::Sigint,
+            _ = term.recv() => Interrupted::Sigterm,
+        }
+    }
+}
 
 pub const SUCCESS: u8 = 0;
 pub const FAILURE: u8 = 1;
 pub const USAGE: u8 = 2;
 pub const INTERRUPTED: u8 = 130;
+pub const TERMINATED: u8 = 143;
 
 /// Prints `result`'s error, if any, and returns the exit code.
 pub fn report(result: anyhow::Result<()>) -> ExitCode {
@@ -44,8 +77,8 @@ pub fn report(result: anyhow::Result<()>) -> ExitCode {
 }
 
 fn code(err: &anyhow::Error) -> u8 {
-    if err.chain().any(|e| e.is::<Interrupted>()) {
-        INTERRUPTED
+    if let Some(signal) = err.chain().find_map(|e| e.downcast_ref::<Interrupted>()) {
+        signal.code()
     } else if err.chain().any(|e| e.is::<UsageError>()) {
         USAGE
     } else {
@@ -117,8 +150,10 @@ mod tests {
     fn codes_follow_the_error_kind() {
         let usage = anyhow::Error::new(UsageError("no".into())).context("refused");
         assert_eq!(code(&usage), USAGE);
-        let interrupted = anyhow::Error::new(Interrupted).context("step 2");
+        let interrupted = anyhow::Error::new(Interrupted::Sigint).context("step 2");
         assert_eq!(code(&interrupted), INTERRUPTED);
+        let terminated = anyhow::Error::new(Interrupted::Sigterm).context("step 2");
+        assert_eq!(code(&terminated), TERMINATED);
         let pipe = anyhow::Error::new(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
         assert!(is_broken_pipe(&pipe));
     }

@@ -2,11 +2,12 @@
 
 use anyhow::Result;
 
+use crate::backend::gcp::Deployment;
+use crate::backend::gcp::cloud::GcpCloud;
+use crate::backend::local::Local;
 use crate::cli::DownArgs;
 use crate::process::Echo;
 use crate::settings::{Settings, TargetKind};
-use crate::backend::gcp::cloud::GcpCloud;
-use crate::backend::local::Local;
 use crate::terraform::deploy;
 use crate::ui;
 
@@ -39,11 +40,12 @@ pub async fn down(settings: &Settings, args: &DownArgs, echo: Echo) -> Result<()
 /// Renders (so the backend and variables match the settings), then
 /// destroys everything, after deleting what Terraform doesn't own.
 async fn down_gcp(settings: &Settings, args: &DownArgs, echo: Echo) -> Result<()> {
-    let (values, dir) = super::render::render_root(settings)?;
+    let (values, dir) = super::gcp_root(settings)?;
     let tf = super::gcp_terraform(settings, &dir, echo)?;
     let cloud = GcpCloud::connect(settings).await?;
     let report = deploy::down(&values, &tf, &cloud, args.yes).await?;
     if report.destroyed {
+        Deployment::remove(&settings.state_dir)?;
         ui::status(format!(
             "down: everything infra created in project {} is gone",
             values.project

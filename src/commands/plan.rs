@@ -2,10 +2,11 @@
 
 use anyhow::{Context, Result};
 
+use crate::backend::local::Local;
 use crate::plan::{Plan, Selection};
 use crate::process::{Echo, Failed};
+use crate::record::RunRecord;
 use crate::settings::{Settings, TargetKind};
-use crate::backend::local::Local;
 use crate::terraform::runner::PlanOptions;
 use crate::terraform::{Terraform, render};
 
@@ -41,7 +42,38 @@ const PREVIEW_BACKEND: &str = "# Written by `infra plan` while the state bucket 
 
 /// Renders, checks credentials and terraform, then `init` and `plan`.
 async fn plan_gcp(settings: &Settings, echo: Echo) -> Result<()> {
-    let (values, dir) = super::render::render_root(settings)?;
+    plan_gcp_up(settings, echo).await?;
+    println!();
+    plan_gcp_run(settings)
+}
+
+/// The run part of a gcp plan: every step, and every request it would
+/// send, from the outputs `up` saved. Nothing is sent.
+fn plan_gcp_run(settings: &Settings) -> Result<()> {
+    let target = match super::run::plan_target(settings) {
+        Ok(target) => target,
+        Err(e) => {
+            println!(
+                "run: nothing to plan yet ({})",
+                e.to_string().lines().next().unwrap_or_default()
+            );
+            return Ok(());
+        }
+    };
+    let table = super::run::table(settings);
+    let plan = Plan::new(Selection::All, &target.buckets, &table.to_string());
+    println!("run:");
+    for line in plan.to_string().lines() {
+        println!("  {line}");
+    }
+    let run = RunRecord::new("gcp", chrono::Utc::now());
+    super::run::print_requests(&target, &plan, &run, &table);
+    Ok(())
+}
+
+/// The up part of a gcp plan: Terraform's.
+async fn plan_gcp_up(settings: &Settings, echo: Echo) -> Result<()> {
+    let (values, dir) = super::gcp_root(settings)?;
     let mut tf = super::gcp_terraform(settings, &dir, echo)?;
     let mut note = None;
     if let Err(err) = tf.init().await {

@@ -4,16 +4,22 @@ use std::io::Write;
 
 use anyhow::Result;
 
-use crate::cli::{Format, QueryArgs};
-use crate::settings::Settings;
+use crate::backend::gcp::Gcp;
 use crate::backend::local::Local;
 use crate::backend::{Cell, QueryResult, Warehouse};
+use crate::cli::{Format, QueryArgs};
+use crate::process::Echo;
+use crate::settings::{Settings, TargetKind};
 use crate::ui;
 
 pub async fn query(settings: &Settings, args: &QueryArgs) -> Result<()> {
-    super::require_local(settings, "query")?;
-    let warehouse = Local::new(settings).warehouse();
-    let result = warehouse.query(&args.sql).await?;
+    let result = match settings.target {
+        TargetKind::Local => Local::new(settings).warehouse().query(&args.sql).await?,
+        TargetKind::Gcp => {
+            let target = Gcp::load(settings)?.target(Echo::Quiet).await?;
+            target.warehouse.query(&args.sql).await?
+        }
+    };
     let mut out = std::io::stdout().lock();
     write(&result, args.format, &mut out)?;
     out.flush()?;

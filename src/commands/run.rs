@@ -5,14 +5,15 @@ use std::path::Path;
 use anyhow::{Result, bail};
 use chrono::Utc;
 
+use crate::backend::gcp::Gcp;
+use crate::backend::local::Local;
+use crate::backend::{Bucket, TableRef, Target};
 use crate::cli::RunArgs;
 use crate::pipeline;
 use crate::plan::{Plan, Selection, keys};
 use crate::process::Echo;
 use crate::record::{Records, RunRecord};
-use crate::settings::Settings;
-use crate::backend::local::Local;
-use crate::backend::{Bucket, TableRef};
+use crate::settings::{Settings, TargetKind};
 use crate::ui;
 
 /// The warehouse table the settings name.
@@ -23,58 +24,136 @@ pub fn table(settings: &Settings) -> TableRef {
     }
 }
 
-pub async fn run(settings: &Settings, args: &RunArgs, echo: Echo) -> Result<()> {
-    super::require_local(settings, "run")?;
-    let local = Local::new(settings);
-    let selection = match (args.from, args.only) {
+fn selection(args: &RunArgs) -> Selection {
+    match (args.from, args.only) {
         (Some(step), _) => Selection::From(step),
         (_, Some(step)) => Selection::Only(step),
         _ => Selection::All,
-    };
+    }
+}
+
+pub async fn run(settings: &Settings, args: &RunArgs, echo: Echo) -> Result<()> {
+    let selection = selection(args);
     let table = table(settings);
-    let buckets = local.buckets();
-    let plan = Plan::new(selection, &buckets, &table.to_string());
+    let records = Records::new(&settings.state_dir);
     if args.dry_run {
-        if let Some(dir) = &args.data {
-            println!("copy {} into {}", dir.display(), buckets.raw.uri(""));
-        }
-        print!("{plan}");
-        return Ok(());
+        return dry_run(settings, args, selection, &records);
     }
     let inputs = match &args.data {
         Some(dir) => Some(check_inputs(dir)?),
         None => None,
     };
 
-    let records = Records::new(local.state_dir());
     let _lock = records.lock()?;
-    let target = local.target(echo).await?;
+    let target = match settings.target {
+        TargetKind::Local => Local::new(settings).target(echo).await?,
+        TargetKind::Gcp => Gcp::load(settings)?.target(echo).await?,
+    };
     if let Some(inputs) = inputs {
-        copy_inputs(&inputs, buckets.raw.as_ref()).await?;
+        copy_inputs(&inputs, target.buckets.raw.as_ref()).await?;
     }
-    // A full run is a new run; --from and --only continue the last one, so
-    // its id and start time (the metric's insert_date) carry over.
-    let mut run = match selection {
-        Selection::All => None,
-        _ => records.latest()?,
-    }
-    .unwrap_or_else(|| RunRecord::new("local", Utc::now()));
+    let plan = Plan::new(selection, &target.buckets, &table.to_string());
+    let mut run = run_record(settings, selection, &records)?;
     ui::status(format!(
-        "run {} (insert_date {})",
+        "run {} on {} (insert_date {})",
         run.id,
+        settings.target,
         run.started_at.to_rfc3339()
     ));
-    pipeline::execute(
+    let result = pipeline::execute(
         &target,
         &plan,
         &mut run,
         &records,
         &table,
-        &local.state_dir().join("tmp"),
+        &settings.state_dir.join("tmp"),
     )
-    .await?;
-    println!("{}", super::status::summary(&run));
+    .await;
+    // Whatever happened, Ctrl-C included: nothing billable stays behind.
+    let teardown = target.teardown().await;
+    match (result, teardown) {
+        (Ok(()), Ok(())) => {
+            println!("{}", super::status::summary(&run));
+            Ok(())
+        }
+        (Ok(()), Err(e)) => Err(e),
+        (Err(e), Ok(())) => Err(e),
+        (Err(e), Err(teardown)) => {
+            ui::status(format!("warning: {teardown:#}"));
+            Err(e)
+        }
+    }
+}
+
+/// A full run is a new run; `--from` and `--only` continue the last one
+/// on this target, so its id, start time (the metric's `insert_date`) and
+/// remote work carry over.
+fn run_record(settings: &Settings, selection: Selection, records: &Records) -> Result<RunRecord> {
+    let target = settings.target.to_string();
+    let last = match selection {
+        Selection::All => None,
+        _ => records.latest()?,
+    };
+    match last {
+        Some(run) if run.target == target => Ok(run),
+        Some(run) => bail!(
+            "the last run ({}) was on the {} target, not {target}\nhint: run every step (`infra run`) to start a new run on {target}",
+            run.id,
+            run.target
+        ),
+        None => Ok(RunRecord::new(&target, Utc::now())),
+    }
+}
+
+/// `--dry-run`: the plan, and on gcp every request it would send. Nothing
+/// is sent, nothing is written.
+fn dry_run(
+    settings: &Settings,
+    args: &RunArgs,
+    selection: Selection,
+    records: &Records,
+) -> Result<()> {
+    let target = plan_target(settings)?;
+    let table = table(settings);
+    let plan = Plan::new(selection, &target.buckets, &table.to_string());
+    if let Some(dir) = &args.data {
+        println!("copy {} into {}", dir.display(), target.buckets.raw.uri(""));
+    }
+    print!("{plan}");
+    let run = match selection {
+        Selection::All => None,
+        _ => records.latest()?,
+    }
+    .unwrap_or_else(|| RunRecord::new(&settings.target.to_string(), Utc::now()));
+    print_requests(&target, &plan, &run, &table);
     Ok(())
+}
+
+/// The target a plan is computed against: local as it is, gcp from the
+/// saved outputs with clients that cannot send.
+pub fn plan_target(settings: &Settings) -> Result<Target> {
+    match settings.target {
+        TargetKind::Local => Ok(Local::new(settings).plan_target()),
+        TargetKind::Gcp => Gcp::load(settings)?.plan_target(),
+    }
+}
+
+/// Every request each step would send, with its body.
+pub fn print_requests(target: &Target, plan: &Plan, run: &RunRecord, table: &TableRef) {
+    let preview = pipeline::preview(target, plan, &run.id, run.started_at, table);
+    if preview.iter().all(|(_, requests)| requests.is_empty()) {
+        return;
+    }
+    println!();
+    println!("requests (run {}):", run.id);
+    for (step, requests) in preview {
+        println!("step {step}:");
+        for request in requests {
+            for line in request.to_string().lines() {
+                println!("  {line}");
+            }
+        }
+    }
 }
 
 /// The two input files in `dir`, checked before anything is copied.

@@ -4,13 +4,14 @@ use anyhow::{Context, Result};
 use tokio::io::AsyncReadExt;
 
 use crate::assets;
+use crate::backend::Bucket;
+use crate::backend::gcp::Deployment;
+use crate::backend::gcp::cloud::GcpCloud;
+use crate::backend::local::Local;
 use crate::cli::UpArgs;
 use crate::process::Echo;
 use crate::settings::{Settings, TargetKind};
-use crate::backend::Bucket;
-use crate::backend::gcp::cloud::GcpCloud;
-use crate::backend::local::Local;
-use crate::terraform::deploy;
+use crate::terraform::{Outputs, RootValues, deploy};
 use crate::ui;
 
 pub async fn up(settings: &Settings, args: &UpArgs, echo: Echo) -> Result<()> {
@@ -46,13 +47,15 @@ async fn up_gcp(settings: &Settings, args: &UpArgs, echo: Echo) -> Result<()> {
     if args.dry_run {
         return super::plan::plan(settings, echo).await;
     }
-    let (values, dir) = super::render::render_root(settings)?;
+    let (values, dir) = super::gcp_root(settings)?;
     let tf = super::gcp_terraform(settings, &dir, echo)?;
     let cloud = GcpCloud::connect(settings).await?;
     let report = deploy::up(&values, &tf, &cloud, args.yes).await?;
     let Some(outputs) = report.outputs else {
         return Ok(());
     };
+    let saved = deployment(&values, &outputs).save(&settings.state_dir)?;
+    ui::detail(format!("outputs saved to {}", saved.display()));
     ui::status(format!(
         "up: project {} ready; {} script(s) uploaded to gs://{}",
         values.project, report.uploaded, outputs.code_bucket
@@ -74,6 +77,31 @@ async fn up_gcp(settings: &Settings, args: &UpArgs, echo: Echo) -> Result<()> {
         outputs.service_account_email
     ));
     Ok(())
+}
+
+/// What `run`, `plan`, `status` and `query` need to know about the
+/// deployment, from Terraform's outputs: every name, no secret.
+fn deployment(values: &RootValues, outputs: &Outputs) -> Deployment {
+    Deployment {
+        project: values.project.clone(),
+        region: values.region.clone(),
+        deployment: values.deployment.clone(),
+        raw_bucket: outputs.raw_bucket.clone(),
+        staging_bucket: outputs.staging_bucket.clone(),
+        code_bucket: outputs.code_bucket.clone(),
+        sql_connection_name: outputs.sql_connection_name.clone(),
+        sql_instance: outputs
+            .sql_connection_name
+            .rsplit(':')
+            .next()
+            .unwrap_or_default()
+            .to_owned(),
+        database_name: outputs.database_name.clone(),
+        database_user: outputs.database_user.clone(),
+        service_account_email: outputs.service_account_email.clone(),
+        subnetwork: outputs.subnetwork.clone(),
+        dataset: outputs.dataset.clone(),
+    }
 }
 
 /// Uploads the PySpark scripts, skipping those whose bytes are unchanged.

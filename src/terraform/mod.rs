@@ -5,7 +5,6 @@
 //! render       settings -> validated RootValues -> <state-dir>/terraform/*.tf (Tera)
 //! runner       the terraform binary through process::Cmd: init, plan -out, apply, output -json
 //! outputs      the typed Outputs the rest of infra reads; the password is a redacted Secret
-//! credentials  Application Default Credentials, found the way Google's libraries find them
 //! cidr         the operator CIDR check (never the whole internet)
 //! deploy       the up and down sequences, against a Cloud for what Terraform can't do
 //! ```
@@ -17,7 +16,6 @@
 //! elsewhere.
 
 pub mod cidr;
-pub mod credentials;
 pub mod deploy;
 pub mod outputs;
 pub mod render;

@@ -4,8 +4,10 @@
 
 mod harness;
 
+mod architecture;
 mod cli;
 mod gcp;
+mod gcp_run;
 mod load;
 mod local_target;
 mod pipeline;

@@ -1,6 +1,8 @@
-//! A FAKE of Dataproc v1 and BigQuery v2, for tests only. It is not
-//! Google: it knows a handful of methods and plays scripted state
-//! machines. What it does hold to is the contract: every request must
+//! A FAKE of Dataproc v1, BigQuery v2 and the Cloud SQL Admin API v1, for
+//! the client tests. It is not Google: it knows a handful of methods and
+//! plays scripted state machines (it executes no job, no import, no SQL;
+//! the executing stand-ins of the rehearsal do). What it does hold to is
+//! the contract: every request must
 //! match a method of Google's discovery documents (verb, path, query
 //! parameters, body schema with no unknown or output-only fields, enums,
 //! types), and every answer it gives is checked against the method's
@@ -13,12 +15,13 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
+use chrono::Utc;
 use serde_json::{Value, json};
 
 use crate::contract::Discovery;
-use crate::front::{self, Call, Front};
-use crate::server::Request;
+use crate::server::{self, Request, Response};
 
 pub use crate::front::{Fault, Logged, TOKEN};
 
@@ -29,6 +32,16 @@ struct Script {
 
 #[derive(Default)]
 struct State {
+    /// Cloud SQL imports whose URI contains one of these end in an error.
+    failing_imports: Vec<String>,
+    /// The next cluster created ends in ERROR instead of RUNNING.
+    cluster_fails: bool,
+    /// Every `requestId` seen, with the request it came with.
+    request_ids: BTreeMap<String, String>,
+    sql_operations: BTreeMap<String, (VecDeque<&'static str>, Value)>,
+    faults: Vec<(String, usize, Fault)>,
+    log: Vec<Logged>,
+    violations: Vec<String>,
     operations: BTreeMap<String, (usize, Value)>,
     clusters: BTreeMap<String, Value>,
     jobs: BTreeMap<String, Script>,
@@ -42,7 +55,6 @@ struct State {
 
 pub struct FakeGoogle {
     pub url: String,
-    pub front: Front,
     state: Arc<Mutex<State>>,
 }
 
@@ -59,43 +71,65 @@ impl FakeGoogle {
 
     /// [`FakeGoogle::start`] with the discovery documents in `documents`.
     pub async fn start_with(documents: &Path, driver_bucket: &str) -> FakeGoogle {
-        let load =
-            |name| Arc::new(Discovery::load(documents, name).unwrap_or_else(|e| panic!("{e:#}")));
-        let docs = vec![load("dataproc.v1"), load("bigquery.v2")];
+        let load = |name| Arc::new(Discovery::load(documents, name).unwrap_or_else(|e| panic!("{e:#}")));
+        let dataproc = load("dataproc.v1");
+        let bigquery = load("bigquery.v2");
+        let sqladmin = load("sqladmin.v1");
         let state = Arc::new(Mutex::new(State::default()));
-        let front = Front::new();
-        let (shared, checks) = (state.clone(), front.clone());
+        let shared = state.clone();
         let driver_bucket = driver_bucket.to_owned();
-        let addr = front::serve(
-            docs,
-            front.clone(),
-            0,
-            Arc::new(move |call: Call| {
-                let answer = dispatch(&mut shared.lock().unwrap(), &checks, &driver_bucket, &call);
-                Box::pin(async move { answer })
-            }),
-        )
-        .await
-        .unwrap();
+        let addr = server::serve(Arc::new(move |req: Request| {
+            let segments: Vec<&str> = req.path.trim_start_matches('/').split('/').collect();
+            let doc = if req.path.starts_with("/bigquery/") {
+                bigquery.clone()
+            } else if matches!(segments.get(3), Some(&"instances") | Some(&"operations")) {
+                sqladmin.clone()
+            } else {
+                dataproc.clone()
+            };
+            let response = handle(&doc, &mut shared.lock().unwrap(), &driver_bucket, req);
+            Box::pin(async move { response })
+        }))
+        .await;
         FakeGoogle {
             url: format!("http://{addr}"),
-            front,
             state,
         }
     }
 
     /// The next `times` calls of `method` get `fault`.
     pub fn inject(&self, method: &str, times: usize, fault: Fault) {
-        self.front.inject(method, times, fault);
+        self.state
+            .lock()
+            .unwrap()
+            .faults
+            .push((method.to_owned(), times, fault));
+    }
+
+    /// Cloud SQL imports of a URI containing `fragment` end in an error.
+    pub fn fail_imports_of(&self, fragment: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .failing_imports
+            .push(fragment.to_owned());
+    }
+
+    /// The next cluster created ends in ERROR.
+    pub fn fail_next_cluster(&self) {
+        self.state.lock().unwrap().cluster_fails = true;
     }
 
     /// Every call, in order.
     pub fn log(&self) -> Vec<Logged> {
-        self.front.log()
+        self.state.lock().unwrap().log.clone()
     }
 
     pub fn calls(&self, method: &str) -> Vec<Logged> {
-        self.front.calls(method)
+        self.log()
+            .into_iter()
+            .filter(|l| l.id.ends_with(method))
+            .collect()
     }
 
     pub fn jobs(&self) -> usize {
@@ -136,8 +170,123 @@ impl FakeGoogle {
     /// Fails the test if any request broke the contract.
     #[track_caller]
     pub fn assert_clean(&self) {
-        self.front.assert_clean();
+        let violations = self.state.lock().unwrap().violations.clone();
+        assert!(
+            violations.is_empty(),
+            "requests broke the discovery contract:\n{}",
+            violations.join("\n")
+        );
     }
+}
+
+fn error(code: u16, status: &str, message: &str) -> Response {
+    Response::json(
+        code,
+        &json!({"error": {"code": code, "message": message, "status": status}}),
+    )
+}
+
+fn handle(doc: &Discovery, s: &mut State, driver_bucket: &str, req: Request) -> Response {
+    if req.header("authorization") != Some(&format!("Bearer {TOKEN}")) {
+        s.violations.push(format!(
+            "{} {}: no or wrong bearer token",
+            req.method, req.path
+        ));
+        return error(401, "UNAUTHENTICATED", "no token");
+    }
+    let method = match doc.check_request(&req) {
+        Ok(method) => method,
+        Err(violation) => {
+            s.violations.push(violation.clone());
+            return error(
+                400,
+                "INVALID_ARGUMENT",
+                &format!("contract violation: {violation}"),
+            );
+        }
+    };
+    let id = method.id.clone();
+    let body: Value = if req.body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&req.body).unwrap()
+    };
+    s.log.push(Logged {
+        id: id.clone(),
+        path: req.path.clone(),
+        at: Instant::now(),
+        time: Utc::now(),
+        query: req.query.clone(),
+        body: body.clone(),
+    });
+    let request_id = req
+        .param("requestId")
+        .map(str::to_owned)
+        .or_else(|| body["requestId"].as_str().map(str::to_owned));
+    if let Some(request_id) = request_id {
+        // dataproc.v1.json: at most 40 characters, letters, digits, `_` and `-`.
+        if request_id.len() > 40
+            || !request_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            s.violations.push(format!(
+                "{id}: requestId `{request_id}` breaks the 40-character rule"
+            ));
+        }
+        // Google answers a reused id with the first request's operation:
+        // reusing one for a different request is a bug.
+        let what = format!("{id} {} {}", req.path, body);
+        match s.request_ids.get(&request_id) {
+            Some(first) if *first != what => s.violations.push(format!(
+                "{id}: requestId `{request_id}` reused for a different request"
+            )),
+            _ => {
+                s.request_ids.insert(request_id, what);
+            }
+        }
+    }
+    let mut fault = None;
+    if let Some(slot) = s
+        .faults
+        .iter_mut()
+        .find(|(m, times, _)| id.ends_with(m.as_str()) && *times > 0)
+    {
+        slot.1 -= 1;
+        fault = Some(slot.2.clone());
+    }
+    if let Some(Fault::Status { code, retry_after }) = &fault {
+        let mut response = error(*code, "UNAVAILABLE", "injected fault");
+        if let Some(seconds) = retry_after {
+            response = response.header("retry-after", &seconds.to_string());
+        }
+        return response;
+    }
+    let segments: Vec<String> = req
+        .path
+        .trim_start_matches('/')
+        .split('/')
+        .map(str::to_owned)
+        .collect();
+    let (code, answer) = dispatch(s, driver_bucket, &id, &segments, &req, &body);
+    if (200..300).contains(&code)
+        && !answer.is_null()
+        && let Err(violation) = doc.check_response(method, &answer)
+    {
+        s.violations
+            .push(format!("the fake's own answer: {violation}"));
+    }
+    let mut response = if answer.is_null() {
+        Response::empty(code)
+    } else {
+        Response::json(code, &answer)
+    };
+    match fault {
+        Some(Fault::Slow(delay)) => response.delay = delay,
+        Some(Fault::Lost(code)) => response = error(code, "UNAVAILABLE", "the answer was lost"),
+        _ => {}
+    }
+    response
 }
 
 fn advance(script: &mut Script) -> &'static str {
@@ -147,16 +296,24 @@ fn advance(script: &mut Script) -> &'static str {
     script.states[0]
 }
 
-fn dispatch(s: &mut State, front: &Front, driver_bucket: &str, call: &Call) -> (u16, Value) {
-    let (seg, req, body): (&[String], &Request, &Value) = (&call.seg, &call.req, &call.body);
+fn dispatch(
+    s: &mut State,
+    driver_bucket: &str,
+    id: &str,
+    seg: &[String],
+    req: &Request,
+    body: &Value,
+) -> (u16, Value) {
     s.next += 1;
     let n = s.next;
-    let last = call.last().to_owned();
-    match call.short().as_str() {
+    let last = seg.last().cloned().unwrap_or_default();
+    let short = id.split('.').skip(1).collect::<Vec<_>>().join(".");
+    match short.as_str() {
         "projects.regions.clusters.create" => {
             let name = body["clusterName"].as_str().unwrap_or_default().to_owned();
             if req.param("requestId").is_none() {
-                front.violation("clusters.create without requestId");
+                s.violations
+                    .push("clusters.create without requestId".into());
             }
             if s.clusters.contains_key(&name) {
                 return (
@@ -166,9 +323,16 @@ fn dispatch(s: &mut State, front: &Front, driver_bucket: &str, call: &Call) -> (
             }
             let mut cluster = body.clone();
             cluster["status"] = json!({"state": "CREATING"});
+            cluster["clusterUuid"] = json!(format!("uuid-{n}"));
+            let end = if std::mem::take(&mut s.cluster_fails) {
+                "ERROR"
+            } else {
+                "RUNNING"
+            };
+            cluster["@end"] = json!(end);
             s.clusters.insert(name.clone(), cluster.clone());
             let op = format!("projects/{}/regions/{}/operations/op-{n}", seg[2], seg[4]);
-            cluster["status"] = json!({"state": "RUNNING"});
+            cluster["status"] = json!({"state": end});
             cluster["@type"] = json!("type.googleapis.com/google.cloud.dataproc.v1.Cluster");
             s.operations.insert(op.clone(), (1, cluster));
             (
@@ -185,26 +349,49 @@ fn dispatch(s: &mut State, front: &Front, driver_bucket: &str, call: &Call) -> (
                 *polls -= 1;
                 return (200, json!({"name": name, "done": false}));
             }
-            let response = response.clone();
+            let mut response = response.clone();
             if let Some(cluster) = response["clusterName"].as_str()
                 && let Some(c) = s.clusters.get_mut(cluster)
             {
-                c["status"] = json!({"state": "RUNNING"});
+                let end = c["@end"].as_str().unwrap_or("RUNNING").to_owned();
+                c["status"] = json!({"state": end});
+            }
+            if let Some(object) = response.as_object_mut() {
+                object.remove("@end");
             }
             (
                 200,
                 json!({"name": name, "done": true, "response": response}),
             )
         }
-        "projects.regions.clusters.get" => match s.clusters.get(&last) {
-            Some(c) => (200, c.clone()),
+        "projects.regions.clusters.get" => match s.clusters.get_mut(&last) {
+            Some(c) => {
+                // CREATING on the first look, then how creation ended.
+                if c["status"]["state"] == "CREATING" {
+                    if c["@seen"] == true {
+                        let end = c["@end"].as_str().unwrap_or("RUNNING").to_owned();
+                        c["status"] = json!({"state": end});
+                    } else {
+                        c["@seen"] = json!(true);
+                    }
+                }
+                let mut c = c.clone();
+                c.as_object_mut().unwrap().remove("@end");
+                c.as_object_mut().unwrap().remove("@seen");
+                (200, c)
+            }
             None => (
                 404,
                 json!({"error": {"code": 404, "message": "Not found", "status": "NOT_FOUND"}}),
             ),
         },
         "projects.regions.clusters.delete" => {
-            if s.clusters.remove(&last).is_none() {
+            // The uuid, when given, must be this cluster's (else NOT_FOUND).
+            let uuid_differs = match (req.param("clusterUuid"), s.clusters.get(&last)) {
+                (Some(uuid), Some(c)) => c["clusterUuid"] != uuid,
+                _ => false,
+            };
+            if uuid_differs || s.clusters.remove(&last).is_none() {
                 return (
                     404,
                     json!({"error": {"code": 404, "message": "Not found", "status": "NOT_FOUND"}}),
@@ -230,7 +417,12 @@ fn dispatch(s: &mut State, front: &Front, driver_bucket: &str, call: &Call) -> (
                 .clusters
                 .values()
                 .filter(|c| key.is_empty() || c["labels"][key] == value)
-                .cloned()
+                .map(|c| {
+                    let mut c = c.clone();
+                    c.as_object_mut().unwrap().remove("@end");
+                    c.as_object_mut().unwrap().remove("@seen");
+                    c
+                })
                 .collect();
             // One cluster per page, so paging is exercised.
             let start: usize = req.param("pageToken").map_or(0, |t| t.parse().unwrap());
@@ -246,7 +438,8 @@ fn dispatch(s: &mut State, front: &Front, driver_bucket: &str, call: &Call) -> (
                 .unwrap_or_default()
                 .to_owned();
             if job_id.is_empty() || body["requestId"].is_null() {
-                front.violation("jobs.submit without reference.jobId or requestId");
+                s.violations
+                    .push("jobs.submit without reference.jobId or requestId".into());
             }
             if s.jobs.contains_key(&job_id) {
                 return (
@@ -313,18 +506,37 @@ fn dispatch(s: &mut State, front: &Front, driver_bucket: &str, call: &Call) -> (
                 "projects/{}/locations/{}/batches/{batch_id}",
                 seg[2], seg[4]
             );
+            let op = format!("projects/{}/regions/{}/operations/op-{n}", seg[2], seg[4]);
             let mut batch = body.clone();
             batch["name"] = json!(name);
+            batch["operation"] = json!(op);
             let end = if fails { "FAILED" } else { "SUCCEEDED" };
             s.batches.insert(
                 batch_id,
                 Script {
-                    states: VecDeque::from(["PENDING", "RUNNING", end]),
+                    states: VecDeque::from(["PENDING", "RUNNING", "RUNNING", "RUNNING", end]),
                     resource: batch,
                 },
             );
-            let op = format!("projects/{}/regions/{}/operations/op-{n}", seg[2], seg[4]);
             (200, json!({"name": op, "done": false}))
+        }
+        "projects.regions.operations.cancel" => {
+            let name = seg[1..].join("/");
+            let name = name.trim_end_matches(":cancel");
+            match s
+                .batches
+                .values_mut()
+                .find(|b| b.resource["operation"] == name)
+            {
+                Some(script) => {
+                    script.states = VecDeque::from(["CANCELLING", "CANCELLED"]);
+                    (200, json!({}))
+                }
+                None => (
+                    404,
+                    json!({"error": {"code": 404, "message": "Not found", "status": "NOT_FOUND"}}),
+                ),
+            }
         }
         "projects.locations.batches.get" => match s.batches.get_mut(&last) {
             Some(script) => {
@@ -338,6 +550,18 @@ fn dispatch(s: &mut State, front: &Front, driver_bucket: &str, call: &Call) -> (
             }
             None => (404, Value::Null),
         },
+        "projects.locations.batches.list" => {
+            let batches: Vec<Value> = s
+                .batches
+                .values()
+                .map(|b| {
+                    let mut batch = b.resource.clone();
+                    batch["state"] = json!(b.states[0]);
+                    batch
+                })
+                .collect();
+            (200, json!({"batches": batches}))
+        }
         "projects.locations.batches.delete" => match s.batches.remove(&last) {
             Some(_) => (200, json!({})),
             None => (
@@ -442,7 +666,7 @@ fn dispatch(s: &mut State, front: &Front, driver_bucket: &str, call: &Call) -> (
                 ("sourceFormat", "PARQUET"),
             ] {
                 if load[field] != want {
-                    front.violation(format!(
+                    s.violations.push(format!(
                         "load job {job_id}: {field} is {}, not {want}",
                         load[field]
                     ));
@@ -550,8 +774,64 @@ fn dispatch(s: &mut State, front: &Front, driver_bucket: &str, call: &Call) -> (
             }
             (200, page)
         }
+        "instances.import" | "instances.export" => {
+            let context = if short == "instances.import" {
+                &body["importContext"]
+            } else {
+                &body["exportContext"]
+            };
+            let uri = context["uri"].as_str().unwrap_or_default().to_owned();
+            if !uri.starts_with("gs://") {
+                s.violations
+                    .push(format!("{short}: uri `{uri}` is not in Cloud Storage"));
+            }
+            let name = format!("sqlop-{n}");
+            let failing = short == "instances.import"
+                && s.failing_imports.iter().any(|f| uri.contains(f.as_str()));
+            let end = if failing { "FAILED" } else { "DONE" };
+            let kind = if short == "instances.import" {
+                "IMPORT"
+            } else {
+                "EXPORT"
+            };
+            let op = json!({
+                "kind": "sql#operation",
+                "name": name,
+                "operationType": kind,
+                "status": "PENDING",
+                "targetId": seg[4],
+                "targetProject": seg[2],
+            });
+            s.sql_operations.insert(
+                name,
+                (VecDeque::from(["PENDING", "RUNNING", end]), op.clone()),
+            );
+            (200, op)
+        }
+        "operations.get" => {
+            let Some((states, op)) = s.sql_operations.get_mut(&last) else {
+                return (
+                    404,
+                    json!({"error": {"code": 404, "message": "The Cloud SQL operation does not exist.", "status": "NOT_FOUND"}}),
+                );
+            };
+            if states.len() > 1 {
+                states.pop_front();
+            }
+            let mut op = op.clone();
+            match states[0] {
+                "FAILED" => {
+                    op["status"] = json!("DONE");
+                    op["error"] = json!({"kind": "sql#operationErrors", "errors": [
+                        {"kind": "sql#operationError", "code": "ERROR_RDBMS", "message": "ERROR:  invalid input syntax for type integer: \"x\""}
+                    ]});
+                }
+                state => op["status"] = json!(state),
+            }
+            (200, op)
+        }
         other => {
-            front.violation(format!("the fake does not play {other}"));
+            s.violations.push(format!("the fake does not play {other}"));
             (501, Value::Null)
         }
     }

@@ -8,8 +8,8 @@ use async_trait::async_trait;
 
 use super::storage::GcsBucket;
 use super::{Clients, Endpoints};
-use crate::settings::Settings;
 use crate::backend::Bucket;
+use crate::settings::Settings;
 use crate::terraform::Cloud;
 
 /// `terraform::Cloud` over the real clients, bound to one project and region.
@@ -25,7 +25,7 @@ impl GcpCloud {
             settings.require_project()?,
             &settings.region,
             settings.impersonate_service_account.as_deref(),
-            &Endpoints::from_env(),
+            &Endpoints::from_settings(settings),
         )
         .await?;
         Ok(GcpCloud { clients })
@@ -57,7 +57,7 @@ impl Cloud for GcpCloud {
     ) -> Result<Vec<String>> {
         self.clients
             .dataproc
-            .delete_labelled_clusters(labels, "infra-down")
+            .delete_labelled_clusters(labels)
             .await
             .with_context(|| format!("cannot delete infra's Dataproc clusters in {region}"))
     }

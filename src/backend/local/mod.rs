@@ -15,6 +15,7 @@
 //! ```
 
 pub mod bucket;
+pub mod database;
 pub mod duckdb;
 pub mod postgres;
 pub mod spark;
@@ -23,10 +24,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
+use crate::backend::{Buckets, Target};
 use crate::process::Echo;
 use crate::settings::Settings;
-use crate::backend::{Buckets, Target};
 use bucket::LocalBucket;
+use database::LocalDatabase;
 use duckdb::DuckDbWarehouse;
 use postgres::{LocalPostgres, ServerState};
 use spark::{LocalSpark, SparkRuntime};
@@ -168,21 +170,41 @@ impl Local {
         Ok(())
     }
 
+    /// The capabilities as a plan sees them: buckets and names, nothing
+    /// started or connected (the local target sends no requests to preview).
+    pub fn plan_target(&self) -> Target {
+        Target {
+            buckets: self.buckets(),
+            database: Box::new(LocalDatabase {
+                options: sqlx::postgres::PgConnectOptions::new_without_pgpass()
+                    .host("127.0.0.1")
+                    .database(&self.settings.database_name)
+                    .username(&self.settings.database_user),
+            }),
+            spark: Box::new(self.spark(Echo::Quiet)),
+            warehouse: Box::new(self.warehouse()),
+        }
+    }
+
+    fn spark(&self, echo: Echo) -> LocalSpark {
+        LocalSpark {
+            spark_home: self.runtime.spark_home(),
+            python: self.runtime.venv().join("bin/python"),
+            master: self.settings.spark_master.clone(),
+            driver_memory: self.settings.spark_driver_memory.clone(),
+            properties: self.settings.spark_properties.clone(),
+            echo,
+            scratch: self.state_dir.join("tmp/spark"),
+        }
+    }
+
     /// The capabilities, once provisioned. Errors say to run `up` when not.
     pub async fn target(&self, echo: Echo) -> Result<Target> {
-        let database = self.postgres.connect_options_running().await?;
+        let options = self.postgres.connect_options_running().await?;
         Ok(Target {
             buckets: self.buckets(),
-            database,
-            spark: Box::new(LocalSpark {
-                spark_home: self.runtime.spark_home(),
-                python: self.runtime.venv().join("bin/python"),
-                master: self.settings.spark_master.clone(),
-                driver_memory: self.settings.spark_driver_memory.clone(),
-                properties: self.settings.spark_properties.clone(),
-                echo,
-                scratch: self.state_dir.join("tmp/spark"),
-            }),
+            database: Box::new(LocalDatabase { options }),
+            spark: Box::new(self.spark(echo)),
             warehouse: Box::new(self.warehouse()),
         })
     }

@@ -12,8 +12,8 @@ use anyhow::{Context, Result, bail};
 use async_trait::async_trait;
 
 use crate::assets;
+use crate::backend::{Journal, Spark, SparkJob};
 use crate::process::{Cmd, Echo};
-use crate::backend::{Spark, SparkJob};
 use crate::tools::{self, Tool};
 
 /// Written last when a venv is complete; holds SPARK_HOME.
@@ -150,7 +150,7 @@ pub struct LocalSpark {
 
 #[async_trait]
 impl Spark for LocalSpark {
-    async fn submit(&self, job: &SparkJob) -> Result<()> {
+    async fn submit(&self, job: &SparkJob, _journal: &dyn Journal) -> Result<()> {
         let script = job.script.strip_prefix("file://").with_context(|| {
             format!(
                 "the local Spark runner needs a file:// script, not {}",
