@@ -11,8 +11,10 @@
 //!   the job fails with `invalid`, as BigQuery's does;
 //! - WRITE_TRUNCATE replaces the table atomically; a failed load leaves
 //!   the old one;
-//! - NUMERIC and BIGNUMERIC values come back without trailing zeros,
-//!   TIMESTAMP as microseconds when `formatOptions.useInt64Timestamp` is
+//! - NUMERIC and BIGNUMERIC values come back without trailing zeros, and a
+//!   query's result schema carries no precision or scale, even for a
+//!   parameterized column (`SELECT` loses type parameters, `tabledata.list`
+//!   keeps them: googleapis/python-bigquery#673); TIMESTAMP as microseconds when `formatOptions.useInt64Timestamp` is
 //!   set and as floating-point seconds (`1.7957292005E9`) otherwise.
 //!
 //! Where it cannot: DuckDB decimals hold 38 digits, so a BIGNUMERIC field
