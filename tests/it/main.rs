@@ -11,4 +11,5 @@ mod gcp_run;
 mod load;
 mod local_target;
 mod pipeline;
+mod rehearsal;
 mod terraform;

@@ -15,10 +15,9 @@ use infra::backend::gcp::http::Clock;
 use serde_json::{Value, json};
 
 use super::dataproc::fast_policy;
-use super::server::{self, Request, Response, decode};
+use gcp_fakes::server::{self, Request, Response, decode};
 
-const TEST_KEY: &str = include_str!("testdata/TEST-ONLY-service-account-key.pem");
-const TEST_PUBLIC_KEY: &[u8] = include_bytes!("testdata/TEST-ONLY-service-account-key.pub.der");
+use gcp_fakes::stack::{TEST_KEY, TEST_PUBLIC_KEY};
 const EMAIL: &str = "infra-test@test-project.iam.gserviceaccount.com";
 
 /// A token endpoint that checks each JWT-bearer assertion and hands out
