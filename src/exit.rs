@@ -37,21 +37,31 @@ impl Interrupted {
             Interrupted::Sigterm => TERMINATED,
         }
     }
+}
 
-    /// Waits for Ctrl-C or SIGTERM. Once called, neither kills the process
-    /// any more: the caller stops and cleans up.
-    pub async fn wait() -> Interrupted {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(e) => {
-                    tracing::warn!("cannot watch for SIGTERM: {e}");
-                    let _ = tokio::signal::ctrl_c().await;
-                    return Interrupted::Sigint;
-                }
-            };
+/// Ctrl-C (SIGINT) and SIGTERM, caught from the moment this is built
+/// until it is dropped: a signal that arrives while nothing waits (between
+/// two steps) is kept for the next [`Signals::recv`], never lost. While it
+/// lives neither signal kills the process; the caller stops and cleans up.
+pub struct Signals {
+    int: tokio::sync::Mutex<tokio::signal::unix::Signal>,
+    term: tokio::sync::Mutex<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    pub fn new() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            int: tokio::sync::Mutex::new(signal(SignalKind::interrupt())?),
+            term: tokio::sync::Mutex::new(signal(SignalKind::terminate())?),
+        })
+    }
+
+    /// The next signal.
+    pub async fn recv(&self) -> Interrupted {
+        let (mut int, mut term) = (self.int.lock().await, self.term.lock().await);
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => Interrupted::Sigint,
+            _ = int.recv() => Interrupted::Sigint,
             _ = term.recv() => Interrupted::Sigterm,
         }
     }

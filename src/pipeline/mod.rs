@@ -18,7 +18,7 @@ use anyhow::Result;
 use chrono::{DateTime, Utc};
 
 use crate::backend::{Journal, Request, TableRef, Target};
-use crate::exit::Interrupted;
+use crate::exit::{Interrupted, Signals};
 use crate::plan::{Plan, Step, keys};
 use crate::record::{Counts, Outcome, Records, RunRecord};
 use crate::ui;
@@ -39,6 +39,7 @@ pub async fn execute(
 ) -> Result<()> {
     let total = plan.steps.len();
     let insert_date = run.started_at;
+    let signals = Signals::new()?;
     for (i, planned) in plan.steps.iter().enumerate() {
         let step = planned.step;
         ui::status(format!(
@@ -55,7 +56,7 @@ pub async fn execute(
             let work = execute_step(step, target, &journal, insert_date, table, scratch);
             tokio::select! {
                 result = work => result,
-                signal = Interrupted::wait() => Err(signal.into()),
+                signal = signals.recv() => Err(signal.into()),
             }
         };
         drop(journal);

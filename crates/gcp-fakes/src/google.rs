@@ -1,8 +1,6 @@
 //! A FAKE of Dataproc v1, BigQuery v2 and the Cloud SQL Admin API v1, for
-//! the client tests. It is not Google: it knows a handful of methods and
-//! plays scripted state machines (it executes no job, no import, no SQL;
-//! the executing stand-ins of the rehearsal do). What it does hold to is
-//! the contract: every request must
+//! tests only. It is not Google: it knows a handful of methods and plays
+//! scripted state machines (it executes no job, no import, no SQL). What it does hold to is the contract: every request must
 //! match a method of Google's discovery documents (verb, path, query
 //! parameters, body schema with no unknown or output-only fields, enums,
 //! types), and every answer it gives is checked against the method's
@@ -15,13 +13,12 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
-use chrono::Utc;
 use serde_json::{Value, json};
 
 use crate::contract::Discovery;
-use crate::server::{self, Request, Response};
+use crate::front::{self, Call, Front};
+use crate::server::Request;
 
 pub use crate::front::{Fault, Logged, TOKEN};
 
@@ -39,9 +36,6 @@ struct State {
     /// Every `requestId` seen, with the request it came with.
     request_ids: BTreeMap<String, String>,
     sql_operations: BTreeMap<String, (VecDeque<&'static str>, Value)>,
-    faults: Vec<(String, usize, Fault)>,
-    log: Vec<Logged>,
-    violations: Vec<String>,
     operations: BTreeMap<String, (usize, Value)>,
     clusters: BTreeMap<String, Value>,
     jobs: BTreeMap<String, Script>,
@@ -55,6 +49,7 @@ struct State {
 
 pub struct FakeGoogle {
     pub url: String,
+    pub front: Front,
     state: Arc<Mutex<State>>,
 }
 
@@ -71,39 +66,38 @@ impl FakeGoogle {
 
     /// [`FakeGoogle::start`] with the discovery documents in `documents`.
     pub async fn start_with(documents: &Path, driver_bucket: &str) -> FakeGoogle {
-        let load = |name| Arc::new(Discovery::load(documents, name).unwrap_or_else(|e| panic!("{e:#}")));
-        let dataproc = load("dataproc.v1");
-        let bigquery = load("bigquery.v2");
-        let sqladmin = load("sqladmin.v1");
+        let load =
+            |name| Arc::new(Discovery::load(documents, name).unwrap_or_else(|e| panic!("{e:#}")));
+        let docs = vec![
+            load("dataproc.v1"),
+            load("bigquery.v2"),
+            load("sqladmin.v1"),
+        ];
         let state = Arc::new(Mutex::new(State::default()));
-        let shared = state.clone();
+        let front = Front::new();
+        let (shared, checks) = (state.clone(), front.clone());
         let driver_bucket = driver_bucket.to_owned();
-        let addr = server::serve(Arc::new(move |req: Request| {
-            let segments: Vec<&str> = req.path.trim_start_matches('/').split('/').collect();
-            let doc = if req.path.starts_with("/bigquery/") {
-                bigquery.clone()
-            } else if matches!(segments.get(3), Some(&"instances") | Some(&"operations")) {
-                sqladmin.clone()
-            } else {
-                dataproc.clone()
-            };
-            let response = handle(&doc, &mut shared.lock().unwrap(), &driver_bucket, req);
-            Box::pin(async move { response })
-        }))
-        .await;
+        let addr = front::serve(
+            docs,
+            front.clone(),
+            0,
+            Arc::new(move |call: Call| {
+                let answer = dispatch(&mut shared.lock().unwrap(), &checks, &driver_bucket, &call);
+                Box::pin(async move { answer })
+            }),
+        )
+        .await
+        .unwrap();
         FakeGoogle {
             url: format!("http://{addr}"),
+            front,
             state,
         }
     }
 
     /// The next `times` calls of `method` get `fault`.
     pub fn inject(&self, method: &str, times: usize, fault: Fault) {
-        self.state
-            .lock()
-            .unwrap()
-            .faults
-            .push((method.to_owned(), times, fault));
+        self.front.inject(method, times, fault);
     }
 
     /// Cloud SQL imports of a URI containing `fragment` end in an error.
@@ -122,14 +116,11 @@ impl FakeGoogle {
 
     /// Every call, in order.
     pub fn log(&self) -> Vec<Logged> {
-        self.state.lock().unwrap().log.clone()
+        self.front.log()
     }
 
     pub fn calls(&self, method: &str) -> Vec<Logged> {
-        self.log()
-            .into_iter()
-            .filter(|l| l.id.ends_with(method))
-            .collect()
+        self.front.calls(method)
     }
 
     pub fn jobs(&self) -> usize {
@@ -170,123 +161,39 @@ impl FakeGoogle {
     /// Fails the test if any request broke the contract.
     #[track_caller]
     pub fn assert_clean(&self) {
-        let violations = self.state.lock().unwrap().violations.clone();
-        assert!(
-            violations.is_empty(),
-            "requests broke the discovery contract:\n{}",
-            violations.join("\n")
-        );
+        self.front.assert_clean();
     }
 }
 
-fn error(code: u16, status: &str, message: &str) -> Response {
-    Response::json(
-        code,
-        &json!({"error": {"code": code, "message": message, "status": status}}),
-    )
-}
-
-fn handle(doc: &Discovery, s: &mut State, driver_bucket: &str, req: Request) -> Response {
-    if req.header("authorization") != Some(&format!("Bearer {TOKEN}")) {
-        s.violations.push(format!(
-            "{} {}: no or wrong bearer token",
-            req.method, req.path
-        ));
-        return error(401, "UNAUTHENTICATED", "no token");
-    }
-    let method = match doc.check_request(&req) {
-        Ok(method) => method,
-        Err(violation) => {
-            s.violations.push(violation.clone());
-            return error(
-                400,
-                "INVALID_ARGUMENT",
-                &format!("contract violation: {violation}"),
-            );
-        }
-    };
-    let id = method.id.clone();
-    let body: Value = if req.body.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&req.body).unwrap()
-    };
-    s.log.push(Logged {
-        id: id.clone(),
-        path: req.path.clone(),
-        at: Instant::now(),
-        time: Utc::now(),
-        query: req.query.clone(),
-        body: body.clone(),
-    });
-    let request_id = req
+/// dataproc.v1.json: a `requestId` has at most 40 characters, letters,
+/// digits, `_` and `-`; and Google answers a reused id with the first
+/// request's operation, so reusing one for a different request is a bug.
+fn check_request_id(s: &mut State, front: &Front, call: &Call) {
+    let request_id = call
+        .req
         .param("requestId")
         .map(str::to_owned)
-        .or_else(|| body["requestId"].as_str().map(str::to_owned));
-    if let Some(request_id) = request_id {
-        // dataproc.v1.json: at most 40 characters, letters, digits, `_` and `-`.
-        if request_id.len() > 40
-            || !request_id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
-            s.violations.push(format!(
-                "{id}: requestId `{request_id}` breaks the 40-character rule"
-            ));
-        }
-        // Google answers a reused id with the first request's operation:
-        // reusing one for a different request is a bug.
-        let what = format!("{id} {} {}", req.path, body);
-        match s.request_ids.get(&request_id) {
-            Some(first) if *first != what => s.violations.push(format!(
-                "{id}: requestId `{request_id}` reused for a different request"
-            )),
-            _ => {
-                s.request_ids.insert(request_id, what);
-            }
-        }
-    }
-    let mut fault = None;
-    if let Some(slot) = s
-        .faults
-        .iter_mut()
-        .find(|(m, times, _)| id.ends_with(m.as_str()) && *times > 0)
+        .or_else(|| call.body["requestId"].as_str().map(str::to_owned));
+    let Some(request_id) = request_id else { return };
+    let id = &call.id;
+    if request_id.len() > 40
+        || !request_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
     {
-        slot.1 -= 1;
-        fault = Some(slot.2.clone());
+        front.violation(format!(
+            "{id}: requestId `{request_id}` breaks the 40-character rule"
+        ));
     }
-    if let Some(Fault::Status { code, retry_after }) = &fault {
-        let mut response = error(*code, "UNAVAILABLE", "injected fault");
-        if let Some(seconds) = retry_after {
-            response = response.header("retry-after", &seconds.to_string());
+    let what = format!("{id} {} {}", call.req.path, call.body);
+    match s.request_ids.get(&request_id) {
+        Some(first) if *first != what => front.violation(format!(
+            "{id}: requestId `{request_id}` reused for a different request"
+        )),
+        _ => {
+            s.request_ids.insert(request_id, what);
         }
-        return response;
     }
-    let segments: Vec<String> = req
-        .path
-        .trim_start_matches('/')
-        .split('/')
-        .map(str::to_owned)
-        .collect();
-    let (code, answer) = dispatch(s, driver_bucket, &id, &segments, &req, &body);
-    if (200..300).contains(&code)
-        && !answer.is_null()
-        && let Err(violation) = doc.check_response(method, &answer)
-    {
-        s.violations
-            .push(format!("the fake's own answer: {violation}"));
-    }
-    let mut response = if answer.is_null() {
-        Response::empty(code)
-    } else {
-        Response::json(code, &answer)
-    };
-    match fault {
-        Some(Fault::Slow(delay)) => response.delay = delay,
-        Some(Fault::Lost(code)) => response = error(code, "UNAVAILABLE", "the answer was lost"),
-        _ => {}
-    }
-    response
 }
 
 fn advance(script: &mut Script) -> &'static str {
@@ -296,24 +203,18 @@ fn advance(script: &mut Script) -> &'static str {
     script.states[0]
 }
 
-fn dispatch(
-    s: &mut State,
-    driver_bucket: &str,
-    id: &str,
-    seg: &[String],
-    req: &Request,
-    body: &Value,
-) -> (u16, Value) {
+fn dispatch(s: &mut State, front: &Front, driver_bucket: &str, call: &Call) -> (u16, Value) {
+    let (seg, req, body): (&[String], &Request, &Value) = (&call.seg, &call.req, &call.body);
     s.next += 1;
     let n = s.next;
-    let last = seg.last().cloned().unwrap_or_default();
-    let short = id.split('.').skip(1).collect::<Vec<_>>().join(".");
+    let last = call.last().to_owned();
+    let short = call.short();
+    check_request_id(s, front, call);
     match short.as_str() {
         "projects.regions.clusters.create" => {
             let name = body["clusterName"].as_str().unwrap_or_default().to_owned();
             if req.param("requestId").is_none() {
-                s.violations
-                    .push("clusters.create without requestId".into());
+                front.violation("clusters.create without requestId");
             }
             if s.clusters.contains_key(&name) {
                 return (
@@ -438,8 +339,7 @@ fn dispatch(
                 .unwrap_or_default()
                 .to_owned();
             if job_id.is_empty() || body["requestId"].is_null() {
-                s.violations
-                    .push("jobs.submit without reference.jobId or requestId".into());
+                front.violation("jobs.submit without reference.jobId or requestId");
             }
             if s.jobs.contains_key(&job_id) {
                 return (
@@ -666,7 +566,7 @@ fn dispatch(
                 ("sourceFormat", "PARQUET"),
             ] {
                 if load[field] != want {
-                    s.violations.push(format!(
+                    front.violation(format!(
                         "load job {job_id}: {field} is {}, not {want}",
                         load[field]
                     ));
@@ -782,8 +682,7 @@ fn dispatch(
             };
             let uri = context["uri"].as_str().unwrap_or_default().to_owned();
             if !uri.starts_with("gs://") {
-                s.violations
-                    .push(format!("{short}: uri `{uri}` is not in Cloud Storage"));
+                front.violation(format!("{short}: uri `{uri}` is not in Cloud Storage"));
             }
             let name = format!("sqlop-{n}");
             let failing = short == "instances.import"
@@ -831,7 +730,7 @@ fn dispatch(
             (200, op)
         }
         other => {
-            s.violations.push(format!("the fake does not play {other}"));
+            front.violation(format!("the fake does not play {other}"));
             (501, Value::Null)
         }
     }

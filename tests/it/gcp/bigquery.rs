@@ -7,8 +7,9 @@ use infra::backend::gcp::bigquery::{BigQuery, BigQueryWarehouse, JobFailed};
 use infra::backend::{Cell, Column, ColumnKind, RemoteKind, TableRef, Warehouse};
 
 use super::dataproc::{fast_policy, http};
-use super::journal::MemJournal;
 use gcp_fakes::google::{FakeGoogle, LOADED_ROWS};
+
+use super::journal::MemJournal;
 
 fn warehouse(fake: &FakeGoogle) -> BigQueryWarehouse {
     BigQueryWarehouse {

@@ -16,9 +16,9 @@ use infra::backend::{Bucket, Database, RemoteKind, Rows, TableDef};
 use tokio::io::AsyncReadExt;
 
 use super::dataproc::{fast_policy, http};
+use super::journal::MemJournal;
 use gcp_fakes::gcs::FakeGcs;
 use gcp_fakes::google::{FakeGoogle, Fault};
-use super::journal::MemJournal;
 
 struct Setup {
     _gcs: FakeGcs,

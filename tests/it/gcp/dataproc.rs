@@ -17,9 +17,10 @@ use infra::backend::gcp::storage::{GcsClient, StorageEndpoint, Transfer};
 use infra::backend::{RemoteKind, Spark, SparkJob};
 use serde_json::json;
 
-use super::journal::MemJournal;
 use gcp_fakes::gcs::FakeGcs;
 use gcp_fakes::google::{FakeGoogle, Fault, TOKEN};
+
+use super::journal::MemJournal;
 
 pub fn fast_policy() -> RetryPolicy {
     RetryPolicy {
