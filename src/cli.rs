@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::plan::Step;
-use crate::settings::TargetKind;
+use crate::settings::{SparkMode, TargetKind};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -126,9 +126,13 @@ pub struct RunArgs {
     #[arg(long, value_name = "STEP")]
     pub only: Option<Step>,
 
-    /// Print the steps and stop
+    /// Print the steps (on gcp, with every request they would send) and stop
     #[arg(long)]
     pub dry_run: bool,
+
+    /// How the gcp target runs steps 2 and 3 [default: the `spark.mode` setting, cluster]
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub spark: Option<SparkMode>,
 }
 
 #[derive(Debug, Args)]

@@ -232,7 +232,7 @@ impl Cmd {
             argv,
             status,
             code: status.code(),
-            tail: format_tail(&lines),
+            tail: lines.quote("its"),
         }
         .into())
     }
@@ -258,10 +258,10 @@ async fn collect(
     pipe: impl AsyncRead + Unpin,
     echo: Echo,
     keep_all: bool,
-) -> Result<(String, VecDeque<String>)> {
+) -> Result<(String, Tail)> {
     let mut reader = BufReader::new(pipe);
     let mut all = String::new();
-    let mut tail = VecDeque::with_capacity(TAIL_LINES);
+    let mut tail = Tail::default();
     let mut buf = Vec::new();
     loop {
         buf.clear();
@@ -279,24 +279,44 @@ async fn collect(
             _ if secret => continue,
             Echo::Quiet | Echo::Secret => tracing::debug!(target: "infra::child", "{line}"),
         }
-        if tail.len() == TAIL_LINES {
-            tail.pop_front();
-        }
-        tail.push_back(line.to_owned());
+        tail.push(line);
     }
     Ok((all, tail))
 }
 
-fn format_tail(lines: &VecDeque<String>) -> String {
-    if lines.is_empty() {
-        return "(it printed nothing)".to_owned();
+/// The last lines of some output, for an error message: a child's stderr
+/// here, a Dataproc driver's output in `backend::gcp`.
+#[derive(Debug, Clone, Default)]
+pub struct Tail {
+    lines: VecDeque<String>,
+}
+
+impl Tail {
+    /// Keeps `line`, forgetting the oldest beyond [`TAIL_LINES`].
+    pub fn push(&mut self, line: &str) {
+        if self.lines.len() == TAIL_LINES {
+            self.lines.pop_front();
+        }
+        self.lines.push_back(line.to_owned());
     }
-    let mut out = format!("last {} lines of its output:", lines.len());
-    for line in lines {
-        out.push_str("\n  | ");
-        out.push_str(line);
+
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
     }
-    out
+
+    /// `last N lines of <whose> output:` and the lines, indented with `| `;
+    /// `(no output)` when there were none.
+    pub fn quote(&self, whose: &str) -> String {
+        if self.lines.is_empty() {
+            return "(no output)".to_owned();
+        }
+        let mut out = format!("last {} lines of {whose} output:", self.lines.len());
+        for line in &self.lines {
+            out.push_str("\n  | ");
+            out.push_str(line);
+        }
+        out
+    }
 }
 
 fn quote(s: &OsStr) -> String {

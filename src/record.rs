@@ -17,6 +17,7 @@ use nix::fcntl::{Flock, FlockArg};
 use rand::Rng as _;
 use serde::{Deserialize, Serialize};
 
+use crate::backend::{Remote, RemoteKind};
 use crate::plan::Step;
 
 /// Rows into and out of a step, and rows it rejected.
@@ -69,6 +70,19 @@ pub struct RunRecord {
     pub finished_at: Option<DateTime<Utc>>,
     pub outcome: Outcome,
     pub steps: Vec<StepRecord>,
+    /// Remote work the steps started, in order, saved before it is waited on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remotes: Vec<RemoteRecord>,
+}
+
+/// A cluster, job or operation a step started, and when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RemoteRecord {
+    pub step: Step,
+    pub attempt: u32,
+    pub at: DateTime<Utc>,
+    #[serde(flatten)]
+    pub remote: Remote,
 }
 
 impl RunRecord {
@@ -82,7 +96,50 @@ impl RunRecord {
             finished_at: None,
             outcome: Outcome::Running,
             steps: Vec::new(),
+            remotes: Vec::new(),
         }
+    }
+
+    /// Records `remote` for `step`'s `attempt`; the same remote again (a
+    /// cluster whose uuid is now known) updates the entry.
+    pub fn record_remote(&mut self, step: Step, attempt: u32, remote: Remote, now: DateTime<Utc>) {
+        match self
+            .remotes
+            .iter_mut()
+            .find(|r| r.remote.kind == remote.kind && r.remote.id == remote.id)
+        {
+            Some(entry) => entry.remote = remote,
+            None => self.remotes.push(RemoteRecord {
+                step,
+                attempt,
+                at: now,
+                remote,
+            }),
+        }
+    }
+
+    /// What a new attempt of `step` may re-attach to: the remote work of
+    /// its last attempt when that did not succeed (it may still be in
+    /// flight: the process was killed, or lost track of it), and work that
+    /// spans steps (the run's cluster) whatever step started it. Call it
+    /// before [`start_step`](Self::start_step).
+    pub fn earlier_remotes(&self, step: Step) -> Vec<Remote> {
+        let unfinished = self
+            .step(step)
+            .filter(|s| s.outcome != Outcome::Succeeded)
+            .map(|s| s.attempt);
+        self.remotes
+            .iter()
+            .filter(|r| {
+                r.remote.kind.spans_steps() || (r.step == step && Some(r.attempt) == unfinished)
+            })
+            .map(|r| r.remote.clone())
+            .collect()
+    }
+
+    /// The remote work of kind `kind`, newest last.
+    pub fn remotes_of(&self, kind: RemoteKind) -> impl Iterator<Item = &RemoteRecord> {
+        self.remotes.iter().filter(move |r| r.remote.kind == kind)
     }
 
     pub fn step(&self, step: Step) -> Option<&StepRecord> {
@@ -283,6 +340,53 @@ mod tests {
         assert_eq!(run.steps.len(), 1);
         assert_eq!(run.steps[0].attempt, 2);
         assert_eq!(run.outcome, Outcome::Succeeded);
+    }
+
+    fn job(id: &str) -> Remote {
+        Remote {
+            kind: RemoteKind::DataprocJob,
+            id: id.into(),
+            uuid: None,
+            link: None,
+        }
+    }
+
+    #[test]
+    fn a_new_attempt_sees_the_remote_work_of_an_unfinished_one_only() {
+        let t0 = "2026-11-24T21:40:00Z".parse().unwrap();
+        let mut run = RunRecord::new("gcp", t0);
+        run.start_step(Step::Tokenize, t0);
+        let cluster = Remote {
+            kind: RemoteKind::DataprocCluster,
+            id: "c".into(),
+            uuid: None,
+            link: None,
+        };
+        run.record_remote(Step::Tokenize, 1, cluster.clone(), t0);
+        run.record_remote(Step::Tokenize, 1, job("j1"), t0);
+        // Its uuid, once known, updates the same entry.
+        let with_uuid = Remote {
+            uuid: Some("u".into()),
+            ..cluster.clone()
+        };
+        run.record_remote(Step::Tokenize, 1, with_uuid.clone(), t0);
+        assert_eq!(run.remotes.len(), 2);
+        // The process died with the step running: a re-run re-attaches.
+        assert_eq!(
+            run.earlier_remotes(Step::Tokenize),
+            [with_uuid.clone(), job("j1")]
+        );
+        // Another step sees the cluster only.
+        assert_eq!(
+            run.earlier_remotes(Step::UserBehavior),
+            std::slice::from_ref(&with_uuid)
+        );
+        // Once the step succeeded, running it again starts afresh.
+        run.finish_step(Step::Tokenize, Ok(Counts::default()), t0);
+        assert_eq!(run.earlier_remotes(Step::Tokenize), [with_uuid]);
+        let text = serde_json::to_string(&run).unwrap();
+        let back: RunRecord = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, run);
     }
 
     #[test]

@@ -256,6 +256,56 @@ settings! {
         "Base URL of the Compute Engine API (`down` removes Cloud SQL's peering through it).";
     endpoint_serviceusage: String = "endpoints.serviceusage", "https://serviceusage.googleapis.com/v1".to_owned(),
         "Base URL of the Service Usage API (`up` enables the bootstrap APIs through it).";
+    terraform_root: Option<PathBuf> = "terraform.root", None,
+        "A ready Terraform root module `up` and `down` use instead of rendering templates/ (tests, rehearsals).";
+    spark_mode: SparkMode = "spark.mode", SparkMode::Cluster,
+        "How the gcp target runs Spark: `cluster` (one ephemeral Dataproc cluster per run) or `serverless` (Dataproc Serverless batches).";
+    dataproc_image_version: String = "dataproc.image_version", "3.0.2-debian13".to_owned(),
+        "Dataproc image of the run's cluster (3.0.2 ships Spark 4.1.2; the local pyspark pins 4.0.1, the oldest default remote Spark).";
+    dataproc_serverless_runtime: String = "dataproc.serverless_runtime", "3.0".to_owned(),
+        "Dataproc Serverless runtime version for `spark.mode = serverless` (3.0 ships Spark 4.0.x).";
+    dataproc_master_machine_type: String = "dataproc.master_machine_type", "n1-standard-2".to_owned(),
+        "Machine type of the cluster's master.";
+    dataproc_worker_machine_type: String = "dataproc.worker_machine_type", "n1-standard-2".to_owned(),
+        "Machine type of the cluster's workers.";
+    dataproc_workers: u32 = "dataproc.workers", 2,
+        "Number of primary workers.";
+    dataproc_boot_disk_gb: u32 = "dataproc.boot_disk_gb", 50,
+        "Boot disk size of each cluster VM, in GB.";
+    dataproc_idle_ttl_secs: u32 = "dataproc.idle_ttl_secs", 1800,
+        "Dataproc deletes the run's cluster after this long without a job (a backstop; `run` deletes it itself).";
+    dataproc_max_age_secs: u32 = "dataproc.max_age_secs", 14400,
+        "Dataproc deletes the run's cluster this long after creation, whatever happens (a backstop).";
+    endpoints_storage: Option<String> = "endpoints.storage", None,
+        "Cloud Storage base URL [default: https://storage.googleapis.com, or STORAGE_EMULATOR_HOST when set].";
+    endpoints_dataproc: String = "endpoints.dataproc", "https://dataproc.googleapis.com".to_owned(),
+        "Dataproc API base URL.";
+    endpoints_bigquery: String = "endpoints.bigquery", "https://bigquery.googleapis.com".to_owned(),
+        "BigQuery API base URL.";
+    endpoints_sqladmin: String = "endpoints.sqladmin", "https://sqladmin.googleapis.com".to_owned(),
+        "Cloud SQL Admin API base URL.";
+    endpoints_iam_credentials: String = "endpoints.iam_credentials", "https://iamcredentials.googleapis.com".to_owned(),
+        "IAM Credentials API base URL (for --impersonate-service-account).";
+}
+
+/// How the gcp target runs the Spark steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum SparkMode {
+    /// One ephemeral Dataproc cluster per run, deleted at its end.
+    Cluster,
+    /// Dataproc Serverless batches: no cluster.
+    Serverless,
+}
+
+impl SettingValue for SparkMode {
+    fn from_raw(raw: Raw<'_>) -> Result<Self> {
+        match String::from_raw(raw)?.as_str() {
+            "cluster" => Ok(SparkMode::Cluster),
+            "serverless" => Ok(SparkMode::Serverless),
+            other => bail!("unknown spark mode `{other}` (expected `cluster` or `serverless`)"),
+        }
+    }
 }
 
 impl SettingValue for Option<String> {
@@ -473,6 +523,11 @@ impl Settings {
         let mut values = values;
         if values.state_dir.is_relative() {
             values.state_dir = sources.cwd.join(&values.state_dir);
+        }
+        if let Some(root) = values.terraform_root.as_mut()
+            && root.is_relative()
+        {
+            *root = sources.cwd.join(&*root);
         }
         Ok(Settings { target, values })
     }

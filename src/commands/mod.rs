@@ -16,16 +16,23 @@ mod up;
 
 use anyhow::Result;
 
+use crate::backend::gcp::auth;
 use crate::cli::{Cli, Command, GlobalArgs};
 use crate::exit::UsageError;
 use crate::process::Echo;
 use crate::settings::{Layer, Settings, Sources, TargetKind};
-use crate::terraform::{PlanSummary, Terraform, credentials};
+use crate::terraform::{PlanSummary, RootValues, Terraform};
 use crate::ui;
 
 /// Runs the command `cli` names.
 pub async fn dispatch(cli: Cli) -> Result<()> {
-    let settings = resolve(&cli.global)?;
+    let mut flags = Layer::default();
+    if let Command::Run(args) = &cli.command
+        && let Some(mode) = args.spark
+    {
+        flags.spark_mode = Some(mode);
+    }
+    let settings = resolve(&cli.global, flags)?;
     let echo = if cli.global.verbose > 0 {
         Echo::Stream
     } else {
@@ -45,9 +52,9 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
     out::finish(result)
 }
 
-/// Settings from flags, `INFRA_*` variables and `infra.toml`.
-fn resolve(global: &GlobalArgs) -> Result<Settings> {
-    let mut flags = Layer::default();
+/// Settings from flags (global ones, and `flags` from the subcommand),
+/// `INFRA_*` variables and `infra.toml`.
+fn resolve(global: &GlobalArgs, mut flags: Layer) -> Result<Settings> {
     if let Some(target) = global.target {
         flags.target = Some(Some(target));
     }
@@ -97,23 +104,16 @@ fn infra_vars() -> Result<Vec<(String, String)>> {
 /// Checks for credentials, then finds terraform: the two things every gcp
 /// verb but `render` needs before it touches Google Cloud.
 fn gcp_terraform(settings: &Settings, dir: &std::path::Path, echo: Echo) -> Result<Terraform> {
-    credentials::detect()?;
+    auth::detect()?;
     Terraform::new(dir, &settings.cache_dir(), echo)
 }
 
-/// The error for a verb the GCP target does not have yet.
-fn gcp_not_ready(verb: &str) -> anyhow::Error {
-    UsageError(format!(
-        "`infra {verb}` is not available for the gcp target yet\nhint: use `--target local`, which needs no cloud account"
-    ))
-    .into()
-}
-
-/// Fails unless the target is local; for verbs only the local target has so far.
-fn require_local(settings: &Settings, verb: &str) -> Result<()> {
-    match settings.target {
-        TargetKind::Local => Ok(()),
-        TargetKind::Gcp => Err(gcp_not_ready(verb)),
+/// The root module `up` and `down` use: `terraform.root` when set (a
+/// ready root, as the rehearsal's), else the one rendered from templates/.
+fn gcp_root(settings: &Settings) -> Result<(RootValues, std::path::PathBuf)> {
+    match &settings.terraform_root {
+        Some(root) => Ok((RootValues::from_settings(settings)?, root.clone())),
+        None => render::render_root(settings),
     }
 }
 

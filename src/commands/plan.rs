@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use crate::backend::local::Local;
 use crate::plan::{Plan, Selection};
 use crate::process::Echo;
+use crate::record::RunRecord;
 use crate::settings::{Settings, TargetKind};
 use crate::terraform::preview;
 use crate::terraform::runner::PlanOptions;
@@ -38,9 +39,43 @@ pub async fn plan(settings: &Settings, echo: Echo) -> Result<()> {
 /// The plan file `infra plan` writes, and removes: it changes nothing.
 const PLAN_FILE: &str = "plan.tfplan";
 
-/// Renders, checks credentials and terraform, then `init` and `plan`.
+/// The gcp plan: Terraform's for `up`, then every request of a run.
 async fn plan_gcp(settings: &Settings, echo: Echo) -> Result<()> {
-    let (values, dir) = super::render::render_root(settings)?;
+    plan_gcp_up(settings, echo).await?;
+    writeln!(super::out::stdout())?;
+    plan_gcp_run(settings)
+}
+
+/// The run part of a gcp plan: every step, and every request it would
+/// send, from the outputs `up` saved. Nothing is sent.
+fn plan_gcp_run(settings: &Settings) -> Result<()> {
+    let mut out = super::out::stdout();
+    let target = match super::run::plan_target(settings) {
+        Ok(target) => target,
+        Err(e) => {
+            writeln!(
+                out,
+                "run: nothing to plan yet ({})",
+                e.to_string().lines().next().unwrap_or_default()
+            )?;
+            return Ok(());
+        }
+    };
+    let table = super::run::table(settings);
+    let plan = Plan::new(Selection::All, &target.buckets, &table.to_string());
+    writeln!(out, "run:")?;
+    for line in plan.to_string().lines() {
+        writeln!(out, "  {line}")?;
+    }
+    let run = RunRecord::new("gcp", chrono::Utc::now());
+    super::run::print_requests(&mut out, &target, &plan, &run, &table)?;
+    Ok(())
+}
+
+/// The up part of a gcp plan: Terraform's. Renders, checks credentials
+/// and terraform, then `init` and `plan`.
+async fn plan_gcp_up(settings: &Settings, echo: Echo) -> Result<()> {
+    let (values, dir) = super::gcp_root(settings)?;
     let tf = super::gcp_terraform(settings, &dir, echo)?;
     let preview = settings.state_dir.join("terraform-preview");
     let ready = preview::init_or_preview(&values, tf, &preview).await?;

@@ -4,15 +4,16 @@ use std::io::Write;
 
 use anyhow::Result;
 
+use crate::backend::gcp::Gcp;
 use crate::backend::local::Local;
 use crate::backend::{Cell, QueryResult, Warehouse};
 use crate::cli::{Format, QueryArgs};
 use crate::exit::UsageError;
-use crate::settings::Settings;
+use crate::process::Echo;
+use crate::settings::{Settings, TargetKind};
 use crate::ui;
 
 pub async fn query(settings: &Settings, args: &QueryArgs) -> Result<()> {
-    super::require_local(settings, "query")?;
     match statements(&args.sql) {
         0 => return Err(UsageError("the query is empty: give one SQL statement".into()).into()),
         1 => {}
@@ -23,8 +24,13 @@ pub async fn query(settings: &Settings, args: &QueryArgs) -> Result<()> {
             .into());
         }
     }
-    let warehouse = Local::new(settings).warehouse();
-    let result = warehouse.query(&args.sql).await?;
+    let result = match settings.target {
+        TargetKind::Local => Local::new(settings).warehouse().query(&args.sql).await?,
+        TargetKind::Gcp => {
+            let target = Gcp::load(settings)?.target(Echo::Quiet).await?;
+            target.warehouse.query(&args.sql).await?
+        }
+    };
     if args.format == Format::Json
         && let Some(name) = duplicate(&result.columns)
     {

@@ -6,15 +6,16 @@ use std::path::PathBuf;
 use anyhow::Result;
 use chrono::Utc;
 
+use crate::backend::gcp::Gcp;
 use crate::backend::local::Local;
-use crate::backend::{Bucket, TableRef};
+use crate::backend::{Bucket, TableRef, Target};
 use crate::cli::RunArgs;
 use crate::exit::UsageError;
 use crate::pipeline::{self, inputs};
 use crate::plan::{Plan, Selection, Step};
 use crate::process::Echo;
 use crate::record::{Outcome, Records, RunRecord};
-use crate::settings::Settings;
+use crate::settings::{Settings, TargetKind};
 use crate::signals::Signals;
 use crate::ui;
 
@@ -26,24 +27,20 @@ pub fn table(settings: &Settings) -> TableRef {
     }
 }
 
-pub async fn run(settings: &Settings, args: &RunArgs, echo: Echo) -> Result<()> {
-    super::require_local(settings, "run")?;
-    let local = Local::new(settings);
-    let selection = match (args.from, args.only) {
+fn selection(args: &RunArgs) -> Selection {
+    match (args.from, args.only) {
         (Some(step), _) => Selection::From(step),
         (_, Some(step)) => Selection::Only(step),
         _ => Selection::All,
-    };
+    }
+}
+
+pub async fn run(settings: &Settings, args: &RunArgs, echo: Echo) -> Result<()> {
+    let selection = selection(args);
     let table = table(settings);
-    let buckets = local.buckets();
-    let plan = Plan::new(selection, &buckets, &table.to_string());
-    let mut out = super::out::stdout();
+    let records = Records::new(&settings.state_dir);
     if args.dry_run {
-        if let Some(dir) = &args.data {
-            writeln!(out, "copy {} into {}", dir.display(), buckets.raw.uri(""))?;
-        }
-        write!(out, "{plan}")?;
-        return Ok(());
+        return dry_run(settings, args, selection, &records);
     }
     // From here on a signal stops the run cleanly, whenever it comes.
     let mut signals = Signals::arm()?;
@@ -51,11 +48,11 @@ pub async fn run(settings: &Settings, args: &RunArgs, echo: Echo) -> Result<()> 
     // The inputs are checked before anything is copied, locked or started.
     let inputs = match &args.data {
         Some(dir) => {
-            if plan
-                .steps
-                .first()
-                .is_some_and(|s| s.step != Step::LoadPurchases)
-            {
+            let starts_at_0 = match selection {
+                Selection::All => true,
+                Selection::From(step) | Selection::Only(step) => step == Step::LoadPurchases,
+            };
+            if !starts_at_0 {
                 return Err(UsageError(
                     "--data replaces the inputs, so the run must start at step 0\nhint: drop --from/--only, or use `--from 0`".into(),
                 )
@@ -67,21 +64,26 @@ pub async fn run(settings: &Settings, args: &RunArgs, echo: Echo) -> Result<()> 
     };
 
     // Connect first: a run before `up` leaves nothing behind, not even a lock.
-    let target = signals.guard(local.target(echo)).await?;
-    let records = Records::new(local.state_dir());
+    let target = signals
+        .guard(async {
+            match settings.target {
+                TargetKind::Local => Local::new(settings).target(echo).await,
+                TargetKind::Gcp => Gcp::load(settings)?.target(echo).await,
+            }
+        })
+        .await?;
     let _lock = records.lock("run")?;
-    // A full run is a new run; --from and --only continue the last one, so
-    // its id and start time (the metric's insert_date) carry over.
+    let plan = Plan::new(selection, &target.buckets, &table.to_string());
+    // A full run is a new run; --from and --only continue the last one on
+    // this target, so its id, start time (the metric's insert_date) and
+    // remote work carry over.
     let mut run = match selection {
-        Selection::All => RunRecord::new("local", Utc::now()),
-        _ => resume(&records, &plan)?,
+        Selection::All => RunRecord::new(&settings.target.to_string(), Utc::now()),
+        _ => resume(settings, &records, &plan)?,
     };
+    let raw = target.buckets.raw.as_ref();
     match inputs {
-        Some(files) => {
-            signals
-                .guard(copy_inputs(&files, buckets.raw.as_ref()))
-                .await?
-        }
+        Some(files) => signals.guard(copy_inputs(&files, raw)).await?,
         None => {
             let read: Vec<_> = inputs::BOTH
                 .into_iter()
@@ -93,38 +95,50 @@ pub async fn run(settings: &Settings, args: &RunArgs, echo: Echo) -> Result<()> 
                     })
                 })
                 .collect();
-            signals
-                .guard(inputs::check_bucket(buckets.raw.as_ref(), &read))
-                .await?;
+            signals.guard(inputs::check_bucket(raw, &read)).await?;
         }
     }
     ui::status(format!(
-        "run {} (insert_date {})",
+        "run {} on {} (insert_date {})",
         run.id,
+        settings.target,
         run.started_at.to_rfc3339()
     ));
-    pipeline::execute(
+    let result = pipeline::execute(
         &target,
         &plan,
         &mut run,
         &records,
         &table,
-        &local.state_dir().join("tmp"),
+        &settings.state_dir.join("tmp"),
         &mut signals,
     )
-    .await?;
-    out.line(super::status::summary(&run))?;
-    Ok(())
+    .await;
+    // Whatever happened, a signal included: nothing billable stays behind.
+    let teardown = target.teardown().await;
+    match (result, teardown) {
+        (Ok(()), Ok(())) => {
+            super::out::stdout().line(super::status::summary(&run))?;
+            Ok(())
+        }
+        (Ok(()), Err(e)) => Err(e),
+        (Err(e), Ok(())) => Err(e),
+        (Err(e), Err(teardown)) => {
+            ui::status(format!("warning: {teardown:#}"));
+            Err(e)
+        }
+    }
 }
 
-/// The last run, if every step the plan skips but needs succeeded in it.
-/// With no earlier run, only a selection that starts at step 0 (which reads
-/// nothing but the inputs) may start a new one.
-fn resume(records: &Records, plan: &Plan) -> Result<RunRecord> {
+/// The last run on this target, if every step the plan skips but needs
+/// succeeded in it. With no earlier run, only a selection that starts at
+/// step 0 (which reads nothing but the inputs) may start a new one.
+fn resume(settings: &Settings, records: &Records, plan: &Plan) -> Result<RunRecord> {
+    let target = settings.target.to_string();
     let latest = records.latest()?;
     let starts_at_0 = plan.steps.first().map(|s| s.step) == Some(Step::LoadPurchases);
     if latest.is_none() && starts_at_0 {
-        return Ok(RunRecord::new("local", Utc::now()));
+        return Ok(RunRecord::new(&target, Utc::now()));
     }
     let Some(run) = latest else {
         return Err(UsageError(
@@ -132,6 +146,13 @@ fn resume(records: &Records, plan: &Plan) -> Result<RunRecord> {
         )
         .into());
     };
+    if run.target != target {
+        return Err(UsageError(format!(
+            "the last run ({}) was on the {} target, not {target}\nhint: run every step (`infra run`) to start a new run on {target}",
+            run.id, run.target
+        ))
+        .into());
+    }
     for planned in &plan.steps {
         for &need in planned.step.needs() {
             if plan.steps.iter().any(|s| s.step == need) {
@@ -153,6 +174,69 @@ fn resume(records: &Records, plan: &Plan) -> Result<RunRecord> {
         }
     }
     Ok(run)
+}
+
+/// `--dry-run`: the plan, and on gcp every request it would send. Nothing
+/// is sent, nothing is written.
+fn dry_run(
+    settings: &Settings,
+    args: &RunArgs,
+    selection: Selection,
+    records: &Records,
+) -> Result<()> {
+    let target = plan_target(settings)?;
+    let table = table(settings);
+    let plan = Plan::new(selection, &target.buckets, &table.to_string());
+    let mut out = super::out::stdout();
+    if let Some(dir) = &args.data {
+        writeln!(
+            out,
+            "copy {} into {}",
+            dir.display(),
+            target.buckets.raw.uri("")
+        )?;
+    }
+    write!(out, "{plan}")?;
+    let run = match selection {
+        Selection::All => None,
+        _ => records.latest()?,
+    }
+    .unwrap_or_else(|| RunRecord::new(&settings.target.to_string(), Utc::now()));
+    print_requests(&mut out, &target, &plan, &run, &table)
+}
+
+/// The target a plan is computed against: local as it is, gcp from the
+/// saved outputs with clients that cannot send.
+pub fn plan_target(settings: &Settings) -> Result<Target> {
+    match settings.target {
+        TargetKind::Local => Ok(Local::new(settings).plan_target()),
+        TargetKind::Gcp => Gcp::load(settings)?.plan_target(),
+    }
+}
+
+/// Every request each step would send, with its body.
+pub fn print_requests(
+    out: &mut impl Write,
+    target: &Target,
+    plan: &Plan,
+    run: &RunRecord,
+    table: &TableRef,
+) -> Result<()> {
+    let preview = pipeline::preview(target, plan, &run.id, run.started_at, table);
+    if preview.iter().all(|(_, requests)| requests.is_empty()) {
+        return Ok(());
+    }
+    writeln!(out)?;
+    writeln!(out, "requests (run {}):", run.id)?;
+    for (step, requests) in preview {
+        writeln!(out, "step {step}:")?;
+        for request in requests {
+            for line in request.to_string().lines() {
+                writeln!(out, "  {line}")?;
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn copy_inputs(files: &[(PathBuf, inputs::Input)], raw: &dyn Bucket) -> Result<()> {

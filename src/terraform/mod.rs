@@ -5,7 +5,6 @@
 //! render       settings -> validated RootValues -> <state-dir>/terraform/*.tf (Tera)
 //! runner       the terraform binary through process::Cmd: init, plan -out, apply, output -json
 //! outputs      the typed Outputs the rest of infra reads; the password is a redacted Secret
-//! credentials  Application Default Credentials, found the way Google's libraries find them
 //! cidr         the operator CIDR check (never the whole internet)
 //! deploy       the up and down sequences, against a Cloud for what Terraform can't do
 //! leftovers    what a deployment left in its project, and why (status after down)
@@ -19,7 +18,6 @@
 //! `backend::gcp` implements `Cloud`, and nothing here imports `backend`.
 
 pub mod cidr;
-pub mod credentials;
 pub mod deploy;
 pub mod leftovers;
 pub mod outputs;

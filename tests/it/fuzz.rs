@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use infra::backend::RowFormat;
 use infra::pipeline::load::parse_rows;
 use infra::pipeline::purchases::INPUT_HEADER;
 use proptest::prelude::*;
@@ -90,10 +91,16 @@ fn check(bytes: &[u8]) -> Verdict {
     EXECUTIONS.fetch_add(1, Ordering::Relaxed);
     let mut rejects = csv::Writer::from_writer(Vec::new());
     let mut copy = Vec::new();
-    let result = parse_rows(bytes, "fuzz.csv", &mut rejects, |chunk| {
-        copy.extend_from_slice(&chunk);
-        Ok(())
-    });
+    let result = parse_rows(
+        bytes,
+        "fuzz.csv",
+        RowFormat::CopyBinary,
+        &mut rejects,
+        |chunk| {
+            copy.extend_from_slice(&chunk);
+            Ok(())
+        },
+    );
     match result {
         Ok((read, rejected)) => {
             let loaded = binary_copy_rows(&copy, bytes);
@@ -278,7 +285,14 @@ fn a_two_gigabyte_line_is_refused_without_reading_it_whole() {
     let head = header();
     let input = (&head[..]).chain(line);
     let mut rejects = csv::Writer::from_writer(Vec::new());
-    let err = parse_rows(input, "huge.csv", &mut rejects, |_| Ok(())).unwrap_err();
+    let err = parse_rows(
+        input,
+        "huge.csv",
+        RowFormat::CopyBinary,
+        &mut rejects,
+        |_| Ok(()),
+    )
+    .unwrap_err();
     let message = format!("{err:#}");
     assert!(message.contains("huge.csv"), "{message}");
     assert!(message.contains("longer than 1 MiB"), "{message}");

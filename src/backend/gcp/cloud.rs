@@ -30,16 +30,11 @@ impl GcpCloud {
     /// Connects with Application Default Credentials, impersonated when
     /// configured. No API is called yet.
     pub async fn connect(settings: &Settings) -> Result<GcpCloud> {
-        let endpoints = Endpoints {
-            compute: settings.endpoint_compute.clone(),
-            serviceusage: settings.endpoint_serviceusage.clone(),
-            ..Endpoints::from_env()
-        };
         let clients = Clients::connect(
             settings.require_project()?,
             &settings.region,
             settings.impersonate_service_account.as_deref(),
-            &endpoints,
+            &Endpoints::from_settings(settings),
         )
         .await?;
         Ok(GcpCloud { clients })
@@ -77,7 +72,7 @@ impl Cloud for GcpCloud {
     ) -> Result<Vec<String>> {
         self.clients
             .dataproc
-            .delete_labelled_clusters(labels, "infra-down")
+            .delete_labelled_clusters(labels)
             .await
             .with_context(|| format!("cannot delete infra's Dataproc clusters in {region}"))
     }

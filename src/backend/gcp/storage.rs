@@ -39,6 +39,18 @@ pub const CHUNK_GRANULARITY: usize = 256 * 1024;
 /// after a failed chunk, before it gives up.
 const CHUNK_RESUMES: usize = 5;
 
+/// The slowest upload rate a body is given time for: 256 KiB/s.
+const MIN_UPLOAD_BYTES_PER_SEC: u64 = 256 * 1024;
+
+/// How long one attempt that sends `bytes` may take: the policy's limit
+/// for the response, plus the time the body needs at the slowest rate we
+/// allow. A fixed limit would fail a 16 MiB chunk on any link under
+/// ~280 KiB/s, whatever the server did.
+pub fn upload_timeout(policy: &RetryPolicy, bytes: usize) -> std::time::Duration {
+    policy.attempt_timeout
+        + std::time::Duration::from_secs((bytes as u64).div_ceil(MIN_UPLOAD_BYTES_PER_SEC))
+}
+
 /// Where Cloud Storage is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StorageEndpoint {
@@ -376,6 +388,52 @@ impl GcsClient {
     }
 
     /// Deletes `key`; an object already gone is not an error.
+    /// The `objects.compose` call that concatenates `sources` into `key`.
+    pub fn compose_call(
+        &self,
+        bucket: &str,
+        sources: &[&str],
+        key: &str,
+        content_type: &str,
+    ) -> Call {
+        let body = serde_json::json!({
+            "sourceObjects": sources.iter().map(|name| serde_json::json!({"name": name})).collect::<Vec<_>>(),
+            "destination": {"contentType": content_type},
+        });
+        // Composing the same sources again writes the same bytes.
+        Call::new(
+            Method::POST,
+            format!("{}/compose", self.object_url(bucket, key)),
+            Idempotency::Idempotent,
+        )
+        .json(&body)
+    }
+
+    /// Concatenates `sources` (at most 32, in this bucket) into `key`,
+    /// server-side: no byte passes through this machine.
+    pub async fn compose(
+        &self,
+        bucket: &str,
+        sources: &[&str],
+        key: &str,
+        content_type: &str,
+    ) -> Result<u64> {
+        let object: ObjectResource = self
+            .http
+            .json(&self.compose_call(bucket, sources, key, content_type))
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot compose gs://{bucket}/{key} from {}",
+                    sources.join(", ")
+                )
+            })?;
+        object
+            .size
+            .parse()
+            .with_context(|| format!("gs://{bucket}/{key} reports a size that is not a number"))
+    }
+
     pub async fn delete(&self, bucket: &str, key: &str) -> Result<()> {
         match self
             .http
@@ -407,6 +465,7 @@ impl GcsClient {
             )
             .query("uploadType", "media")
             .query("name", key)
+            .timeout(upload_timeout(self.http.policy(), pending.len()))
             .bytes(pending.into(), "application/octet-stream");
             let object: ObjectResource = self.http.json(&call).await.with_context(what)?;
             self.check(bucket, key, &object, size, crc).await?;
@@ -548,6 +607,7 @@ impl ResumableUpload {
             format!("bytes {}-{}/{total}", self.offset, end - 1)
         };
         let call = Call::new(Method::PUT, &self.session, Idempotency::Once)
+            .timeout(upload_timeout(self.http.policy(), data.len()))
             .header(CONTENT_RANGE, &range)
             .bytes(
                 bytes::Bytes::copy_from_slice(data),
@@ -736,5 +796,21 @@ mod tests {
         let off = bucket_body("b", "US", Versioning::Off, &labels);
         assert_eq!(off["versioning"]["enabled"], false);
         assert!(off.get("lifecycle").is_none());
+    }
+
+    #[test]
+    fn the_upload_timeout_grows_with_the_chunk() {
+        let policy = RetryPolicy::default();
+        let small = upload_timeout(&policy, 1024);
+        let chunk = upload_timeout(&policy, 16 << 20);
+        assert_eq!(
+            small,
+            policy.attempt_timeout + std::time::Duration::from_secs(1)
+        );
+        // 16 MiB at 256 KiB/s takes 64 s, on top of the wait for the answer.
+        assert_eq!(
+            chunk,
+            policy.attempt_timeout + std::time::Duration::from_secs(64)
+        );
     }
 }

@@ -13,7 +13,7 @@ use duckdb::arrow::array::{Array, RecordBatch};
 use duckdb::arrow::util::display::{ArrayFormatter, FormatOptions};
 use duckdb::{AccessMode, Config, Connection};
 
-use crate::backend::{self, Cell, ColumnKind, QueryResult, TableRef, Warehouse};
+use crate::backend::{self, Cell, Column, ColumnKind, Journal, QueryResult, TableRef, Warehouse};
 
 pub struct DuckDbWarehouse {
     path: PathBuf,
@@ -36,6 +36,7 @@ impl Warehouse for DuckDbWarehouse {
         table: &TableRef,
         columns: &[backend::Column],
         source: &str,
+        _journal: &dyn Journal,
     ) -> Result<u64> {
         let path = self.path.clone();
         let table = table.clone();
@@ -329,7 +330,7 @@ mod tests {
         let source = format!("file://{}", dir.path().join("*.parquet").display());
         assert_eq!(
             warehouse
-                .replace_from_parquet(&table, &columns, &source)
+                .replace_from_parquet(&table, &columns, &source, &crate::backend::NoJournal)
                 .await
                 .unwrap(),
             3
@@ -338,7 +339,7 @@ mod tests {
         let missing = format!("file://{}", dir.path().join("nothing-*.parquet").display());
         assert!(
             warehouse
-                .replace_from_parquet(&table, &columns, &missing)
+                .replace_from_parquet(&table, &columns, &missing, &crate::backend::NoJournal)
                 .await
                 .is_err()
         );

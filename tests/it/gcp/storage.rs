@@ -17,8 +17,8 @@ use infra::backend::gcp::storage::{
 use infra::backend::local::bucket::LocalBucket;
 use tokio::io::AsyncReadExt;
 
-use super::fake_gcs::FakeGcs;
-use super::server::{self, Request, Response};
+use gcp_fakes::gcs::FakeGcs;
+use gcp_fakes::server::{self, Request, Response};
 
 /// A token source that must never be asked: an emulator gets no token.
 struct NeverAsked(AtomicUsize);
