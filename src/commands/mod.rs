@@ -20,7 +20,7 @@ use crate::backend::gcp::auth;
 use crate::cli::{Cli, Command, GlobalArgs};
 use crate::exit::UsageError;
 use crate::process::Echo;
-use crate::settings::{Layer, Settings, Sources, TargetKind};
+use crate::settings::{Layer, Settings, Sources};
 use crate::terraform::{PlanSummary, RootValues, Terraform};
 use crate::ui;
 

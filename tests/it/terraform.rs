@@ -16,7 +16,6 @@ use std::time::Duration;
 use anyhow::Result;
 use async_trait::async_trait;
 use hcl::{Block, Body, Expression, ObjectKey};
-use infra::backend::Bucket;
 use infra::backend::local::bucket::LocalBucket;
 use infra::process::Echo;
 use infra::settings::{Layer, Settings, Sources};

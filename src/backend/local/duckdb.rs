@@ -13,7 +13,7 @@ use duckdb::arrow::array::{Array, RecordBatch};
 use duckdb::arrow::util::display::{ArrayFormatter, FormatOptions};
 use duckdb::{AccessMode, Config, Connection};
 
-use crate::backend::{self, Cell, Column, ColumnKind, Journal, QueryResult, TableRef, Warehouse};
+use crate::backend::{self, Cell, ColumnKind, Journal, QueryResult, TableRef, Warehouse};
 
 pub struct DuckDbWarehouse {
     path: PathBuf,
