@@ -28,7 +28,9 @@ pub async fn query(settings: &Settings, args: &QueryArgs) -> Result<()> {
         TargetKind::Local => Local::new(settings).warehouse().query(&args.sql).await?,
         TargetKind::Gcp => {
             let target = Gcp::load(settings)?.target(Echo::Quiet).await?;
-            target.warehouse.query(&args.sql).await?
+            let mut result = target.warehouse.query(&args.sql).await?;
+            pad_metric_decimals(&mut result);
+            result
         }
     };
     if args.format == Format::Json
@@ -238,5 +240,61 @@ mod tests {
             text.find("\"id\"") < text.find("\"amount\""),
             "column order lost: {text}"
         );
+    }
+}
+
+/// BigQuery's query results carry no scale for a parameterized BIGNUMERIC
+/// (googleapis/java-bigquery#1902) and drop trailing zeros, so a column
+/// named like one of the metric's DECIMAL(38,3) columns is padded to scale
+/// 3 here: the same text as the local target prints for the same rows.
+fn pad_metric_decimals(result: &mut QueryResult) {
+    let decimal = |name: &str| {
+        crate::pipeline::warehouse::METRIC_COLUMNS
+            .iter()
+            .any(|c| c.name == name && c.kind == crate::backend::ColumnKind::Decimal38_3)
+    };
+    let columns: Vec<usize> = (0..result.columns.len())
+        .filter(|&i| decimal(&result.columns[i]))
+        .collect();
+    for row in &mut result.rows {
+        for &i in &columns {
+            if let Some(Some(Cell::Text(text))) = row.get_mut(i) {
+                *text = pad_scale(text, 3);
+            }
+        }
+    }
+}
+
+/// `12.5` at scale 3 is `12.500`; a value that is not a plain decimal is
+/// left as it is.
+fn pad_scale(text: &str, scale: usize) -> String {
+    let (int, frac) = text.split_once('.').unwrap_or((text, ""));
+    let plain = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if frac.len() >= scale || !plain(int.trim_start_matches('-')) || !plain(frac) {
+        return text.to_owned();
+    }
+    format!("{int}.{frac:0<scale$}")
+}
+
+#[cfg(test)]
+mod pad_tests {
+    use super::*;
+
+    #[test]
+    fn metric_decimals_from_bigquery_are_padded_to_scale_3() {
+        let mut result = QueryResult {
+            columns: vec!["customer_id".into(), "amount_spent".into()],
+            rows: vec![
+                vec![Some(Cell::Int(1)), Some(Cell::Text("83.94".into()))],
+                vec![Some(Cell::Int(2)), Some(Cell::Text("-7".into()))],
+                vec![Some(Cell::Int(3)), None],
+            ],
+        };
+        pad_metric_decimals(&mut result);
+        assert_eq!(result.rows[0][1], Some(Cell::Text("83.940".into())));
+        assert_eq!(result.rows[1][1], Some(Cell::Text("-7.000".into())));
+        assert_eq!(result.rows[2][1], None);
+        assert_eq!(pad_scale("1.2345", 3), "1.2345");
+        assert_eq!(pad_scale("NaN", 3), "NaN");
     }
 }

@@ -78,7 +78,22 @@ pub async fn run(settings: &Settings, args: &RunArgs, echo: Echo) -> Result<()> 
     // this target, so its id, start time (the metric's insert_date) and
     // remote work carry over.
     let mut run = match selection {
-        Selection::All => RunRecord::new(&settings.target.to_string(), Utc::now()),
+        Selection::All => match records.latest()? {
+            // A run that never finished was cut off (SIGKILL, a crash): we
+            // hold the lock, so its process is gone. A full re-run continues
+            // it, so remote work still in flight is re-attached, not started
+            // a second time.
+            Some(last)
+                if last.finished_at.is_none() && last.target == settings.target.to_string() =>
+            {
+                ui::status(format!(
+                    "run {} stopped without finishing: continuing it",
+                    last.id
+                ));
+                last
+            }
+            _ => RunRecord::new(&settings.target.to_string(), Utc::now()),
+        },
         _ => resume(settings, &records, &plan)?,
     };
     let raw = target.buckets.raw.as_ref();

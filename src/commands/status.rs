@@ -36,7 +36,7 @@ pub async fn status(settings: &Settings) -> Result<()> {
 async fn status_gcp(settings: &Settings) -> Result<()> {
     let gcp = Gcp::load(settings)?;
     let d = &gcp.deployment;
-    let mut out = std::io::stdout().lock();
+    let mut out = super::out::stdout();
     writeln!(
         out,
         "target: gcp (project {}, region {}, deployment {})",

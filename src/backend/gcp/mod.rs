@@ -78,8 +78,8 @@ impl Endpoints {
             bigquery: settings.endpoints_bigquery.clone(),
             sqladmin: settings.endpoints_sqladmin.clone(),
             iam_credentials: settings.endpoints_iam_credentials.clone(),
-            compute: settings.endpoint_compute.clone(),
-            serviceusage: settings.endpoint_serviceusage.clone(),
+            compute: settings.endpoints_compute.clone(),
+            serviceusage: settings.endpoints_serviceusage.clone(),
         }
     }
 }

@@ -82,13 +82,21 @@ impl Database for LocalDatabase {
                 return Err(e).with_context(|| format!("COPY into {} failed", table.name));
             }
         }
+        // Before the COPY ends: a producer that failed (a file cut short, a
+        // record over the limit) sent an incomplete binary stream, and its
+        // own error is the one to report. If it cannot account for its rows
+        // (or store its rejects), the old table stays.
+        let sent = match rows.finish().await {
+            Ok(sent) => sent,
+            Err(e) => {
+                let _ = copy_in.abort("the input could not be read").await;
+                return Err(e);
+            }
+        };
         let loaded = copy_in
             .finish()
             .await
             .with_context(|| format!("COPY into {} failed", table.name))?;
-        // Before the commit: if the producer cannot account for its rows
-        // (or store its rejects), the old table stays.
-        let sent = rows.finish().await?;
         if sent != loaded {
             bail!(
                 "sent {sent} rows to {}, but COPY loaded {loaded}",

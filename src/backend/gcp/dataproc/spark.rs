@@ -35,6 +35,10 @@ use crate::backend::gcp::ids;
 use crate::backend::gcp::storage::GcsClient;
 use crate::backend::{Journal, Remote, RemoteKind, Request, Spark, SparkJob};
 
+/// How long teardown waits for a cancelled job to stop before it deletes
+/// the cluster anyway.
+const CANCEL_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// What every cluster of this deployment looks like (from settings and
 /// Terraform's outputs).
 #[derive(Debug, Clone)]
@@ -322,8 +326,18 @@ impl Spark for ClusterSpark {
         let mut live = self.live.lock().await;
         if let Some(id) = live.job.take() {
             tracing::warn!("cancelling Dataproc job {id}");
-            if let Err(e) = self.dataproc.cancel_job(&id).await {
-                tracing::warn!("{e:#}");
+            match self.dataproc.cancel_job(&id).await {
+                // Deleting the cluster under a job still cancelling ends it
+                // in ERROR; wait (bounded) until it has really stopped.
+                Ok(_) => {
+                    let stopped = self.dataproc.wait_job(&id, None, &|_: &str| {});
+                    if tokio::time::timeout(CANCEL_WAIT, stopped).await.is_err() {
+                        tracing::warn!(
+                            "Dataproc job {id} was still cancelling after {CANCEL_WAIT:?}"
+                        );
+                    }
+                }
+                Err(e) => tracing::warn!("{e:#}"),
             }
         }
         let Some((name, uuid)) = live.cluster.take() else {
