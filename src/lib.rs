@@ -21,6 +21,7 @@
 //! tools          finding external programs, with install hints
 //! ui             progress lines, prompts, tables, logging set-up
 //! exit           exit codes and the error report
+//! labels         the labels that mark what a deployment owns (terraform and backend share them)
 //! ```
 
 pub mod assets;
@@ -28,6 +29,7 @@ pub mod backend;
 pub mod cli;
 pub mod commands;
 pub mod exit;
+pub mod labels;
 pub mod pipeline;
 pub mod plan;
 pub mod process;

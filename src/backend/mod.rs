@@ -168,3 +168,31 @@ pub struct Target {
     pub spark: Box<dyn Spark>,
     pub warehouse: Box<dyn Warehouse>,
 }
+
+/// Uploads the PySpark scripts compiled into `infra` to `code`, skipping
+/// those whose bytes are already there. Returns how many were uploaded.
+/// `up` calls it on both targets after provisioning.
+pub async fn upload_code(code: &dyn Bucket) -> Result<usize> {
+    use anyhow::Context;
+    use tokio::io::AsyncReadExt;
+
+    let mut uploaded = 0;
+    for (key, contents) in crate::assets::PYSPARK_SCRIPTS {
+        if code.exists(key).await? {
+            let mut existing = Vec::new();
+            code.get(key)
+                .await?
+                .read_to_end(&mut existing)
+                .await
+                .with_context(|| format!("cannot read {}", code.uri(key)))?;
+            if existing == contents.as_bytes() {
+                continue;
+            }
+        }
+        code.put(key, &mut contents.as_bytes())
+            .await
+            .with_context(|| format!("cannot upload {key} to {}", code.uri(key)))?;
+        uploaded += 1;
+    }
+    Ok(uploaded)
+}

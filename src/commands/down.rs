@@ -27,7 +27,7 @@ pub async fn down(settings: &Settings, args: &DownArgs, echo: Echo) -> Result<()
     for path in &doomed {
         ui::detail(path.display());
     }
-    if !args.yes && !ui::confirm("Delete all of this?", "--yes")? {
+    if !super::confirm("Delete all of this?", args.yes).await? {
         ui::status("nothing deleted");
         return Ok(());
     }
@@ -36,18 +36,34 @@ pub async fn down(settings: &Settings, args: &DownArgs, echo: Echo) -> Result<()
     Ok(())
 }
 
-/// Renders (so the backend and variables match the settings), then
-/// destroys everything, after deleting what Terraform doesn't own.
+/// Renders (so the backend and variables match the settings), plans the
+/// destroy, shows it and asks, then destroys everything after deleting
+/// what Terraform doesn't own.
 async fn down_gcp(settings: &Settings, args: &DownArgs, echo: Echo) -> Result<()> {
     let (values, dir) = super::render::render_root(settings)?;
     let tf = super::gcp_terraform(settings, &dir, echo)?;
-    let cloud = GcpCloud::connect(settings).await?;
-    let report = deploy::down(&values, &tf, &cloud, args.yes).await?;
-    if report.destroyed {
-        ui::status(format!(
-            "down: everything infra created in project {} is gone",
-            values.project
-        ));
+    let plan = deploy::plan_down(&values, &tf).await?;
+    if plan.changes.is_empty() {
+        ui::status(format!("nothing to destroy in project {}", values.project));
+        return Ok(());
     }
+    super::show_plan(
+        &format!("destroy plan for project {}", values.project),
+        &plan.changes,
+    );
+    for step in &plan.first {
+        ui::detail(format!("first: {step}"));
+    }
+    if !super::confirm("Destroy all of this?", args.yes).await? {
+        plan.discard(&tf);
+        ui::status("nothing destroyed");
+        return Ok(());
+    }
+    let cloud = GcpCloud::connect(settings).await?;
+    deploy::apply_down(&values, &tf, &cloud, plan, deploy::PROTECTED).await?;
+    ui::status(format!(
+        "down: everything infra created in project {} is gone",
+        values.project
+    ));
     Ok(())
 }

@@ -13,15 +13,14 @@ mod sample;
 mod status;
 mod up;
 
-pub use up::upload_code;
-
 use anyhow::Result;
 
 use crate::cli::{Cli, Command, GlobalArgs};
 use crate::exit::UsageError;
 use crate::process::Echo;
 use crate::settings::{Layer, Settings, Sources, TargetKind};
-use crate::terraform::{Terraform, credentials};
+use crate::terraform::{PlanSummary, Terraform, credentials};
+use crate::ui;
 
 /// Runs the command `cli` names.
 pub async fn dispatch(cli: Cli) -> Result<()> {
@@ -85,5 +84,23 @@ fn require_local(settings: &Settings, verb: &str) -> Result<()> {
     match settings.target {
         TargetKind::Local => Ok(()),
         TargetKind::Gcp => Err(gcp_not_ready(verb)),
+    }
+}
+
+/// Asks `question` on the terminal unless `yes` (the `--yes` flag) already
+/// answered it. The read blocks, so it runs off the async workers.
+async fn confirm(question: &str, yes: bool) -> Result<bool> {
+    if yes {
+        return Ok(true);
+    }
+    let question = question.to_owned();
+    tokio::task::spawn_blocking(move || ui::confirm(&question, "--yes")).await?
+}
+
+/// A Terraform plan on stderr, under `title`.
+fn show_plan(title: &str, plan: &PlanSummary) {
+    ui::status(title);
+    for line in plan.to_string().lines() {
+        ui::detail(line);
     }
 }

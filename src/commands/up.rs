@@ -1,12 +1,11 @@
 //! `infra up`: provision the target, then upload pyspark/ to the code bucket.
 
 use anyhow::{Context, Result};
-use tokio::io::AsyncReadExt;
 
 use crate::assets;
-use crate::backend::Bucket;
 use crate::backend::gcp::cloud::GcpCloud;
 use crate::backend::local::Local;
+use crate::backend::upload_code;
 use crate::cli::UpArgs;
 use crate::process::Echo;
 use crate::settings::{Settings, TargetKind};
@@ -40,8 +39,8 @@ pub async fn up(settings: &Settings, args: &UpArgs, echo: Echo) -> Result<()> {
     Ok(())
 }
 
-/// Renders, then bootstraps state, plans, asks, applies and uploads the
-/// code. `--dry-run` is `infra plan`.
+/// Renders, then bootstraps state and plans, shows the plan and asks,
+/// applies, and uploads the code. `--dry-run` is `infra plan`.
 async fn up_gcp(settings: &Settings, args: &UpArgs, echo: Echo) -> Result<()> {
     if args.dry_run {
         return super::plan::plan(settings, echo).await;
@@ -49,13 +48,28 @@ async fn up_gcp(settings: &Settings, args: &UpArgs, echo: Echo) -> Result<()> {
     let (values, dir) = super::render::render_root(settings)?;
     let tf = super::gcp_terraform(settings, &dir, echo)?;
     let cloud = GcpCloud::connect(settings).await?;
-    let report = deploy::up(&values, &tf, &cloud, args.yes).await?;
-    let Some(outputs) = report.outputs else {
+    let plan = deploy::plan_up(&values, &tf, &cloud).await?;
+    super::show_plan(
+        &format!("plan for project {}", values.project),
+        &plan.changes,
+    );
+    if !plan.changes.is_empty() && !super::confirm("Apply this plan?", args.yes).await? {
+        plan.discard(&tf);
+        ui::status("nothing applied");
         return Ok(());
-    };
+    }
+    let outputs = deploy::apply_up(&tf, plan).await?;
     ui::status(format!(
-        "up: project {} ready; {} script(s) uploaded to gs://{}",
-        values.project, report.uploaded, outputs.code_bucket
+        "uploading {} PySpark scripts to gs://{}",
+        assets::PYSPARK_SCRIPTS.len(),
+        outputs.code_bucket
+    ));
+    let uploaded = upload_code(cloud.code_bucket(&outputs.code_bucket).as_ref())
+        .await
+        .with_context(|| format!("cannot upload pyspark/ to gs://{}", outputs.code_bucket))?;
+    ui::status(format!(
+        "up: project {} ready; {uploaded} script(s) uploaded to gs://{}",
+        values.project, outputs.code_bucket
     ));
     ui::detail(format!(
         "buckets: {}, {}, {}",
@@ -74,24 +88,4 @@ async fn up_gcp(settings: &Settings, args: &UpArgs, echo: Echo) -> Result<()> {
         outputs.service_account_email
     ));
     Ok(())
-}
-
-/// Uploads the PySpark scripts, skipping those whose bytes are unchanged.
-/// Returns how many were uploaded.
-pub async fn upload_code(code: &dyn Bucket) -> Result<usize> {
-    let mut uploaded = 0;
-    for (key, contents) in assets::PYSPARK_SCRIPTS {
-        if code.exists(key).await? {
-            let mut existing = Vec::new();
-            code.get(key).await?.read_to_end(&mut existing).await?;
-            if existing == contents.as_bytes() {
-                continue;
-            }
-        }
-        code.put(key, &mut contents.as_bytes())
-            .await
-            .with_context(|| format!("cannot upload {key} to the code bucket"))?;
-        uploaded += 1;
-    }
-    Ok(uploaded)
 }

@@ -2,16 +2,18 @@
 //! [`Terraform`] runner and a [`Cloud`], so they run the same against the
 //! real root and clients as against a test root and a fake.
 //!
+//! Each sequence is split where the user is asked: `plan_*` computes what
+//! would change and saves the plan (data the command shows), `apply_*`
+//! carries it out. Asking is the command's job; nothing here reads stdin.
+//!
 //! ```text
-//! up:   ensure state bucket -> init -> plan -out -> (ask) -> apply -> outputs -> upload pyspark/
-//! down: init -> plan -destroy -out -> (ask) -> delete labelled Dataproc clusters
+//! up:   ensure state bucket -> init -> plan -out      | apply -> outputs
+//! down: init -> plan -destroy -out                    | delete labelled Dataproc clusters
 //!       -> delete the dataset's tables -> lift deletion protection -> apply the destroy
 //! ```
 
 use anyhow::{Context, Result};
 
-use crate::assets;
-use crate::commands::upload_code;
 use crate::ui;
 
 use super::runner::PlanOptions;
@@ -21,25 +23,15 @@ const UP_PLAN: &str = "up.tfplan";
 const DOWN_PLAN: &str = "down.tfplan";
 const UNPROTECT_PLAN: &str = "unprotect.tfplan";
 
-/// What `up` did.
+/// What `up` would change: a saved plan, not applied yet.
 #[derive(Debug)]
-pub struct UpReport {
-    /// False when the plan had no changes, or the user said no.
-    pub applied: bool,
-    /// None when the user declined the plan.
-    pub outputs: Option<Outputs>,
-    /// PySpark scripts uploaded (unchanged ones are skipped).
-    pub uploaded: usize,
+pub struct UpPlan {
+    pub changes: PlanSummary,
 }
 
-/// Provisions everything: bootstraps the state bucket, plans, asks (unless
-/// `yes`), applies, reads the outputs and uploads `pyspark/`.
-pub async fn up(
-    values: &RootValues,
-    tf: &Terraform,
-    cloud: &dyn Cloud,
-    yes: bool,
-) -> Result<UpReport> {
+/// Bootstraps the state bucket, then inits and plans. The plan is saved
+/// in the root: [`apply_up`] applies it, [`UpPlan::discard`] drops it.
+pub async fn plan_up(values: &RootValues, tf: &Terraform, cloud: &dyn Cloud) -> Result<UpPlan> {
     ui::status(format!("state bucket gs://{}", values.state_bucket));
     cloud
         .ensure_state_bucket(
@@ -57,46 +49,47 @@ pub async fn up(
         })?;
     ui::status(format!("terraform init in {}", tf.dir().display()));
     tf.init().await?;
-    let plan = tf.plan(UP_PLAN, &PlanOptions::default()).await?;
-    show_plan(&format!("plan for project {}", values.project), &plan);
-    let applied = if plan.is_empty() {
+    let changes = tf.plan(UP_PLAN, &PlanOptions::default()).await?;
+    if changes.is_empty() {
         tf.discard(UP_PLAN);
-        false
-    } else {
-        if !ask(tf, UP_PLAN, "Apply this plan?", yes)? {
-            ui::status("nothing applied");
-            return Ok(UpReport {
-                applied: false,
-                outputs: None,
-                uploaded: 0,
-            });
-        }
+    }
+    Ok(UpPlan { changes })
+}
+
+impl UpPlan {
+    /// Removes the saved plan: it holds a state snapshot.
+    pub fn discard(self, tf: &Terraform) {
+        tf.discard(UP_PLAN);
+    }
+}
+
+/// Applies `plan` (nothing when it changes nothing), then reads the outputs.
+pub async fn apply_up(tf: &Terraform, plan: UpPlan) -> Result<Outputs> {
+    if !plan.changes.is_empty() {
         ui::status("terraform apply");
         tf.apply(UP_PLAN).await?;
-        true
-    };
-    let outputs = tf.outputs().await?;
-    ui::status(format!(
-        "uploading {} PySpark scripts to gs://{}",
-        assets::PYSPARK_SCRIPTS.len(),
-        outputs.code_bucket
-    ));
-    let bucket = cloud.code_bucket(&outputs.code_bucket);
-    let uploaded = upload_code(bucket.as_ref())
-        .await
-        .with_context(|| format!("cannot upload pyspark/ to gs://{}", outputs.code_bucket))?;
-    Ok(UpReport {
-        applied,
-        outputs: Some(outputs),
-        uploaded,
-    })
+    }
+    tf.outputs().await
+}
+
+/// What `down` would do: a saved destroy plan, and what goes first.
+#[derive(Debug)]
+pub struct DownPlan {
+    pub changes: PlanSummary,
+    /// What is deleted outside Terraform before the destroy, in order.
+    pub first: Vec<String>,
+}
+
+impl DownPlan {
+    /// Removes the saved plan: it holds a state snapshot.
+    pub fn discard(self, tf: &Terraform) {
+        tf.discard(DOWN_PLAN);
+    }
 }
 
 /// What `down` did.
 #[derive(Debug, Default)]
 pub struct DownReport {
-    /// False when there was nothing to destroy, or the user said no.
-    pub destroyed: bool,
     pub dataproc_clusters: Vec<String>,
     pub tables: Vec<String>,
 }
@@ -125,66 +118,64 @@ pub const PROTECTED: &[Protected] = &[
     },
 ];
 
-/// Destroys everything: after asking (unless `yes`), deletes what
-/// Terraform doesn't own (Dataproc clusters labelled by this deployment,
-/// the dataset's tables), lifts deletion protection, then applies the
-/// destroy plan.
-pub async fn down(
-    values: &RootValues,
-    tf: &Terraform,
-    cloud: &dyn Cloud,
-    yes: bool,
-) -> Result<DownReport> {
-    down_with(values, tf, cloud, yes, PROTECTED).await
-}
-
-/// [`down`] for a root whose protected resources are `protected`.
-pub async fn down_with(
-    values: &RootValues,
-    tf: &Terraform,
-    cloud: &dyn Cloud,
-    yes: bool,
-    protected: &[Protected],
-) -> Result<DownReport> {
+/// Inits and plans the destroy. An empty plan means nothing is deployed.
+pub async fn plan_down(values: &RootValues, tf: &Terraform) -> Result<DownPlan> {
     ui::status(format!("terraform init in {}", tf.dir().display()));
     tf.init().await?;
-    let plan = tf
-        .plan(
-            DOWN_PLAN,
-            &PlanOptions {
-                destroy: true,
-                ..PlanOptions::default()
-            },
-        )
-        .await?;
-    if plan.is_empty() {
+    let destroy = PlanOptions {
+        destroy: true,
+        ..PlanOptions::default()
+    };
+    let changes = tf.plan(DOWN_PLAN, &destroy).await?;
+    if changes.is_empty() {
         tf.discard(DOWN_PLAN);
-        ui::status(format!("nothing to destroy in project {}", values.project));
+        return Ok(DownPlan {
+            changes,
+            first: Vec::new(),
+        });
+    }
+    let first = vec![
+        format!(
+            "delete the Dataproc clusters in {} labelled {}",
+            values.region,
+            selector(values)
+        ),
+        format!("delete every table in BigQuery dataset {}", values.dataset),
+    ];
+    Ok(DownPlan { changes, first })
+}
+
+fn selector(values: &RootValues) -> String {
+    values
+        .labels()
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Carries out `plan`: deletes what Terraform doesn't own (Dataproc
+/// clusters labelled by this deployment, the dataset's tables), lifts
+/// deletion protection on `protected` ([`PROTECTED`] for the real root),
+/// then destroys.
+pub async fn apply_down(
+    values: &RootValues,
+    tf: &Terraform,
+    cloud: &dyn Cloud,
+    plan: DownPlan,
+    protected: &[Protected],
+) -> Result<DownReport> {
+    if plan.changes.is_empty() {
         return Ok(DownReport::default());
     }
-    show_plan(
-        &format!("destroy plan for project {}", values.project),
-        &plan,
-    );
     let labels = values.labels();
-    let selector: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    ui::detail(format!(
-        "first: delete Dataproc clusters in {} labelled {}, and every table in BigQuery dataset {}",
-        values.region,
-        selector.join(","),
-        values.dataset
-    ));
-    if !ask(tf, DOWN_PLAN, "Destroy all of this?", yes)? {
-        ui::status("nothing destroyed");
-        return Ok(DownReport::default());
-    }
     let dataproc_clusters = cloud
         .delete_labelled_dataproc_clusters(&values.project, &values.region, &labels)
         .await
         .with_context(|| {
             format!(
                 "cannot delete the Dataproc clusters labelled {}",
-                selector.join(",")
+                selector(values)
             )
         })?;
     for name in &dataproc_clusters {
@@ -229,7 +220,6 @@ pub async fn down_with(
         tf.apply(DOWN_PLAN).await?;
     }
     Ok(DownReport {
-        destroyed: true,
         dataproc_clusters,
         tables,
     })
@@ -254,25 +244,4 @@ async fn unprotect(
         }
     }
     Ok(options)
-}
-
-/// Asks before applying `plan_file`, unless `yes`. The plan file holds a
-/// state snapshot, so it is removed unless the answer is yes.
-fn ask(tf: &Terraform, plan_file: &str, question: &str, yes: bool) -> Result<bool> {
-    let answer = if yes {
-        Ok(true)
-    } else {
-        ui::confirm(question, "--yes")
-    };
-    if !matches!(answer, Ok(true)) {
-        tf.discard(plan_file);
-    }
-    answer
-}
-
-fn show_plan(title: &str, plan: &PlanSummary) {
-    ui::status(title);
-    for line in plan.to_string().lines() {
-        ui::detail(line);
-    }
 }

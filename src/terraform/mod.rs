@@ -8,18 +8,20 @@
 //! credentials  Application Default Credentials, found the way Google's libraries find them
 //! cidr         the operator CIDR check (never the whole internet)
 //! deploy       the up and down sequences, against a Cloud for what Terraform can't do
+//! preview      planning before the state bucket exists (local backend override)
 //! ```
 //!
 //! Terraform owns the resources. What it can't do (create its own state
 //! bucket, delete the Dataproc clusters and BigQuery tables that runs
-//! create, upload code) goes through the narrow [`Cloud`] seam, so the
-//! sequences are tested against a fake and the real Google clients live
-//! elsewhere.
+//! create) goes through the narrow [`Cloud`] seam, so the sequences are
+//! tested against a fake and the real Google clients live elsewhere:
+//! `backend::gcp` implements `Cloud`, and nothing here imports `backend`.
 
 pub mod cidr;
 pub mod credentials;
 pub mod deploy;
 pub mod outputs;
+pub mod preview;
 pub mod render;
 pub mod runner;
 
@@ -27,8 +29,6 @@ use std::collections::BTreeMap;
 
 use anyhow::Result;
 use async_trait::async_trait;
-
-use crate::backend::Bucket;
 
 pub use outputs::{Outputs, Secret};
 pub use render::RootValues;
@@ -62,17 +62,4 @@ pub trait Cloud: Send + Sync {
     /// Deletes every table in `dataset`, which stays. A missing dataset is
     /// not an error. Returns the deleted table ids.
     async fn delete_dataset_tables(&self, project: &str, dataset: &str) -> Result<Vec<String>>;
-
-    /// The code bucket `name`, which `up` uploads `pyspark/` to.
-    fn code_bucket(&self, name: &str) -> Box<dyn Bucket>;
-}
-
-/// The labels on everything `infra` creates: `managed-by = infra` and the
-/// deployment name. Dataproc clusters a run creates carry them too, which
-/// is how `down` finds them.
-pub fn labels(deployment: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        ("deployment".to_owned(), deployment.to_owned()),
-        ("managed-by".to_owned(), "infra".to_owned()),
-    ])
 }

@@ -186,7 +186,7 @@ impl RootValues {
 
     /// The labels every resource carries.
     pub fn labels(&self) -> std::collections::BTreeMap<String, String> {
-        super::labels(&self.deployment)
+        crate::labels::for_deployment(&self.deployment)
     }
 
     /// The Tera context: every value as an HCL literal.
@@ -242,6 +242,7 @@ impl RootValues {
         for (key, value) in literals {
             context.insert(key, &value);
         }
+        context.insert("labels", &hcl_map(&self.labels()));
         context
     }
 }
@@ -327,6 +328,19 @@ pub fn hcl_string(s: &str) -> String {
         }
     }
     out.push('"');
+    out
+}
+
+/// `map` as a multi-line HCL object, keys quoted and `=` aligned as
+/// `terraform fmt` aligns them.
+fn hcl_map(map: &std::collections::BTreeMap<String, String>) -> String {
+    let keys: Vec<String> = map.keys().map(|k| hcl_string(k)).collect();
+    let width = keys.iter().map(String::len).max().unwrap_or(0);
+    let mut out = String::from("{\n");
+    for (key, value) in keys.iter().zip(map.values()) {
+        out.push_str(&format!("  {key:<width$} = {}\n", hcl_string(value)));
+    }
+    out.push('}');
     out
 }
 

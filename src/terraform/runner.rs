@@ -199,6 +199,14 @@ impl Terraform {
         })
     }
 
+    /// The same terraform and CLI config, bound to another root.
+    pub fn for_dir(&self, dir: &Path) -> Terraform {
+        Terraform {
+            dir: dir.to_path_buf(),
+            ..self.clone()
+        }
+    }
+
     /// The root module directory.
     pub fn dir(&self) -> &Path {
         &self.dir

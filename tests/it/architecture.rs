@@ -171,7 +171,9 @@ fn modules_import_only_the_layers_below_them() {
             continue;
         };
         if a >= b && from != to {
-            upward.insert(format!("{file} imports crate::{path} ({from} may not import {to})"));
+            upward.insert(format!(
+                "{file} imports crate::{path} ({from} may not import {to})"
+            ));
         }
     }
     assert!(

@@ -3,7 +3,7 @@
 //! The google provider can't be downloaded here, so `terraform validate`
 //! can't run. These are the strongest stand-ins: snapshots of the rendered
 //! root, `terraform fmt -check`, a conformance check of every `.tf` file
-//! against the providers' schemas (`../shared/terraform-schema`), checkov,
+//! against the providers' schemas (vendored in `tests/fixtures/terraform-schema`), checkov,
 //! and the real `terraform` binary driving a root of `terraform_data`
 //! resources through `up` and `down` with a fake [`Cloud`].
 
@@ -15,13 +15,12 @@ use std::sync::Mutex;
 use anyhow::Result;
 use async_trait::async_trait;
 use hcl::{Block, Body, Expression, ObjectKey};
-use infra::backend::Bucket;
 use infra::backend::local::bucket::LocalBucket;
 use infra::process::Echo;
 use infra::settings::{Layer, Settings, Sources};
-use infra::terraform::deploy::{self, Protected};
+use infra::terraform::deploy::{self, DownReport, Protected};
 use infra::terraform::runner::PlanOptions;
-use infra::terraform::{Cloud, RootValues, Terraform};
+use infra::terraform::{Cloud, Outputs, RootValues, Terraform};
 use serde::Deserialize;
 
 use crate::harness::Env;
@@ -31,7 +30,7 @@ fn repo() -> PathBuf {
 }
 
 fn schema_dir() -> PathBuf {
-    repo().join("../shared/terraform-schema")
+    repo().join("tests/fixtures/terraform-schema")
 }
 
 /// Every setting the root reads, away from its default.
@@ -1083,11 +1082,39 @@ impl Cloud for FakeCloud {
         self.record(format!("delete_dataset_tables {project} {dataset}"));
         Ok(vec!["user_behavior_metric".to_owned()])
     }
+}
 
-    fn code_bucket(&self, name: &str) -> Box<dyn Bucket> {
-        self.record(format!("code_bucket {name}"));
-        Box::new(LocalBucket::new("code", self.buckets.join(name)))
+/// `infra up --yes` on the gcp target, as `commands::up` runs it: plan,
+/// apply, then upload the code to the "code bucket" (a local directory).
+/// Returns whether anything was applied, the outputs, and the upload count.
+async fn up(
+    values: &RootValues,
+    tf: &Terraform,
+    cloud: &FakeCloud,
+) -> Result<(bool, Outputs, usize)> {
+    let plan = deploy::plan_up(values, tf, cloud).await?;
+    let applied = !plan.changes.is_empty();
+    let outputs = deploy::apply_up(tf, plan).await?;
+    let code = LocalBucket::new("code", cloud.buckets.join(&outputs.code_bucket));
+    let uploaded = infra::backend::upload_code(&code).await?;
+    Ok((applied, outputs, uploaded))
+}
+
+/// `infra down --yes` on the gcp target, with the root's `protected`
+/// resources. None when there was nothing to destroy.
+async fn down(
+    values: &RootValues,
+    tf: &Terraform,
+    cloud: &FakeCloud,
+    protected: &[Protected],
+) -> Result<Option<DownReport>> {
+    let plan = deploy::plan_down(values, tf).await?;
+    if plan.changes.is_empty() {
+        return Ok(None);
     }
+    Ok(Some(
+        deploy::apply_down(values, tf, cloud, plan, protected).await?,
+    ))
 }
 
 /// A copy of the terraform_data fixture, settings for it, and a runner.
@@ -1119,10 +1146,9 @@ async fn up_and_down_drive_real_terraform_and_the_cloud_seam() {
     let (tmp, values, tf) = fixture(&[]);
     let cloud = FakeCloud::new(tmp.path().join("gcs"));
 
-    let report = deploy::up(&values, &tf, &cloud, true).await.unwrap();
-    assert!(report.applied);
-    assert_eq!(report.uploaded, infra::assets::PYSPARK_SCRIPTS.len());
-    let outputs = report.outputs.unwrap();
+    let (applied, outputs, uploaded) = up(&values, &tf, &cloud).await.unwrap();
+    assert!(applied);
+    assert_eq!(uploaded, infra::assets::PYSPARK_SCRIPTS.len());
     assert_eq!(outputs.code_bucket, "fixture-project-code-fixture");
     assert_eq!(
         outputs.sql_connection_name,
@@ -1144,7 +1170,6 @@ async fn up_and_down_drive_real_terraform_and_the_cloud_seam() {
         cloud.take_calls(),
         [
             "ensure_state_bucket fixture-project fixture-project-infra-tfstate us-central1 deployment=infra,managed-by=infra",
-            "code_bucket fixture-project-code-fixture",
         ]
     );
     let uploaded = tmp
@@ -1166,15 +1191,17 @@ async fn up_and_down_drive_real_terraform_and_the_cloud_seam() {
     assert!(summary.is_empty(), "{summary}");
 
     // A second up applies nothing and uploads nothing: the checksums match.
-    let again = deploy::up(&values, &tf, &cloud, true).await.unwrap();
-    assert!(!again.applied);
-    assert_eq!(again.uploaded, 0);
+    let (applied, _, uploaded) = up(&values, &tf, &cloud).await.unwrap();
+    assert!(!applied);
+    assert_eq!(uploaded, 0);
     cloud.take_calls();
 
-    let down = deploy::down(&values, &tf, &cloud, true).await.unwrap();
-    assert!(down.destroyed);
-    assert_eq!(down.dataproc_clusters, ["run-cluster-1"]);
-    assert_eq!(down.tables, ["user_behavior_metric"]);
+    let report = down(&values, &tf, &cloud, deploy::PROTECTED)
+        .await
+        .unwrap()
+        .expect("something to destroy");
+    assert_eq!(report.dataproc_clusters, ["run-cluster-1"]);
+    assert_eq!(report.tables, ["user_behavior_metric"]);
     assert_eq!(
         cloud.take_calls(),
         [
@@ -1186,8 +1213,8 @@ async fn up_and_down_drive_real_terraform_and_the_cloud_seam() {
     assert!(err.contains("nothing is deployed"), "{err}");
 
     // Nothing left: a second down does nothing, and calls nothing.
-    let again = deploy::down(&values, &tf, &cloud, true).await.unwrap();
-    assert!(!again.destroyed);
+    let again = down(&values, &tf, &cloud, deploy::PROTECTED).await.unwrap();
+    assert!(again.is_none());
     assert!(cloud.take_calls().is_empty());
 }
 
@@ -1205,7 +1232,7 @@ async fn down_lifts_deletion_protection_first() {
         "gke_deletion_protection      = true\ndatabase_deletion_protection = true\n",
     )
     .unwrap();
-    deploy::up(&values, &tf, &cloud, true).await.unwrap();
+    up(&values, &tf, &cloud).await.unwrap();
 
     // A plain destroy fails while the state says protected...
     let destroy = PlanOptions {
@@ -1229,10 +1256,8 @@ async fn down_lifts_deletion_protection_first() {
             enabled: |values| values.database_deletion_protection,
         },
     ];
-    let down = deploy::down_with(&values, &tf, &cloud, true, &protected)
-        .await
-        .unwrap();
-    assert!(down.destroyed);
+    let report = down(&values, &tf, &cloud, &protected).await.unwrap();
+    assert!(report.is_some());
     let err = format!("{:#}", tf.outputs().await.unwrap_err());
     assert!(err.contains("nothing is deployed"), "{err}");
 }

@@ -18,6 +18,11 @@ pub struct GcpCloud {
 }
 
 impl GcpCloud {
+    /// The code bucket `name`, which `up` uploads `pyspark/` to.
+    pub fn code_bucket(&self, name: &str) -> Box<dyn Bucket> {
+        Box::new(GcsBucket::new("code", name, self.clients.storage.clone()))
+    }
+
     /// Connects with Application Default Credentials, impersonated when
     /// configured. No API is called yet.
     pub async fn connect(settings: &Settings) -> Result<GcpCloud> {
@@ -69,9 +74,5 @@ impl Cloud for GcpCloud {
             bigquery.delete_table(dataset, table).await?;
         }
         Ok(tables)
-    }
-
-    fn code_bucket(&self, name: &str) -> Box<dyn Bucket> {
-        Box::new(GcsBucket::new("code", name, self.clients.storage.clone()))
     }
 }

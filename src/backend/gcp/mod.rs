@@ -17,8 +17,7 @@ pub mod dataproc;
 pub mod http;
 pub mod storage;
 
-/// The label every resource `infra` creates carries, and `down` looks for.
-pub const MANAGED_BY: (&str, &str) = ("managed-by", "infra");
+pub use crate::labels::MANAGED_BY;
 
 use std::sync::Arc;
 use std::time::Duration;
