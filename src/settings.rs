@@ -252,9 +252,9 @@ settings! {
         "Accept bucket names with dots, which Google creates only after you verify the domain they name.";
     network_private_services_range: String = "network.private_services_range", "10.40.0.0/20".to_owned(),
         "Range reserved for private services access (Cloud SQL's private IP); must not overlap the subnet, GKE or control-plane ranges.";
-    endpoints_compute: String = "endpoints.compute", "https://compute.googleapis.com/compute/v1".to_owned(),
+    endpoints_compute: String = "endpoints.compute", "https://compute.googleapis.com".to_owned(),
         "Base URL of the Compute Engine API (`down` removes Cloud SQL's peering through it).";
-    endpoints_serviceusage: String = "endpoints.serviceusage", "https://serviceusage.googleapis.com/v1".to_owned(),
+    endpoints_serviceusage: String = "endpoints.serviceusage", "https://serviceusage.googleapis.com".to_owned(),
         "Base URL of the Service Usage API (`up` enables the bootstrap APIs through it).";
     terraform_root: Option<PathBuf> = "terraform.root", None,
         "A ready Terraform root module `up` and `down` use instead of rendering templates/ (tests, rehearsals).";

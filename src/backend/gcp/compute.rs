@@ -18,9 +18,6 @@ use serde_json::json;
 use super::http::{ApiError, Call, Http, Idempotency, encode_segment};
 use crate::terraform::PeeringRemoval;
 
-/// The real service, with its `compute/v1` path.
-pub const COMPUTE_URL: &str = "https://compute.googleapis.com/compute/v1";
-
 /// `Network`, as far as `down` reads it.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct Network {
@@ -76,10 +73,12 @@ pub struct Compute {
 }
 
 impl Compute {
-    pub fn new(http: Http, base: &str, project: &str, poll: Duration) -> Compute {
+    /// `root` is the service's root URL, as the `endpoints.compute` setting
+    /// gives it; the `compute/v1` path is added here, as the other clients do.
+    pub fn new(http: Http, root: &str, project: &str, poll: Duration) -> Compute {
         Compute {
             http,
-            base: base.trim_end_matches('/').to_owned(),
+            base: format!("{}/compute/v1", root.trim_end_matches('/')),
             project: project.to_owned(),
             poll,
         }

@@ -16,9 +16,6 @@ use serde_json::{Value, json};
 
 use super::http::{Call, Http, Idempotency, encode_segment};
 
-/// The real service.
-pub const SERVICEUSAGE_URL: &str = "https://serviceusage.googleapis.com/v1";
-
 /// A long-running `Operation`.
 #[derive(Debug, Clone, Default, Deserialize)]
 struct Operation {
@@ -50,10 +47,12 @@ pub struct ServiceUsage {
 }
 
 impl ServiceUsage {
-    pub fn new(http: Http, base: &str, project: &str, poll: Duration) -> ServiceUsage {
+    /// `root` is the service's root URL, as the `endpoints.serviceusage`
+    /// setting gives it; the `v1` path is added here, as the other clients do.
+    pub fn new(http: Http, root: &str, project: &str, poll: Duration) -> ServiceUsage {
         ServiceUsage {
             http,
-            base: base.trim_end_matches('/').to_owned(),
+            base: format!("{}/v1", root.trim_end_matches('/')),
             project: project.to_owned(),
             poll,
         }
