@@ -20,6 +20,7 @@ pub mod connect;
 pub mod database;
 pub mod duckdb;
 pub mod postgres;
+pub mod server;
 pub mod spark;
 
 use std::path::{Path, PathBuf};

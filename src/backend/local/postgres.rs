@@ -8,8 +8,7 @@
 //! traverse every parent directory of the state dir.
 
 use std::io::Write as _;
-use std::net::TcpListener;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -17,6 +16,7 @@ use rand::distr::{Alphanumeric, SampleString};
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
+use super::server;
 use crate::process::{Cmd, Failed};
 use crate::tools::{self, Tool};
 
@@ -140,11 +140,11 @@ impl LocalPostgres {
         }
 
         let password = Alphanumeric.sample_string(&mut rand::rng(), 32);
-        write_private(&self.password_file, &password)?;
+        server::write_private(&self.password_file, &password)?;
         // initdb reads the password from a file the server user can read;
         // it lives only as long as initdb runs.
         let pwfile = self.dir.join(".initdb-password");
-        write_private(&pwfile, &password)?;
+        server::write_private(&pwfile, &password)?;
         if let Some(user) = run_as {
             hand_over(&pwfile, user)?;
         }
@@ -221,25 +221,9 @@ impl LocalPostgres {
         Ok(port)
     }
 
-    /// The configured port if it is free (error if not), else the port used
-    /// last time if it is still free, else any free port.
+    /// The port to listen on, chosen as every local server chooses it.
     fn pick_port(&self) -> Result<u16> {
-        if self.port != 0 {
-            if !port_is_free(self.port) {
-                bail!(
-                    "port {} on 127.0.0.1 is in use by another program\nhint: stop it, or set database.port (INFRA_DATABASE_PORT) to another port, or to 0 to pick a free one",
-                    self.port
-                );
-            }
-            return Ok(self.port);
-        }
-        if let Ok(previous) = self.configured_port()
-            && port_is_free(previous)
-        {
-            return Ok(previous);
-        }
-        let listener = TcpListener::bind("127.0.0.1:0").context("cannot find a free port")?;
-        Ok(listener.local_addr()?.port())
+        server::pick_port(self.port, self.configured_port().ok(), "database.port")
     }
 
     fn configured_port(&self) -> Result<u16> {
@@ -325,22 +309,6 @@ impl LocalPostgres {
 /// Quotes an SQL identifier.
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-fn port_is_free(port: u16) -> bool {
-    TcpListener::bind(("127.0.0.1", port)).is_ok()
-}
-
-fn write_private(path: &Path, text: &str) -> Result<()> {
-    let _ = std::fs::remove_file(path);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    file.write_all(text.as_bytes())?;
-    Ok(())
 }
 
 /// The server user's account, or an error that says how to get one.
