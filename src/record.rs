@@ -278,10 +278,23 @@ impl Records {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", self.dir.display())),
         };
+        // Ids start with the start second; two runs started in the same
+        // second are told apart by which record was written last.
         let newest = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|ext| ext == "json"))
-            .max();
+            .map(|p| {
+                let second = p
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.split('-').next())
+                    .unwrap_or_default()
+                    .to_owned();
+                let written = std::fs::metadata(&p).and_then(|m| m.modified()).ok();
+                ((second, written), p)
+            })
+            .max()
+            .map(|(_, p)| p);
         let Some(path) = newest else {
             return Ok(None);
         };
@@ -320,6 +333,23 @@ mod tests {
         records.save(&second).unwrap();
         assert_eq!(records.latest().unwrap().unwrap(), second);
         assert_eq!(first.outcome, Outcome::Succeeded);
+    }
+
+    /// Regression: ids start with the second, so of two runs started in
+    /// the same second the older could sort last and be resumed.
+    #[test]
+    fn of_two_runs_in_one_second_the_last_written_is_the_latest() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = Records::new(dir.path());
+        let t0 = "2026-11-24T21:40:00Z".parse().unwrap();
+        let mut first = RunRecord::new("local", t0);
+        first.id = "20261124T214000Z-ffff".into();
+        let mut second = RunRecord::new("local", t0);
+        second.id = "20261124T214000Z-0000".into();
+        records.save(&first).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        records.save(&second).unwrap();
+        assert_eq!(records.latest().unwrap().unwrap().id, second.id);
     }
 
     #[test]

@@ -20,13 +20,8 @@ use crate::harness::Env;
 
 /// The newest run record.
 fn last_run(env: &Env) -> serde_json::Value {
-    let newest = std::fs::read_dir(env.state().join("runs"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .max()
-        .unwrap();
-    serde_json::from_slice(&std::fs::read(newest).unwrap()).unwrap()
+    let run = Records::new(&env.state()).latest().unwrap().unwrap();
+    serde_json::to_value(run).unwrap()
 }
 
 fn step_outcome(run: &serde_json::Value, step: &str) -> Option<String> {

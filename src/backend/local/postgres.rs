@@ -90,6 +90,7 @@ impl LocalPostgres {
             return Ok(ServerState::NotInitialized);
         }
         match self.pg_ctl()?.arg("status").run().await {
+            Ok(_) if self.postmaster_died() => Ok(ServerState::Stopped),
             Ok(_) => Ok(ServerState::Running {
                 port: self.configured_port()?,
             }),
@@ -180,8 +181,46 @@ impl LocalPostgres {
         Ok(())
     }
 
+    /// Whether the server's pid file names a process that has died but was
+    /// never reaped: a killed server whose parent (the init of a container)
+    /// does not collect zombies. `pg_ctl status` counts a zombie as running,
+    /// and the server refuses to start over its pid file.
+    fn postmaster_died(&self) -> bool {
+        let Ok(text) = std::fs::read_to_string(self.data.join("postmaster.pid")) else {
+            return false;
+        };
+        let Some(pid) = text
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse::<u32>().ok())
+        else {
+            return false;
+        };
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Ok(stat) => stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+            Err(_) => false,
+        }
+    }
+
     /// Writes `infra.conf` with the port and starts the server.
     async fn start(&self) -> Result<u16> {
+        if self.postmaster_died() {
+            let pid_file = self.data.join("postmaster.pid");
+            tracing::warn!(
+                "the PostgreSQL server in {} was killed; starting it again (it recovers from its log)",
+                self.data.display()
+            );
+            std::fs::remove_file(&pid_file)
+                .with_context(|| format!("cannot remove the stale {}", pid_file.display()))?;
+            // Its socket and the socket's lock file name the dead pid too.
+            for entry in std::fs::read_dir(&self.dir)?.flatten() {
+                if entry.file_name().to_string_lossy().starts_with(".s.PGSQL.") {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
         let port = self.pick_port()?;
         let conf = format!(
             "listen_addresses = '127.0.0.1'\n\
