@@ -105,7 +105,14 @@ fn spark_groups(state: &Path) -> Vec<i32> {
     let state = state.display().to_string();
     let mut groups: Vec<i32> = processes()
         .into_iter()
-        .filter(|(_, _, cmd)| cmd.contains(&state) && cmd.contains("java"))
+        // The step's own processes: its Spark client (and any JVM it starts).
+        // The Spark Connect server that `up` started is the target's, like
+        // PostgreSQL, and stays after a run stops.
+        .filter(|(_, _, cmd)| {
+            cmd.contains(&state)
+                && !cmd.contains("SparkConnectServer")
+                && (cmd.contains("java") || cmd.contains("python"))
+        })
         .map(|(_, group, _)| group)
         .collect();
     groups.sort();
