@@ -259,21 +259,10 @@ fn pad_metric_decimals(result: &mut QueryResult) {
     for row in &mut result.rows {
         for &i in &columns {
             if let Some(Some(Cell::Text(text))) = row.get_mut(i) {
-                *text = pad_scale(text, 3);
+                *text = crate::backend::gcp::bigquery::pad_scale(text, 3);
             }
         }
     }
-}
-
-/// `12.5` at scale 3 is `12.500`; a value that is not a plain decimal is
-/// left as it is.
-fn pad_scale(text: &str, scale: usize) -> String {
-    let (int, frac) = text.split_once('.').unwrap_or((text, ""));
-    let plain = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-    if frac.len() >= scale || !plain(int.trim_start_matches('-')) || !plain(frac) {
-        return text.to_owned();
-    }
-    format!("{int}.{frac:0<scale$}")
 }
 
 #[cfg(test)]
@@ -294,6 +283,7 @@ mod pad_tests {
         assert_eq!(result.rows[0][1], Some(Cell::Text("83.940".into())));
         assert_eq!(result.rows[1][1], Some(Cell::Text("-7.000".into())));
         assert_eq!(result.rows[2][1], None);
+        use crate::backend::gcp::bigquery::pad_scale;
         assert_eq!(pad_scale("1.2345", 3), "1.2345");
         assert_eq!(pad_scale("NaN", 3), "NaN");
     }

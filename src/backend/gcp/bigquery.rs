@@ -530,9 +530,11 @@ fn convert(field: &Field, value: &Value) -> Result<Option<Cell>> {
 
 /// `12.5` at scale 3 is `12.500`, as PostgreSQL and DuckDB print a
 /// DECIMAL(38,3): BigQuery drops trailing zeros.
-fn pad_scale(text: &str, scale: usize) -> String {
+/// A value that is not a plain decimal is left as it is.
+pub fn pad_scale(text: &str, scale: usize) -> String {
     let (int, frac) = text.split_once('.').unwrap_or((text, ""));
-    if scale == 0 || frac.len() >= scale {
+    let plain = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if scale == 0 || frac.len() >= scale || !plain(int.trim_start_matches('-')) || !plain(frac) {
         return text.to_owned();
     }
     format!("{int}.{frac:0<scale$}")
