@@ -11,12 +11,12 @@ import statistics
 import subprocess
 from pathlib import Path
 
-# (name, what, infra command, reference command, target ratio or None)
+# (what, infra's hyperfine name, the reference's, target ratio)
 COMPARISONS = [
-    ("whole run, warm", "run.json", "infra", "reference", 0.35),
-    ("first run after up", ("first.json", "run.json"), "infra-first", "reference", 0.6),
-    ("step 0: validate + load", "load.json", "infra-step0", "psql-copy-in", 1.0),
-    ("step 1: dump to CSV", "dump.json", "infra-step1", "psql-copy-out", 1.0),
+    ("whole run, warm", "infra", "reference", 0.35),
+    ("first run after up", "infra-first", "reference", 0.6),
+    ("step 0: validate + load", "infra-step0", "psql-copy-in", 1.0),
+    ("step 1: dump to CSV", "infra-step1", "psql-copy-out", 1.0),
 ]
 RSS_TARGET_MB = 64
 
@@ -44,7 +44,7 @@ def collect(args: argparse.Namespace) -> None:
     for name in ("run.json", "first.json", "load.json", "dump.json"):
         times.update(medians(work / name))
     rows = []
-    for label, files, ours, ref, target in COMPARISONS:
+    for label, ours, ref, target in COMPARISONS:
         ratio = times[ours] / times[ref]
         rows.append(
             {

@@ -117,7 +117,7 @@ with_children=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$work/time.
 mkdir -p bench/results
 python3 bench/report.py --scale "$scale" --runs "$runs" --dir "$work" \
   --hwm-kb "$hwm" --with-children-kb "$with_children" \
-  --rows "$(wc -l <"$work/valid.csv")" --out "bench/results/scale-$scale.json"
+  --rows "$(( $("${psql_ref[@]}" -tAc 'SELECT count(*) FROM bootcampdb.user_purchase') + 1 ))" --out "bench/results/scale-$scale.json"
 python3 bench/report.py --render bench/results --out bench/results.md
 say "wrote bench/results.md"
 cat bench/results.md

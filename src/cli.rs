@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::plan::Step;
-use crate::settings::TargetKind;
+use crate::settings::{SparkMode, TargetKind};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -157,9 +157,13 @@ pub struct RunArgs {
     #[arg(long, value_name = "STEP")]
     pub only: Option<Step>,
 
-    /// Print the steps and stop
+    /// Print the steps (on gcp, with every request they would send) and stop
     #[arg(long)]
     pub dry_run: bool,
+
+    /// How the gcp target runs steps 2 and 3 [default: the `spark.mode` setting, cluster]
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub spark: Option<SparkMode>,
 
     /// Print the run's summary as JSON on stdout (see the README)
     #[arg(long)]
@@ -238,4 +242,8 @@ pub struct SampleArgs {
     /// Random seed: the same seed and scale give byte-identical files
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+
+    /// Overwrite input files that already exist in DIR
+    #[arg(long)]
+    pub force: bool,
 }

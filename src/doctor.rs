@@ -7,11 +7,11 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
+use crate::backend::gcp::auth::{self, Found};
 use crate::backend::local::postgres::LocalPostgres;
 use crate::backend::local::spark::{self, SparkRuntime};
 use crate::process::Cmd;
 use crate::settings::{Settings, TargetKind, env_var};
-use crate::terraform::credentials::{self, Credentials};
 use crate::tools::{self, Tool};
 
 /// Free space the local target wants: the pyspark venv (~0.5 GiB), the
@@ -205,7 +205,7 @@ async fn port(settings: &Settings) -> Check {
 
 async fn gcp(settings: &Settings) -> Vec<Check> {
     let mut checks = vec![terraform().await];
-    checks.push(match credentials::detect() {
+    checks.push(match auth::detect() {
         Ok(found) => Check::ok("Google Cloud credentials", describe(&found)),
         Err(e) => Check::from_error("Google Cloud credentials", &e),
     });
@@ -263,7 +263,7 @@ async fn terraform() -> Check {
 }
 
 /// Where credentials come from, and their kind (`type` in the file).
-fn describe(found: &Credentials) -> String {
+fn describe(found: &Found) -> String {
     let kind = |path: &PathBuf| {
         std::fs::read(path)
             .ok()
@@ -272,16 +272,14 @@ fn describe(found: &Credentials) -> String {
             .unwrap_or_else(|| "unreadable".to_owned())
     };
     match found {
-        Credentials::EnvFile(path) => format!(
+        Found::EnvFile(path) => format!(
             "{} from GOOGLE_APPLICATION_CREDENTIALS ({})",
             kind(path),
             path.display()
         ),
-        Credentials::Gcloud(path) => {
+        Found::Gcloud(path) => {
             format!("{} from gcloud ({})", kind(path), path.display())
         }
-        Credentials::MetadataServer => {
-            "the metadata server of this Google Cloud machine".to_owned()
-        }
+        Found::MetadataServer => "the metadata server of this Google Cloud machine".to_owned(),
     }
 }

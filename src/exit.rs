@@ -5,7 +5,7 @@
 //! | 0    | success (also when stdout was closed early, as by `head`) |
 //! | 1    | the command failed: bad input, a failed step, a missing tool |
 //! | 2    | usage error (clap, or a refused request such as `down` without a terminal) |
-//! | 130  | interrupted by Ctrl-C; whatever was held (a server, a lock, a cluster) was released |
+//! | 129, 130, 143 | `run` stopped by SIGHUP, SIGINT or SIGTERM (128 + the signal): its child processes were stopped, on gcp its Dataproc job was cancelled and the run's cluster deleted, the step was recorded as interrupted and the run lock released. The local PostgreSQL server keeps running, as it does between runs: `infra down` stops it |
 //!
 //! Errors go to stderr as `error: …`, then each cause as `Caused by: …`,
 //! then any `hint: …` lines found anywhere in the chain, last.
@@ -20,15 +20,11 @@ use anstyle::{AnsiColor, Style};
 #[error("{0}")]
 pub struct UsageError(pub String);
 
-/// The command was interrupted by a signal: exit code 130.
-#[derive(Debug, thiserror::Error)]
-#[error("interrupted")]
-pub struct Interrupted;
+pub use crate::signals::Interrupted;
 
 pub const SUCCESS: u8 = 0;
 pub const FAILURE: u8 = 1;
 pub const USAGE: u8 = 2;
-pub const INTERRUPTED: u8 = 130;
 
 /// Prints `result`'s error, if any, and returns the exit code.
 pub fn report(result: anyhow::Result<()>) -> ExitCode {
@@ -44,8 +40,8 @@ pub fn report(result: anyhow::Result<()>) -> ExitCode {
 }
 
 fn code(err: &anyhow::Error) -> u8 {
-    if err.chain().any(|e| e.is::<Interrupted>()) {
-        INTERRUPTED
+    if let Some(Interrupted(signal)) = err.chain().find_map(|e| e.downcast_ref::<Interrupted>()) {
+        signal.exit_code()
     } else if err.chain().any(|e| e.is::<UsageError>()) {
         USAGE
     } else {
@@ -117,8 +113,9 @@ mod tests {
     fn codes_follow_the_error_kind() {
         let usage = anyhow::Error::new(UsageError("no".into())).context("refused");
         assert_eq!(code(&usage), USAGE);
-        let interrupted = anyhow::Error::new(Interrupted).context("step 2");
-        assert_eq!(code(&interrupted), INTERRUPTED);
+        let interrupted =
+            anyhow::Error::new(Interrupted(crate::signals::Signal::Terminate)).context("step 2");
+        assert_eq!(code(&interrupted), 143);
         let pipe = anyhow::Error::new(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
         assert!(is_broken_pipe(&pipe));
     }

@@ -21,6 +21,7 @@
 //! sample         the deterministic sample-data generator
 //! assets         sql/ and pyspark/ files compiled into the binary
 //! process        the one child-process wrapper
+//! signals        SIGINT, SIGTERM and SIGHUP: stop children, exit 128 + n
 //! tools          finding external programs, with install hints
 //! ui             progress lines, prompts, tables, logging set-up
 //! exit           exit codes and the error report
@@ -41,6 +42,7 @@ pub mod record;
 pub mod report;
 pub mod sample;
 pub mod settings;
+pub mod signals;
 pub mod summary;
 pub mod terraform;
 pub mod tools;

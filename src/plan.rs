@@ -40,6 +40,17 @@ impl Step {
         self as usize
     }
 
+    /// The steps whose output this step reads. A resumed run may skip a
+    /// step only if the run it continues has it succeeded.
+    pub fn needs(self) -> &'static [Step] {
+        match self {
+            Step::LoadPurchases | Step::Tokenize => &[],
+            Step::DumpPurchases => &[Step::LoadPurchases],
+            Step::UserBehavior => &[Step::DumpPurchases, Step::Tokenize],
+            Step::LoadWarehouse => &[Step::UserBehavior],
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Step::LoadPurchases => "load_purchases",

@@ -1,15 +1,22 @@
 //! The one way `infra` runs a child process.
 //!
 //! terraform, spark-submit, pg_ctl, initdb, pip: every child goes through
-//! [`Cmd`]. It logs argv and cwd (with secrets masked), sets the environment
-//! explicitly, reads stdout and stderr concurrently while the child runs (a
-//! noisy child can never deadlock on a full pipe), streams lines to the
-//! terminal when asked, keeps the last lines for the error message, and
-//! checks the exit status.
+//! [`Cmd`]. It logs argv and cwd (with secrets masked), reads stdout and
+//! stderr concurrently while the child runs (a noisy child can never
+//! deadlock on a full pipe), streams lines to the terminal when asked, keeps
+//! the last lines for the error message, and checks the exit status.
 //!
-//! The child stays in our process group, so Ctrl-C in a terminal reaches it
-//! directly; we never send it a second SIGINT. If the future running it is
-//! dropped (the run was interrupted), the child is killed.
+//! The child inherits `infra`'s environment (PATH, JAVA_HOME, the proxy and
+//! locale variables it needs), plus the variables each caller sets with
+//! [`Cmd::env`] and minus those it removes with [`Cmd::env_remove`]; the
+//! caller-set ones are the only ones logged as part of the command.
+//!
+//! Signals: by default the child stays in our process group, so Ctrl-C in a
+//! terminal reaches it directly and we never send it a second SIGINT. While
+//! `infra` handles stop signals itself ([`crate::signals::armed`], during
+//! `run`), each child gets a process group of its own instead, and dropping
+//! the future that runs it (the run was interrupted) kills that whole group:
+//! a JVM's Python workers die with it.
 
 use std::collections::VecDeque;
 use std::ffi::{OsStr, OsString};
@@ -18,6 +25,8 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 
 use anyhow::{Context, Result};
+use nix::sys::signal::{Signal as NixSignal, killpg};
+use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
 
@@ -195,6 +204,9 @@ impl Cmd {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        if crate::signals::armed() {
+            command.process_group(0);
+        }
         command
     }
 
@@ -206,14 +218,26 @@ impl Cmd {
             Some(dir) => tracing::info!("running {argv} (in {})", dir.display()),
             None => tracing::info!("running {argv}"),
         }
-        let mut child = self
-            .command()
+        let mut command = self.command();
+        let mut child = command
             .spawn()
             .with_context(|| format!("cannot start `{argv}`"))?;
+        let mut group = Group {
+            leader: crate::signals::armed()
+                .then(|| child.id())
+                .flatten()
+                .map(|pid| Pid::from_raw(pid as i32)),
+        };
         let stdout = child.stdout.take().expect("stdout is piped");
         let stderr = child.stderr.take().expect("stderr is piped");
         let (status, stdout, tail) = tokio::try_join!(
-            async { child.wait().await.context("waiting for child") },
+            async {
+                let status = child.wait().await.context("waiting for child");
+                // It exited: what it left behind on purpose (pg_ctl's
+                // server) is not ours to kill.
+                group.leader = None;
+                status
+            },
             collect(stdout, self.echo, true, self.on_line.as_ref()),
             collect(stderr, self.echo, false, self.on_line.as_ref()),
         )
@@ -227,9 +251,23 @@ impl Cmd {
             argv,
             status,
             code: status.code(),
-            tail: format_tail(&lines),
+            tail: lines.quote("its"),
         }
         .into())
+    }
+}
+
+/// A child's own process group, killed whole if the child is abandoned
+/// before it exits.
+struct Group {
+    leader: Option<Pid>,
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        if let Some(leader) = self.leader {
+            let _ = killpg(leader, NixSignal::SIGKILL);
+        }
     }
 }
 
@@ -240,10 +278,10 @@ async fn collect(
     echo: Echo,
     keep_all: bool,
     on_line: Option<&LineHook>,
-) -> Result<(String, VecDeque<String>)> {
+) -> Result<(String, Tail)> {
     let mut reader = BufReader::new(pipe);
     let mut all = String::new();
-    let mut tail = VecDeque::with_capacity(TAIL_LINES);
+    let mut tail = Tail::default();
     let mut buf = Vec::new();
     loop {
         buf.clear();
@@ -264,24 +302,44 @@ async fn collect(
         if let Some(hook) = on_line {
             (hook.0)(line);
         }
-        if tail.len() == TAIL_LINES {
-            tail.pop_front();
-        }
-        tail.push_back(line.to_owned());
+        tail.push(line);
     }
     Ok((all, tail))
 }
 
-fn format_tail(lines: &VecDeque<String>) -> String {
-    if lines.is_empty() {
-        return "(it printed nothing)".to_owned();
+/// The last lines of some output, for an error message: a child's stderr
+/// here, a Dataproc driver's output in `backend::gcp`.
+#[derive(Debug, Clone, Default)]
+pub struct Tail {
+    lines: VecDeque<String>,
+}
+
+impl Tail {
+    /// Keeps `line`, forgetting the oldest beyond [`TAIL_LINES`].
+    pub fn push(&mut self, line: &str) {
+        if self.lines.len() == TAIL_LINES {
+            self.lines.pop_front();
+        }
+        self.lines.push_back(line.to_owned());
     }
-    let mut out = format!("last {} lines of its output:", lines.len());
-    for line in lines {
-        out.push_str("\n  | ");
-        out.push_str(line);
+
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
     }
-    out
+
+    /// `last N lines of <whose> output:` and the lines, indented with `| `;
+    /// `(no output)` when there were none.
+    pub fn quote(&self, whose: &str) -> String {
+        if self.lines.is_empty() {
+            return "(no output)".to_owned();
+        }
+        let mut out = format!("last {} lines of {whose} output:", self.lines.len());
+        for line in &self.lines {
+            out.push_str("\n  | ");
+            out.push_str(line);
+        }
+        out
+    }
 }
 
 fn quote(s: &OsStr) -> String {
@@ -329,7 +387,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_environment_is_set_explicitly() {
+    async fn the_caller_adds_and_removes_variables() {
         let out = Cmd::new("sh")
             .args(["-c", "echo \"$A-${HOME:-unset}\""])
             .env("A", "set")

@@ -4,9 +4,11 @@
 //! atomically before and after every step: start and end times, row counts,
 //! outcome and error. `infra status` prints the newest; `run --from` resumes
 //! it, keeping its id and start time, so a retried step writes the same
-//! `insert_date`. A lock file keeps two runs off one state dir.
+//! `insert_date`. A lock file keeps two runs, or a run and `down`, off one
+//! state dir; it holds the holder's pid, so the refusal can name it.
 
 use std::fs::File;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -15,6 +17,7 @@ use nix::fcntl::{Flock, FlockArg};
 use rand::Rng as _;
 use serde::{Deserialize, Serialize};
 
+use crate::backend::{Remote, RemoteKind};
 use crate::plan::Step;
 
 /// Rows into and out of a step, and rows it rejected.
@@ -67,6 +70,19 @@ pub struct RunRecord {
     pub finished_at: Option<DateTime<Utc>>,
     pub outcome: Outcome,
     pub steps: Vec<StepRecord>,
+    /// Remote work the steps started, in order, saved before it is waited on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remotes: Vec<RemoteRecord>,
+}
+
+/// A cluster, job or operation a step started, and when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RemoteRecord {
+    pub step: Step,
+    pub attempt: u32,
+    pub at: DateTime<Utc>,
+    #[serde(flatten)]
+    pub remote: Remote,
 }
 
 impl RunRecord {
@@ -80,7 +96,50 @@ impl RunRecord {
             finished_at: None,
             outcome: Outcome::Running,
             steps: Vec::new(),
+            remotes: Vec::new(),
         }
+    }
+
+    /// Records `remote` for `step`'s `attempt`; the same remote again (a
+    /// cluster whose uuid is now known) updates the entry.
+    pub fn record_remote(&mut self, step: Step, attempt: u32, remote: Remote, now: DateTime<Utc>) {
+        match self
+            .remotes
+            .iter_mut()
+            .find(|r| r.remote.kind == remote.kind && r.remote.id == remote.id)
+        {
+            Some(entry) => entry.remote = remote,
+            None => self.remotes.push(RemoteRecord {
+                step,
+                attempt,
+                at: now,
+                remote,
+            }),
+        }
+    }
+
+    /// What a new attempt of `step` may re-attach to: the remote work of
+    /// its last attempt when that did not succeed (it may still be in
+    /// flight: the process was killed, or lost track of it), and work that
+    /// spans steps (the run's cluster) whatever step started it. Call it
+    /// before [`start_step`](Self::start_step).
+    pub fn earlier_remotes(&self, step: Step) -> Vec<Remote> {
+        let unfinished = self
+            .step(step)
+            .filter(|s| s.outcome != Outcome::Succeeded)
+            .map(|s| s.attempt);
+        self.remotes
+            .iter()
+            .filter(|r| {
+                r.remote.kind.spans_steps() || (r.step == step && Some(r.attempt) == unfinished)
+            })
+            .map(|r| r.remote.clone())
+            .collect()
+    }
+
+    /// The remote work of kind `kind`, newest last.
+    pub fn remotes_of(&self, kind: RemoteKind) -> impl Iterator<Item = &RemoteRecord> {
+        self.remotes.iter().filter(move |r| r.remote.kind == kind)
     }
 
     pub fn step(&self, step: Step) -> Option<&StepRecord> {
@@ -156,20 +215,42 @@ impl Records {
         }
     }
 
-    /// Takes the state dir's run lock; it is released when the guard drops
-    /// (the kernel releases it if the process dies).
-    pub fn lock(&self) -> Result<Flock<File>> {
+    /// Whether any run has been recorded (or locked) here.
+    pub fn exist(&self) -> bool {
+        self.dir.is_dir()
+    }
+
+    /// Takes the state dir's run lock for `infra {verb}`, or refuses naming
+    /// the process that holds it. It is released when the guard drops (the
+    /// kernel releases it if the process dies).
+    pub fn lock(&self, verb: &str) -> Result<Flock<File>> {
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("cannot create {}", self.dir.display()))?;
         let path = self.dir.join("run.lock");
-        let file =
-            File::create(&path).with_context(|| format!("cannot open {}", path.display()))?;
+        // Not truncated on open: the holder's pid must survive a refused try.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(guard) => Ok(guard),
-            Err((_, nix::errno::Errno::EWOULDBLOCK)) => bail!(
-                "another `infra run` is using {}\nhint: wait for it to finish",
-                self.dir.display()
-            ),
+            Ok(guard) => {
+                let mut file: &File = &guard;
+                file.set_len(0)?;
+                writeln!(file, "{} {verb}", std::process::id())
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                Ok(guard)
+            }
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                let (pid, what) = holder.trim().split_once(' ').unwrap_or(("?", "run"));
+                bail!(
+                    "`infra {what}` (pid {pid}) is using {}\nhint: wait for it to finish, or stop it with `kill {pid}`",
+                    self.dir.parent().unwrap_or(&self.dir).display()
+                )
+            }
             Err((_, e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
         }
     }
@@ -179,9 +260,15 @@ impl Records {
         std::fs::create_dir_all(&self.dir)?;
         let path = self.dir.join(format!("{}.json", record.id));
         let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(record)?)
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))
+        // A full disk fails the write, not the rename: the old record stays
+        // whole and no half-written one is left.
+        let written = std::fs::write(&tmp, serde_json::to_vec_pretty(record)?)
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e).with_context(|| format!("cannot write {}", path.display()));
+        }
+        Ok(())
     }
 
     /// The run `id`, or an error that says which runs there are.
@@ -206,10 +293,23 @@ impl Records {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", self.dir.display())),
         };
+        // Ids start with the start second; two runs started in the same
+        // second are told apart by which record was written last.
         let newest = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|ext| ext == "json"))
-            .max();
+            .map(|p| {
+                let second = p
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.split('-').next())
+                    .unwrap_or_default()
+                    .to_owned();
+                let written = std::fs::metadata(&p).and_then(|m| m.modified()).ok();
+                ((second, written), p)
+            })
+            .max()
+            .map(|(_, p)| p);
         let Some(path) = newest else {
             return Ok(None);
         };
@@ -250,6 +350,23 @@ mod tests {
         assert_eq!(first.outcome, Outcome::Succeeded);
     }
 
+    /// Regression: ids start with the second, so of two runs started in
+    /// the same second the older could sort last and be resumed.
+    #[test]
+    fn of_two_runs_in_one_second_the_last_written_is_the_latest() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = Records::new(dir.path());
+        let t0 = "2026-11-24T21:40:00Z".parse().unwrap();
+        let mut first = RunRecord::new("local", t0);
+        first.id = "20261124T214000Z-ffff".into();
+        let mut second = RunRecord::new("local", t0);
+        second.id = "20261124T214000Z-0000".into();
+        records.save(&first).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        records.save(&second).unwrap();
+        assert_eq!(records.latest().unwrap().unwrap().id, second.id);
+    }
+
     #[test]
     fn a_retried_step_replaces_the_failed_attempt() {
         let t0 = "2026-11-24T21:40:00Z".parse().unwrap();
@@ -270,12 +387,64 @@ mod tests {
         assert_eq!(run.outcome, Outcome::Succeeded);
     }
 
+    fn job(id: &str) -> Remote {
+        Remote {
+            kind: RemoteKind::DataprocJob,
+            id: id.into(),
+            uuid: None,
+            link: None,
+        }
+    }
+
+    #[test]
+    fn a_new_attempt_sees_the_remote_work_of_an_unfinished_one_only() {
+        let t0 = "2026-11-24T21:40:00Z".parse().unwrap();
+        let mut run = RunRecord::new("gcp", t0);
+        run.start_step(Step::Tokenize, t0);
+        let cluster = Remote {
+            kind: RemoteKind::DataprocCluster,
+            id: "c".into(),
+            uuid: None,
+            link: None,
+        };
+        run.record_remote(Step::Tokenize, 1, cluster.clone(), t0);
+        run.record_remote(Step::Tokenize, 1, job("j1"), t0);
+        // Its uuid, once known, updates the same entry.
+        let with_uuid = Remote {
+            uuid: Some("u".into()),
+            ..cluster.clone()
+        };
+        run.record_remote(Step::Tokenize, 1, with_uuid.clone(), t0);
+        assert_eq!(run.remotes.len(), 2);
+        // The process died with the step running: a re-run re-attaches.
+        assert_eq!(
+            run.earlier_remotes(Step::Tokenize),
+            [with_uuid.clone(), job("j1")]
+        );
+        // Another step sees the cluster only.
+        assert_eq!(
+            run.earlier_remotes(Step::UserBehavior),
+            std::slice::from_ref(&with_uuid)
+        );
+        // Once the step succeeded, running it again starts afresh.
+        run.finish_step(Step::Tokenize, Ok(Counts::default()), t0);
+        assert_eq!(run.earlier_remotes(Step::Tokenize), [with_uuid]);
+        let text = serde_json::to_string(&run).unwrap();
+        let back: RunRecord = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, run);
+    }
+
     #[test]
     fn a_second_lock_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let records = Records::new(dir.path());
-        let _held = records.lock().unwrap();
-        let err = records.lock().unwrap_err();
-        assert!(err.to_string().contains("another `infra run`"), "{err}");
+        let _held = records.lock("run").unwrap();
+        let err = records.lock("down").unwrap_err();
+        let pid = std::process::id();
+        assert!(
+            err.to_string()
+                .contains(&format!("`infra run` (pid {pid})")),
+            "{err}"
+        );
     }
 }

@@ -100,13 +100,12 @@ impl SettingValue for bool {
 impl SettingValue for u32 {
     fn from_raw(raw: Raw<'_>) -> Result<Self> {
         match raw {
-            Raw::Toml(toml::Value::Integer(i)) => {
-                u32::try_from(*i).with_context(|| format!("{i} is out of range"))
-            }
+            Raw::Toml(toml::Value::Integer(i)) => u32::try_from(*i)
+                .map_err(|_| anyhow::anyhow!("{i} is out of range (0-{})", u32::MAX)),
             Raw::Toml(other) => bail!("expected a whole number, found {}", other.type_str()),
             Raw::Text(s) => s
                 .parse()
-                .with_context(|| format!("expected a whole number, found `{s}`")),
+                .map_err(|_| anyhow::anyhow!("expected a whole number, found `{s}`")),
         }
     }
 }
@@ -114,7 +113,7 @@ impl SettingValue for u32 {
 impl SettingValue for u16 {
     fn from_raw(raw: Raw<'_>) -> Result<Self> {
         let n = u32::from_raw(raw)?;
-        u16::try_from(n).with_context(|| format!("{n} is out of range (0-65535)"))
+        u16::try_from(n).map_err(|_| anyhow::anyhow!("{n} is out of range: a port is 0-65535"))
     }
 }
 
@@ -249,6 +248,64 @@ settings! {
         "Zone of the (zonal) GKE cluster [default: <region>-b].";
     terraform_state_bucket: Option<String> = "terraform.state_bucket", None,
         "GCS bucket holding Terraform state; `up` creates it [default: <project>-<deployment>-tfstate].";
+    bucket_allow_dotted_names: bool = "buckets.allow_dotted_names", false,
+        "Accept bucket names with dots, which Google creates only after you verify the domain they name.";
+    network_private_services_range: String = "network.private_services_range", "10.40.0.0/20".to_owned(),
+        "Range reserved for private services access (Cloud SQL's private IP); must not overlap the subnet, GKE or control-plane ranges.";
+    endpoints_compute: String = "endpoints.compute", "https://compute.googleapis.com".to_owned(),
+        "Base URL of the Compute Engine API (`down` removes Cloud SQL's peering through it).";
+    endpoints_serviceusage: String = "endpoints.serviceusage", "https://serviceusage.googleapis.com".to_owned(),
+        "Base URL of the Service Usage API (`up` enables the bootstrap APIs through it).";
+    terraform_root: Option<PathBuf> = "terraform.root", None,
+        "A ready Terraform root module `up` and `down` use instead of rendering templates/ (tests, rehearsals).";
+    spark_mode: SparkMode = "spark.mode", SparkMode::Cluster,
+        "How the gcp target runs Spark: `cluster` (one ephemeral Dataproc cluster per run) or `serverless` (Dataproc Serverless batches).";
+    dataproc_image_version: String = "dataproc.image_version", "3.0.2-debian13".to_owned(),
+        "Dataproc image of the run's cluster (3.0.2 ships Spark 4.1.2; the local pyspark pins 4.0.1, the oldest default remote Spark).";
+    dataproc_serverless_runtime: String = "dataproc.serverless_runtime", "3.0".to_owned(),
+        "Dataproc Serverless runtime version for `spark.mode = serverless` (3.0 ships Spark 4.0.x).";
+    dataproc_master_machine_type: String = "dataproc.master_machine_type", "n1-standard-2".to_owned(),
+        "Machine type of the cluster's master.";
+    dataproc_worker_machine_type: String = "dataproc.worker_machine_type", "n1-standard-2".to_owned(),
+        "Machine type of the cluster's workers.";
+    dataproc_workers: u32 = "dataproc.workers", 2,
+        "Number of primary workers.";
+    dataproc_boot_disk_gb: u32 = "dataproc.boot_disk_gb", 50,
+        "Boot disk size of each cluster VM, in GB.";
+    dataproc_idle_ttl_secs: u32 = "dataproc.idle_ttl_secs", 1800,
+        "Dataproc deletes the run's cluster after this long without a job (a backstop; `run` deletes it itself).";
+    dataproc_max_age_secs: u32 = "dataproc.max_age_secs", 14400,
+        "Dataproc deletes the run's cluster this long after creation, whatever happens (a backstop).";
+    endpoints_storage: Option<String> = "endpoints.storage", None,
+        "Cloud Storage base URL [default: https://storage.googleapis.com, or STORAGE_EMULATOR_HOST when set].";
+    endpoints_dataproc: String = "endpoints.dataproc", "https://dataproc.googleapis.com".to_owned(),
+        "Dataproc API base URL.";
+    endpoints_bigquery: String = "endpoints.bigquery", "https://bigquery.googleapis.com".to_owned(),
+        "BigQuery API base URL.";
+    endpoints_sqladmin: String = "endpoints.sqladmin", "https://sqladmin.googleapis.com".to_owned(),
+        "Cloud SQL Admin API base URL.";
+    endpoints_iam_credentials: String = "endpoints.iam_credentials", "https://iamcredentials.googleapis.com".to_owned(),
+        "IAM Credentials API base URL (for --impersonate-service-account).";
+}
+
+/// How the gcp target runs the Spark steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum SparkMode {
+    /// One ephemeral Dataproc cluster per run, deleted at its end.
+    Cluster,
+    /// Dataproc Serverless batches: no cluster.
+    Serverless,
+}
+
+impl SettingValue for SparkMode {
+    fn from_raw(raw: Raw<'_>) -> Result<Self> {
+        match String::from_raw(raw)?.as_str() {
+            "cluster" => Ok(SparkMode::Cluster),
+            "serverless" => Ok(SparkMode::Serverless),
+            other => bail!("unknown spark mode `{other}` (expected `cluster` or `serverless`)"),
+        }
+    }
 }
 
 impl SettingValue for Option<String> {
@@ -267,6 +324,58 @@ impl SettingValue for Option<TargetKind> {
     fn from_raw(raw: Raw<'_>) -> Result<Self> {
         TargetKind::from_raw(raw).map(Some)
     }
+}
+
+/// The known key nearest to `key`, if it is near enough to be a typo.
+fn closest(key: &str) -> Option<&'static str> {
+    KEYS.iter()
+        .map(|(k, _)| (edit_distance(key, k), *k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
+        .min()
+        .map(|(_, k)| k)
+}
+
+/// Levenshtein distance, by characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
+/// Names that reach SQL (schema, table, database, role) must be plain
+/// identifiers: letters, digits and underscores, starting with a letter or
+/// underscore, at most 63 characters (PostgreSQL's limit, and within
+/// BigQuery's). They are quoted where used as well; this check makes a
+/// typo fail before anything is created.
+fn check_identifiers(values: &Values) -> Result<()> {
+    for (key, value) in [
+        ("warehouse.dataset", &values.dataset),
+        ("warehouse.table", &values.table),
+        ("database.name", &values.database_name),
+        ("database.user", &values.database_user),
+    ] {
+        let valid = (1..=63).contains(&value.len())
+            && value.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            bail!(
+                "invalid `{key}` = `{value}`: expected 1-63 letters, digits and underscores, starting with a letter or underscore\nhint: set `{key}` in infra.toml or {}",
+                env_var(key)
+            );
+        }
+    }
+    Ok(())
 }
 
 fn is_key(key: &str) -> bool {
@@ -300,15 +409,29 @@ impl Layer {
     }
 
     fn set_checked(&mut self, key: &str, raw: Raw<'_>, origin: &Path) -> Result<()> {
-        let known = self
-            .set(key, raw)
-            .with_context(|| format!("invalid value for `{key}` in {}", origin.display()))?;
-        if !known {
+        let section: Vec<&str> = KEYS
+            .iter()
+            .filter_map(|(k, _)| k.strip_prefix(key)?.strip_prefix('.'))
+            .collect();
+        if !section.is_empty() {
             bail!(
-                "unknown key `{key}` in {}\nknown keys: {}",
+                "`{key}` in {} is a section, not a value: write it as a table, `[{key}]`, with the keys {}",
                 origin.display(),
-                KEYS.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(", ")
+                section.join(", ")
             );
+        }
+        let known = self.set(key, raw).map_err(|e| {
+            anyhow::anyhow!("invalid value for `{key}` in {}: {e}", origin.display())
+        })?;
+        if !known {
+            let hint = match closest(key) {
+                Some(near) => format!("did you mean `{near}`?"),
+                None => format!(
+                    "known keys: {}",
+                    KEYS.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(", ")
+                ),
+            };
+            bail!("unknown key `{key}` in {}\nhint: {hint}", origin.display());
         }
         Ok(())
     }
@@ -391,6 +514,7 @@ impl Settings {
         };
         let env = Layer::from_env(sources.env)?;
         let values = sources.flags.or(env).or(file).resolve();
+        check_identifiers(&values)?;
         let target = values.target.unwrap_or(if values.project.is_some() {
             TargetKind::Gcp
         } else {
@@ -399,6 +523,11 @@ impl Settings {
         let mut values = values;
         if values.state_dir.is_relative() {
             values.state_dir = sources.cwd.join(&values.state_dir);
+        }
+        if let Some(root) = values.terraform_root.as_mut()
+            && root.is_relative()
+        {
+            *root = sources.cwd.join(&*root);
         }
         Ok(Settings { target, values })
     }
@@ -588,6 +717,33 @@ mod tests {
             format!("{err:#}").contains("unknown key `colour`"),
             "{err:#}"
         );
+    }
+
+    #[test]
+    fn config_mistakes_get_a_message_that_says_what_to_do() {
+        let message =
+            |toml: &str| format!("{:#}", resolve(toml, &[], Layer::default()).unwrap_err());
+        let typo = message("[spark]\nmastr = \"x\"");
+        assert!(typo.contains("did you mean `spark.master`?"), "{typo}");
+        let port = message("[database]\nport = 99999");
+        assert!(
+            port.contains("99999 is out of range: a port is 0-65535"),
+            "{port}"
+        );
+        assert!(!port.contains("integral type conversion"), "{port}");
+        let section = message("spark = \"x\"");
+        assert!(section.contains("`spark` in"), "{section}");
+        assert!(section.contains("is a section"), "{section}");
+        assert!(!section.contains("unknown key"), "{section}");
+        for bad in [
+            "[warehouse]\ndataset = \"a;drop\"",
+            "[warehouse]\ntable = \"t\\\"x\"",
+            "[database]\nname = \"\"",
+            "[database]\nuser = \"1st\"",
+        ] {
+            let err = message(bad);
+            assert!(err.contains("invalid `"), "{bad}: {err}");
+        }
     }
 
     #[test]

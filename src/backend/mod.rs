@@ -1,10 +1,17 @@
 //! The capabilities the pipeline needs, and the targets that supply them.
 //!
 //! The pipeline is written once against four narrow capabilities: three
-//! [`Bucket`]s, a PostgreSQL database, a [`Spark`] runner and a
-//! [`Warehouse`]. `local` supplies them with directories, a private
-//! PostgreSQL server, `spark-submit` and DuckDB; `gcp` with Cloud Storage,
-//! Cloud SQL, Dataproc and BigQuery. `local` and `gcp` never import each other.
+//! [`Bucket`]s, a [`Database`], a [`Spark`] runner and a [`Warehouse`].
+//! `local` supplies them with directories, a private PostgreSQL server,
+//! `spark-submit` and DuckDB; `gcp` with Cloud Storage, Cloud SQL (through
+//! its Admin API), Dataproc and BigQuery. `local` and `gcp` never import
+//! each other.
+//!
+//! Remote work (a cluster, a job, an operation) is announced to a
+//! [`Journal`] before anything waits on it, so the run record holds its id
+//! and a re-run re-attaches instead of starting it twice. Each capability
+//! can also [`preview`](Spark::preview) the requests it would send, for
+//! `plan` and `run --dry-run`, which send nothing.
 
 pub mod gcp;
 pub mod local;
@@ -13,7 +20,7 @@ use std::path::Path;
 
 use anyhow::Result;
 use async_trait::async_trait;
-use sqlx::postgres::PgConnectOptions;
+use serde::{Deserialize, Serialize};
 use tokio::io::AsyncRead;
 
 /// A byte stream read from a bucket.
@@ -80,8 +87,211 @@ pub struct SparkJob {
 #[async_trait]
 pub trait Spark: Send + Sync {
     /// Submits `job` and waits for it; a failed job is an error that quotes
-    /// the end of its driver log.
-    async fn submit(&self, job: &SparkJob) -> Result<()>;
+    /// the end of its driver log. Remote ids go to `journal` before polling,
+    /// and a job an earlier attempt left in flight is re-attached to.
+    async fn submit(&self, job: &SparkJob, journal: &dyn Journal) -> Result<()>;
+
+    /// Releases what the runs's jobs needed (an ephemeral cluster), after
+    /// cancelling a job still running. `run` awaits it whatever happened,
+    /// Ctrl-C included: a `Drop` could not, the runtime is gone by then.
+    async fn teardown(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// The requests [`submit`](Spark::submit) would send for `job` in run `run_id`.
+    fn preview(&self, job: &SparkJob, run_id: &str) -> Vec<Request> {
+        let _ = (job, run_id);
+        Vec::new()
+    }
+}
+
+/// How a [`Database`] wants the rows of a load encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowFormat {
+    /// PostgreSQL `COPY … (FORMAT binary)`: one stream, header to trailer.
+    CopyBinary,
+    /// RFC 4180 CSV, no header: NULL is an empty unquoted field, every
+    /// text value is quoted.
+    Csv,
+}
+
+/// Encoded rows for a table load, produced while the load runs.
+#[async_trait]
+pub trait Rows: Send {
+    /// The next chunk of whole rows, `None` after the last. An error aborts
+    /// the load.
+    async fn next(&mut self) -> Result<Option<Vec<u8>>>;
+
+    /// Ends the input once every chunk was taken: returns how many rows the
+    /// producer sent. Called before the new rows become visible; an error
+    /// aborts the load and leaves the previous rows.
+    async fn finish(&mut self) -> Result<u64>;
+}
+
+/// A database table the pipeline defines: its name, columns in load
+/// order, and the DDL that creates it if needed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableDef {
+    /// Schema-qualified (`bootcampdb.user_purchase`).
+    pub name: String,
+    pub columns: Vec<String>,
+    /// Idempotent DDL (`CREATE … IF NOT EXISTS`).
+    pub create_sql: String,
+}
+
+/// The database steps 0 and 1 load and dump: PostgreSQL, local or Cloud SQL.
+#[async_trait]
+pub trait Database: Send + Sync {
+    /// How [`replace_rows`](Database::replace_rows) wants rows.
+    fn row_format(&self) -> RowFormat;
+
+    /// Where the table lives, for plans and messages.
+    fn describe(&self) -> String;
+
+    /// Creates `table` if needed and replaces its rows with `rows`,
+    /// atomically: on any failure the previous rows stay, and a re-run
+    /// never duplicates. Returns the rows loaded, checked against what
+    /// `rows` reports. `staging` may hold the load's scratch objects.
+    async fn replace_rows(
+        &self,
+        table: &TableDef,
+        rows: &mut dyn Rows,
+        staging: &dyn Bucket,
+        journal: &dyn Journal,
+    ) -> Result<u64>;
+
+    /// Writes the whole of `table` to `staging/key` as CSV with a header
+    /// line of its column names, one snapshot. Returns the number of rows.
+    async fn dump_csv(
+        &self,
+        table: &TableDef,
+        staging: &dyn Bucket,
+        key: &str,
+        journal: &dyn Journal,
+    ) -> Result<u64>;
+
+    /// The requests [`replace_rows`](Database::replace_rows) would send in run `run_id`.
+    fn preview_load(&self, table: &TableDef, staging: &dyn Bucket, run_id: &str) -> Vec<Request> {
+        let _ = (table, staging, run_id);
+        Vec::new()
+    }
+
+    /// The requests [`dump_csv`](Database::dump_csv) would send in run `run_id`.
+    fn preview_dump(
+        &self,
+        table: &TableDef,
+        staging: &dyn Bucket,
+        key: &str,
+        run_id: &str,
+    ) -> Vec<Request> {
+        let _ = (table, staging, key, run_id);
+        Vec::new()
+    }
+}
+
+/// What kind of remote work a [`Remote`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RemoteKind {
+    DataprocCluster,
+    DataprocJob,
+    DataprocBatch,
+    CloudSqlOperation,
+    BigQueryJob,
+}
+
+impl RemoteKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            RemoteKind::DataprocCluster => "Dataproc cluster",
+            RemoteKind::DataprocJob => "Dataproc job",
+            RemoteKind::DataprocBatch => "Dataproc batch",
+            RemoteKind::CloudSqlOperation => "Cloud SQL operation",
+            RemoteKind::BigQueryJob => "BigQuery job",
+        }
+    }
+
+    /// Whether it lives for the whole run rather than one step.
+    pub fn spans_steps(self) -> bool {
+        self == RemoteKind::DataprocCluster
+    }
+}
+
+/// Remote work a step started, as the run record keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Remote {
+    pub kind: RemoteKind,
+    /// The name or id the API knows it by.
+    pub id: String,
+    /// A cluster's `clusterUuid`, a batch's operation: what tells this one
+    /// from a later one of the same name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
+    /// Its Cloud Console page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+}
+
+/// Where remote work is recorded, before anything waits on it.
+pub trait Journal: Send + Sync {
+    /// The run's id, which every remote id starts from.
+    fn run_id(&self) -> &str;
+
+    /// This step's attempt within the run (1, then 2 on a resume, …).
+    fn attempt(&self) -> u32;
+
+    /// Saves `remote` in the run record, durably, now.
+    fn started(&self, remote: Remote) -> Result<()>;
+
+    /// Remote work of `kind` that an earlier, unfinished attempt of this
+    /// step started (or of any step, for work that spans steps), newest
+    /// last: what a re-run re-attaches to.
+    fn earlier(&self, kind: RemoteKind) -> Vec<Remote>;
+}
+
+/// A journal that keeps nothing: for tests and one-off calls.
+pub struct NoJournal;
+
+impl Journal for NoJournal {
+    fn run_id(&self) -> &str {
+        "adhoc"
+    }
+    fn attempt(&self) -> u32 {
+        1
+    }
+    fn started(&self, _remote: Remote) -> Result<()> {
+        Ok(())
+    }
+    fn earlier(&self, _kind: RemoteKind) -> Vec<Remote> {
+        Vec::new()
+    }
+}
+
+/// One API request as `plan` shows it: what would be sent, exactly.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Request {
+    pub method: String,
+    pub url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<serde_json::Value>,
+    /// Why, in a few words.
+    pub note: String,
+}
+
+impl std::fmt::Display for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.method, self.url)?;
+        if !self.note.is_empty() {
+            write!(f, "    # {}", self.note)?;
+        }
+        if let Some(body) = &self.body {
+            let text = serde_json::to_string_pretty(body).map_err(|_| std::fmt::Error)?;
+            for line in text.lines() {
+                write!(f, "\n    {line}")?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A warehouse table, `dataset.table`.
@@ -147,10 +357,23 @@ pub trait Warehouse: Send + Sync {
         table: &TableRef,
         columns: &[Column],
         source: &str,
+        journal: &dyn Journal,
     ) -> Result<u64>;
 
     /// Runs a query and returns every row.
     async fn query(&self, sql: &str) -> Result<QueryResult>;
+
+    /// The requests [`replace_from_parquet`](Warehouse::replace_from_parquet) would send.
+    fn preview(
+        &self,
+        table: &TableRef,
+        columns: &[Column],
+        source: &str,
+        run_id: &str,
+    ) -> Vec<Request> {
+        let _ = (table, columns, source, run_id);
+        Vec::new()
+    }
 }
 
 /// The three buckets. Building them has no side effect, so a plan can
@@ -164,7 +387,7 @@ pub struct Buckets {
 /// Everything the pipeline runs against.
 pub struct Target {
     pub buckets: Buckets,
-    pub database: PgConnectOptions,
+    pub database: Box<dyn Database>,
     pub spark: Box<dyn Spark>,
     pub warehouse: Box<dyn Warehouse>,
 }
@@ -195,4 +418,11 @@ pub async fn upload_code(code: &dyn Bucket) -> Result<usize> {
         uploaded += 1;
     }
     Ok(uploaded)
+}
+
+impl Target {
+    /// Releases what the run holds remotely (see [`Spark::teardown`]).
+    pub async fn teardown(&self) -> Result<()> {
+        self.spark.teardown().await
+    }
 }

@@ -1,11 +1,13 @@
 //! `infra down`: tear everything down, after asking.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
+use crate::backend::gcp::Deployment;
 use crate::backend::gcp::cloud::GcpCloud;
 use crate::backend::local::Local;
 use crate::cli::DownArgs;
 use crate::process::Echo;
+use crate::record::Records;
 use crate::settings::{Settings, TargetKind};
 use crate::terraform::deploy;
 use crate::ui;
@@ -27,6 +29,14 @@ pub async fn down(settings: &Settings, args: &DownArgs, echo: Echo) -> Result<()
     for path in &doomed {
         ui::detail(path.display());
     }
+    // A running `infra run` holds the lock: deleting its state dir under it
+    // would let it write a record back into nothing.
+    let records = Records::new(local.state_dir());
+    let _lock = if records.exist() {
+        Some(records.lock("down")?)
+    } else {
+        None
+    };
     if !super::confirm("Delete all of this?", args.yes).await? {
         ui::status("nothing deleted");
         return Ok(());
@@ -40,10 +50,11 @@ pub async fn down(settings: &Settings, args: &DownArgs, echo: Echo) -> Result<()
 /// destroy, shows it and asks, then destroys everything after deleting
 /// what Terraform doesn't own.
 async fn down_gcp(settings: &Settings, args: &DownArgs, echo: Echo) -> Result<()> {
-    let (values, dir) = super::render::render_root(settings)?;
+    let (values, dir) = super::gcp_root(settings)?;
     let tf = super::gcp_terraform(settings, &dir, echo)?;
     let plan = deploy::plan_down(&values, &tf).await?;
     if plan.changes.is_empty() {
+        Deployment::remove(&settings.state_dir)?;
         ui::status(format!("nothing to destroy in project {}", values.project));
         return Ok(());
     }
@@ -60,7 +71,22 @@ async fn down_gcp(settings: &Settings, args: &DownArgs, echo: Echo) -> Result<()
         return Ok(());
     }
     let cloud = GcpCloud::connect(settings).await?;
-    deploy::apply_down(&values, &tf, &cloud, plan, deploy::PROTECTED).await?;
+    deploy::apply_down(&values, &tf, &cloud, plan, &deploy::TEARDOWN).await?;
+    Deployment::remove(&settings.state_dir)?;
+    // The rendered root served the destroy; its state lives in the state
+    // bucket. Leave nothing behind that `down` was not asked for (a ready
+    // root given as `terraform.root` is the user's, and stays).
+    let rendered_root = settings.terraform_root.is_none().then_some(dir);
+    for rendered in rendered_root
+        .into_iter()
+        .chain([settings.state_dir.join("terraform-preview")])
+    {
+        if rendered.exists() {
+            std::fs::remove_dir_all(&rendered)
+                .with_context(|| format!("cannot remove {}", rendered.display()))?;
+        }
+    }
+    let _ = std::fs::remove_dir(&settings.state_dir);
     ui::status(format!(
         "down: everything infra created in project {} is gone",
         values.project

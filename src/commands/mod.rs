@@ -7,6 +7,7 @@ mod completions;
 mod config;
 mod doctor;
 mod down;
+mod out;
 mod plan;
 mod query;
 mod render;
@@ -18,11 +19,12 @@ mod up;
 
 use anyhow::Result;
 
+use crate::backend::gcp::auth;
 use crate::cli::{Cli, Command, GlobalArgs};
 use crate::exit::UsageError;
 use crate::process::Echo;
-use crate::settings::{Layer, Settings, Sources, TargetKind};
-use crate::terraform::{PlanSummary, Terraform, credentials};
+use crate::settings::{Layer, Settings, Sources};
+use crate::terraform::{PlanSummary, RootValues, Terraform};
 use crate::ui;
 
 /// Runs the command `cli` names.
@@ -33,13 +35,19 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::Man => return completions::man(),
         _ => {}
     }
-    let settings = resolve(&cli.global)?;
+    let mut flags = Layer::default();
+    if let Command::Run(args) = &cli.command
+        && let Some(mode) = args.spark
+    {
+        flags.spark_mode = Some(mode);
+    }
+    let settings = resolve(&cli.global, flags)?;
     let echo = if cli.global.verbose > 0 {
         Echo::Stream
     } else {
         Echo::Quiet
     };
-    match cli.command {
+    let result = match cli.command {
         Command::Up(args) => up::up(&settings, &args, echo).await,
         Command::Run(args) => run::run(&settings, &args, echo).await,
         Command::Down(args) => down::down(&settings, &args, echo).await,
@@ -52,12 +60,13 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::Query(args) => query::query(&settings, &args).await,
         Command::Config => config::config(&settings),
         Command::Sample(args) => sample::sample(&args),
-    }
+    };
+    out::finish(result)
 }
 
-/// Settings from flags, `INFRA_*` variables and `infra.toml`.
-fn resolve(global: &GlobalArgs) -> Result<Settings> {
-    let mut flags = Layer::default();
+/// Settings from flags (global ones, and `flags` from the subcommand),
+/// `INFRA_*` variables and `infra.toml`.
+fn resolve(global: &GlobalArgs, mut flags: Layer) -> Result<Settings> {
     if let Some(target) = global.target {
         flags.target = Some(Some(target));
     }
@@ -71,31 +80,52 @@ fn resolve(global: &GlobalArgs) -> Result<Settings> {
     Settings::resolve(Sources {
         config: global.config.as_deref(),
         cwd: &cwd,
-        env: std::env::vars().collect(),
+        env: infra_vars()?,
         flags,
     })
+}
+
+/// The `INFRA_*` variables, read with `vars_os`: a variable that is not
+/// UTF-8 (a file name in Latin-1, say) must not crash `infra`. One that
+/// names a setting is an error that names it; any other is not ours.
+fn infra_vars() -> Result<Vec<(String, String)>> {
+    let settings: Vec<String> = crate::settings::KEYS
+        .iter()
+        .map(|(key, _)| crate::settings::env_var(key))
+        .collect();
+    let mut vars = Vec::new();
+    for (name, value) in std::env::vars_os() {
+        let Some(name) = name.to_str().filter(|n| n.starts_with("INFRA_")) else {
+            continue;
+        };
+        match value.into_string() {
+            Ok(value) => vars.push((name.to_owned(), value)),
+            Err(value) if settings.iter().any(|s| s == name) => {
+                return Err(UsageError(format!(
+                    "{name} is not valid UTF-8: `{}`",
+                    value.to_string_lossy()
+                ))
+                .into());
+            }
+            Err(_) => {}
+        }
+    }
+    Ok(vars)
 }
 
 /// Checks for credentials, then finds terraform: the two things every gcp
 /// verb but `render` needs before it touches Google Cloud.
 fn gcp_terraform(settings: &Settings, dir: &std::path::Path, echo: Echo) -> Result<Terraform> {
-    credentials::detect()?;
+    auth::detect()?;
     Terraform::new(dir, &settings.cache_dir(), echo)
 }
 
-/// The error for a verb the GCP target does not have yet.
-fn gcp_not_ready(verb: &str) -> anyhow::Error {
-    UsageError(format!(
-        "`infra {verb}` is not available for the gcp target yet\nhint: use `--target local`, which needs no cloud account"
-    ))
-    .into()
-}
-
-/// Fails unless the target is local; for verbs only the local target has so far.
-fn require_local(settings: &Settings, verb: &str) -> Result<()> {
-    match settings.target {
-        TargetKind::Local => Ok(()),
-        TargetKind::Gcp => Err(gcp_not_ready(verb)),
+/// The root module `up` and `down` use: `terraform.root` when set (a
+/// ready root, as the rehearsal's), else the one rendered from templates/.
+fn gcp_root(settings: &Settings) -> Result<(RootValues, std::path::PathBuf)> {
+    match &settings.terraform_root {
+        Some(root) => Ok((RootValues::from_settings(settings)?, root.clone())),
+        None => render::render_root(settings),
     }
 }
 

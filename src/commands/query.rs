@@ -4,17 +4,44 @@ use std::io::Write;
 
 use anyhow::Result;
 
+use crate::backend::gcp::Gcp;
 use crate::backend::local::Local;
 use crate::backend::{Cell, QueryResult, Warehouse};
 use crate::cli::{Format, QueryArgs};
-use crate::settings::Settings;
+use crate::exit::UsageError;
+use crate::process::Echo;
+use crate::settings::{Settings, TargetKind};
 use crate::ui;
 
 pub async fn query(settings: &Settings, args: &QueryArgs) -> Result<()> {
-    super::require_local(settings, "query")?;
-    let warehouse = Local::new(settings).warehouse();
-    let result = warehouse.query(&args.sql).await?;
-    let mut out = std::io::stdout().lock();
+    match statements(&args.sql) {
+        0 => return Err(UsageError("the query is empty: give one SQL statement".into()).into()),
+        1 => {}
+        n => {
+            return Err(UsageError(format!(
+                "`infra query` runs one statement, and this query has {n}: only the last one's result could be shown\nhint: run them one at a time"
+            ))
+            .into());
+        }
+    }
+    let result = match settings.target {
+        TargetKind::Local => Local::new(settings).warehouse().query(&args.sql).await?,
+        TargetKind::Gcp => {
+            let target = Gcp::load(settings)?.target(Echo::Quiet).await?;
+            let mut result = target.warehouse.query(&args.sql).await?;
+            pad_metric_decimals(&mut result);
+            result
+        }
+    };
+    if args.format == Format::Json
+        && let Some(name) = duplicate(&result.columns)
+    {
+        return Err(UsageError(format!(
+            "the result has two columns named `{name}`, and a JSON object can hold only one\nhint: name each column with `AS`, or use `--format csv`"
+        ))
+        .into());
+    }
+    let mut out = super::out::stdout();
     write(&result, args.format, &mut out)?;
     out.flush()?;
     Ok(())
@@ -49,24 +76,81 @@ pub fn write(result: &QueryResult, format: Format, out: &mut impl Write) -> Resu
             }
             csv.flush()?;
         }
+        // One object per row, its keys in column order (a JSON map type
+        // would sort them).
         Format::Json => {
-            let rows: Vec<serde_json::Map<String, serde_json::Value>> = result
-                .rows
-                .iter()
-                .map(|row| {
-                    result
-                        .columns
-                        .iter()
-                        .zip(row)
-                        .map(|(name, cell)| (name.clone(), json(cell.as_ref())))
-                        .collect()
-                })
-                .collect();
-            serde_json::to_writer_pretty(&mut *out, &rows)?;
-            writeln!(out)?;
+            writeln!(out, "[")?;
+            for (i, row) in result.rows.iter().enumerate() {
+                let mut fields = Vec::with_capacity(row.len());
+                for (name, cell) in result.columns.iter().zip(row) {
+                    fields.push(format!(
+                        "{}: {}",
+                        serde_json::to_string(name)?,
+                        serde_json::to_string(&json(cell.as_ref()))?
+                    ));
+                }
+                let comma = if i + 1 < result.rows.len() { "," } else { "" };
+                writeln!(out, "  {{{}}}{comma}", fields.join(", "))?;
+            }
+            writeln!(out, "]")?;
         }
     }
     Ok(())
+}
+
+/// How many statements `sql` holds: `;` outside quotes and comments ends
+/// one, and a part with nothing but blanks and comments is none.
+fn statements(sql: &str) -> usize {
+    let mut count = 0;
+    let mut content = false;
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            ';' => {
+                count += usize::from(content);
+                content = false;
+            }
+            '-' if chars.peek() == Some(&'-') => {
+                for c in chars.by_ref() {
+                    if c == '\n' {
+                        break;
+                    }
+                }
+            }
+            '/' if chars.peek() == Some(&'*') => {
+                chars.next();
+                let mut last = ' ';
+                for c in chars.by_ref() {
+                    if last == '*' && c == '/' {
+                        break;
+                    }
+                    last = c;
+                }
+            }
+            '\'' | '"' => {
+                content = true;
+                // A doubled quote inside is two quoted runs back to back:
+                // counting stays right.
+                for inner in chars.by_ref() {
+                    if inner == c {
+                        break;
+                    }
+                }
+            }
+            c if c.is_whitespace() => {}
+            _ => content = true,
+        }
+    }
+    count + usize::from(content)
+}
+
+/// The first column name that appears twice.
+fn duplicate(columns: &[String]) -> Option<&str> {
+    let mut seen = std::collections::HashSet::new();
+    columns
+        .iter()
+        .find(|name| !seen.insert(name.as_str()))
+        .map(String::as_str)
 }
 
 fn text(cell: &Cell) -> String {
@@ -121,6 +205,29 @@ mod tests {
     }
 
     #[test]
+    fn statements_are_counted_outside_quotes_and_comments() {
+        for (sql, n) in [
+            ("", 0),
+            ("  ;; -- nothing\n /* at all; */", 0),
+            ("select 1", 1),
+            ("select 1;", 1),
+            ("select ';' as a, \"x;y\" -- ;\n", 1),
+            ("select 'it''s; fine'", 1),
+            ("select 1; select 2", 2),
+            ("select 1; /* c */ select 2;", 2),
+        ] {
+            assert_eq!(statements(sql), n, "{sql}");
+        }
+    }
+
+    #[test]
+    fn duplicate_column_names_are_found() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(duplicate(&names(&["a", "b", "a"])), Some("a"));
+        assert_eq!(duplicate(&names(&["a", "b"])), None);
+    }
+
+    #[test]
     fn json_keeps_decimals_as_strings() {
         let mut out = Vec::new();
         write(&result(), Format::Json, &mut out).unwrap();
@@ -128,5 +235,56 @@ mod tests {
         assert_eq!(value[0]["id"], 7);
         assert_eq!(value[0]["amount"], "12345678901234567.891");
         assert!(value[0]["note"].is_null());
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.find("\"id\"") < text.find("\"amount\""),
+            "column order lost: {text}"
+        );
+    }
+}
+
+/// BigQuery's query results carry no scale for a parameterized BIGNUMERIC
+/// (googleapis/java-bigquery#1902) and drop trailing zeros, so a column
+/// named like one of the metric's DECIMAL(38,3) columns is padded to scale
+/// 3 here: the same text as the local target prints for the same rows.
+fn pad_metric_decimals(result: &mut QueryResult) {
+    let decimal = |name: &str| {
+        crate::pipeline::warehouse::METRIC_COLUMNS
+            .iter()
+            .any(|c| c.name == name && c.kind == crate::backend::ColumnKind::Decimal38_3)
+    };
+    let columns: Vec<usize> = (0..result.columns.len())
+        .filter(|&i| decimal(&result.columns[i]))
+        .collect();
+    for row in &mut result.rows {
+        for &i in &columns {
+            if let Some(Some(Cell::Text(text))) = row.get_mut(i) {
+                *text = crate::backend::gcp::bigquery::pad_scale(text, 3);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod pad_tests {
+    use super::*;
+
+    #[test]
+    fn metric_decimals_from_bigquery_are_padded_to_scale_3() {
+        let mut result = QueryResult {
+            columns: vec!["customer_id".into(), "amount_spent".into()],
+            rows: vec![
+                vec![Some(Cell::Int(1)), Some(Cell::Text("83.94".into()))],
+                vec![Some(Cell::Int(2)), Some(Cell::Text("-7".into()))],
+                vec![Some(Cell::Int(3)), None],
+            ],
+        };
+        pad_metric_decimals(&mut result);
+        assert_eq!(result.rows[0][1], Some(Cell::Text("83.940".into())));
+        assert_eq!(result.rows[1][1], Some(Cell::Text("-7.000".into())));
+        assert_eq!(result.rows[2][1], None);
+        use crate::backend::gcp::bigquery::pad_scale;
+        assert_eq!(pad_scale("1.2345", 3), "1.2345");
+        assert_eq!(pad_scale("NaN", 3), "NaN");
     }
 }

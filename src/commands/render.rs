@@ -11,7 +11,7 @@ use crate::ui;
 
 pub async fn render(settings: &Settings) -> Result<()> {
     let (_, dir) = render_root(settings)?;
-    println!("{}", dir.display());
+    super::out::stdout().line(dir.display())?;
     Ok(())
 }
 

@@ -1,18 +1,22 @@
 //! `infra run`: the pipeline, steps 0-4, with a summary at the end.
 
-use std::path::Path;
+use std::io::Write;
+use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use chrono::Utc;
 
+use crate::backend::gcp::Gcp;
 use crate::backend::local::Local;
-use crate::backend::{Bucket, TableRef};
+use crate::backend::{Bucket, TableRef, Target};
 use crate::cli::RunArgs;
-use crate::pipeline;
-use crate::plan::{Plan, Selection, keys};
+use crate::exit::UsageError;
+use crate::pipeline::{self, inputs};
+use crate::plan::{Plan, Selection, Step};
 use crate::process::Echo;
-use crate::record::{Records, RunRecord};
-use crate::settings::Settings;
+use crate::record::{Outcome, Records, RunRecord};
+use crate::settings::{Settings, TargetKind};
+use crate::signals::Signals;
 use crate::summary;
 use crate::ui;
 
@@ -24,45 +28,96 @@ pub fn table(settings: &Settings) -> TableRef {
     }
 }
 
-pub async fn run(settings: &Settings, args: &RunArgs, echo: Echo) -> Result<()> {
-    super::require_local(settings, "run")?;
-    let local = Local::new(settings);
-    let selection = match (args.from, args.only) {
+fn selection(args: &RunArgs) -> Selection {
+    match (args.from, args.only) {
         (Some(step), _) => Selection::From(step),
         (_, Some(step)) => Selection::Only(step),
         _ => Selection::All,
-    };
-    let table = table(settings);
-    let buckets = local.buckets();
-    let plan = Plan::new(selection, &buckets, &table.to_string());
-    if args.dry_run {
-        if let Some(dir) = &args.data {
-            println!("copy {} into {}", dir.display(), buckets.raw.uri(""));
-        }
-        print!("{plan}");
-        return Ok(());
     }
+}
+
+pub async fn run(settings: &Settings, args: &RunArgs, echo: Echo) -> Result<()> {
+    let selection = selection(args);
+    let table = table(settings);
+    let records = Records::new(&settings.state_dir);
+    if args.dry_run {
+        return dry_run(settings, args, selection, &records);
+    }
+    // From here on a signal stops the run cleanly, whenever it comes.
+    let mut signals = Signals::arm()?;
+
+    // The inputs are checked before anything is copied, locked or started.
     let inputs = match &args.data {
-        Some(dir) => Some(check_inputs(dir)?),
+        Some(dir) => {
+            let starts_at_0 = match selection {
+                Selection::All => true,
+                Selection::From(step) | Selection::Only(step) => step == Step::LoadPurchases,
+            };
+            if !starts_at_0 {
+                return Err(UsageError(
+                    "--data replaces the inputs, so the run must start at step 0\nhint: drop --from/--only, or use `--from 0`".into(),
+                )
+                .into());
+            }
+            Some(inputs::check_dir(dir)?)
+        }
         None => None,
     };
 
-    let records = Records::new(local.state_dir());
-    let _lock = records.lock()?;
-    let target = local.target(echo).await?;
-    if let Some(inputs) = inputs {
-        copy_inputs(&inputs, buckets.raw.as_ref()).await?;
-    }
-    // A full run is a new run; --from and --only continue the last one, so
-    // its id and start time (the metric's insert_date) carry over.
+    // Connect first: a run before `up` leaves nothing behind, not even a lock.
+    let target = signals
+        .guard(async {
+            match settings.target {
+                TargetKind::Local => Local::new(settings).target(echo).await,
+                TargetKind::Gcp => Gcp::load(settings)?.target(echo).await,
+            }
+        })
+        .await?;
+    let _lock = records.lock("run")?;
+    let plan = Plan::new(selection, &target.buckets, &table.to_string());
+    // A full run is a new run; --from and --only continue the last one on
+    // this target, so its id, start time (the metric's insert_date) and
+    // remote work carry over.
     let mut run = match selection {
-        Selection::All => None,
-        _ => records.latest()?,
+        Selection::All => match records.latest()? {
+            // A run that never finished was cut off (SIGKILL, a crash): we
+            // hold the lock, so its process is gone. A full re-run continues
+            // it, so remote work still in flight is re-attached, not started
+            // a second time.
+            Some(last)
+                if last.finished_at.is_none() && last.target == settings.target.to_string() =>
+            {
+                ui::status(format!(
+                    "run {} stopped without finishing: continuing it",
+                    last.id
+                ));
+                last
+            }
+            _ => RunRecord::new(&settings.target.to_string(), Utc::now()),
+        },
+        _ => resume(settings, &records, &plan)?,
+    };
+    let raw = target.buckets.raw.as_ref();
+    match inputs {
+        Some(files) => signals.guard(copy_inputs(&files, raw)).await?,
+        None => {
+            let read: Vec<_> = inputs::BOTH
+                .into_iter()
+                .filter(|input| {
+                    plan.steps.iter().any(|s| match s.step {
+                        Step::LoadPurchases => input.key == inputs::PURCHASES.key,
+                        Step::Tokenize => input.key == inputs::REVIEWS.key,
+                        _ => false,
+                    })
+                })
+                .collect();
+            signals.guard(inputs::check_bucket(raw, &read)).await?;
+        }
     }
-    .unwrap_or_else(|| RunRecord::new("local", Utc::now()));
     ui::status(format!(
-        "run {} (insert_date {})",
+        "run {} on {} (insert_date {})",
         run.id,
+        settings.target,
         run.started_at.to_rfc3339()
     ));
     let result = pipeline::execute(
@@ -71,24 +126,36 @@ pub async fn run(settings: &Settings, args: &RunArgs, echo: Echo) -> Result<()> 
         &mut run,
         &records,
         &table,
-        &local.state_dir().join("tmp"),
+        &settings.state_dir.join("tmp"),
+        &mut signals,
     )
     .await;
+    // Whatever happened, a signal included: nothing billable stays behind.
+    let teardown = target.teardown().await;
+    let result = match (result, teardown) {
+        (Ok(()), teardown) => teardown,
+        (Err(e), Ok(())) => Err(e),
+        (Err(e), Err(teardown)) => {
+            ui::status(format!("warning: {teardown:#}"));
+            Err(e)
+        }
+    };
     // A failed run gets its report too: it shows where it stopped and why.
-    let report = match super::report::write(settings, &local, run.clone(), None).await {
+    let report = match super::report::write(settings, &target, run.clone(), None).await {
         Ok(path) => Some(path),
         Err(e) => {
             ui::warn(format!("could not write the run's report: {e:#}"));
             None
         }
     };
+    let mut out = super::out::stdout();
     if args.json {
         let view = summary::json(&run, report.as_deref());
-        println!("{}", serde_json::to_string_pretty(&view)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(&view)?)?;
     } else if result.is_ok() {
-        println!("{}", summary::table(&run));
+        writeln!(out, "{}", summary::table(&run))?;
         if let Some(path) = &report {
-            println!("report: {}", path.display());
+            writeln!(out, "report: {}", path.display())?;
         }
     } else if let Some(path) = &report {
         ui::detail(format!("report: {}", path.display()));
@@ -96,41 +163,132 @@ pub async fn run(settings: &Settings, args: &RunArgs, echo: Echo) -> Result<()> 
     result
 }
 
-/// The two input files in `dir`, checked before anything is copied.
-fn check_inputs(dir: &Path) -> Result<[(std::path::PathBuf, &'static str); 2]> {
-    let inputs = [keys::PURCHASES_CSV, keys::REVIEWS_CSV].map(|key| (dir.join(key), key));
-    let missing: Vec<String> = inputs
-        .iter()
-        .filter(|(path, _)| !path.is_file())
-        .map(|(path, _)| path.display().to_string())
-        .collect();
-    if !missing.is_empty() {
-        bail!(
-            "missing input file(s): {}\nhint: `infra sample --out {}` writes sample inputs",
-            missing.join(", "),
-            dir.display()
-        );
+/// The last run on this target, if every step the plan skips but needs
+/// succeeded in it. With no earlier run, only a selection that starts at
+/// step 0 (which reads nothing but the inputs) may start a new one.
+fn resume(settings: &Settings, records: &Records, plan: &Plan) -> Result<RunRecord> {
+    let target = settings.target.to_string();
+    let latest = records.latest()?;
+    let starts_at_0 = plan.steps.first().map(|s| s.step) == Some(Step::LoadPurchases);
+    if latest.is_none() && starts_at_0 {
+        return Ok(RunRecord::new(&target, Utc::now()));
     }
-    Ok(inputs)
+    let Some(run) = latest else {
+        return Err(UsageError(
+            "there is no earlier run to resume: --from and --only continue the last run\nhint: run the whole pipeline first: `infra run --data DIR`".into(),
+        )
+        .into());
+    };
+    if run.target != target {
+        return Err(UsageError(format!(
+            "the last run ({}) was on the {} target, not {target}\nhint: run every step (`infra run`) to start a new run on {target}",
+            run.id, run.target
+        ))
+        .into());
+    }
+    for planned in &plan.steps {
+        for &need in planned.step.needs() {
+            if plan.steps.iter().any(|s| s.step == need) {
+                continue;
+            }
+            let state = match run.step(need) {
+                Some(s) if s.outcome == Outcome::Succeeded => continue,
+                Some(s) if s.outcome == Outcome::Running => "never finished".to_owned(),
+                Some(s) => format!("is {}", s.outcome),
+                None => "never ran".to_owned(),
+            };
+            return Err(UsageError(format!(
+                "step {} reads the output of step {need}, which {state} in run {}\nhint: run `infra run --from {}`",
+                planned.step,
+                run.id,
+                need.number()
+            ))
+            .into());
+        }
+    }
+    Ok(run)
 }
 
-async fn copy_inputs(
-    inputs: &[(std::path::PathBuf, &'static str)],
-    raw: &dyn Bucket,
+/// `--dry-run`: the plan, and on gcp every request it would send. Nothing
+/// is sent, nothing is written.
+fn dry_run(
+    settings: &Settings,
+    args: &RunArgs,
+    selection: Selection,
+    records: &Records,
 ) -> Result<()> {
-    for (path, key) in inputs {
+    let target = plan_target(settings)?;
+    let table = table(settings);
+    let plan = Plan::new(selection, &target.buckets, &table.to_string());
+    let mut out = super::out::stdout();
+    if let Some(dir) = &args.data {
+        writeln!(
+            out,
+            "copy {} into {}",
+            dir.display(),
+            target.buckets.raw.uri("")
+        )?;
+    }
+    write!(out, "{plan}")?;
+    let run = match selection {
+        Selection::All => None,
+        _ => records.latest()?,
+    }
+    .unwrap_or_else(|| RunRecord::new(&settings.target.to_string(), Utc::now()));
+    print_requests(&mut out, &target, &plan, &run, &table)
+}
+
+/// The target a plan is computed against: local as it is, gcp from the
+/// saved outputs with clients that cannot send.
+pub fn plan_target(settings: &Settings) -> Result<Target> {
+    match settings.target {
+        TargetKind::Local => Ok(Local::new(settings).plan_target()),
+        TargetKind::Gcp => Gcp::load(settings)?.plan_target(),
+    }
+}
+
+/// Every request each step would send, with its body.
+pub fn print_requests(
+    out: &mut impl Write,
+    target: &Target,
+    plan: &Plan,
+    run: &RunRecord,
+    table: &TableRef,
+) -> Result<()> {
+    let preview = pipeline::preview(target, plan, &run.id, run.started_at, table);
+    if preview.iter().all(|(_, requests)| requests.is_empty()) {
+        return Ok(());
+    }
+    writeln!(out)?;
+    writeln!(out, "requests (run {}):", run.id)?;
+    for (step, requests) in preview {
+        writeln!(out, "step {step}:")?;
+        for request in requests {
+            for line in request.to_string().lines() {
+                writeln!(out, "  {line}")?;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn copy_inputs(files: &[(PathBuf, inputs::Input)], raw: &dyn Bucket) -> Result<()> {
+    for (path, input) in files {
         let file = tokio::fs::File::open(path)
             .await
             .with_context(|| format!("cannot open {}", path.display()))?;
         let total = file.metadata().await.ok().map(|m| m.len());
-        let progress = ui::Progress::bytes(format!("upload {key}"), total);
-        let size = raw.put(key, &mut progress.wrap_read(file)).await;
+        let progress = ui::Progress::bytes(format!("upload {}", input.key), total);
+        let size = raw
+            .put(input.key, &mut progress.wrap_read(file))
+            .await
+            .with_context(|| format!("cannot copy {} to {}", path.display(), raw.uri(input.key)));
         progress.finish();
         let size = size?;
         ui::detail(format!(
             "copied {} ({size} bytes) to {}",
             path.display(),
-            raw.uri(key)
+            raw.uri(input.key)
         ));
     }
     Ok(())

@@ -2,15 +2,15 @@
 
 use anyhow::{Context, Result};
 
-use crate::assets;
+use crate::backend::gcp::Deployment;
 use crate::backend::gcp::cloud::GcpCloud;
 use crate::backend::local::Local;
 use crate::backend::upload_code;
 use crate::cli::UpArgs;
 use crate::process::Echo;
 use crate::settings::{Settings, TargetKind};
-use crate::terraform::deploy;
-use crate::ui;
+use crate::terraform::{Outputs, RootValues, deploy};
+use crate::{assets, ui};
 
 pub async fn up(settings: &Settings, args: &UpArgs, echo: Echo) -> Result<()> {
     if settings.target == TargetKind::Gcp {
@@ -45,7 +45,7 @@ async fn up_gcp(settings: &Settings, args: &UpArgs, echo: Echo) -> Result<()> {
     if args.dry_run {
         return super::plan::plan(settings, echo, false).await;
     }
-    let (values, dir) = super::render::render_root(settings)?;
+    let (values, dir) = super::gcp_root(settings)?;
     let tf = super::gcp_terraform(settings, &dir, echo)?;
     let cloud = GcpCloud::connect(settings).await?;
     let plan = deploy::plan_up(&values, &tf, &cloud).await?;
@@ -58,7 +58,9 @@ async fn up_gcp(settings: &Settings, args: &UpArgs, echo: Echo) -> Result<()> {
         ui::status("nothing applied");
         return Ok(());
     }
-    let outputs = deploy::apply_up(&tf, plan).await?;
+    let outputs = deploy::apply_up(&tf, plan, deploy::PROPAGATION).await?;
+    let saved = deployment(&values, &outputs).save(&settings.state_dir)?;
+    ui::detail(format!("outputs saved to {}", saved.display()));
     ui::status(format!(
         "uploading {} PySpark scripts to gs://{}",
         assets::PYSPARK_SCRIPTS.len(),
@@ -88,4 +90,29 @@ async fn up_gcp(settings: &Settings, args: &UpArgs, echo: Echo) -> Result<()> {
         outputs.service_account_email
     ));
     Ok(())
+}
+
+/// What `run`, `plan`, `status` and `query` need to know about the
+/// deployment, from Terraform's outputs: every name, no secret.
+fn deployment(values: &RootValues, outputs: &Outputs) -> Deployment {
+    Deployment {
+        project: values.project.clone(),
+        region: values.region.clone(),
+        deployment: values.deployment.clone(),
+        raw_bucket: outputs.raw_bucket.clone(),
+        staging_bucket: outputs.staging_bucket.clone(),
+        code_bucket: outputs.code_bucket.clone(),
+        sql_connection_name: outputs.sql_connection_name.clone(),
+        sql_instance: outputs
+            .sql_connection_name
+            .rsplit(':')
+            .next()
+            .unwrap_or_default()
+            .to_owned(),
+        database_name: outputs.database_name.clone(),
+        database_user: outputs.database_user.clone(),
+        service_account_email: outputs.service_account_email.clone(),
+        subnetwork: outputs.subnetwork.clone(),
+        dataset: outputs.dataset.clone(),
+    }
 }

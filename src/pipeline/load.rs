@@ -1,123 +1,98 @@
-//! Steps 0 and 1: the purchase CSV into PostgreSQL, and the table back out.
+//! Steps 0 and 1: the purchase CSV into the database, and the table back out.
 //!
 //! Step 0 streams the raw object through a CSV parser on a blocking thread,
-//! validates every row, and sends valid rows to `COPY … FROM STDIN` in
-//! chunks while it reads: memory stays flat whatever the file's size.
-//! Invalid rows go to the rejects file. The table is replaced inside one
-//! transaction, so a re-run never duplicates rows and a failed load leaves
+//! validates every row, and hands valid rows to the target's [`Database`]
+//! in chunks while it reads, encoded as that database wants them (binary
+//! COPY locally, CSV for Cloud SQL): memory stays flat whatever the file's
+//! size. Invalid rows go to the rejects file, stored in staging before the
+//! database makes the new rows visible. The database replaces the table
+//! atomically, so a re-run never duplicates rows and a failed load leaves
 //! the old contents.
 
+use std::cell::Cell;
 use std::io::{BufReader, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use anyhow::{Context, Result, bail};
-use futures_util::TryStreamExt;
-use sqlx::{AssertSqlSafe, Connection, PgConnection};
+use async_trait::async_trait;
 use tokio::sync::mpsc;
-use tokio_util::io::{StreamReader, SyncIoBridge};
+use tokio::task::JoinHandle;
+use tokio_util::io::SyncIoBridge;
 
 use super::purchases::{self, COLUMNS, INPUT_HEADER};
+use super::purchases_csv;
 use crate::assets;
-use crate::backend::{Body, Bucket};
+use crate::backend::{Body, Bucket, Database, Journal, RowFormat, Rows, TableDef};
 use crate::plan::keys;
 use crate::record::Counts;
 use crate::ui;
 
-/// Rows are sent to PostgreSQL in chunks of about this many bytes.
+/// Rows are sent to the database in chunks of about this many bytes.
 const CHUNK_BYTES: usize = 1 << 20;
 
-/// Chunks in flight between the parser and the COPY.
+/// Chunks in flight between the parser and the database.
 const CHUNKS_IN_FLIGHT: usize = 4;
+
+/// The purchase table: `sql/create_schema.sql` and its columns.
+pub fn purchase_table() -> TableDef {
+    TableDef {
+        name: keys::PURCHASE_TABLE.to_owned(),
+        columns: COLUMNS.iter().map(|c| (*c).to_owned()).collect(),
+        create_sql: assets::CREATE_SCHEMA_SQL.to_owned(),
+    }
+}
 
 /// Step 0: create the table and replace its rows with the valid rows of
 /// `raw/user_purchase.csv`; invalid rows go to `staging/rejects/`.
 pub async fn load_purchases(
-    conn: &mut PgConnection,
+    db: &dyn Database,
     raw: &dyn Bucket,
     staging: &dyn Bucket,
     scratch: &Path,
+    journal: &dyn Journal,
 ) -> Result<Counts> {
     let input = raw.uri(keys::PURCHASES_CSV);
-    let listed = raw.list(keys::PURCHASES_CSV).await?;
-    let Some(size) = listed
+    // The size only sizes the progress bar; `run` checked the input exists.
+    let size = raw
+        .list(keys::PURCHASES_CSV)
+        .await?
         .iter()
         .find(|o| o.key == keys::PURCHASES_CSV)
-        .map(|o| o.size)
-    else {
-        // `infra up && infra run`, the three-verb flow, lands here.
-        bail!(
-            "{input} does not exist: the raw bucket has no input yet\nhint: `infra run --data DIR` copies DIR/{} and DIR/{} into the raw bucket first (`infra sample --out DIR` writes sample inputs)",
-            keys::PURCHASES_CSV,
-            keys::REVIEWS_CSV
-        );
-    };
+        .map(|o| o.size);
     let body = raw.get(keys::PURCHASES_CSV).await?;
-    let size = Some(size);
-    let progress = ui::Progress::bytes(keys::PURCHASES_CSV, size);
+    let progress = ui::Progress::bytes(format!("load {}", keys::PURCHASES_CSV), size);
     let body: Body = Box::new(progress.wrap_read(body));
     std::fs::create_dir_all(scratch)?;
     let rejects_path = scratch.join("user_purchase.rejects.csv");
-
-    let mut tx = conn.begin().await?;
-    sqlx::raw_sql(assets::CREATE_SCHEMA_SQL)
-        .execute(&mut *tx)
-        .await
-        .context("cannot create the purchase table (sql/create_schema.sql)")?;
-    sqlx::raw_sql(AssertSqlSafe(format!("TRUNCATE {}", keys::PURCHASE_TABLE)))
-        .execute(&mut *tx)
-        .await?;
-
-    let (sender, mut receiver) = mpsc::channel::<Vec<u8>>(CHUNKS_IN_FLIGHT);
+    let (sender, receiver) = mpsc::channel::<Vec<u8>>(CHUNKS_IN_FLIGHT);
+    let format = db.row_format();
     let parse = {
         let input = input.clone();
         let rejects_path = rejects_path.clone();
         let progress = progress.clone();
-        tokio::task::spawn_blocking(move || parse(body, &input, &rejects_path, sender, &progress))
+        tokio::task::spawn_blocking(move || {
+            parse(body, &input, &rejects_path, format, sender, &progress)
+        })
     };
-
-    let copy = format!(
-        "COPY {} ({}) FROM STDIN (FORMAT binary)",
-        keys::PURCHASE_TABLE,
-        COLUMNS.join(", ")
-    );
-    let mut copy_in = tx.copy_in_raw(&copy).await?;
-    let mut send_error = None;
-    while let Some(chunk) = receiver.recv().await {
-        if let Err(e) = copy_in.send(chunk).await {
-            send_error = Some(e);
-            break;
-        }
-    }
-    // Close the channel first, so a parser blocked on a full channel stops.
-    drop(receiver);
-    let parsed = parse.await.context("the CSV parser panicked")?;
+    let mut rows = ParsedRows {
+        receiver: Some(receiver),
+        parse: Some(parse),
+        staging,
+        rejects_path,
+        counts: None,
+    };
+    let loaded = db
+        .replace_rows(&purchase_table(), &mut rows, staging, journal)
+        .await;
     progress.finish();
-    let (read, rejected) = match (parsed, send_error) {
-        (Ok(counts), None) => counts,
-        (Err(e), _) => {
-            let _ = copy_in.abort("the input could not be read").await;
-            return Err(e);
-        }
-        (Ok(_), Some(e)) => {
-            return Err(e).with_context(|| format!("COPY into {} failed", keys::PURCHASE_TABLE));
-        }
-    };
-    let loaded = copy_in
-        .finish()
-        .await
-        .with_context(|| format!("COPY into {} failed", keys::PURCHASE_TABLE))?;
-
+    let loaded = loaded?;
+    let (read, rejected) = rows
+        .counts
+        .context("the database finished the load without ending its input")?;
     if read != loaded + rejected {
         bail!("row counts do not add up: read {read}, loaded {loaded}, rejected {rejected}");
     }
-    // The rejects file lands before the commit: if it cannot be written,
-    // the old table stays and nothing is lost.
-    staging
-        .put_file(keys::PURCHASE_REJECTS, &rejects_path)
-        .await
-        .context("cannot store the rejected rows")?;
-    let _ = std::fs::remove_file(&rejects_path);
-    tx.commit().await?;
     Ok(Counts {
         rows_in: read,
         rows_out: loaded,
@@ -125,17 +100,115 @@ pub async fn load_purchases(
     })
 }
 
+/// The parser's output as [`Rows`]: chunks from the channel, then the
+/// counts and the rejects file when the database ends the input.
+struct ParsedRows<'a> {
+    receiver: Option<mpsc::Receiver<Vec<u8>>>,
+    parse: Option<JoinHandle<Result<(u64, u64)>>>,
+    staging: &'a dyn Bucket,
+    rejects_path: PathBuf,
+    /// (read, rejected), once finished.
+    counts: Option<(u64, u64)>,
+}
+
+#[async_trait]
+impl Rows for ParsedRows<'_> {
+    async fn next(&mut self) -> Result<Option<Vec<u8>>> {
+        match self.receiver.as_mut() {
+            Some(receiver) => Ok(receiver.recv().await),
+            None => Ok(None),
+        }
+    }
+
+    async fn finish(&mut self) -> Result<u64> {
+        // Close the channel first, so a parser blocked on a full channel stops.
+        self.receiver = None;
+        let parse = self.parse.take().context("the input was ended twice")?;
+        let (read, rejected) = parse.await.context("the CSV parser panicked")?.context(
+            "the purchase file cannot be loaded\nhint: fix the file, then rerun `infra run --data DIR` with its directory",
+        )?;
+        // The rejects land before the commit: if they cannot be stored, the
+        // old table stays and nothing is lost.
+        self.staging
+            .put_file(keys::PURCHASE_REJECTS, &self.rejects_path)
+            .await
+            .context("cannot store the rejected rows")?;
+        let _ = std::fs::remove_file(&self.rejects_path);
+        self.counts = Some((read, rejected));
+        Ok(read - rejected)
+    }
+}
+
 /// Parses and validates `body` on a blocking thread. Valid rows go to
-/// `chunks` as one binary COPY stream; invalid ones to the rejects file.
+/// `chunks` encoded as the database asks; invalid ones to the rejects file.
 /// Returns (rows read, rows rejected).
 fn parse(
     body: Body,
     input: &str,
     rejects_path: &Path,
+    format: RowFormat,
     chunks: mpsc::Sender<Vec<u8>>,
     progress: &ui::Progress,
 ) -> Result<(u64, u64)> {
-    let reader = skip_bom(BufReader::with_capacity(1 << 16, SyncIoBridge::new(body)))
+    let mut rejects = csv::Writer::from_path(rejects_path)
+        .with_context(|| format!("cannot create {}", rejects_path.display()))?;
+    let counts = parse_rows_counted(
+        SyncIoBridge::new(body),
+        input,
+        format,
+        &mut rejects,
+        |chunk| {
+            chunks
+                .blocking_send(chunk)
+                .map_err(|_| anyhow::anyhow!("the database stopped accepting rows"))
+        },
+        |read| progress.set_message(format!("{read} rows")),
+    )?;
+    rejects
+        .flush()
+        .with_context(|| format!("cannot write {}", rejects_path.display()))?;
+    Ok(counts)
+}
+
+/// The longest record the loader accepts. A valid row is at most about
+/// 4 KiB (a 1000-character description is the longest field); a longer
+/// record means a runaway quote or a file that is not this CSV, and must
+/// not be read into memory whole, however large it is.
+pub const MAX_RECORD_BYTES: u64 = 1 << 20;
+
+/// Step 0's parser, apart from where its output goes, so it can be fuzzed:
+/// checks the header, then validates every record. Valid rows are encoded
+/// in `format` (binary COPY: one stream with header and trailer) and handed to `emit` in chunks
+/// of about [`CHUNK_BYTES`]; invalid ones are written to `rejects` with
+/// their line and reason. Returns (rows read, rows rejected); the rows
+/// emitted are the difference.
+pub fn parse_rows<R: Read, W: std::io::Write>(
+    body: R,
+    input: &str,
+    format: RowFormat,
+    rejects: &mut csv::Writer<W>,
+    emit: impl FnMut(Vec<u8>) -> Result<()>,
+) -> Result<(u64, u64)> {
+    parse_rows_counted(body, input, format, rejects, emit, |_| {})
+}
+
+/// [`parse_rows`], telling `rows_read` the rows read so far at each chunk
+/// (the load's progress line shows them).
+fn parse_rows_counted<R: Read, W: std::io::Write>(
+    body: R,
+    input: &str,
+    format: RowFormat,
+    rejects: &mut csv::Writer<W>,
+    mut emit: impl FnMut(Vec<u8>) -> Result<()>,
+    mut rows_read: impl FnMut(u64),
+) -> Result<(u64, u64)> {
+    let record_start = Rc::new(Cell::new(0u64));
+    let bounded = Bounded {
+        inner: body,
+        read: 0,
+        record_start: Rc::clone(&record_start),
+    };
+    let reader = skip_bom(BufReader::with_capacity(1 << 16, bounded))
         .with_context(|| format!("cannot read {input}"))?;
     // Records end at '\n' only, and the '\r' of a CRLF is trimmed by hand:
     // with CRLF terminators the csv crate reports each record's line one
@@ -166,16 +239,17 @@ fn parse(
             INPUT_HEADER.join(",")
         );
     }
+    record_start.set(csv.position().byte());
 
-    let mut rejects = csv::Writer::from_path(rejects_path)
-        .with_context(|| format!("cannot create {}", rejects_path.display()))?;
     rejects.write_record(["line", "reason", "record"])?;
     let mut raw = Vec::new();
 
     // One record buffer for the whole file: the parser reuses its storage.
     let mut record = csv::ByteRecord::new();
     let mut chunk = Vec::with_capacity(CHUNK_BYTES + 4096);
-    chunk.extend_from_slice(purchases::COPY_HEADER);
+    if format == RowFormat::CopyBinary {
+        chunk.extend_from_slice(purchases::COPY_HEADER);
+    }
     let (mut read, mut rejected) = (0u64, 0u64);
     loop {
         let more = csv.read_byte_record(&mut record).with_context(|| {
@@ -185,9 +259,13 @@ fn parse(
         if !more {
             break;
         }
+        record_start.set(csv.position().byte());
         read += 1;
         match purchases::validate(&record) {
-            Ok(row) => purchases::encode(&row, &mut chunk),
+            Ok(row) => match format {
+                RowFormat::CopyBinary => purchases::encode(&row, &mut chunk),
+                RowFormat::Csv => purchases_csv::encode(&row, &mut chunk),
+            },
             Err(reason) => {
                 rejected += 1;
                 strip_cr(&mut record);
@@ -207,21 +285,48 @@ fn parse(
             }
         }
         if chunk.len() >= CHUNK_BYTES {
-            progress.set_message(format!("{read} rows"));
-            let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK_BYTES + 4096));
-            if chunks.blocking_send(full).is_err() {
-                bail!("the database stopped accepting rows");
-            }
+            rows_read(read);
+            emit(std::mem::replace(
+                &mut chunk,
+                Vec::with_capacity(CHUNK_BYTES + 4096),
+            ))?;
         }
     }
-    chunk.extend_from_slice(purchases::COPY_TRAILER);
-    if chunks.blocking_send(chunk).is_err() {
-        bail!("the database stopped accepting rows");
+    if format == RowFormat::CopyBinary {
+        chunk.extend_from_slice(purchases::COPY_TRAILER);
     }
-    rejects
-        .flush()
-        .with_context(|| format!("cannot write {}", rejects_path.display()))?;
+    if !chunk.is_empty() {
+        emit(chunk)?;
+    }
     Ok((read, rejected))
+}
+
+/// A reader that refuses to run more than [`MAX_RECORD_BYTES`] (plus what
+/// the buffers above it hold) past the start of the current record.
+struct Bounded<R> {
+    inner: R,
+    read: u64,
+    record_start: Rc<Cell<u64>>,
+}
+
+/// Room for the 64 KiB `BufReader` and the csv crate's own buffer.
+const BUFFERED: u64 = 128 * 1024;
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.read.saturating_sub(self.record_start.get()) > MAX_RECORD_BYTES + BUFFERED {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "a record longer than {} MiB (an unclosed quote, or not a purchase CSV)",
+                    MAX_RECORD_BYTES >> 20
+                ),
+            ));
+        }
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        Ok(n)
+    }
 }
 
 /// Drops the '\r' of a CRLF line end from the record's last field (for the
@@ -249,42 +354,14 @@ fn skip_bom<R: Read>(mut reader: R) -> std::io::Result<impl Read> {
 
 /// Step 1: the whole table to `staging/user_purchase.csv`, with a header
 /// and the table's column names. Returns the number of rows.
-pub async fn dump_purchases(conn: &mut PgConnection, staging: &dyn Bucket) -> Result<Counts> {
-    // One snapshot for the count and the dump, so they agree.
-    let mut tx = conn.begin().await?;
-    sqlx::raw_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        .execute(&mut *tx)
+pub async fn dump_purchases(
+    db: &dyn Database,
+    staging: &dyn Bucket,
+    journal: &dyn Journal,
+) -> Result<Counts> {
+    let rows = db
+        .dump_csv(&purchase_table(), staging, keys::PURCHASES_CSV, journal)
         .await?;
-    let rows: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
-        "SELECT count(*) FROM {}",
-        keys::PURCHASE_TABLE
-    )))
-    .fetch_one(&mut *tx)
-    .await
-    .with_context(|| {
-        format!(
-            "cannot read {}\nhint: run step 0 first",
-            keys::PURCHASE_TABLE
-        )
-    })?;
-    let copy = format!(
-        "COPY (SELECT {} FROM {}) TO STDOUT WITH (FORMAT csv, HEADER true)",
-        COLUMNS.join(", "),
-        keys::PURCHASE_TABLE
-    );
-    let stream = tx.copy_out_raw(&copy).await?.map_err(std::io::Error::other);
-    staging
-        .put(keys::PURCHASES_CSV, &mut StreamReader::new(stream))
-        .await
-        .with_context(|| {
-            format!(
-                "cannot dump {} to {}",
-                keys::PURCHASE_TABLE,
-                staging.uri(keys::PURCHASES_CSV)
-            )
-        })?;
-    tx.commit().await?;
-    let rows = rows as u64;
     Ok(Counts {
         rows_in: rows,
         rows_out: rows,

@@ -2,29 +2,36 @@
 //!
 //! [`execute`] walks a [`Plan`], records each step in the run record before
 //! and after it runs, and stops at the first failure. It never names a
-//! target: everything it touches comes in through [`Target`].
+//! target: everything it touches comes in through [`Target`]. [`preview`]
+//! asks the same capabilities what requests each step would send.
 
+pub mod inputs;
+pub mod journal;
 pub mod load;
 pub mod purchases;
+pub mod purchases_csv;
 pub mod spark;
 pub mod warehouse;
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
-use chrono::Utc;
-use sqlx::{Connection, PgConnection};
+use anyhow::Result;
+use chrono::{DateTime, Utc};
 
-use crate::backend::{TableRef, Target};
+use crate::backend::{Journal, Request, TableRef, Target};
 use crate::exit::Interrupted;
-use crate::plan::{Plan, Step};
+use crate::plan::{Plan, Step, keys};
 use crate::record::{Counts, Outcome, Records, RunRecord};
+use crate::signals::Signals;
 use crate::ui;
+use journal::StepJournal;
 
 /// Runs every step of `plan` as part of `run`, saving the record as it goes.
-/// Ctrl-C stops the current step, records it as interrupted, and returns
-/// [`Interrupted`]; dropping the step kills its child processes and rolls
-/// back its transaction.
+/// A stop signal (SIGINT, SIGTERM, SIGHUP; see [`crate::signals`]), during
+/// a step or between two, stops the step, records it as interrupted, and
+/// returns [`Interrupted`]; dropping the step kills its child processes and
+/// rolls back its transaction. Remote work is released by
+/// [`Target::teardown`], which the caller awaits whatever this returns.
 pub async fn execute(
     target: &Target,
     plan: &Plan,
@@ -32,9 +39,10 @@ pub async fn execute(
     records: &Records,
     table: &TableRef,
     scratch: &Path,
+    signals: &mut Signals,
 ) -> Result<()> {
-    let mut db: Option<PgConnection> = None;
     let total = plan.steps.len();
+    let insert_date = run.started_at;
     for (i, planned) in plan.steps.iter().enumerate() {
         let step = planned.step;
         ui::status(format!(
@@ -42,14 +50,28 @@ pub async fn execute(
             i + 1,
             planned.description
         ));
+        let earlier = run.earlier_remotes(step);
         run.start_step(step, Utc::now());
         records.save(run)?;
 
-        let work = execute_step(step, target, &mut db, run, table, scratch);
-        let result = tokio::select! {
-            result = work => result,
-            _ = tokio::signal::ctrl_c() => Err(Interrupted.into()),
+        let expected = spark::Expected {
+            purchases: rows_out(run, Step::DumpPurchases),
+            reviews: rows_out(run, Step::Tokenize),
         };
+        let journal = StepJournal::new(&mut *run, records, step, earlier);
+        let result = {
+            let work = execute_step(
+                step,
+                target,
+                &journal,
+                insert_date,
+                expected,
+                table,
+                scratch,
+            );
+            signals.guard(work).await
+        };
+        drop(journal);
         let now = Utc::now();
         match result {
             Ok(counts) => {
@@ -85,31 +107,31 @@ pub async fn execute(
 async fn execute_step(
     step: Step,
     target: &Target,
-    db: &mut Option<PgConnection>,
-    run: &RunRecord,
+    journal: &dyn Journal,
+    insert_date: DateTime<Utc>,
+    expected: spark::Expected,
     table: &TableRef,
     scratch: &Path,
 ) -> Result<Counts> {
     let b = &target.buckets;
+    let db = target.database.as_ref();
     match step {
         Step::LoadPurchases => {
-            let conn = connect(db, target).await?;
-            load::load_purchases(conn, b.raw.as_ref(), b.staging.as_ref(), scratch).await
+            load::load_purchases(db, b.raw.as_ref(), b.staging.as_ref(), scratch, journal).await
         }
-        Step::DumpPurchases => {
-            let conn = connect(db, target).await?;
-            load::dump_purchases(conn, b.staging.as_ref()).await
-        }
-        Step::Tokenize => spark::tokenize(target.spark.as_ref(), b).await,
+        Step::DumpPurchases => load::dump_purchases(db, b.staging.as_ref(), journal).await,
+        Step::Tokenize => spark::tokenize(target.spark.as_ref(), b, journal).await,
         Step::UserBehavior => {
-            let expected = spark::Expected {
-                purchases: rows_out(run, Step::DumpPurchases),
-                reviews: rows_out(run, Step::Tokenize),
-            };
-            spark::user_behavior(target.spark.as_ref(), b, run.started_at, expected).await
+            spark::user_behavior(target.spark.as_ref(), b, insert_date, expected, journal).await
         }
         Step::LoadWarehouse => {
-            warehouse::load_metric(target.warehouse.as_ref(), b.staging.as_ref(), table).await
+            warehouse::load_metric(
+                target.warehouse.as_ref(),
+                b.staging.as_ref(),
+                table,
+                journal,
+            )
+            .await
         }
     }
 }
@@ -119,21 +141,42 @@ fn rows_out(run: &RunRecord, step: Step) -> Option<u64> {
     run.step(step)?.counts.map(|c| c.rows_out)
 }
 
-/// One connection per run, opened by the first step that needs it.
-async fn connect<'a>(
-    db: &'a mut Option<PgConnection>,
+/// The requests each step of `plan` would send to the target's services
+/// in run `run_id` (none for the local target), for `plan` and `--dry-run`.
+pub fn preview(
     target: &Target,
-) -> Result<&'a mut PgConnection> {
-    if db.is_none() {
-        let options = &target.database;
-        let conn = PgConnection::connect_with(options).await.with_context(|| {
-            format!(
-                "cannot connect to PostgreSQL at {}:{}",
-                options.get_host(),
-                options.get_port()
-            )
-        })?;
-        *db = Some(conn);
-    }
-    Ok(db.as_mut().expect("connected above"))
+    plan: &Plan,
+    run_id: &str,
+    insert_date: DateTime<Utc>,
+    table: &TableRef,
+) -> Vec<(Step, Vec<Request>)> {
+    let b = &target.buckets;
+    let db = target.database.as_ref();
+    plan.steps
+        .iter()
+        .map(|planned| {
+            let requests = match planned.step {
+                Step::LoadPurchases => {
+                    db.preview_load(&load::purchase_table(), b.staging.as_ref(), run_id)
+                }
+                Step::DumpPurchases => db.preview_dump(
+                    &load::purchase_table(),
+                    b.staging.as_ref(),
+                    keys::PURCHASES_CSV,
+                    run_id,
+                ),
+                Step::Tokenize => target.spark.preview(&spark::tokenizer_job(b), run_id),
+                Step::UserBehavior => target
+                    .spark
+                    .preview(&spark::user_behavior_job(b, insert_date), run_id),
+                Step::LoadWarehouse => target.warehouse.preview(
+                    table,
+                    &warehouse::METRIC_COLUMNS,
+                    &warehouse::source(b.staging.as_ref()),
+                    run_id,
+                ),
+            };
+            (planned.step, requests)
+        })
+        .collect()
 }

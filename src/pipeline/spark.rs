@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use tokio::io::AsyncReadExt;
 
-use crate::backend::{Bucket, Buckets, Spark, SparkJob};
+use crate::backend::{Bucket, Buckets, Journal, Spark, SparkJob};
 use crate::plan::keys;
 use crate::record::Counts;
 use crate::ui;
@@ -24,21 +24,15 @@ struct TokenizerMetrics {
 }
 
 #[derive(Debug, Deserialize)]
-struct UserBehaviorMetrics {
-    purchases_read: u64,
-    reviews_read: u64,
-    rows_written: u64,
+pub struct UserBehaviorMetrics {
+    pub purchases_read: u64,
+    pub reviews_read: u64,
+    pub rows_written: u64,
 }
 
-/// Step 2: `tokenizer.py` over `raw/movie_review.csv`.
-pub async fn tokenize(spark: &dyn Spark, b: &Buckets) -> Result<Counts> {
-    require(
-        b.raw.as_ref(),
-        keys::REVIEWS_CSV,
-        "hint: `infra run --data DIR` copies DIR/movie_review.csv into the raw bucket",
-    )
-    .await?;
-    let job = SparkJob {
+/// Step 2's job: `tokenizer.py` over `raw/movie_review.csv`.
+pub fn tokenizer_job(b: &Buckets) -> SparkJob {
+    SparkJob {
         name: "tokenizer".into(),
         script: b.code.uri(keys::TOKENIZER_PY),
         args: vec![
@@ -51,8 +45,18 @@ pub async fn tokenize(spark: &dyn Spark, b: &Buckets) -> Result<Counts> {
             "--metrics".into(),
             b.staging.uri(keys::TOKENIZER_METRICS),
         ],
-    };
-    submit(spark, &job).await?;
+    }
+}
+
+/// Step 2: `tokenizer.py` over `raw/movie_review.csv`.
+pub async fn tokenize(spark: &dyn Spark, b: &Buckets, journal: &dyn Journal) -> Result<Counts> {
+    require(
+        b.raw.as_ref(),
+        keys::REVIEWS_CSV,
+        "hint: `infra run --data DIR` copies DIR/movie_review.csv into the raw bucket",
+    )
+    .await?;
+    submit(spark, &tokenizer_job(b), journal).await?;
     let m: TokenizerMetrics = read_metrics(b.staging.as_ref(), keys::TOKENIZER_METRICS).await?;
     if m.rows_read != m.rows_written + m.rows_rejected {
         bail!(
@@ -77,23 +81,11 @@ pub struct Expected {
     pub reviews: Option<u64>,
 }
 
-/// Step 3: `user_behavior.py` over step 1's dump and step 2's reviews.
-/// `insert_date` is the run's start, so a retried step writes the same value.
-/// The rows it read must be those steps 1 and 2 wrote, or nothing was lost
-/// is not true and the step fails.
-pub async fn user_behavior(
-    spark: &dyn Spark,
-    b: &Buckets,
-    insert_date: DateTime<Utc>,
-    expected: Expected,
-) -> Result<Counts> {
-    require(
-        b.staging.as_ref(),
-        keys::PURCHASES_CSV,
-        "hint: run step 1 first (`infra run --from 1`)",
-    )
-    .await?;
-    let job = SparkJob {
+/// Step 3's job: `user_behavior.py` over step 1's dump and step 2's
+/// reviews. `insert_date` is the run's start, so a retried step writes the
+/// same value.
+pub fn user_behavior_job(b: &Buckets, insert_date: DateTime<Utc>) -> SparkJob {
+    SparkJob {
         name: "user_behavior".into(),
         script: b.code.uri(keys::USER_BEHAVIOR_PY),
         args: vec![
@@ -108,10 +100,27 @@ pub async fn user_behavior(
             "--metrics".into(),
             b.staging.uri(keys::USER_BEHAVIOR_METRICS),
         ],
-    };
-    submit(spark, &job).await?;
-    let m: UserBehaviorMetrics =
-        read_metrics(b.staging.as_ref(), keys::USER_BEHAVIOR_METRICS).await?;
+    }
+}
+
+/// Step 3: `user_behavior.py` over step 1's dump and step 2's reviews.
+/// The rows it read must be those steps 1 and 2 wrote, or nothing was lost
+/// is not true and the step fails.
+pub async fn user_behavior(
+    spark: &dyn Spark,
+    b: &Buckets,
+    insert_date: DateTime<Utc>,
+    expected: Expected,
+    journal: &dyn Journal,
+) -> Result<Counts> {
+    require(
+        b.staging.as_ref(),
+        keys::PURCHASES_CSV,
+        "hint: run step 1 first (`infra run --from 1`)",
+    )
+    .await?;
+    submit(spark, &user_behavior_job(b, insert_date), journal).await?;
+    let m = user_behavior_metrics(b.staging.as_ref()).await?;
     check_read(&m, expected)?;
     Ok(Counts {
         rows_in: m.purchases_read + m.reviews_read,
@@ -120,10 +129,10 @@ pub async fn user_behavior(
     })
 }
 
-/// Submits `job` under a spinner with its state and elapsed time.
-async fn submit(spark: &dyn Spark, job: &SparkJob) -> Result<()> {
+/// Submits `job` with a spinner that shows it is alive while Spark works.
+async fn submit(spark: &dyn Spark, job: &SparkJob, journal: &dyn Journal) -> Result<()> {
     let progress = ui::Progress::spinner(format!("spark {}", job.name), "running");
-    let result = spark.submit(job).await;
+    let result = spark.submit(job, journal).await;
     progress.finish();
     result
 }
@@ -154,6 +163,12 @@ fn check_read(m: &UserBehaviorMetrics, expected: Expected) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// What step 3's job wrote in its metrics file: step 4 checks its own
+/// count against `rows_written`.
+pub async fn user_behavior_metrics(staging: &dyn Bucket) -> Result<UserBehaviorMetrics> {
+    read_metrics(staging, keys::USER_BEHAVIOR_METRICS).await
 }
 
 async fn require(bucket: &dyn Bucket, key: &str, hint: &str) -> Result<()> {

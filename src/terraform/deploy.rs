@@ -7,17 +7,33 @@
 //! carries it out. Asking is the command's job; nothing here reads stdin.
 //!
 //! ```text
-//! up:   ensure state bucket -> init -> plan -out      | apply -> outputs
-//! down: init -> plan -destroy -out                    | delete labelled Dataproc clusters
-//!       -> delete the dataset's tables -> lift deletion protection -> apply the destroy
+//! up:   enable the bootstrap APIs -> ensure state bucket -> init -> plan -out
+//!       | apply (again, a bounded number of times, on API-propagation errors) -> outputs
+//! down: init -> plan -destroy -out
+//!       | delete labelled Dataproc clusters -> delete the dataset's tables
+//!       -> lift deletion protection -> destroy the Cloud SQL instance
+//!       -> remove its VPC peering (retried while in use) -> destroy the rest
 //! ```
+//!
+//! Propagation: APIs enabled a moment ago, and the service agents they
+//! create, take minutes to be usable everywhere; creating the networking
+//! connection or the GKE cluster right away can fail. `apply_up` retries
+//! the apply (a fresh plan of the same configuration each time) a bounded
+//! number of times, and only on errors that say exactly that
+//! ([`is_propagation_error`]); any other error fails at once.
 
-use anyhow::{Context, Result};
+use std::time::Duration;
 
+use anyhow::{Context, Result, bail};
+
+use crate::process::Failed;
 use crate::ui;
 
 use super::runner::PlanOptions;
-use super::{Cloud, Outputs, PlanSummary, RootValues, Terraform};
+use super::{
+    BOOTSTRAP_SERVICES, Cloud, Outputs, PeeringRemoval, PlanSummary, RootValues,
+    SERVICE_NETWORKING_PEERING, Terraform,
+};
 
 const UP_PLAN: &str = "up.tfplan";
 const DOWN_PLAN: &str = "down.tfplan";
@@ -32,6 +48,20 @@ pub struct UpPlan {
 /// Bootstraps the state bucket, then inits and plans. The plan is saved
 /// in the root: [`apply_up`] applies it, [`UpPlan::discard`] drops it.
 pub async fn plan_up(values: &RootValues, tf: &Terraform, cloud: &dyn Cloud) -> Result<UpPlan> {
+    ui::status(format!(
+        "enabling {} in project {}",
+        BOOTSTRAP_SERVICES.join(", "),
+        values.project
+    ));
+    cloud
+        .enable_services(&values.project, BOOTSTRAP_SERVICES)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot enable the APIs Terraform needs in project {}\nhint: the caller needs roles/serviceusage.serviceUsageAdmin on the project",
+                values.project
+            )
+        })?;
     ui::status(format!("state bucket gs://{}", values.state_bucket));
     cloud
         .ensure_state_bucket(
@@ -63,13 +93,82 @@ impl UpPlan {
     }
 }
 
-/// Applies `plan` (nothing when it changes nothing), then reads the outputs.
-pub async fn apply_up(tf: &Terraform, plan: UpPlan) -> Result<Outputs> {
+/// How often, and how far apart, a step is tried again.
+#[derive(Debug, Clone, Copy)]
+pub struct Retry {
+    /// Tries after the first.
+    pub retries: u32,
+    pub wait: Duration,
+}
+
+/// Retries of the apply on API-propagation errors: Google documents
+/// enablement as taking "a few minutes" to propagate.
+pub const PROPAGATION: Retry = Retry {
+    retries: 3,
+    wait: Duration::from_secs(60),
+};
+
+/// Retries of the peering removal while Cloud SQL still holds it, which it
+/// can do for a while after the instance is deleted.
+pub const PEERING_IN_USE: Retry = Retry {
+    retries: 20,
+    wait: Duration::from_secs(30),
+};
+
+/// Applies `plan` (nothing when it changes nothing), then reads the
+/// outputs. An apply that fails on API propagation ([`is_propagation_error`])
+/// is planned and applied again after `retry.wait`, up to `retry.retries`
+/// times; what the first attempt created stays, so each retry does the rest.
+pub async fn apply_up(tf: &Terraform, plan: UpPlan, retry: Retry) -> Result<Outputs> {
     if !plan.changes.is_empty() {
         ui::status("terraform apply");
-        tf.apply(UP_PLAN).await?;
+        let mut result = tf.apply(UP_PLAN).await;
+        let mut retries = 0;
+        while let Err(err) = &result {
+            if retries == retry.retries || !is_propagation_error(err) {
+                break;
+            }
+            retries += 1;
+            ui::status(format!(
+                "the apply failed while newly enabled APIs propagate; waiting {}s, then applying again ({retries} of {})",
+                retry.wait.as_secs(),
+                retry.retries
+            ));
+            tokio::time::sleep(retry.wait).await;
+            result = async {
+                tf.plan(UP_PLAN, &PlanOptions::default()).await?;
+                tf.apply(UP_PLAN).await
+            }
+            .await;
+        }
+        result?;
     }
     tf.outputs().await
+}
+
+/// Whether a failed terraform run failed because an API or a service agent
+/// was enabled too recently to be usable: the errors the google provider
+/// reports then (provider issues on `google_project_service` and
+/// `google_service_networking_connection`).
+pub fn is_propagation_error(err: &anyhow::Error) -> bool {
+    const SIGNS: &[&[&str]] = &[
+        &["SERVICE_DISABLED"],
+        &["accessNotConfigured"],
+        &["has not been used in project", "disabled"],
+        &["API has not been used"],
+        // A service agent (service-NNN@gcp-sa-….iam.gserviceaccount.com)
+        // that enablement creates, not yet visible to IAM.
+        &["gcp-sa-", "does not exist"],
+        // Service Networking's own agent lacking its role for a moment.
+        &["servicenetworking", "Permission denied to add peering"],
+    ];
+    err.chain()
+        .filter_map(|e| e.downcast_ref::<Failed>())
+        .any(|f| {
+            SIGNS
+                .iter()
+                .any(|all| all.iter().all(|sign| f.tail.contains(sign)))
+        })
 }
 
 /// What `down` would do: a saved destroy plan, and what goes first.
@@ -141,6 +240,9 @@ pub async fn plan_down(values: &RootValues, tf: &Terraform) -> Result<DownPlan> 
             selector(values)
         ),
         format!("delete every table in BigQuery dataset {}", values.dataset),
+        "destroy the Cloud SQL instance, then remove its VPC peering \
+         (servicenetworking-googleapis-com), retrying while Cloud SQL still holds it"
+            .to_owned(),
     ];
     Ok(DownPlan { changes, first })
 }
@@ -154,20 +256,41 @@ fn selector(values: &RootValues) -> String {
         .join(",")
 }
 
+/// How to take a root down: its protected resources, the Cloud SQL
+/// instance that holds the VPC peering, and how long to wait for the peering.
+#[derive(Debug, Clone, Copy)]
+pub struct Teardown<'a> {
+    pub protected: &'a [Protected],
+    /// Destroyed on its own first, so its peering can be removed before
+    /// the network goes.
+    pub instance: &'a str,
+    pub peering: Retry,
+}
+
+/// The real root's teardown.
+pub const TEARDOWN: Teardown<'static> = Teardown {
+    protected: PROTECTED,
+    instance: "module.cloudsql.google_sql_database_instance.postgres",
+    peering: PEERING_IN_USE,
+};
+
 /// Carries out `plan`: deletes what Terraform doesn't own (Dataproc
 /// clusters labelled by this deployment, the dataset's tables), lifts
-/// deletion protection on `protected` ([`PROTECTED`] for the real root),
-/// then destroys.
+/// deletion protection, destroys the Cloud SQL instance, removes its VPC
+/// peering (Terraform only forgets the connection: deletion_policy
+/// ABANDON), then destroys the rest. Every stage is planned afresh from
+/// state, so a `down` that stopped half-way picks up where it stopped.
 pub async fn apply_down(
     values: &RootValues,
     tf: &Terraform,
     cloud: &dyn Cloud,
     plan: DownPlan,
-    protected: &[Protected],
+    teardown: &Teardown<'_>,
 ) -> Result<DownReport> {
     if plan.changes.is_empty() {
         return Ok(DownReport::default());
     }
+    plan.discard(tf);
     let labels = values.labels();
     let dataproc_clusters = cloud
         .delete_labelled_dataproc_clusters(&values.project, &values.region, &labels)
@@ -193,55 +316,92 @@ pub async fn apply_down(
     for table in &tables {
         ui::detail(format!("deleted table {}.{table}", values.dataset));
     }
-    let unprotect = unprotect(values, tf, protected).await?;
-    if unprotect.targets.is_empty() {
-        ui::status("terraform apply (destroy)");
-        tf.apply(DOWN_PLAN).await?;
-    } else {
+    let in_state = tf.state_list().await?;
+    let unprotect = unprotect(values, &in_state, teardown.protected);
+    if !unprotect.targets.is_empty() {
         // Deletion protection lives in Terraform state: it must be applied
-        // as false before a destroy can proceed, and that makes the saved
-        // destroy plan stale, so it is planned again. The lift targets the
+        // as false before a destroy can proceed. The lift targets the
         // protected resources only, so a half-finished earlier destroy is
         // not undone by re-creating what it already removed.
-        tf.discard(DOWN_PLAN);
         ui::status(format!(
             "lifting deletion protection on {}",
             unprotect.targets.join(", ")
         ));
         tf.plan(UNPROTECT_PLAN, &unprotect).await?;
         tf.apply(UNPROTECT_PLAN).await?;
-        let destroy = PlanOptions {
+    }
+    if in_state.iter().any(|a| a == teardown.instance) {
+        ui::status(format!("destroying {}", teardown.instance));
+        let instance = PlanOptions {
             destroy: true,
-            vars: unprotect.vars,
-            targets: Vec::new(),
+            vars: unprotect.vars.clone(),
+            targets: vec![teardown.instance.to_owned()],
         };
-        tf.plan(DOWN_PLAN, &destroy).await?;
-        ui::status("terraform apply (destroy)");
+        tf.plan(DOWN_PLAN, &instance).await?;
         tf.apply(DOWN_PLAN).await?;
     }
+    remove_peering(values, cloud, teardown.peering).await?;
+    let destroy = PlanOptions {
+        destroy: true,
+        vars: unprotect.vars,
+        targets: Vec::new(),
+    };
+    tf.plan(DOWN_PLAN, &destroy).await?;
+    ui::status("terraform apply (destroy)");
+    tf.apply(DOWN_PLAN).await?;
     Ok(DownReport {
         dataproc_clusters,
         tables,
     })
 }
 
+/// Removes Cloud SQL's peering from the deployment's network, trying again
+/// while Cloud SQL still holds it. Gives up after `retry` with an error
+/// that says how to finish: the network can't be deleted before it goes.
+async fn remove_peering(values: &RootValues, cloud: &dyn Cloud, retry: Retry) -> Result<()> {
+    let network = values.network_name();
+    let mut tries = 0;
+    loop {
+        let removal = cloud
+            .remove_peering(&values.project, &network, SERVICE_NETWORKING_PEERING)
+            .await
+            .with_context(|| {
+                format!("cannot remove peering {SERVICE_NETWORKING_PEERING} from network {network}")
+            })?;
+        match removal {
+            PeeringRemoval::Removed => {
+                ui::detail(format!(
+                    "removed peering {SERVICE_NETWORKING_PEERING} from network {network}"
+                ));
+                return Ok(());
+            }
+            PeeringRemoval::Absent => return Ok(()),
+            PeeringRemoval::InUse(why) if tries < retry.retries => {
+                tries += 1;
+                ui::detail(format!(
+                    "peering {SERVICE_NETWORKING_PEERING} is still in use ({why}); trying again in {}s ({tries} of {})",
+                    retry.wait.as_secs(),
+                    retry.retries
+                ));
+                tokio::time::sleep(retry.wait).await;
+            }
+            PeeringRemoval::InUse(why) => bail!(
+                "peering {SERVICE_NETWORKING_PEERING} on network {network} is still in use after {} tries: {why}\nhint: Cloud SQL can hold it for a while after the instance is gone; run `infra down` again later, and it continues from here",
+                tries + 1
+            ),
+        }
+    }
+}
+
 /// The plan that turns deletion protection off: a `-var` per protection
 /// the settings turn on, targeting the protected resources still in state.
-async fn unprotect(
-    values: &RootValues,
-    tf: &Terraform,
-    protected: &[Protected],
-) -> Result<PlanOptions> {
+fn unprotect(values: &RootValues, in_state: &[String], protected: &[Protected]) -> PlanOptions {
     let mut options = PlanOptions::default();
-    if !protected.iter().any(|p| (p.enabled)(values)) {
-        return Ok(options);
-    }
-    let in_state = tf.state_list().await?;
     for p in protected.iter().filter(|p| (p.enabled)(values)) {
         options.vars.push((p.var.to_owned(), "false".to_owned()));
         if in_state.iter().any(|address| address == p.address) {
             options.targets.push(p.address.to_owned());
         }
     }
-    Ok(options)
+    options
 }

@@ -5,9 +5,9 @@
 //! render       settings -> validated RootValues -> <state-dir>/terraform/*.tf (Tera)
 //! runner       the terraform binary through process::Cmd: init, plan -out, apply, output -json
 //! outputs      the typed Outputs the rest of infra reads; the password is a redacted Secret
-//! credentials  Application Default Credentials, found the way Google's libraries find them
 //! cidr         the operator CIDR check (never the whole internet)
 //! deploy       the up and down sequences, against a Cloud for what Terraform can't do
+//! leftovers    what a deployment left in its project, and why (status after down)
 //! preview      planning before the state bucket exists (local backend override)
 //! ```
 //!
@@ -18,8 +18,8 @@
 //! `backend::gcp` implements `Cloud`, and nothing here imports `backend`.
 
 pub mod cidr;
-pub mod credentials;
 pub mod deploy;
+pub mod leftovers;
 pub mod outputs;
 pub mod preview;
 pub mod render;
@@ -62,4 +62,47 @@ pub trait Cloud: Send + Sync {
     /// Deletes every table in `dataset`, which stays. A missing dataset is
     /// not an error. Returns the deleted table ids.
     async fn delete_dataset_tables(&self, project: &str, dataset: &str) -> Result<Vec<String>>;
+
+    /// Enables the API `services` (`services:batchEnable`) and waits until
+    /// they are enabled.
+    async fn enable_services(&self, project: &str, services: &[&str]) -> Result<()>;
+
+    /// Removes VPC peering `peering` from `network` (`networks.removePeering`)
+    /// and waits for it. Says whether it was removed, was not there, or is
+    /// still in use by a producer service (try again later).
+    async fn remove_peering(
+        &self,
+        project: &str,
+        network: &str,
+        peering: &str,
+    ) -> Result<PeeringRemoval>;
+
+    /// Whether `network` has peering `peering`; false when the network is gone.
+    async fn has_peering(&self, project: &str, network: &str, peering: &str) -> Result<bool>;
+
+    /// Whether bucket `name` exists.
+    async fn bucket_exists(&self, name: &str) -> Result<bool>;
 }
+
+/// What became of a peering `down` asked to remove.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeeringRemoval {
+    Removed,
+    /// The peering, or its network, was not there.
+    Absent,
+    /// A producer service still uses it; Google's words.
+    InUse(String),
+}
+
+/// The APIs `up` enables before `terraform init`: Terraform needs
+/// serviceusage to enable the others and cloudresourcemanager to grant
+/// project roles, and impersonation needs iamcredentials before the
+/// provider starts. `terraform/modules/services` lists them too.
+pub const BOOTSTRAP_SERVICES: &[&str] = &[
+    "cloudresourcemanager.googleapis.com",
+    "serviceusage.googleapis.com",
+    "iamcredentials.googleapis.com",
+];
+
+/// The peering the Service Networking connection creates for Cloud SQL.
+pub const SERVICE_NETWORKING_PEERING: &str = "servicenetworking-googleapis-com";

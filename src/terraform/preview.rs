@@ -57,7 +57,7 @@ pub async fn init_or_preview(
 }
 
 /// Whether `terraform init` failed because the GCS backend's bucket is missing.
-fn missing_state_bucket(err: &anyhow::Error) -> bool {
+pub(super) fn missing_state_bucket(err: &anyhow::Error) -> bool {
     err.chain()
         .filter_map(|e| e.downcast_ref::<Failed>())
         .any(|f| {

@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::assets;
 use crate::settings::{Settings, env_var};
 
-use super::cidr::validate_operator_cidr;
+use super::cidr::{validate_operator_cidr, validate_private_services_range};
 
 /// Everything the root module is rendered from, validated.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -41,6 +41,9 @@ pub struct RootValues {
     pub database_deletion_protection: bool,
     pub operator_cidr: Option<String>,
     pub dataset: String,
+    /// First address and prefix length of the private services range.
+    pub private_services_address: String,
+    pub private_services_prefix_length: u8,
 }
 
 /// Where `infra` renders the root: `<state-dir>/terraform`.
@@ -53,6 +56,11 @@ impl RootValues {
     /// required; everything else has a default.
     pub fn from_settings(settings: &Settings) -> Result<RootValues> {
         let project = settings.require_project()?.to_owned();
+        if let Some((domain, _)) = project.split_once(':') {
+            bail!(
+                "project `{project}` is domain-scoped ({domain}): infra derives bucket names, the state bucket and service account ids from the project id, and none of those may hold `:` or come out the same for two domains\nhint: create the deployment in a project with a plain id, or set `terraform.state_bucket` and every `buckets.*` name and use a project id without a domain"
+            );
+        }
         check(
             &project,
             "project",
@@ -92,6 +100,7 @@ impl RootValues {
             is_bucket_name,
             BUCKET_RULE,
         )?;
+        let mut buckets = vec![("terraform.state_bucket", &state_bucket)];
         for (key, name) in [
             ("buckets.raw", &settings.bucket_raw),
             ("buckets.staging", &settings.bucket_staging),
@@ -99,6 +108,15 @@ impl RootValues {
         ] {
             if let Some(name) = name {
                 check(name, key, is_bucket_name, BUCKET_RULE)?;
+                buckets.push((key, name));
+            }
+        }
+        for (key, name) in buckets {
+            if name.contains('.') && !settings.bucket_allow_dotted_names {
+                bail!(
+                    "invalid `{key}` = `{name}`: a bucket name with dots is a domain name, and Google creates it only for an owner verified for that domain\nhint: use hyphens instead, or set `buckets.allow_dotted_names = true` ({}) once the domain is verified",
+                    env_var("buckets.allow_dotted_names")
+                );
             }
         }
         if settings.gke_node_count == 0 {
@@ -160,6 +178,14 @@ impl RootValues {
                     env_var("database.operator_cidr")
                 )
             })?;
+        let (address, prefix_length) =
+            validate_private_services_range(&settings.network_private_services_range)
+                .with_context(|| {
+                    format!(
+                        "invalid `network.private_services_range` ({})",
+                        env_var("network.private_services_range")
+                    )
+                })?;
         Ok(RootValues {
             project,
             region: settings.region.clone(),
@@ -181,7 +207,14 @@ impl RootValues {
             database_deletion_protection: settings.database_deletion_protection,
             operator_cidr,
             dataset: settings.dataset.clone(),
+            private_services_address: address.to_string(),
+            private_services_prefix_length: prefix_length,
         })
+    }
+
+    /// The VPC's name, as `terraform/modules/network` builds it.
+    pub fn network_name(&self) -> String {
+        format!("{}-vpc", self.deployment)
     }
 
     /// The labels every resource carries.
@@ -212,6 +245,10 @@ impl RootValues {
             ("database_user", Some(&self.database_user)),
             ("operator_cidr", self.operator_cidr.as_ref()),
             ("dataset", Some(&self.dataset)),
+            (
+                "private_services_address",
+                Some(&self.private_services_address),
+            ),
         ];
         for (key, value) in strings {
             context.insert(
@@ -237,6 +274,10 @@ impl RootValues {
             (
                 "database_public_ip",
                 self.operator_cidr.is_some().to_string(),
+            ),
+            (
+                "private_services_prefix_length",
+                self.private_services_prefix_length.to_string(),
             ),
         ];
         for (key, value) in literals {
@@ -538,8 +579,12 @@ mod tests {
             ),
         ];
         for (env, expected) in cases {
-            let s = settings(env).unwrap();
-            let err = format!("{:#}", RootValues::from_settings(&s).unwrap_err());
+            // SQL identifiers are refused when the settings are resolved,
+            // before any command runs; the rest when the root is built.
+            let err = match settings(env) {
+                Ok(s) => format!("{:#}", RootValues::from_settings(&s).unwrap_err()),
+                Err(e) => format!("{e:#}"),
+            };
             assert!(err.contains(expected), "{env:?}: {err}");
             assert!(err.contains("hint:"), "{env:?}: {err}");
         }
@@ -566,6 +611,68 @@ mod tests {
             tfvars.contains("operator_cidr                = \"203.0.113.7/32\"\n"),
             "{tfvars}"
         );
+    }
+
+    // Issue 11: dotted bucket names need domain verification.
+    #[test]
+    fn bucket_names_with_dots_are_refused_unless_opted_in() {
+        for (var, key) in [
+            ("INFRA_BUCKETS_RAW", "buckets.raw"),
+            ("INFRA_TERRAFORM_STATE_BUCKET", "terraform.state_bucket"),
+        ] {
+            let env = [("INFRA_PROJECT", "my-project"), (var, "data.example.com")];
+            let err = format!(
+                "{:#}",
+                RootValues::from_settings(&settings(&env).unwrap()).unwrap_err()
+            );
+            assert!(err.contains(&format!("`{key}`")), "{err}");
+            assert!(err.contains("verified"), "{err}");
+            assert!(err.contains("buckets.allow_dotted_names"), "{err}");
+            let opted_in = [env[0], env[1], ("INFRA_BUCKETS_ALLOW_DOTTED_NAMES", "true")];
+            RootValues::from_settings(&settings(&opted_in).unwrap()).unwrap();
+        }
+    }
+
+    // Issue 11: domain-scoped project ids are refused with a clear error.
+    #[test]
+    fn a_domain_scoped_project_is_refused_clearly() {
+        let s = settings(&[("INFRA_PROJECT", "example.com:analytics")]).unwrap();
+        let err = format!("{:#}", RootValues::from_settings(&s).unwrap_err());
+        assert!(err.contains("domain-scoped (example.com)"), "{err}");
+        assert!(err.contains("hint:"), "{err}");
+    }
+
+    // Issue 11: the private services range comes from config, checked.
+    #[test]
+    fn the_private_services_range_is_pinned_from_config() {
+        let s = settings(&[
+            ("INFRA_PROJECT", "my-project"),
+            ("INFRA_NETWORK_PRIVATE_SERVICES_RANGE", "10.64.0.0/22"),
+        ])
+        .unwrap();
+        let values = RootValues::from_settings(&s).unwrap();
+        let files = render(&values).unwrap();
+        let tfvars = &files
+            .iter()
+            .find(|(p, _)| p == "terraform.tfvars")
+            .unwrap()
+            .1;
+        assert!(
+            tfvars.contains("private_services_address       = \"10.64.0.0\"\n"),
+            "{tfvars}"
+        );
+        assert!(
+            tfvars.contains("private_services_prefix_length = 22\n"),
+            "{tfvars}"
+        );
+        let s = settings(&[
+            ("INFRA_PROJECT", "my-project"),
+            ("INFRA_NETWORK_PRIVATE_SERVICES_RANGE", "172.16.0.0/20"),
+        ])
+        .unwrap();
+        let err = format!("{:#}", RootValues::from_settings(&s).unwrap_err());
+        assert!(err.contains("network.private_services_range"), "{err}");
+        assert!(err.contains("control-plane"), "{err}");
     }
 
     #[test]

@@ -236,13 +236,25 @@ impl Terraform {
         for var in AMBIENT_VARS {
             cmd = cmd.env_remove(var);
         }
+        // terraform runs in the root module's directory, where a relative
+        // path the user gave from theirs names nothing.
+        let cwd = std::env::current_dir().ok();
+        if let Some(path) =
+            cwd.and_then(|cwd| absolute_credentials(std::env::var_os(CREDENTIALS_VAR), &cwd))
+        {
+            cmd = cmd.env(CREDENTIALS_VAR, path);
+        }
         cmd
     }
 
-    /// `terraform init`: backend, modules and providers.
+    /// `terraform init`: backend, modules and providers. `-reconfigure`
+    /// because the backend block is rendered from settings (state bucket,
+    /// prefix, impersonation): when they change between runs, a plain init
+    /// stops with "Backend configuration changed". The state stays where
+    /// the settings point; nothing is migrated.
     pub async fn init(&self) -> Result<()> {
         self.cmd("init")
-            .args(["-input=false", "-no-color"])
+            .args(["-input=false", "-no-color", "-reconfigure"])
             .run()
             .await
             .with_context(|| format!("`terraform init` failed in {}", self.dir.display()))?;
@@ -378,9 +390,32 @@ fn completes_a_resource(line: &str) -> bool {
     .any(|marker| line.contains(marker))
 }
 
+const CREDENTIALS_VAR: &str = "GOOGLE_APPLICATION_CREDENTIALS";
+
+/// `GOOGLE_APPLICATION_CREDENTIALS` made absolute against `cwd`, when it is
+/// set and relative; `None` when it needs no change.
+fn absolute_credentials(value: Option<std::ffi::OsString>, cwd: &Path) -> Option<PathBuf> {
+    let path = PathBuf::from(value.filter(|v| !v.is_empty())?);
+    path.is_relative().then(|| cwd.join(path))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression (issue 13): a relative key path was found by `infra` but
+    /// not by terraform, which runs in the root module's directory.
+    #[test]
+    fn a_relative_credentials_path_reaches_terraform_absolute() {
+        let cwd = Path::new("/home/me/project");
+        assert_eq!(
+            absolute_credentials(Some("keys/sa.json".into()), cwd),
+            Some(PathBuf::from("/home/me/project/keys/sa.json"))
+        );
+        assert_eq!(absolute_credentials(Some("/abs/sa.json".into()), cwd), None);
+        assert_eq!(absolute_credentials(Some("".into()), cwd), None);
+        assert_eq!(absolute_credentials(None, cwd), None);
+    }
 
     #[test]
     fn plan_json_becomes_a_summary() {

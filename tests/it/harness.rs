@@ -1,4 +1,13 @@
 //! Runs the real `infra` binary in a temp dir, with a clean environment.
+//!
+//! Clean means: its own working directory and state dir, no `INFRA_*` or
+//! `RUST_LOG` from the caller, no colour, a fixed width. The cache dir is
+//! deliberately *not* per test: `HOME` is inherited, so every test shares
+//! `~/.cache/infra`, which holds the pyspark venv (a few hundred MB and
+//! half a minute to build) and terraform's plugin cache. Those are keyed by
+//! content (the requirements' hash) and built under a lock, so sharing
+//! them is safe and keeps the suite fast; nothing a test asserts on lives
+//! there. A test that needs an empty cache sets `INFRA_CACHE_DIR`.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -107,6 +116,23 @@ impl Env {
         Run {
             status: status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        }
+    }
+
+    /// Runs `infra` with its stdout a pipe whose reader has already gone,
+    /// as in `infra status | head -0`.
+    pub fn infra_closed_stdout(&self, args: &[&str]) -> Run {
+        let (reader, writer) = nix::unistd::pipe().unwrap();
+        drop(reader);
+        let Output { status, stderr, .. } = self
+            .command(args)
+            .stdout(std::process::Stdio::from(writer))
+            .output()
+            .unwrap();
+        Run {
+            status: status.code().unwrap_or(-1),
+            stdout: String::new(),
             stderr: String::from_utf8_lossy(&stderr).into_owned(),
         }
     }

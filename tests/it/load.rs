@@ -194,59 +194,184 @@ async fn every_invalid_row_is_rejected_with_its_reason_and_nothing_is_lost() {
     );
 }
 
+/// Every bad input of issue 13 fails before anything is copied or any step
+/// starts: a one-line error naming the file, a hint that says to fix it and
+/// rerun with `--data`, the previous raw data and table untouched, and no
+/// run recorded.
 #[tokio::test]
-async fn bad_inputs_fail_clearly_and_keep_the_old_table() {
+async fn bad_inputs_fail_in_one_line_before_anything_is_copied() {
     let env = Env::new();
     env.infra(&["up"]).ok();
-    let (text, valid, _) = purchases();
-    let data = data_dir(&env, &text);
+    let (good_purchases, valid, _) = purchases();
+    let good_reviews = "cid,review_str,id_review\n1,good,1\n";
+    let data = data_dir(&env, &good_purchases);
     env.infra(&["run", "--data", &data, "--only", "0"]).ok();
     let before = table_dump(&env).await;
     assert_eq!(before.len(), valid);
+    let raw = |name: &str| std::fs::read(env.state().join("raw").join(name)).unwrap();
+    let raw_before = (raw("user_purchase.csv"), raw("movie_review.csv"));
+    let runs = || std::fs::read_dir(env.state().join("runs")).unwrap().count();
+    let runs_before = runs();
 
-    // A missing input file is named before anything is copied.
+    let garbage: Vec<u8> = (0..4096u32).map(|i| (i * 7919 % 251) as u8).collect();
+    let long_line = vec![b'x'; 100 * 1024];
+    let header_only = format!("{HEADER}\n");
+    let cases: [(&str, &[u8], &[u8], &str); 10] = [
+        (
+            "empty purchases",
+            b"",
+            good_reviews.as_bytes(),
+            "user_purchase.csv is empty",
+        ),
+        (
+            "blank purchases",
+            b"\n\n",
+            good_reviews.as_bytes(),
+            "user_purchase.csv is empty",
+        ),
+        (
+            "header-only purchases",
+            header_only.as_bytes(),
+            good_reviews.as_bytes(),
+            "user_purchase.csv has a header but no rows",
+        ),
+        (
+            "binary purchases",
+            &garbage,
+            good_reviews.as_bytes(),
+            "user_purchase.csv has the header `",
+        ),
+        (
+            "wrong purchase header",
+            b"Invoice,Stock\n1,2\n",
+            good_reviews.as_bytes(),
+            "user_purchase.csv has the header `Invoice,Stock`",
+        ),
+        (
+            "a 100 KiB first line",
+            &long_line,
+            good_reviews.as_bytes(),
+            "its first line is longer than 64 KiB",
+        ),
+        (
+            "zero-byte reviews",
+            good_purchases.as_bytes(),
+            b"",
+            "movie_review.csv is empty",
+        ),
+        (
+            "header-only reviews",
+            good_purchases.as_bytes(),
+            b"cid,review_str,id_review\r\n",
+            "movie_review.csv has a header but no rows",
+        ),
+        (
+            "wrong review header",
+            good_purchases.as_bytes(),
+            b"id,text\n1,good\n",
+            "movie_review.csv has the header `id,text`",
+        ),
+        (
+            "binary reviews",
+            good_purchases.as_bytes(),
+            &garbage,
+            "movie_review.csv has the header `",
+        ),
+    ];
+    for (what, purchases, reviews, want) in cases {
+        let dir = env.path().join("bad");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("user_purchase.csv"), purchases).unwrap();
+        std::fs::write(dir.join("movie_review.csv"), reviews).unwrap();
+        let out = env
+            .infra(&["run", "--data", &dir.display().to_string()])
+            .fails(1);
+        let lines: Vec<&str> = out.stderr.lines().collect();
+        assert_eq!(
+            lines.len(),
+            2,
+            "{what}: not one error and one hint:\n{}",
+            out.stderr
+        );
+        assert!(
+            lines[0].starts_with("error: ") && lines[0].contains(want),
+            "{what}:\n{}",
+            out.stderr
+        );
+        assert!(
+            lines[1].contains("fix the file, then rerun `infra run --data DIR`"),
+            "{what}:\n{}",
+            out.stderr
+        );
+        assert_eq!(
+            (raw("user_purchase.csv"), raw("movie_review.csv")),
+            raw_before,
+            "{what}: the raw data was replaced"
+        );
+        assert_eq!(table_dump(&env).await, before, "{what}: the table changed");
+        assert_eq!(runs(), runs_before, "{what}: a run was recorded");
+    }
+
+    // `--data` must name a directory holding both files.
+    let file = env
+        .path()
+        .join("data/user_purchase.csv")
+        .display()
+        .to_string();
+    let out = env.infra(&["run", "--data", &file]).fails(1);
+    assert!(
+        out.stderr.contains("--data takes a directory"),
+        "{}",
+        out.stderr
+    );
     let empty_dir = env.path().join("nothing");
     std::fs::create_dir_all(&empty_dir).unwrap();
     let out = env
-        .infra(&[
-            "run",
-            "--data",
-            &empty_dir.display().to_string(),
-            "--only",
-            "0",
-        ])
+        .infra(&["run", "--data", &empty_dir.display().to_string()])
         .fails(1);
     assert!(
-        out.stderr.contains("missing input file(s)") && out.stderr.contains("user_purchase.csv"),
+        out.stderr.contains("missing input file(s)")
+            && out.stderr.contains("`infra sample --out sample-data`"),
+        "{}",
+        out.stderr
+    );
+    // --data with a run that does not start at step 0 would mix inputs.
+    let out = env.infra(&["run", "--data", &data, "--from", "2"]).fails(2);
+    assert!(
+        out.stderr.contains("must start at step 0"),
         "{}",
         out.stderr
     );
 
-    // A wrong header fails and leaves the table as it was.
-    let data = data_dir(&env, "Invoice,Stock\n1,2\n");
-    let out = env.infra(&["run", "--data", &data, "--only", "0"]).fails(1);
+    // A 2 GB line after a good head (a sparse file: nothing is written but
+    // the header) passes the head check, then the loader refuses it after
+    // 1 MiB, leaving the table as it was.
+    let dir = env.path().join("huge");
+    std::fs::create_dir_all(&dir).unwrap();
+    let huge = dir.join("user_purchase.csv");
+    std::fs::write(&huge, format!("{HEADER}\n536365,")).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&huge)
+        .unwrap()
+        .set_len(2 << 30)
+        .unwrap();
+    std::fs::write(dir.join("movie_review.csv"), good_reviews).unwrap();
+    let out = env
+        .infra(&["run", "--data", &dir.display().to_string(), "--only", "0"])
+        .fails(1);
     assert!(
-        out.stderr.contains("has the header `Invoice,Stock`"),
+        out.stderr.contains("a record longer than 1 MiB"),
         "{}",
         out.stderr
     );
     assert!(
-        out.stderr.contains("step 0 load_purchases failed"),
+        out.stderr.contains("rerun `infra run --data DIR`"),
         "{}",
         out.stderr
     );
     assert_eq!(table_dump(&env).await, before);
-
-    // An empty file (no header at all) fails too.
-    let data = data_dir(&env, "");
-    let out = env.infra(&["run", "--data", &data, "--only", "0"]).fails(1);
-    assert!(out.stderr.contains("is empty"), "{}", out.stderr);
-    assert_eq!(table_dump(&env).await, before);
-
-    // A header-only file is valid input with no rows.
-    let data = data_dir(&env, &format!("{HEADER}\n"));
-    env.infra(&["run", "--data", &data, "--only", "0"]).ok();
-    assert!(table_dump(&env).await.is_empty());
+    std::fs::remove_file(env.state().join("raw/user_purchase.csv")).unwrap();
 
     // A file with only invalid rows loads nothing and rejects everything.
     let data = data_dir(&env, &format!("{HEADER}\nx,y\n1,2,3\n"));

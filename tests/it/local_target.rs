@@ -160,3 +160,64 @@ fn plan_and_dry_runs_change_nothing() {
     env.infra(&["up", "--dry-run"]).ok();
     assert!(!env.state().exists(), "a dry run created the state dir");
 }
+
+/// SIGTERM stops the step, records it as interrupted and exits 143; the
+/// run can be resumed. Sent when the step has started (read from the
+/// progress lines), not after a delay.
+#[test]
+fn sigterm_stops_the_run_records_it_and_exits_143() {
+    use std::io::BufRead;
+
+    let env = Env::new();
+    env.infra(&["up"]).ok();
+    let data = env.path().join("data");
+    env.infra(&[
+        "sample",
+        "--out",
+        data.to_str().unwrap(),
+        "--scale",
+        "0.002",
+    ])
+    .ok();
+    let mut child = env
+        .command(&["run", "--data", data.to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = Vec::new();
+    let mut sent = false;
+    // Read to the end, so the child never blocks on a full pipe.
+    for line in stderr.lines() {
+        let line = line.unwrap();
+        if !sent && line.contains("step 2 tokenize") {
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            )
+            .unwrap();
+            sent = true;
+        }
+        seen.push(line);
+    }
+    assert!(sent, "step 2 never started:\n{}", seen.join("\n"));
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(143), "{}", seen.join("\n"));
+    let runs = env.state().join("runs");
+    let record = std::fs::read_dir(&runs)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "json"))
+        .unwrap();
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(record).unwrap()).unwrap();
+    let tokenize = record["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"] == "tokenize")
+        .unwrap();
+    assert_eq!(tokenize["outcome"], "interrupted");
+    assert_eq!(record["outcome"], "interrupted");
+}

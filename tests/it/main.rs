@@ -6,9 +6,14 @@ mod harness;
 
 mod architecture;
 mod cli;
+mod faults;
+mod fuzz;
 mod gcp;
+mod gcp_run;
 mod load;
 mod local_target;
 mod pipeline;
+mod rehearsal;
+mod secrets;
 mod spark_runtime;
 mod terraform;

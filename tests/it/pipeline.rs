@@ -192,6 +192,9 @@ fn the_local_pipeline_matches_an_independent_computation() {
     let stderr = String::from_utf8_lossy(&failing.stderr);
     assert!(stderr.contains("step 3 user_behavior failed"), "{stderr}");
     assert!(stderr.contains("infra run --from 3"), "{stderr}");
+    // The error quotes the end of the Spark server's log, with the cause in it.
+    assert!(stderr.contains("its log ends"), "{stderr}");
+    assert!(stderr.contains("no-such-master"), "{stderr}");
     let failed_run = last_run(&env);
     assert_eq!(failed_run["steps"][3]["outcome"], "failed");
     let resumed = env.infra(&["run", "--from", "3"]).ok();

@@ -18,9 +18,12 @@ use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::MANAGED_BY;
 use super::http::{Call, Http, Idempotency, encode_segment};
-use crate::backend::{Cell, Column, ColumnKind, QueryResult, TableRef, Warehouse};
+use super::ids;
+use crate::backend::{
+    Cell, Column, ColumnKind, Journal, QueryResult, Remote, RemoteKind, Request, TableRef,
+    Warehouse,
+};
 
 /// The real service.
 pub const BIGQUERY_URL: &str = "https://bigquery.googleapis.com";
@@ -157,6 +160,9 @@ struct Field {
     kind: String,
     #[serde(default)]
     mode: Option<String>,
+    /// A parameterized NUMERIC/BIGNUMERIC's scale (int64 as a string).
+    #[serde(default)]
+    scale: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -215,11 +221,26 @@ impl BigQuery {
         )
     }
 
-    fn console(&self, job_id: &str) -> String {
+    /// The Cloud Console page of a job.
+    pub fn console(&self, job_id: &str) -> String {
         format!(
             "https://console.cloud.google.com/bigquery?project={}&j=bq:{}:{job_id}&page=queryresults",
             self.project, self.location
         )
+    }
+
+    /// The `datasets.insert` call, as sent (and as `plan` shows it).
+    pub fn insert_dataset_call(&self, dataset: &str, labels: &BTreeMap<String, String>) -> Call {
+        Call::new(
+            Method::POST,
+            format!("{}/datasets", self.project_url()),
+            Idempotency::Idempotent,
+        )
+        .json(&json!({
+            "datasetReference": { "projectId": self.project, "datasetId": dataset },
+            "location": self.location,
+            "labels": labels,
+        }))
     }
 
     /// Creates the dataset; one that exists already is fine.
@@ -228,17 +249,7 @@ impl BigQuery {
         dataset: &str,
         labels: &BTreeMap<String, String>,
     ) -> Result<()> {
-        let body = json!({
-            "datasetReference": { "projectId": self.project, "datasetId": dataset },
-            "location": self.location,
-            "labels": labels,
-        });
-        let call = Call::new(
-            Method::POST,
-            format!("{}/datasets", self.project_url()),
-            Idempotency::Idempotent,
-        )
-        .json(&body);
+        let call = self.insert_dataset_call(dataset, labels);
         match self.http.send(&call).await {
             Ok(_) => Ok(()),
             Err(e) if e.is_conflict() => Ok(()),
@@ -315,9 +326,8 @@ impl BigQuery {
             .with_context(|| format!("cannot get BigQuery table {dataset}.{table}"))
     }
 
-    /// Inserts a job with the caller's `job_id`; if that id exists already
-    /// (our own earlier attempt), returns the existing job.
-    pub async fn insert_job(&self, job_id: &str, configuration: Value) -> Result<Job> {
+    /// The `jobs.insert` call, as sent (and as `plan` shows it).
+    pub fn insert_job_call(&self, job_id: &str, configuration: &Value) -> Call {
         let body = json!({
             "jobReference": JobReference {
                 project_id: self.project.clone(),
@@ -326,12 +336,18 @@ impl BigQuery {
             },
             "configuration": configuration,
         });
-        let call = Call::new(
+        Call::new(
             Method::POST,
             format!("{}/jobs", self.project_url()),
             Idempotency::Idempotent,
         )
-        .json(&body);
+        .json(&body)
+    }
+
+    /// Inserts a job with the caller's `job_id`; if that id exists already
+    /// (our own earlier attempt), returns the existing job.
+    pub async fn insert_job(&self, job_id: &str, configuration: Value) -> Result<Job> {
+        let call = self.insert_job_call(job_id, &configuration);
         tracing::info!("starting BigQuery job {job_id}: {}", self.console(job_id));
         match self.http.json(&call).await {
             Ok(job) => Ok(job),
@@ -496,6 +512,13 @@ fn convert(field: &Field, value: &Value) -> Result<Option<Cell>> {
         "INTEGER" | "INT64" => Cell::Int(text.parse().with_context(parse_error)?),
         "FLOAT" | "FLOAT64" => Cell::Float(text.parse().with_context(parse_error)?),
         "BOOLEAN" | "BOOL" => Cell::Bool(text.eq_ignore_ascii_case("true")),
+        "NUMERIC" | "BIGNUMERIC" | "DECIMAL" | "BIGDECIMAL" => {
+            let scale = field.scale.as_deref().and_then(|s| s.parse::<usize>().ok());
+            Cell::Text(match scale {
+                Some(scale) => pad_scale(text, scale),
+                None => text.to_owned(),
+            })
+        }
         "TIMESTAMP" => {
             let micros: i64 = text.parse().with_context(parse_error)?;
             let ts = DateTime::from_timestamp_micros(micros).with_context(parse_error)?;
@@ -505,36 +528,69 @@ fn convert(field: &Field, value: &Value) -> Result<Option<Cell>> {
     }))
 }
 
-fn bigquery_type(kind: ColumnKind) -> &'static str {
-    match kind {
-        ColumnKind::Int64 => "INT64",
-        ColumnKind::Decimal38_3 => "NUMERIC",
-        ColumnKind::Timestamp => "TIMESTAMP",
+/// `12.5` at scale 3 is `12.500`, as PostgreSQL and DuckDB print a
+/// DECIMAL(38,3): BigQuery drops trailing zeros.
+/// A value that is not a plain decimal is left as it is.
+pub fn pad_scale(text: &str, scale: usize) -> String {
+    let (int, frac) = text.split_once('.').unwrap_or((text, ""));
+    let plain = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if scale == 0 || frac.len() >= scale || !plain(int.trim_start_matches('-')) || !plain(frac) {
+        return text.to_owned();
     }
+    format!("{int}.{frac:0<scale$}")
 }
 
-/// A BigQuery job id: letters, digits, `_` and `-`, at most 1024.
-pub fn job_id(parts: &[&str]) -> String {
-    parts
-        .join("_")
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(1024)
-        .collect()
+/// A column as a BigQuery `TableFieldSchema`.
+///
+/// DECIMAL(38,3) is `BIGNUMERIC(38,3)`: NUMERIC has scale 9 and so only 29
+/// integer digits, short of the 35 a DECIMAL(38,3) may have; a
+/// parameterized BIGNUMERIC holds exactly that domain and refuses what
+/// falls outside it, as PostgreSQL and DuckDB do. (`decimalTargetTypes`
+/// only chooses a type when the schema is detected; ours is explicit.)
+fn field_schema(column: &Column) -> Value {
+    let mode = if column.nullable {
+        "NULLABLE"
+    } else {
+        "REQUIRED"
+    };
+    match column.kind {
+        ColumnKind::Int64 => json!({"name": column.name, "type": "INT64", "mode": mode}),
+        ColumnKind::Decimal38_3 => json!({
+            "name": column.name,
+            "type": "BIGNUMERIC",
+            "precision": "38",
+            "scale": "3",
+            "mode": mode,
+        }),
+        ColumnKind::Timestamp => json!({"name": column.name, "type": "TIMESTAMP", "mode": mode}),
+    }
 }
 
 /// The warehouse on GCP.
 pub struct BigQueryWarehouse {
     pub bigquery: BigQuery,
-    /// Starts every job id: one per attempt of a run, so a retried submit
-    /// re-attaches to its own job and a new attempt loads afresh.
-    pub job_prefix: String,
+    /// Labels on the dataset and the load job (`managed-by`, `deployment`).
+    pub labels: BTreeMap<String, String>,
+}
+
+impl BigQueryWarehouse {
+    fn load_configuration(&self, table: &TableRef, columns: &[Column], source: &str) -> Value {
+        json!({
+            "load": {
+                "sourceUris": [source],
+                "sourceFormat": "PARQUET",
+                "destinationTable": {
+                    "projectId": self.bigquery.project,
+                    "datasetId": table.dataset,
+                    "tableId": table.table,
+                },
+                "schema": { "fields": columns.iter().map(field_schema).collect::<Vec<_>>() },
+                "writeDisposition": "WRITE_TRUNCATE",
+                "createDisposition": "CREATE_IF_NEEDED",
+            },
+            "labels": self.labels,
+        })
+    }
 }
 
 #[async_trait]
@@ -544,41 +600,27 @@ impl Warehouse for BigQueryWarehouse {
         table: &TableRef,
         columns: &[Column],
         source: &str,
+        journal: &dyn Journal,
     ) -> Result<u64> {
         if !source.starts_with("gs://") {
             bail!("BigQuery loads from Cloud Storage, not {source}");
         }
-        let labels = BTreeMap::from([(MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned())]);
         self.bigquery
-            .insert_dataset(&table.dataset, &labels)
+            .insert_dataset(&table.dataset, &self.labels)
             .await?;
-        let fields: Vec<Value> = columns
-            .iter()
-            .map(|c| {
-                json!({
-                    "name": c.name,
-                    "type": bigquery_type(c.kind),
-                    "mode": if c.nullable { "NULLABLE" } else { "REQUIRED" },
-                })
-            })
-            .collect();
-        let configuration = json!({
-            "load": {
-                "sourceUris": [source],
-                "sourceFormat": "PARQUET",
-                "destinationTable": {
-                    "projectId": self.bigquery.project,
-                    "datasetId": table.dataset,
-                    "tableId": table.table,
-                },
-                "schema": { "fields": fields },
-                "writeDisposition": "WRITE_TRUNCATE",
-                "createDisposition": "CREATE_IF_NEEDED",
+        let configuration = self.load_configuration(table, columns, source);
+        // An earlier attempt's load still running is waited for, not repeated.
+        let earlier = journal.earlier(RemoteKind::BigQueryJob).pop();
+        let (id, job) = match earlier {
+            Some(earlier) => match self.bigquery.get_job(&earlier.id).await {
+                Ok(job) if job.status.error_result.is_none() => {
+                    tracing::info!("re-attaching to BigQuery job {}", earlier.id);
+                    (earlier.id, job)
+                }
+                _ => self.start_load(table, configuration, journal).await?,
             },
-            "labels": labels,
-        });
-        let id = job_id(&[&self.job_prefix, "load", &table.dataset, &table.table]);
-        let job = self.bigquery.insert_job(&id, configuration).await?;
+            None => self.start_load(table, configuration, journal).await?,
+        };
         let job = self
             .bigquery
             .wait_job(&id, job)
@@ -612,6 +654,57 @@ impl Warehouse for BigQueryWarehouse {
     async fn query(&self, sql: &str) -> Result<QueryResult> {
         self.bigquery.query(sql).await
     }
+
+    fn preview(
+        &self,
+        table: &TableRef,
+        columns: &[Column],
+        source: &str,
+        run_id: &str,
+    ) -> Vec<Request> {
+        let id = load_job_id(run_id, 1, table);
+        vec![
+            self.bigquery
+                .insert_dataset_call(&table.dataset, &self.labels)
+                .to_request("409 (it exists) is fine"),
+            self.bigquery
+                .insert_job_call(&id, &self.load_configuration(table, columns, source))
+                .to_request(
+                    "then jobs.get until DONE; outputRows is checked against step 3's count",
+                ),
+        ]
+    }
+}
+
+/// The load job's id: one per attempt of a run, so a retried insert
+/// re-attaches to its own job and a new attempt loads afresh.
+fn load_job_id(run_id: &str, attempt: u32, table: &TableRef) -> String {
+    ids::bigquery_job_id(&[
+        run_id,
+        &attempt.to_string(),
+        "load",
+        &table.dataset,
+        &table.table,
+    ])
+}
+
+impl BigQueryWarehouse {
+    async fn start_load(
+        &self,
+        table: &TableRef,
+        configuration: Value,
+        journal: &dyn Journal,
+    ) -> Result<(String, Job)> {
+        let id = load_job_id(journal.run_id(), journal.attempt(), table);
+        journal.started(Remote {
+            kind: RemoteKind::BigQueryJob,
+            id: id.clone(),
+            uuid: None,
+            link: Some(self.bigquery.console(&id)),
+        })?;
+        let job = self.bigquery.insert_job(&id, configuration).await?;
+        Ok((id, job))
+    }
 }
 
 #[cfg(test)]
@@ -623,7 +716,39 @@ mod tests {
             name: name.into(),
             kind: kind.into(),
             mode: Some("NULLABLE".into()),
+            scale: None,
         }
+    }
+
+    #[test]
+    fn decimals_are_padded_to_their_scale_like_duckdb() {
+        let mut f = field("amount_spent", "BIGNUMERIC");
+        f.scale = Some("3".into());
+        for (bq, want) in [
+            ("12.5", "12.500"),
+            ("7", "7.000"),
+            ("-0.125", "-0.125"),
+            ("1.25", "1.250"),
+        ] {
+            assert_eq!(
+                convert(&f, &json!(bq)).unwrap(),
+                Some(Cell::Text(want.into())),
+                "{bq}"
+            );
+        }
+    }
+
+    #[test]
+    fn decimal_38_3_is_a_bignumeric_38_3() {
+        let column = Column {
+            name: "amount_spent",
+            kind: ColumnKind::Decimal38_3,
+            nullable: true,
+        };
+        assert_eq!(
+            field_schema(&column),
+            json!({"name": "amount_spent", "type": "BIGNUMERIC", "precision": "38", "scale": "3", "mode": "NULLABLE"})
+        );
     }
 
     #[test]

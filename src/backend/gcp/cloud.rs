@@ -6,11 +6,15 @@ use std::collections::BTreeMap;
 use anyhow::{Context, Result};
 use async_trait::async_trait;
 
-use super::storage::GcsBucket;
+use super::storage::{GcsBucket, Versioning};
 use super::{Clients, Endpoints};
 use crate::backend::Bucket;
 use crate::settings::Settings;
-use crate::terraform::Cloud;
+use crate::terraform::{Cloud, PeeringRemoval};
+
+/// Noncurrent versions of each state object the state bucket keeps: enough
+/// to roll back a bad apply, bounded so history can't pile up.
+const STATE_VERSIONS_KEPT: u32 = 20;
 
 /// `terraform::Cloud` over the real clients, bound to one project and region.
 pub struct GcpCloud {
@@ -30,7 +34,7 @@ impl GcpCloud {
             settings.require_project()?,
             &settings.region,
             settings.impersonate_service_account.as_deref(),
-            &Endpoints::from_env(),
+            &Endpoints::from_settings(settings),
         )
         .await?;
         Ok(GcpCloud { clients })
@@ -48,7 +52,13 @@ impl Cloud for GcpCloud {
     ) -> Result<()> {
         self.clients
             .storage
-            .create_bucket(project, name, location, true, labels)
+            .create_bucket(
+                project,
+                name,
+                location,
+                Versioning::Keep(STATE_VERSIONS_KEPT),
+                labels,
+            )
             .await
             .with_context(|| format!("cannot bootstrap the Terraform state bucket gs://{name}"))?;
         Ok(())
@@ -62,7 +72,7 @@ impl Cloud for GcpCloud {
     ) -> Result<Vec<String>> {
         self.clients
             .dataproc
-            .delete_labelled_clusters(labels, "infra-down")
+            .delete_labelled_clusters(labels)
             .await
             .with_context(|| format!("cannot delete infra's Dataproc clusters in {region}"))
     }
@@ -74,5 +84,31 @@ impl Cloud for GcpCloud {
             bigquery.delete_table(dataset, table).await?;
         }
         Ok(tables)
+    }
+
+    async fn enable_services(&self, _project: &str, services: &[&str]) -> Result<()> {
+        self.clients.serviceusage.batch_enable(services).await
+    }
+
+    async fn remove_peering(
+        &self,
+        _project: &str,
+        network: &str,
+        peering: &str,
+    ) -> Result<PeeringRemoval> {
+        self.clients.compute.remove_peering(network, peering).await
+    }
+
+    async fn has_peering(&self, _project: &str, network: &str, peering: &str) -> Result<bool> {
+        Ok(self
+            .clients
+            .compute
+            .get_network(network)
+            .await?
+            .is_some_and(|n| n.peerings.iter().any(|p| p.name == peering)))
+    }
+
+    async fn bucket_exists(&self, name: &str) -> Result<bool> {
+        self.clients.storage.bucket_exists(name).await
     }
 }

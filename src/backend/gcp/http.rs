@@ -155,6 +155,8 @@ pub struct Call {
     headers: Vec<(HeaderName, HeaderValue)>,
     body: Option<(bytes::Bytes, &'static str)>,
     idempotency: Idempotency,
+    /// Overrides the policy's per-attempt limit.
+    timeout: Option<Duration>,
 }
 
 impl Call {
@@ -166,6 +168,7 @@ impl Call {
             headers: Vec::new(),
             body: None,
             idempotency,
+            timeout: None,
         }
     }
 
@@ -201,6 +204,32 @@ impl Call {
 
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// Gives this attempt longer than the policy's per-attempt limit (a
+    /// large upload, whose response comes only after the whole body).
+    pub fn timeout(mut self, timeout: Duration) -> Call {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// The call as `plan` shows it: method, full URL, JSON body.
+    pub fn to_request(&self, note: &str) -> crate::backend::Request {
+        let url = reqwest::Url::parse_with_params(&self.url, &self.query)
+            .map_or_else(|_| self.url.clone(), String::from);
+        let body = self.body.as_ref().map(|(bytes, content_type)| {
+            if *content_type == "application/json" {
+                serde_json::from_slice(bytes).unwrap_or(serde_json::Value::Null)
+            } else {
+                serde_json::Value::String(String::from_utf8_lossy(bytes).into_owned())
+            }
+        });
+        crate::backend::Request {
+            method: self.method.to_string(),
+            url,
+            body,
+            note: note.to_owned(),
+        }
     }
 }
 
@@ -302,9 +331,10 @@ impl Http {
             }
             None => request,
         };
-        let response = tokio::time::timeout(self.policy.attempt_timeout, request.send())
+        let limit = call.timeout.unwrap_or(self.policy.attempt_timeout);
+        let response = tokio::time::timeout(limit, request.send())
             .await
-            .map_err(|_| ApiError::AttemptTimeout(self.policy.attempt_timeout))?
+            .map_err(|_| ApiError::AttemptTimeout(limit))?
             .map_err(ApiError::Transport)?;
         let status = response.status();
         if status.is_success() || status.is_redirection() {

@@ -1,60 +1,85 @@
-//! The GCP target's building blocks: Cloud Storage, Dataproc, BigQuery and
-//! Cloud SQL, reached over their REST APIs with `reqwest` and tokens from
-//! `yup-oauth2`.
+//! The GCP target: Cloud Storage, Cloud SQL (through its Admin API),
+//! Dataproc and BigQuery, reached over their REST APIs with `reqwest` and
+//! tokens from `yup-oauth2`.
 //!
-//! Each module owns one concern. `http` holds what the three JSON APIs
-//! share (tokens, deadlines, retries); `auth` finds credentials;
-//! `storage`, `dataproc` and `bigquery` implement [`Bucket`](crate::backend::Bucket),
-//! [`Spark`](crate::backend::Spark) and [`Warehouse`](crate::backend::Warehouse);
-//! `cloudsql` builds the database connection options. Nothing here imports
-//! `backend::local`, and nothing there imports this.
+//! Each module owns one concern. `http` holds what the JSON APIs share
+//! (tokens, deadlines, retries); `auth` finds credentials; `ids` holds
+//! Google's rules for the ids and labels we choose; `storage`, `cloudsql`,
+//! `dataproc` and `bigquery` implement [`Bucket`](crate::backend::Bucket),
+//! [`Database`](crate::backend::Database), [`Spark`](crate::backend::Spark)
+//! and [`Warehouse`](crate::backend::Warehouse); `compute` and
+//! `serviceusage` make the network and API calls `up` and `down` need;
+//! `deployment` is what `up` saved about the provisioned resources, from
+//! which [`Gcp`] builds the target with no Terraform call. Nothing here
+//! imports `backend::local`, and nothing there imports this.
 
 pub mod auth;
 pub mod bigquery;
 pub mod cloud;
 pub mod cloudsql;
+pub mod compute;
 pub mod dataproc;
+pub mod deployment;
 pub mod http;
+pub mod ids;
+pub mod serviceusage;
 pub mod storage;
 
 pub use crate::labels::MANAGED_BY;
+pub use deployment::Deployment;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
+use async_trait::async_trait;
 
-use auth::{AdcSources, IAM_CREDENTIALS_URL};
-use bigquery::{BIGQUERY_URL, BigQuery};
-use dataproc::{DATAPROC_URL, Dataproc};
+use crate::backend::{Buckets, Database, Spark, Target, Warehouse};
+use crate::process::Echo;
+use crate::settings::{Settings, SparkMode};
+use auth::{AdcSources, TokenSource};
+use bigquery::{BigQuery, BigQueryWarehouse};
+use cloudsql::{CloudSqlAdmin, CloudSqlDatabase};
+use compute::Compute;
+use dataproc::{ClusterSpark, ClusterSpec, Dataproc, ServerlessSpark, ServerlessSpec};
 use http::{Http, RetryPolicy};
-use storage::{GcsClient, StorageEndpoint, Transfer};
+use serviceusage::ServiceUsage;
+use storage::{GcsBucket, GcsClient, StorageEndpoint, Transfer};
 
-/// Where each API lives. Emulators and tests replace them.
+/// Where each API lives. Emulators, stand-ins and tests replace them.
 #[derive(Debug, Clone)]
 pub struct Endpoints {
     pub storage: StorageEndpoint,
     pub dataproc: String,
     pub bigquery: String,
+    pub sqladmin: String,
     pub iam_credentials: String,
+    pub compute: String,
+    pub serviceusage: String,
 }
 
 impl Endpoints {
-    pub fn google() -> Endpoints {
+    /// From the `endpoints.*` settings; Cloud Storage falls back to
+    /// `STORAGE_EMULATOR_HOST`, then Google's.
+    pub fn from_settings(settings: &Settings) -> Endpoints {
+        let storage = match &settings.endpoints_storage {
+            Some(url) => StorageEndpoint {
+                base_url: url.trim_end_matches('/').to_owned(),
+                emulator: false,
+            },
+            None => StorageEndpoint::from_env_value(
+                std::env::var("STORAGE_EMULATOR_HOST").ok().as_deref(),
+            ),
+        };
         Endpoints {
-            storage: StorageEndpoint::google(),
-            dataproc: DATAPROC_URL.to_owned(),
-            bigquery: BIGQUERY_URL.to_owned(),
-            iam_credentials: IAM_CREDENTIALS_URL.to_owned(),
-        }
-    }
-
-    /// Google's, except Cloud Storage when `STORAGE_EMULATOR_HOST` is set.
-    pub fn from_env() -> Endpoints {
-        let emulator = std::env::var("STORAGE_EMULATOR_HOST").ok();
-        Endpoints {
-            storage: StorageEndpoint::from_env_value(emulator.as_deref()),
-            ..Endpoints::google()
+            storage,
+            dataproc: settings.endpoints_dataproc.clone(),
+            bigquery: settings.endpoints_bigquery.clone(),
+            sqladmin: settings.endpoints_sqladmin.clone(),
+            iam_credentials: settings.endpoints_iam_credentials.clone(),
+            compute: settings.endpoints_compute.clone(),
+            serviceusage: settings.endpoints_serviceusage.clone(),
         }
     }
 }
@@ -67,9 +92,39 @@ pub struct Clients {
     pub storage: GcsClient,
     pub dataproc: Arc<Dataproc>,
     pub bigquery: BigQuery,
+    pub compute: Compute,
+    pub serviceusage: ServiceUsage,
+    pub http: Http,
 }
 
 impl Clients {
+    /// Builds every client on `tokens`. No API is called yet.
+    pub fn new(
+        project: &str,
+        region: &str,
+        tokens: Arc<dyn TokenSource>,
+        endpoints: &Endpoints,
+        poll: Duration,
+    ) -> Result<Clients> {
+        let policy = RetryPolicy::default();
+        let http = Http::new(tokens.clone(), policy.clone())?;
+        Ok(Clients {
+            storage: GcsClient::new(&endpoints.storage, tokens, policy, Transfer::default())?,
+            dataproc: Arc::new(Dataproc::new(
+                http.clone(),
+                &endpoints.dataproc,
+                project,
+                region,
+                poll,
+            )),
+            // A region is also a BigQuery location; the dataset lives beside the data.
+            bigquery: BigQuery::new(http.clone(), &endpoints.bigquery, project, region, poll),
+            compute: Compute::new(http.clone(), &endpoints.compute, project, poll),
+            serviceusage: ServiceUsage::new(http.clone(), &endpoints.serviceusage, project, poll),
+            http,
+        })
+    }
+
     /// Finds credentials (Application Default Credentials, impersonated
     /// when asked) and builds every client. No API is called yet.
     pub async fn connect(
@@ -84,19 +139,156 @@ impl Clients {
             &endpoints.iam_credentials,
         )
         .await?;
-        let policy = RetryPolicy::default();
-        let http = Http::new(tokens.clone(), policy.clone())?;
-        Ok(Clients {
-            storage: GcsClient::new(&endpoints.storage, tokens, policy, Transfer::default())?,
-            dataproc: Arc::new(Dataproc::new(
-                http.clone(),
-                &endpoints.dataproc,
-                project,
-                region,
-                POLL,
-            )),
-            // A region is also a BigQuery location; the dataset lives beside the data.
-            bigquery: BigQuery::new(http, &endpoints.bigquery, project, region, POLL),
+        Clients::new(project, region, tokens, endpoints, POLL)
+    }
+}
+
+/// A token source for plans: building the clients needs one, and a plan
+/// must never send a request.
+struct PlanOnly;
+
+#[async_trait]
+impl TokenSource for PlanOnly {
+    async fn token(&self) -> Result<Option<String>> {
+        anyhow::bail!("a plan sends no request")
+    }
+}
+
+/// The deployed GCP target, as `up` saved it.
+pub struct Gcp {
+    pub deployment: Deployment,
+    settings: Settings,
+    endpoints: Endpoints,
+}
+
+impl Gcp {
+    /// Reads `<state>/gcp/outputs.json`; no Terraform call, no network.
+    pub fn load(settings: &Settings) -> Result<Gcp> {
+        Ok(Gcp {
+            deployment: Deployment::load(&settings.state_dir)?,
+            settings: settings.clone(),
+            endpoints: Endpoints::from_settings(settings),
         })
+    }
+
+    /// The labels of everything this deployment's runs create.
+    pub fn labels(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned()),
+            (
+                "deployment".to_owned(),
+                ids::label_value(&self.deployment.deployment),
+            ),
+        ])
+    }
+
+    /// Clients with real credentials.
+    pub async fn clients(&self) -> Result<Clients> {
+        Clients::connect(
+            &self.deployment.project,
+            &self.deployment.region,
+            self.settings.impersonate_service_account.as_deref(),
+            &self.endpoints,
+        )
+        .await
+    }
+
+    /// The target for `plan` and `run --dry-run`: every capability can
+    /// preview its requests, none can send one.
+    pub fn plan_target(&self) -> Result<Target> {
+        let clients = Clients::new(
+            &self.deployment.project,
+            &self.deployment.region,
+            Arc::new(PlanOnly),
+            &self.endpoints,
+            POLL,
+        )?;
+        Ok(self.target_with(clients, Echo::Quiet))
+    }
+
+    /// The target that runs the pipeline, with real credentials.
+    pub async fn target(&self, echo: Echo) -> Result<Target> {
+        Ok(self.target_with(self.clients().await?, echo))
+    }
+
+    /// The buckets, over `storage`.
+    pub fn buckets(&self, storage: &GcsClient) -> Buckets {
+        let d = &self.deployment;
+        let bucket = |role: &str, name: &str| Box::new(GcsBucket::new(role, name, storage.clone()));
+        Buckets {
+            raw: bucket("raw", &d.raw_bucket),
+            staging: bucket("staging", &d.staging_bucket),
+            code: bucket("code", &d.code_bucket),
+        }
+    }
+
+    fn target_with(&self, clients: Clients, echo: Echo) -> Target {
+        let d = &self.deployment;
+        let s = &self.settings;
+        let labels = self.labels();
+        let database: Box<dyn Database> = Box::new(CloudSqlDatabase {
+            admin: CloudSqlAdmin::new(
+                clients.http.clone(),
+                &self.endpoints.sqladmin,
+                &d.project,
+                &d.sql_instance,
+                POLL,
+            ),
+            storage: clients.storage.clone(),
+            staging_bucket: d.staging_bucket.clone(),
+            database: d.database_name.clone(),
+            user: d.database_user.clone(),
+        });
+        let spark: Box<dyn Spark> = match s.spark_mode {
+            SparkMode::Cluster => Box::new(ClusterSpark::new(
+                clients.dataproc.clone(),
+                clients.storage.clone(),
+                ClusterSpec {
+                    deployment: ids::label_value(&d.deployment).replace('_', "-"),
+                    image_version: s.dataproc_image_version.clone(),
+                    master_machine_type: s.dataproc_master_machine_type.clone(),
+                    worker_machine_type: s.dataproc_worker_machine_type.clone(),
+                    workers: s.dataproc_workers,
+                    boot_disk_gb: s.dataproc_boot_disk_gb,
+                    idle_ttl_secs: u64::from(s.dataproc_idle_ttl_secs),
+                    max_age_secs: u64::from(s.dataproc_max_age_secs),
+                    service_account: d.service_account_email.clone(),
+                    subnetwork: d.subnetwork.clone(),
+                    labels: labels.clone(),
+                    properties: s.spark_properties.clone(),
+                },
+                driver_sink(echo),
+            )),
+            SparkMode::Serverless => Box::new(ServerlessSpark::new(
+                clients.dataproc.clone(),
+                ServerlessSpec {
+                    runtime_version: s.dataproc_serverless_runtime.clone(),
+                    service_account: d.service_account_email.clone(),
+                    subnetwork: d.subnetwork.clone(),
+                    labels: labels.clone(),
+                    properties: s.spark_properties.clone(),
+                    ttl_secs: u64::from(s.dataproc_max_age_secs),
+                },
+            )),
+        };
+        let warehouse: Box<dyn Warehouse> = Box::new(BigQueryWarehouse {
+            bigquery: clients.bigquery.clone(),
+            labels,
+        });
+        Target {
+            buckets: self.buckets(&clients.storage),
+            database,
+            spark,
+            warehouse,
+        }
+    }
+}
+
+/// Where a Dataproc driver's output lines go: the terminal with `-v`,
+/// the debug log otherwise.
+fn driver_sink(echo: Echo) -> Arc<dyn Fn(&str) + Send + Sync> {
+    match echo {
+        Echo::Stream => Arc::new(|line: &str| eprintln!("{line}")),
+        _ => Arc::new(|line: &str| tracing::debug!(target: "infra::driver", "{line}")),
     }
 }

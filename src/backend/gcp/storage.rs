@@ -39,6 +39,18 @@ pub const CHUNK_GRANULARITY: usize = 256 * 1024;
 /// after a failed chunk, before it gives up.
 const CHUNK_RESUMES: usize = 5;
 
+/// The slowest upload rate a body is given time for: 256 KiB/s.
+const MIN_UPLOAD_BYTES_PER_SEC: u64 = 256 * 1024;
+
+/// How long one attempt that sends `bytes` may take: the policy's limit
+/// for the response, plus the time the body needs at the slowest rate we
+/// allow. A fixed limit would fail a 16 MiB chunk on any link under
+/// ~280 KiB/s, whatever the server did.
+pub fn upload_timeout(policy: &RetryPolicy, bytes: usize) -> std::time::Duration {
+    policy.attempt_timeout
+        + std::time::Duration::from_secs((bytes as u64).div_ceil(MIN_UPLOAD_BYTES_PER_SEC))
+}
+
 /// Where Cloud Storage is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StorageEndpoint {
@@ -132,6 +144,43 @@ struct BucketResource {
     labels: BTreeMap<String, String>,
 }
 
+/// Object versioning for a new bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Versioning {
+    Off,
+    /// On, and a lifecycle rule deletes a noncurrent version once this many
+    /// newer versions exist, so history is kept but bounded.
+    Keep(u32),
+}
+
+/// The `buckets.insert` body.
+fn bucket_body(
+    name: &str,
+    location: &str,
+    versioning: Versioning,
+    labels: &BTreeMap<String, String>,
+) -> serde_json::Value {
+    let mut body = serde_json::json!({
+        "name": name,
+        "location": location,
+        "versioning": { "enabled": versioning != Versioning::Off },
+        "labels": labels,
+        "iamConfiguration": {
+            "uniformBucketLevelAccess": { "enabled": true },
+            "publicAccessPrevention": "enforced",
+        },
+    });
+    if let Versioning::Keep(newer) = versioning {
+        body["lifecycle"] = serde_json::json!({
+            "rule": [{
+                "action": { "type": "Delete" },
+                "condition": { "isLive": false, "numNewerVersions": newer },
+            }],
+        });
+    }
+    body
+}
+
 /// What `create_bucket` found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BucketCreated {
@@ -189,26 +238,19 @@ impl GcsClient {
         )
     }
 
-    /// Creates a bucket with versioning and labels. A bucket of that name
-    /// that is already ours (it carries the same `managed-by` label) is fine.
+    /// Creates a bucket with uniform access, public access prevention,
+    /// `versioning` and `labels`. On a 409 the existing bucket is adopted
+    /// only if it carries every one of `labels` (so it is this deployment's)
+    /// and is listed in `project`; anything else is an error that says which.
     pub async fn create_bucket(
         &self,
         project: &str,
         name: &str,
         location: &str,
-        versioning: bool,
+        versioning: Versioning,
         labels: &BTreeMap<String, String>,
     ) -> Result<BucketCreated> {
-        let body = serde_json::json!({
-            "name": name,
-            "location": location,
-            "versioning": { "enabled": versioning },
-            "labels": labels,
-            "iamConfiguration": {
-                "uniformBucketLevelAccess": { "enabled": true },
-                "publicAccessPrevention": "enforced",
-            },
-        });
+        let body = bucket_body(name, location, versioning, labels);
         // Creating twice cannot create two buckets: a retry at worst meets our own 409.
         let call = Call::new(
             Method::POST,
@@ -225,19 +267,63 @@ impl GcsClient {
                     .json(&Call::get(format!("{}/storage/v1/b/{}", self.base, encode_segment(name))))
                     .await
                     .with_context(|| format!("bucket gs://{name} exists, and it is not readable by us\nhint: bucket names are global; choose another"))?;
-                let ours = labels
-                    .get("managed-by")
-                    .is_some_and(|v| existing.labels.get("managed-by") == Some(v));
-                if !ours {
+                let missing: Vec<String> = labels
+                    .iter()
+                    .filter(|(k, v)| existing.labels.get(*k) != Some(v))
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                if !missing.is_empty() {
                     bail!(
-                        "bucket gs://{name} already exists and is not managed by infra (its labels: {:?})",
+                        "bucket gs://{name} already exists and is not this deployment's: it lacks the labels {} (its labels: {:?})\nhint: choose another name, or label the bucket if it really is this deployment's",
+                        missing.join(","),
                         existing.labels
+                    );
+                }
+                if !self.project_has_bucket(project, name).await? {
+                    bail!(
+                        "bucket gs://{name} carries this deployment's labels but is not in project {project}\nhint: bucket names are global; choose another name for this project"
                     );
                 }
                 Ok(BucketCreated::AlreadyOurs)
             }
             Err(e) => Err(e)
                 .with_context(|| format!("cannot create bucket gs://{name} in project {project}")),
+        }
+    }
+
+    /// Whether `buckets.list` for `project` includes `name`.
+    async fn project_has_bucket(&self, project: &str, name: &str) -> Result<bool> {
+        #[derive(Deserialize)]
+        struct Listing {
+            #[serde(default)]
+            items: Vec<BucketName>,
+        }
+        #[derive(Deserialize)]
+        struct BucketName {
+            name: String,
+        }
+        let call = Call::get(format!("{}/storage/v1/b", self.base))
+            .query("project", project)
+            .query("prefix", name);
+        let listing: Listing = self
+            .http
+            .json(&call)
+            .await
+            .with_context(|| format!("cannot list the buckets of project {project}"))?;
+        Ok(listing.items.iter().any(|b| b.name == name))
+    }
+
+    /// Whether bucket `name` exists (and is readable).
+    pub async fn bucket_exists(&self, name: &str) -> Result<bool> {
+        let call = Call::get(format!(
+            "{}/storage/v1/b/{}",
+            self.base,
+            encode_segment(name)
+        ));
+        match self.http.send(&call).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e).with_context(|| format!("cannot read bucket gs://{name}")),
         }
     }
 
@@ -302,6 +388,52 @@ impl GcsClient {
     }
 
     /// Deletes `key`; an object already gone is not an error.
+    /// The `objects.compose` call that concatenates `sources` into `key`.
+    pub fn compose_call(
+        &self,
+        bucket: &str,
+        sources: &[&str],
+        key: &str,
+        content_type: &str,
+    ) -> Call {
+        let body = serde_json::json!({
+            "sourceObjects": sources.iter().map(|name| serde_json::json!({"name": name})).collect::<Vec<_>>(),
+            "destination": {"contentType": content_type},
+        });
+        // Composing the same sources again writes the same bytes.
+        Call::new(
+            Method::POST,
+            format!("{}/compose", self.object_url(bucket, key)),
+            Idempotency::Idempotent,
+        )
+        .json(&body)
+    }
+
+    /// Concatenates `sources` (at most 32, in this bucket) into `key`,
+    /// server-side: no byte passes through this machine.
+    pub async fn compose(
+        &self,
+        bucket: &str,
+        sources: &[&str],
+        key: &str,
+        content_type: &str,
+    ) -> Result<u64> {
+        let object: ObjectResource = self
+            .http
+            .json(&self.compose_call(bucket, sources, key, content_type))
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot compose gs://{bucket}/{key} from {}",
+                    sources.join(", ")
+                )
+            })?;
+        object
+            .size
+            .parse()
+            .with_context(|| format!("gs://{bucket}/{key} reports a size that is not a number"))
+    }
+
     pub async fn delete(&self, bucket: &str, key: &str) -> Result<()> {
         match self
             .http
@@ -333,6 +465,7 @@ impl GcsClient {
             )
             .query("uploadType", "media")
             .query("name", key)
+            .timeout(upload_timeout(self.http.policy(), pending.len()))
             .bytes(pending.into(), "application/octet-stream");
             let object: ObjectResource = self.http.json(&call).await.with_context(what)?;
             self.check(bucket, key, &object, size, crc).await?;
@@ -474,6 +607,7 @@ impl ResumableUpload {
             format!("bytes {}-{}/{total}", self.offset, end - 1)
         };
         let call = Call::new(Method::PUT, &self.session, Idempotency::Once)
+            .timeout(upload_timeout(self.http.policy(), data.len()))
             .header(CONTENT_RANGE, &range)
             .bytes(
                 bytes::Bytes::copy_from_slice(data),
@@ -638,5 +772,45 @@ impl Bucket for GcsBucket {
 
     async fn delete(&self, key: &str) -> Result<()> {
         self.client.delete(&self.name, key).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Issue 11: the state bucket keeps a bounded number of noncurrent versions.
+    #[test]
+    fn a_kept_history_is_bounded_by_a_lifecycle_rule_on_noncurrent_versions() {
+        let labels = BTreeMap::from([("managed-by".to_owned(), "infra".to_owned())]);
+        let body = bucket_body("b", "US", Versioning::Keep(10), &labels);
+        assert_eq!(body["versioning"]["enabled"], true);
+        let rule = &body["lifecycle"]["rule"][0];
+        assert_eq!(rule["action"]["type"], "Delete");
+        assert_eq!(rule["condition"]["isLive"], false);
+        assert_eq!(rule["condition"]["numNewerVersions"], 10);
+        assert_eq!(
+            body["iamConfiguration"]["publicAccessPrevention"],
+            "enforced"
+        );
+        let off = bucket_body("b", "US", Versioning::Off, &labels);
+        assert_eq!(off["versioning"]["enabled"], false);
+        assert!(off.get("lifecycle").is_none());
+    }
+
+    #[test]
+    fn the_upload_timeout_grows_with_the_chunk() {
+        let policy = RetryPolicy::default();
+        let small = upload_timeout(&policy, 1024);
+        let chunk = upload_timeout(&policy, 16 << 20);
+        assert_eq!(
+            small,
+            policy.attempt_timeout + std::time::Duration::from_secs(1)
+        );
+        // 16 MiB at 256 KiB/s takes 64 s, on top of the wait for the answer.
+        assert_eq!(
+            chunk,
+            policy.attempt_timeout + std::time::Duration::from_secs(64)
+        );
     }
 }

@@ -23,9 +23,9 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
-use std::net::{TcpListener, TcpStream};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use rand::distr::{Alphanumeric, SampleString};
 
+use super::server;
 use crate::process::Cmd;
 
 /// The server's main class, as `start-connect-server.sh` starts it.
@@ -321,7 +322,7 @@ impl ConnectServer {
             Ok(token) if !token.is_empty() => token,
             _ => {
                 let token = Alphanumeric.sample_string(&mut rand::rng(), 40);
-                write_private(&self.token_file(), &token)?;
+                server::write_private(&self.token_file(), &token)?;
                 token
             }
         };
@@ -405,25 +406,9 @@ impl ConnectServer {
         out
     }
 
-    /// The configured port if free (error if not), else the last one if
-    /// still free, else any free port: as the local PostgreSQL picks.
+    /// The port to listen on, chosen as every local server chooses it.
     fn pick_port(&self) -> Result<u16> {
-        if self.port != 0 {
-            if !port_is_free(self.port) {
-                bail!(
-                    "port {} on 127.0.0.1 is in use by another program\nhint: stop it, or set spark.connect_port (INFRA_SPARK_CONNECT_PORT) to another port, or to 0 to pick a free one",
-                    self.port
-                );
-            }
-            return Ok(self.port);
-        }
-        if let Ok(previous) = self.recorded_port()
-            && port_is_free(previous)
-        {
-            return Ok(previous);
-        }
-        let listener = TcpListener::bind("127.0.0.1:0").context("cannot find a free port")?;
-        Ok(listener.local_addr()?.port())
+        server::pick_port(self.port, self.recorded_port().ok(), "spark.connect_port")
     }
 
     /// Stops the server if it runs: SIGTERM, then SIGKILL after a grace
@@ -454,22 +439,6 @@ fn is_server_process(pid: i32) -> bool {
             .windows(SERVER_CLASS.len())
             .any(|w| w == SERVER_CLASS.as_bytes())
     })
-}
-
-fn port_is_free(port: u16) -> bool {
-    TcpListener::bind(("127.0.0.1", port)).is_ok()
-}
-
-fn write_private(path: &Path, text: &str) -> Result<()> {
-    let _ = std::fs::remove_file(path);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    file.write_all(text.as_bytes())?;
-    Ok(())
 }
 
 #[cfg(test)]

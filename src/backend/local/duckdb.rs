@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use async_trait::async_trait;
-use chrono::DateTime;
-use duckdb::types::ValueRef;
+use duckdb::arrow::array::{Array, RecordBatch};
+use duckdb::arrow::util::display::{ArrayFormatter, FormatOptions};
 use duckdb::{AccessMode, Config, Connection};
 
-use crate::backend::{Cell, Column, ColumnKind, QueryResult, TableRef, Warehouse};
+use crate::backend::{self, Cell, ColumnKind, Journal, QueryResult, TableRef, Warehouse};
 
 pub struct DuckDbWarehouse {
     path: PathBuf,
@@ -34,8 +34,9 @@ impl Warehouse for DuckDbWarehouse {
     async fn replace_from_parquet(
         &self,
         table: &TableRef,
-        columns: &[Column],
+        columns: &[backend::Column],
         source: &str,
+        _journal: &dyn Journal,
     ) -> Result<u64> {
         let path = self.path.clone();
         let table = table.clone();
@@ -71,7 +72,7 @@ fn literal(text: &str) -> String {
 fn replace_blocking(
     path: &Path,
     table: &TableRef,
-    columns: &[Column],
+    columns: &[backend::Column],
     source: &str,
 ) -> Result<u64> {
     let glob = source
@@ -141,61 +142,91 @@ fn query_blocking(path: &Path, sql: &str) -> Result<QueryResult> {
     let config = Config::default().access_mode(AccessMode::ReadOnly)?;
     let conn = Connection::open_with_flags(path, config)
         .with_context(|| format!("cannot open the warehouse {}", path.display()))?;
-    let mut stmt = conn.prepare(sql).context("the query failed")?;
-    let mut result = QueryResult::default();
-    {
-        let mut rows = stmt.query([]).context("the query failed")?;
-        while let Some(row) = rows.next()? {
-            let stmt = row.as_ref();
-            if result.columns.is_empty() {
-                result.columns = stmt.column_names();
-            }
-            let cells = (0..stmt.column_count())
-                .map(|i| cell(row.get_ref(i)?, &stmt.column_names()[i]))
-                .collect::<Result<Vec<_>>>()?;
-            result.rows.push(cells);
+    // Through Arrow rather than row by row: every type DuckDB has, NULL and
+    // LIST included, arrives as an array that can be printed, where the
+    // row API panics on some (a bare `SELECT NULL`).
+    let mut stmt = conn.prepare(sql).map_err(sql_error)?;
+    let batches: Vec<RecordBatch> = stmt.query_arrow([]).map_err(sql_error)?.collect();
+    let mut result = QueryResult {
+        columns: stmt.column_names(),
+        rows: Vec::new(),
+    };
+    let options = FormatOptions::new()
+        .with_display_error(true)
+        .with_timestamp_format(Some("%Y-%m-%dT%H:%M:%S%.fZ"))
+        .with_timestamp_tz_format(Some("%Y-%m-%dT%H:%M:%S%.f%:z"));
+    for batch in &batches {
+        let columns = batch
+            .columns()
+            .iter()
+            .zip(&result.columns)
+            .map(|(array, name)| ResultColumn::new(array.as_ref(), name, &options))
+            .collect::<Result<Vec<_>>>()?;
+        for row in 0..batch.num_rows() {
+            result
+                .rows
+                .push(columns.iter().map(|c| c.cell(row)).collect());
         }
-    }
-    if result.columns.is_empty() {
-        result.columns = stmt.column_names();
     }
     Ok(result)
 }
 
-/// One value as exact text: decimals keep every digit, timestamps are ISO 8601 UTC.
-fn cell(value: ValueRef<'_>, column: &str) -> Result<Option<Cell>> {
-    Ok(Some(match value {
-        ValueRef::Null => return Ok(None),
-        ValueRef::Boolean(b) => Cell::Bool(b),
-        ValueRef::TinyInt(i) => Cell::Int(i.into()),
-        ValueRef::SmallInt(i) => Cell::Int(i.into()),
-        ValueRef::Int(i) => Cell::Int(i.into()),
-        ValueRef::BigInt(i) => Cell::Int(i.into()),
-        ValueRef::HugeInt(i) => Cell::Int(i),
-        ValueRef::UTinyInt(i) => Cell::Int(i.into()),
-        ValueRef::USmallInt(i) => Cell::Int(i.into()),
-        ValueRef::UInt(i) => Cell::Int(i.into()),
-        ValueRef::UBigInt(i) => Cell::Int(i.into()),
-        ValueRef::Float(f) => Cell::Float(f.into()),
-        ValueRef::Double(f) => Cell::Float(f),
-        ValueRef::Decimal(d) => Cell::Text(d.to_string()),
-        ValueRef::Timestamp(unit, t) => {
-            let micros = unit.to_micros(t);
-            let ts = DateTime::from_timestamp_micros(micros)
-                .with_context(|| format!("timestamp out of range in column {column}"))?;
-            Cell::Text(ts.format("%Y-%m-%dT%H:%M:%S%.fZ").to_string())
+/// DuckDB's own message. The crate chains a numeric code under it that
+/// says only "Unknown error code": it is dropped.
+fn sql_error(e: duckdb::Error) -> anyhow::Error {
+    anyhow::anyhow!("the query failed: {e}")
+}
+
+/// One result column, ready to give its values as cells.
+struct ResultColumn<'a> {
+    array: &'a dyn Array,
+    text: ArrayFormatter<'a>,
+}
+
+impl<'a> ResultColumn<'a> {
+    fn new(
+        array: &'a dyn Array,
+        name: &str,
+        options: &FormatOptions<'a>,
+    ) -> Result<ResultColumn<'a>> {
+        let text = ArrayFormatter::try_new(array, options).with_context(|| {
+            format!(
+                "column {name} has type {}, which cannot be printed",
+                array.data_type()
+            )
+        })?;
+        Ok(ResultColumn { array, text })
+    }
+
+    /// Integers, booleans and floats keep their kind (JSON prints them as
+    /// such); everything else is DuckDB's value as exact text: decimals
+    /// with every digit, timestamps as ISO 8601, times, intervals, lists.
+    fn cell(&self, row: usize) -> Option<Cell> {
+        use duckdb::arrow::array::AsArray;
+        use duckdb::arrow::datatypes::{self as t, DataType};
+        let a = self.array;
+        if a.is_null(row) || matches!(a.data_type(), DataType::Null) {
+            return None;
         }
-        ValueRef::Date32(days) => {
-            let date = DateTime::from_timestamp(i64::from(days) * 86_400, 0)
-                .with_context(|| format!("date out of range in column {column}"))?;
-            Cell::Text(date.format("%Y-%m-%d").to_string())
-        }
-        ValueRef::Text(bytes) => Cell::Text(String::from_utf8_lossy(bytes).into_owned()),
-        other => bail!(
-            "column {column} has type {:?}, which `infra query` cannot print\nhint: cast it to VARCHAR in the query",
-            other.data_type()
-        ),
-    }))
+        Some(match a.data_type() {
+            DataType::Boolean => Cell::Bool(a.as_boolean().value(row)),
+            DataType::Int8 => Cell::Int(a.as_primitive::<t::Int8Type>().value(row).into()),
+            DataType::Int16 => Cell::Int(a.as_primitive::<t::Int16Type>().value(row).into()),
+            DataType::Int32 => Cell::Int(a.as_primitive::<t::Int32Type>().value(row).into()),
+            DataType::Int64 => Cell::Int(a.as_primitive::<t::Int64Type>().value(row).into()),
+            DataType::UInt8 => Cell::Int(a.as_primitive::<t::UInt8Type>().value(row).into()),
+            DataType::UInt16 => Cell::Int(a.as_primitive::<t::UInt16Type>().value(row).into()),
+            DataType::UInt32 => Cell::Int(a.as_primitive::<t::UInt32Type>().value(row).into()),
+            DataType::UInt64 => Cell::Int(a.as_primitive::<t::UInt64Type>().value(row).into()),
+            // HUGEINT arrives as a decimal with no fraction.
+            DataType::Decimal128(_, 0) => {
+                Cell::Int(a.as_primitive::<t::Decimal128Type>().value(row))
+            }
+            DataType::Float32 => Cell::Float(a.as_primitive::<t::Float32Type>().value(row).into()),
+            DataType::Float64 => Cell::Float(a.as_primitive::<t::Float64Type>().value(row)),
+            _ => Cell::Text(self.text.value(row).to_string()),
+        })
+    }
 }
 
 /// The DuckDB release the pinned `duckdb` crate binds, which
@@ -244,6 +275,51 @@ mod tests {
         );
     }
 
+    /// Regression: `SELECT NULL AS x` panicked inside the duckdb crate, and
+    /// TIME, INTERVAL and LIST values were refused.
+    #[tokio::test]
+    async fn every_type_prints_and_a_bare_null_does_not_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.duckdb");
+        Connection::open(&path).unwrap();
+        let result = DuckDbWarehouse::new(path)
+            .query(
+                "SELECT NULL AS x, TIME '12:34:56' AS t, INTERVAL 3 DAY AS i, [1, 2] AS l, \
+                 {'a': 1} AS s, 170141183460469231731687303715884105727::HUGEINT AS h, 1.5::DOUBLE AS f",
+            )
+            .await
+            .unwrap();
+        assert_eq!(result.columns, ["x", "t", "i", "l", "s", "h", "f"]);
+        let row = &result.rows[0];
+        assert_eq!(row[0], None);
+        assert_eq!(row[1], Some(Cell::Text("12:34:56".into())));
+        let Some(Cell::Text(interval)) = &row[2] else {
+            panic!("{row:?}")
+        };
+        assert!(interval.contains('3'), "{interval}");
+        assert_eq!(row[3], Some(Cell::Text("[1, 2]".into())));
+        assert_eq!(row[4], Some(Cell::Text("{a: 1}".into())));
+        assert_eq!(row[5], Some(Cell::Int(i128::MAX)));
+        assert_eq!(row[6], Some(Cell::Float(1.5)));
+    }
+
+    #[tokio::test]
+    async fn sql_errors_carry_duckdbs_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.duckdb");
+        Connection::open(&path).unwrap();
+        let warehouse = DuckDbWarehouse::new(path);
+        for (sql, want) in [
+            ("SELEC 1", "syntax error"),
+            ("SELECT * FROM nowhere", "nowhere"),
+            ("SELECT 1/'x'", "Conversion Error"),
+        ] {
+            let err = format!("{:#}", warehouse.query(sql).await.unwrap_err());
+            assert!(err.contains(want), "{sql}: {err}");
+            assert!(!err.contains("Unknown error code"), "{sql}: {err}");
+        }
+    }
+
     #[tokio::test]
     async fn a_failed_load_leaves_the_old_table() {
         let dir = tempfile::tempdir().unwrap();
@@ -253,7 +329,7 @@ mod tests {
             dataset: "ds".into(),
             table: "t".into(),
         };
-        let columns = [Column {
+        let columns = [backend::Column {
             name: "customer_id",
             kind: ColumnKind::Int64,
             nullable: false,
@@ -269,7 +345,7 @@ mod tests {
         let source = format!("file://{}", dir.path().join("*.parquet").display());
         assert_eq!(
             warehouse
-                .replace_from_parquet(&table, &columns, &source)
+                .replace_from_parquet(&table, &columns, &source, &crate::backend::NoJournal)
                 .await
                 .unwrap(),
             3
@@ -278,7 +354,7 @@ mod tests {
         let missing = format!("file://{}", dir.path().join("nothing-*.parquet").display());
         assert!(
             warehouse
-                .replace_from_parquet(&table, &columns, &missing)
+                .replace_from_parquet(&table, &columns, &missing, &crate::backend::NoJournal)
                 .await
                 .is_err()
         );

@@ -20,8 +20,10 @@
 
 pub mod bucket;
 pub mod connect;
+pub mod database;
 pub mod duckdb;
 pub mod postgres;
+pub mod server;
 pub mod spark;
 
 use std::path::{Path, PathBuf};
@@ -33,6 +35,7 @@ use crate::process::Echo;
 use crate::settings::Settings;
 use bucket::LocalBucket;
 use connect::ConnectServer;
+use database::LocalDatabase;
 use duckdb::DuckDbWarehouse;
 use postgres::{LocalPostgres, ServerState};
 use spark::{LocalSpark, SparkRuntime};
@@ -206,17 +209,37 @@ impl Local {
         Ok(())
     }
 
+    /// The capabilities as a plan sees them: buckets and names, nothing
+    /// started or connected (the local target sends no requests to preview).
+    pub fn plan_target(&self) -> Target {
+        Target {
+            buckets: self.buckets(),
+            database: Box::new(LocalDatabase {
+                options: sqlx::postgres::PgConnectOptions::new_without_pgpass()
+                    .host("127.0.0.1")
+                    .database(&self.settings.database_name)
+                    .username(&self.settings.database_user),
+            }),
+            spark: Box::new(self.spark(Echo::Quiet)),
+            warehouse: Box::new(self.warehouse()),
+        }
+    }
+
+    fn spark(&self, echo: Echo) -> LocalSpark {
+        LocalSpark {
+            server: self.spark_server(),
+            python: self.runtime.python(),
+            echo,
+        }
+    }
+
     /// The capabilities, once provisioned. Errors say to run `up` when not.
     pub async fn target(&self, echo: Echo) -> Result<Target> {
-        let database = self.postgres.connect_options_running().await?;
+        let options = self.postgres.connect_options_running().await?;
         Ok(Target {
             buckets: self.buckets(),
-            database,
-            spark: Box::new(LocalSpark {
-                server: self.spark_server(),
-                python: self.runtime.python(),
-                echo,
-            }),
+            database: Box::new(LocalDatabase { options }),
+            spark: Box::new(self.spark(echo)),
             warehouse: Box::new(self.warehouse()),
         })
     }

@@ -12,8 +12,7 @@
 //! rather than opening up the user's directories.
 
 use std::io::Write as _;
-use std::net::TcpListener;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -21,6 +20,7 @@ use rand::distr::{Alphanumeric, SampleString};
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
+use super::server;
 use crate::process::{Cmd, Failed};
 use crate::tools::{self, Tool};
 
@@ -110,6 +110,7 @@ impl LocalPostgres {
             return Ok(ServerState::NotInitialized);
         }
         match self.pg_ctl()?.arg("status").run().await {
+            Ok(_) if self.postmaster_died() => Ok(ServerState::Stopped),
             Ok(_) => Ok(ServerState::Running {
                 port: self.configured_port()?,
             }),
@@ -143,6 +144,9 @@ impl LocalPostgres {
         let run_as = self.run_as();
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("cannot create {}", self.dir.display()))?;
+        // The socket lives here: only the server's user may enter.
+        std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot restrict {}", self.dir.display()))?;
         let socket = self.dir.join(".s.PGSQL.65535");
         if socket.as_os_str().len() > MAX_SOCKET_PATH {
             bail!(
@@ -169,11 +173,11 @@ impl LocalPostgres {
         }
 
         let password = Alphanumeric.sample_string(&mut rand::rng(), 32);
-        write_private(&self.password_file, &password)?;
+        server::write_private(&self.password_file, &password)?;
         // initdb reads the password from a file the server user can read;
         // it lives only as long as initdb runs.
         let pwfile = self.dir.join(".initdb-password");
-        write_private(&pwfile, &password)?;
+        server::write_private(&pwfile, &password)?;
         if let Some(user) = run_as {
             hand_over(&pwfile, user)?;
         }
@@ -209,8 +213,46 @@ impl LocalPostgres {
         Ok(())
     }
 
+    /// Whether the server's pid file names a process that has died but was
+    /// never reaped: a killed server whose parent (the init of a container)
+    /// does not collect zombies. `pg_ctl status` counts a zombie as running,
+    /// and the server refuses to start over its pid file.
+    fn postmaster_died(&self) -> bool {
+        let Ok(text) = std::fs::read_to_string(self.data.join("postmaster.pid")) else {
+            return false;
+        };
+        let Some(pid) = text
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse::<u32>().ok())
+        else {
+            return false;
+        };
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Ok(stat) => stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+            Err(_) => false,
+        }
+    }
+
     /// Writes `infra.conf` with the port and starts the server.
     async fn start(&self) -> Result<u16> {
+        if self.postmaster_died() {
+            let pid_file = self.data.join("postmaster.pid");
+            tracing::warn!(
+                "the PostgreSQL server in {} was killed; starting it again (it recovers from its log)",
+                self.data.display()
+            );
+            std::fs::remove_file(&pid_file)
+                .with_context(|| format!("cannot remove the stale {}", pid_file.display()))?;
+            // Its socket and the socket's lock file name the dead pid too.
+            for entry in std::fs::read_dir(&self.dir)?.flatten() {
+                if entry.file_name().to_string_lossy().starts_with(".s.PGSQL.") {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
         let port = self.pick_port()?;
         let conf = format!(
             "listen_addresses = '127.0.0.1'\n\
@@ -250,25 +292,9 @@ impl LocalPostgres {
         Ok(port)
     }
 
-    /// The configured port if it is free (error if not), else the port used
-    /// last time if it is still free, else any free port.
+    /// The port to listen on, chosen as every local server chooses it.
     fn pick_port(&self) -> Result<u16> {
-        if self.port != 0 {
-            if !port_is_free(self.port) {
-                bail!(
-                    "port {} on 127.0.0.1 is in use by another program\nhint: stop it, or set database.port (INFRA_DATABASE_PORT) to another port, or to 0 to pick a free one",
-                    self.port
-                );
-            }
-            return Ok(self.port);
-        }
-        if let Ok(previous) = self.configured_port()
-            && port_is_free(previous)
-        {
-            return Ok(previous);
-        }
-        let listener = TcpListener::bind("127.0.0.1:0").context("cannot find a free port")?;
-        Ok(listener.local_addr()?.port())
+        server::pick_port(self.port, self.configured_port().ok(), "database.port")
     }
 
     fn configured_port(&self) -> Result<u16> {
@@ -381,22 +407,6 @@ fn server_dir(state_dir: &Path, location_file: &Path, run_as: Option<&str>) -> P
 /// Quotes an SQL identifier.
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-fn port_is_free(port: u16) -> bool {
-    TcpListener::bind(("127.0.0.1", port)).is_ok()
-}
-
-fn write_private(path: &Path, text: &str) -> Result<()> {
-    let _ = std::fs::remove_file(path);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    file.write_all(text.as_bytes())?;
-    Ok(())
 }
 
 /// The server user's account, or an error that says how to get one.

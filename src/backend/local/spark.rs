@@ -18,7 +18,7 @@ use nix::fcntl::{Flock, FlockArg};
 
 use super::connect::ConnectServer;
 use crate::assets;
-use crate::backend::{Spark, SparkJob};
+use crate::backend::{Journal, Spark, SparkJob};
 use crate::process::{Cmd, Echo};
 use crate::tools::{self, Tool};
 
@@ -249,7 +249,7 @@ pub struct LocalSpark {
 
 #[async_trait]
 impl Spark for LocalSpark {
-    async fn submit(&self, job: &SparkJob) -> Result<()> {
+    async fn submit(&self, job: &SparkJob, _journal: &dyn Journal) -> Result<()> {
         let script = job.script.strip_prefix("file://").with_context(|| {
             format!(
                 "the local Spark runner needs a file:// script, not {}",

@@ -190,29 +190,36 @@ resource "google_sql_database_instance" "postgres" {
       name  = "log_statement"
       value = "ddl"
     }
-    database_flags {
-      name  = "cloudsql.enable_pgaudit"
-      value = "on"
-    }
   }
 }
 
+# The database and the user go with the instance. Deleting them first
+# fails once step 0 has created tables as the user ("role cannot be dropped
+# because some objects depend on it") and races the database's deletion,
+# so a destroy only forgets them.
 resource "google_sql_database" "pipeline" {
-  project  = var.project
-  name     = var.database
-  instance = google_sql_database_instance.postgres.name
+  project         = var.project
+  name            = var.database
+  instance        = google_sql_database_instance.postgres.name
+  deletion_policy = "ABANDON"
 }
 
 resource "google_sql_user" "pipeline" {
-  project  = var.project
-  name     = var.user
-  instance = google_sql_database_instance.postgres.name
-  password = random_password.user.result
+  project         = var.project
+  name            = var.user
+  instance        = google_sql_database_instance.postgres.name
+  password        = random_password.user.result
+  deletion_policy = "ABANDON"
 }
 
 output "instance_name" {
   description = "The instance's name."
   value       = google_sql_database_instance.postgres.name
+}
+
+output "service_account_email" {
+  description = "The instance's own service account: it reads and writes the staging bucket for import and export."
+  value       = google_sql_database_instance.postgres.service_account_email_address
 }
 
 output "connection_name" {

@@ -1,7 +1,10 @@
-# The pipeline's service account and its project roles. Roles are granted
-# one member at a time (google_project_iam_member): never authoritatively,
-# so grants made by others in the project are left alone. No key is created;
-# callers use Workload Identity, attached service accounts or impersonation.
+# The pipeline's service account and every grant it and its helpers need,
+# each at the narrowest scope Google offers for it. docs/iam.md lists every
+# grant with the step that needs it, and says why each project-level one
+# can't be narrower; tests/it/terraform.rs holds the modules to that table.
+# Grants are one member at a time (`*_iam_member`), never authoritative, so
+# grants made by others are left alone. No key is created; callers use
+# Workload Identity, attached service accounts or impersonation.
 
 terraform {
   required_providers {
@@ -21,17 +24,30 @@ variable "name" {
   type        = string
 }
 
-variable "roles" {
-  description = "Project roles the pipeline's service account holds."
+variable "project_roles" {
+  description = "Roles the pipeline's service account holds on the project: only those with no narrower scope (docs/iam.md says why for each)."
   type        = set(string)
   default = [
     "roles/bigquery.user",
     "roles/cloudsql.editor",
-    "roles/dataproc.admin",
+    "roles/dataproc.editor",
     "roles/dataproc.worker",
-    "roles/iam.serviceAccountUser",
-    "roles/storage.objectAdmin",
   ]
+}
+
+variable "buckets" {
+  description = "The pipeline's buckets by role (raw, staging, code): the pipeline gets roles/storage.objectAdmin on each, and on nothing else."
+  type        = map(string)
+}
+
+variable "dataset" {
+  description = "The warehouse dataset: the pipeline gets roles/bigquery.dataEditor on it."
+  type        = string
+}
+
+variable "sql_service_account" {
+  description = "The Cloud SQL instance's own service account: it reads (import) and writes (export) the staging bucket."
+  type        = string
 }
 
 resource "google_service_account" "pipeline" {
@@ -42,11 +58,48 @@ resource "google_service_account" "pipeline" {
 }
 
 resource "google_project_iam_member" "pipeline" {
-  for_each = var.roles
+  for_each = var.project_roles
 
   project = var.project
   role    = each.value
   member  = "serviceAccount:${google_service_account.pipeline.email}"
+}
+
+# Dataproc clusters run as the pipeline's account, and creating one needs
+# actAs on that account: granted on this account only, so the pipeline can't
+# act as any other (the Compute default account holds Editor).
+resource "google_service_account_iam_member" "pipeline_act_as_self" {
+  service_account_id = google_service_account.pipeline.name
+  role               = "roles/iam.serviceAccountUser"
+  member             = "serviceAccount:${google_service_account.pipeline.email}"
+}
+
+# Per bucket, never project-wide: the project also holds the Terraform state
+# bucket, whose state has the database password.
+resource "google_storage_bucket_iam_member" "pipeline" {
+  for_each = var.buckets
+
+  bucket = each.value
+  role   = "roles/storage.objectAdmin"
+  member = "serviceAccount:${google_service_account.pipeline.email}"
+}
+
+# Load jobs replace the metric table: tables.create/updateData on this
+# dataset only (roles/bigquery.user alone can't replace a table Terraform's
+# dataset holds).
+resource "google_bigquery_dataset_iam_member" "pipeline" {
+  project    = var.project
+  dataset_id = var.dataset
+  role       = "roles/bigquery.dataEditor"
+  member     = "serviceAccount:${google_service_account.pipeline.email}"
+}
+
+# Cloud SQL imports validated rows from, and exports dumps to, staging as
+# its own service account.
+resource "google_storage_bucket_iam_member" "sql_staging" {
+  bucket = var.buckets["staging"]
+  role   = "roles/storage.objectAdmin"
+  member = "serviceAccount:${var.sql_service_account}"
 }
 
 output "email" {
@@ -54,7 +107,7 @@ output "email" {
   value       = google_service_account.pipeline.email
 }
 
-output "roles" {
-  description = "The roles granted, sorted."
+output "project_roles" {
+  description = "The project-level roles granted, sorted."
   value       = sort([for grant in google_project_iam_member.pipeline : grant.role])
 }

@@ -45,6 +45,16 @@ variable "pods_cidr" {
   default     = "10.20.0.0/16"
 }
 
+variable "private_services_address" {
+  description = "First address of the range reserved for private services access (Cloud SQL's private IP). Pinned, so it can't land on the GKE control-plane or subnet ranges."
+  type        = string
+}
+
+variable "private_services_prefix_length" {
+  description = "Prefix length of the range reserved for private services access."
+  type        = number
+}
+
 variable "services_cidr" {
   description = "Secondary range for GKE services."
   type        = string
@@ -135,15 +145,23 @@ resource "google_compute_global_address" "private_services" {
   name          = "${var.name}-private-services"
   purpose       = "VPC_PEERING"
   address_type  = "INTERNAL"
-  prefix_length = 20
+  address       = var.private_services_address
+  prefix_length = var.private_services_prefix_length
   network       = google_compute_network.vpc.id
   labels        = var.labels
 }
 
+# Deleting the connection fails while Cloud SQL still holds the peering,
+# which it can do for days after the instance is gone (provider issues
+# #16275, #18834, #19908). So a destroy only forgets it, and `infra down`
+# removes the peering itself (Compute networks.removePeering of
+# servicenetworking-googleapis-com, retried while in use) after the
+# instance and before the network.
 resource "google_service_networking_connection" "private_services" {
   network                 = google_compute_network.vpc.id
   service                 = "servicenetworking.googleapis.com"
   reserved_peering_ranges = [google_compute_global_address.private_services.name]
+  deletion_policy         = "ABANDON"
 }
 
 output "network_id" {

@@ -1,6 +1,9 @@
 # The Google APIs the deployment uses. They stay enabled on destroy: other
 # resources in the project may rely on them, and turning an API off can
-# delete data held by that service.
+# delete data held by that service. cloudresourcemanager, serviceusage and
+# iamcredentials are enabled by `infra up` before `terraform init` too
+# (Terraform needs them to enable the others and to impersonate); they are
+# listed here so the set is complete in one place Terraform can see.
 
 terraform {
   required_providers {
@@ -20,11 +23,14 @@ variable "services" {
   type        = set(string)
   default = [
     "bigquery.googleapis.com",
+    "cloudresourcemanager.googleapis.com",
     "compute.googleapis.com",
     "container.googleapis.com",
     "dataproc.googleapis.com",
     "iam.googleapis.com",
+    "iamcredentials.googleapis.com",
     "servicenetworking.googleapis.com",
+    "serviceusage.googleapis.com",
     "sqladmin.googleapis.com",
     "storage.googleapis.com",
   ]

@@ -15,10 +15,9 @@ use infra::backend::gcp::http::Clock;
 use serde_json::{Value, json};
 
 use super::dataproc::fast_policy;
-use super::server::{self, Request, Response, decode};
+use gcp_fakes::server::{self, Request, Response, decode};
 
-const TEST_KEY: &str = include_str!("testdata/TEST-ONLY-service-account-key.pem");
-const TEST_PUBLIC_KEY: &[u8] = include_bytes!("testdata/TEST-ONLY-service-account-key.pub.der");
+use gcp_fakes::stack::{TEST_KEY, TEST_PUBLIC_KEY};
 const EMAIL: &str = "infra-test@test-project.iam.gserviceaccount.com";
 
 /// A token endpoint that checks each JWT-bearer assertion and hands out
@@ -238,4 +237,58 @@ async fn impersonation_mints_caches_and_refreshes_by_the_clock() {
         "not refreshed near expiry"
     );
     assert_eq!(*minted.lock().unwrap(), 2);
+}
+
+/// `gcloud auth application-default login --impersonate-service-account`
+/// writes this type; it was refused before (review finding).
+#[tokio::test]
+async fn an_impersonated_service_account_adc_file_mints_the_accounts_token() {
+    let (token_uri, claims) = token_endpoint(3600).await;
+    let target = "pipeline@test-project.iam.gserviceaccount.com";
+    let addr = server::serve(Arc::new(move |req: Request| {
+        Box::pin(async move {
+            assert_eq!(
+                req.path,
+                format!("/v1/projects/-/serviceAccounts/{target}:generateAccessToken")
+            );
+            // The source credentials' own token pays for the new one.
+            assert_eq!(req.header("authorization"), Some("Bearer token-1"));
+            Response::json(
+                200,
+                &json!({"accessToken": "impersonated-token", "expireTime": (Utc::now() + TimeDelta::hours(1)).to_rfc3339()}),
+            )
+        })
+    }))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let source: Value =
+        serde_json::from_str(&std::fs::read_to_string(key_file(dir.path(), &token_uri)).unwrap())
+            .unwrap();
+    let adc = dir.path().join("application_default_credentials.json");
+    std::fs::write(
+        &adc,
+        json!({
+            "type": "impersonated_service_account",
+            "service_account_impersonation_url": format!("http://{addr}/v1/projects/-/serviceAccounts/{target}:generateAccessToken"),
+            "delegates": [],
+            "source_credentials": source,
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let sources = AdcSources {
+        gcloud_file: Some(adc),
+        ..AdcSources::default()
+    };
+    let credentials = application_default(&sources).await.unwrap();
+    assert!(
+        credentials.description.contains(target) && credentials.description.contains(EMAIL),
+        "{}",
+        credentials.description
+    );
+    assert_eq!(
+        credentials.token().await.unwrap().as_deref(),
+        Some("impersonated-token")
+    );
+    assert_eq!(claims.lock().unwrap().len(), 1);
 }

@@ -1,12 +1,15 @@
 //! BigQuery against the contract-checking fake.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use infra::backend::gcp::bigquery::{BigQuery, BigQueryWarehouse, JobFailed};
-use infra::backend::{Cell, Column, ColumnKind, TableRef, Warehouse};
+use infra::backend::{Cell, Column, ColumnKind, RemoteKind, TableRef, Warehouse};
 
 use super::dataproc::{fast_policy, http};
-use super::google::{FakeGoogle, LOADED_ROWS};
+use gcp_fakes::google::{FakeGoogle, LOADED_ROWS};
+
+use super::journal::MemJournal;
 
 fn warehouse(fake: &FakeGoogle) -> BigQueryWarehouse {
     BigQueryWarehouse {
@@ -17,7 +20,7 @@ fn warehouse(fake: &FakeGoogle) -> BigQueryWarehouse {
             "US",
             Duration::from_millis(2),
         ),
-        job_prefix: "run1".into(),
+        labels: BTreeMap::from([("managed-by".to_owned(), "infra".to_owned())]),
     }
 }
 
@@ -50,15 +53,27 @@ fn table() -> TableRef {
 async fn a_load_replaces_the_table_and_a_repeat_re_attaches() {
     let fake = FakeGoogle::start("unused").await;
     let warehouse = warehouse(&fake);
+    let journal = MemJournal::new("run1");
     let rows = warehouse
-        .replace_from_parquet(&table(), &COLUMNS, "gs://staging/metric/*.parquet")
+        .replace_from_parquet(
+            &table(),
+            &COLUMNS,
+            "gs://staging/metric/*.parquet",
+            &journal,
+        )
         .await
         .unwrap();
     assert_eq!(rows, LOADED_ROWS);
     let insert = &fake.calls("jobs.insert")[0];
     assert_eq!(
         insert.body["jobReference"]["jobId"],
-        "run1_load_bootcamp_user_behavior_metric"
+        "run1_1_load_bootcamp_user_behavior_metric"
+    );
+    let (recorded, job) = journal.first(RemoteKind::BigQueryJob).unwrap();
+    assert_eq!(job.id, "run1_1_load_bootcamp_user_behavior_metric");
+    assert!(
+        recorded < insert.at,
+        "the job id was recorded after the insert"
     );
     let load = &insert.body["configuration"]["load"];
     assert_eq!(
@@ -70,7 +85,7 @@ async fn a_load_replaces_the_table_and_a_repeat_re_attaches() {
         load["schema"]["fields"],
         serde_json::json!([
             {"name": "customer_id", "type": "INT64", "mode": "REQUIRED"},
-            {"name": "amount_spent", "type": "NUMERIC", "mode": "NULLABLE"},
+            {"name": "amount_spent", "type": "BIGNUMERIC", "precision": "38", "scale": "3", "mode": "NULLABLE"},
             {"name": "insert_date", "type": "TIMESTAMP", "mode": "NULLABLE"},
         ])
     );
@@ -80,13 +95,18 @@ async fn a_load_replaces_the_table_and_a_repeat_re_attaches() {
         "the row count was not checked against the table"
     );
 
-    // The same job id again (a retried step): 409, then re-attached.
+    // A re-run after a crash: the earlier attempt's job is re-attached to.
     let again = warehouse
-        .replace_from_parquet(&table(), &COLUMNS, "gs://staging/metric/*.parquet")
+        .replace_from_parquet(
+            &table(),
+            &COLUMNS,
+            "gs://staging/metric/*.parquet",
+            &journal.next_attempt(),
+        )
         .await
         .unwrap();
     assert_eq!(again, LOADED_ROWS);
-    assert_eq!(fake.calls("jobs.insert").len(), 2);
+    assert_eq!(fake.calls("jobs.insert").len(), 1);
     assert_eq!(fake.bq_jobs(), 1, "a second load job was started");
     assert_eq!(
         fake.calls("datasets.insert").len(),
@@ -100,7 +120,12 @@ async fn a_load_replaces_the_table_and_a_repeat_re_attaches() {
 async fn a_failed_load_reports_every_error() {
     let fake = FakeGoogle::start("unused").await;
     let err = warehouse(&fake)
-        .replace_from_parquet(&table(), &COLUMNS, "gs://staging/broken/*.parquet")
+        .replace_from_parquet(
+            &table(),
+            &COLUMNS,
+            "gs://staging/broken/*.parquet",
+            &MemJournal::new("run1"),
+        )
         .await
         .unwrap_err();
     let failed = err
@@ -113,7 +138,7 @@ async fn a_failed_load_reports_every_error() {
         "bootcamp.user_behavior_metric",
         "gs://staging/broken/part-0.parquet",
         "has type INT64",
-        "run1_load_bootcamp",
+        "run1_1_load_bootcamp",
     ] {
         assert!(text.contains(want), "`{want}` missing from: {text}");
     }

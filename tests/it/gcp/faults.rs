@@ -10,7 +10,7 @@ use infra::backend::gcp::dataproc::Dataproc;
 use infra::backend::gcp::http::{ApiError, RetryPolicy};
 
 use super::dataproc::{fast_policy, http};
-use super::google::{FakeGoogle, Fault};
+use gcp_fakes::google::{FakeGoogle, Fault};
 
 fn dataproc(fake: &FakeGoogle, policy: RetryPolicy) -> Dataproc {
     Dataproc::new(

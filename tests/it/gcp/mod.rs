@@ -1,15 +1,13 @@
-//! The GCP target's clients, against local stand-ins: the real
-//! fake-gcs-server for Cloud Storage, and a contract-checking fake of
-//! Dataproc and BigQuery that holds every request to Google's discovery
+//! The GCP target's clients, against local stand-ins (crate `gcp-fakes`):
+//! the real fake-gcs-server for Cloud Storage, and a contract-checking fake
+//! of Dataproc, BigQuery and the Cloud SQL Admin API that holds every request to Google's discovery
 //! documents.
 
-mod contract;
-mod fake_gcs;
-mod google;
-mod server;
+mod journal;
 
 mod auth;
 mod bigquery;
+mod cloudsql;
 mod dataproc;
 mod faults;
 mod storage;

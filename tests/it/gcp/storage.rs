@@ -1,6 +1,7 @@
 //! Cloud Storage against fake-gcs-server, and the same suite against the
 //! local bucket, so the two targets' buckets behave alike.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -11,13 +12,13 @@ use infra::backend::Bucket;
 use infra::backend::gcp::auth::TokenSource;
 use infra::backend::gcp::http::RetryPolicy;
 use infra::backend::gcp::storage::{
-    BucketCreated, GcsBucket, GcsClient, Progress, StorageEndpoint, Transfer,
+    BucketCreated, GcsBucket, GcsClient, Progress, StorageEndpoint, Transfer, Versioning,
 };
 use infra::backend::local::bucket::LocalBucket;
 use tokio::io::AsyncReadExt;
 
-use super::fake_gcs::FakeGcs;
-use super::server::{self, Request, Response};
+use gcp_fakes::gcs::FakeGcs;
+use gcp_fakes::server::{self, Request, Response};
 
 /// A token source that must never be asked: an emulator gets no token.
 struct NeverAsked(AtomicUsize);
@@ -216,7 +217,13 @@ async fn buckets_are_created_with_versioning_and_labels() {
     let (client, _) = gcs_client(&fake);
     let labels = [("managed-by".to_owned(), "infra".to_owned())].into();
     let created = client
-        .create_bucket("test", "infra-tfstate", "US-CENTRAL1", true, &labels)
+        .create_bucket(
+            "test",
+            "infra-tfstate",
+            "US-CENTRAL1",
+            Versioning::Keep(10),
+            &labels,
+        )
         .await
         .unwrap();
     assert_eq!(created, BucketCreated::Created);
@@ -377,34 +384,90 @@ async fn an_upload_whose_checksum_differs_is_deleted_and_reported() {
     );
 }
 
+// Issue 11: on a 409, adopt the bucket only if it is labelled for this
+// deployment and in this project.
 #[tokio::test]
-async fn a_bucket_that_exists_is_fine_only_if_it_is_ours() {
-    let labels = [("managed-by".to_owned(), "infra".to_owned())].into();
-    let (client, _) = scripted(|req| match req.method.as_str() {
-        "POST" => Response::json(
+async fn a_bucket_that_exists_is_adopted_only_if_it_is_this_deployments_and_in_this_project() {
+    let labels: BTreeMap<String, String> = [
+        ("deployment".to_owned(), "infra".to_owned()),
+        ("managed-by".to_owned(), "infra".to_owned()),
+    ]
+    .into();
+    fn conflict() -> Response {
+        Response::json(
             409,
             &serde_json::json!({"error": {"code": 409, "message": "You already own this bucket."}}),
-        ),
-        _ => Response::json(
+        )
+    }
+    fn ours() -> Response {
+        Response::json(
             200,
-            &serde_json::json!({"name": "mine", "labels": {"managed-by": "infra"}}),
-        ),
+            &serde_json::json!({"name": "mine", "labels": {"managed-by": "infra", "deployment": "infra"}}),
+        )
+    }
+    let (client, seen) = scripted(|req| match (req.method.as_str(), req.path.as_str()) {
+        ("POST", _) => conflict(),
+        ("GET", "/storage/v1/b") => {
+            assert!(req.query.contains(&("project".to_owned(), "p".to_owned())));
+            Response::json(200, &serde_json::json!({"items": [{"name": "mine"}]}))
+        }
+        _ => ours(),
     })
     .await;
     assert_eq!(
         client
-            .create_bucket("p", "mine", "US", true, &labels)
+            .create_bucket("p", "mine", "US", Versioning::Keep(10), &labels)
             .await
             .unwrap(),
         BucketCreated::AlreadyOurs
     );
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            "POST /storage/v1/b",
+            "GET /storage/v1/b/mine",
+            "GET /storage/v1/b"
+        ]
+    );
+
+    // Labelled as ours, but another project's: refused.
+    let (client, _) = scripted(|req| match (req.method.as_str(), req.path.as_str()) {
+        ("POST", _) => conflict(),
+        ("GET", "/storage/v1/b") => Response::json(200, &serde_json::json!({})),
+        _ => ours(),
+    })
+    .await;
+    let err = client
+        .create_bucket("p", "mine", "US", Versioning::Keep(10), &labels)
+        .await
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("not in project p"), "{err:#}");
+
+    // infra's, but another deployment's: refused.
+    let (client, _) = scripted(|req| match req.method.as_str() {
+        "POST" => Response::json(409, &serde_json::json!({"error": {"code": 409, "message": "You already own this bucket."}})),
+        _ => Response::json(
+            200,
+            &serde_json::json!({"name": "mine", "labels": {"managed-by": "infra", "deployment": "other"}}),
+        ),
+    })
+    .await;
+    let err = client
+        .create_bucket("p", "mine", "US", Versioning::Keep(10), &labels)
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("lacks the labels deployment=infra"),
+        "{err:#}"
+    );
+
     let (client, _) = scripted(|req| match req.method.as_str() {
         "POST" => Response::json(409, &serde_json::json!({"error": {"code": 409, "message": "The requested bucket name is not available."}})),
         _ => Response::json(403, &serde_json::json!({"error": {"code": 403, "message": "no access"}})),
     })
     .await;
     let err = client
-        .create_bucket("p", "taken", "US", true, &labels)
+        .create_bucket("p", "taken", "US", Versioning::Keep(10), &labels)
         .await
         .unwrap_err();
     assert!(

@@ -1,6 +1,6 @@
-//! A FAKE of Dataproc v1 and BigQuery v2, for tests only. It is not
-//! Google: it knows a handful of methods and plays scripted state
-//! machines. What it does hold to is the contract: every request must
+//! A FAKE of Dataproc v1, BigQuery v2 and the Cloud SQL Admin API v1, for
+//! tests only. It is not Google: it knows a handful of methods and plays
+//! scripted state machines (it executes no job, no import, no SQL). What it does hold to is the contract: every request must
 //! match a method of Google's discovery documents (verb, path, query
 //! parameters, body schema with no unknown or output-only fields, enums,
 //! types), and every answer it gives is checked against the method's
@@ -11,33 +11,16 @@
 //! a slow answer, or a request that takes effect but whose answer is lost.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::contract::Discovery;
-use super::server::{self, Request, Response};
+use crate::contract::Discovery;
+use crate::front::{self, Call, Front};
+use crate::server::Request;
 
-pub const TOKEN: &str = "test-token-for-the-fake";
-
-#[derive(Debug, Clone)]
-pub enum Fault {
-    /// Answer with this status (and `Retry-After` seconds) instead.
-    Status { code: u16, retry_after: Option<u64> },
-    /// Answer correctly, after this long.
-    Slow(Duration),
-    /// Do what was asked, then answer with this status: the answer is "lost".
-    Lost(u16),
-}
-
-#[derive(Debug, Clone)]
-pub struct Logged {
-    pub id: String,
-    pub at: Instant,
-    pub query: Vec<(String, String)>,
-    pub body: Value,
-}
+pub use crate::front::{Fault, Logged, TOKEN};
 
 struct Script {
     states: VecDeque<&'static str>,
@@ -46,9 +29,13 @@ struct Script {
 
 #[derive(Default)]
 struct State {
-    faults: Vec<(String, usize, Fault)>,
-    log: Vec<Logged>,
-    violations: Vec<String>,
+    /// Cloud SQL imports whose URI contains one of these end in an error.
+    failing_imports: Vec<String>,
+    /// The next cluster created ends in ERROR instead of RUNNING.
+    cluster_fails: bool,
+    /// Every `requestId` seen, with the request it came with.
+    request_ids: BTreeMap<String, String>,
+    sql_operations: BTreeMap<String, (VecDeque<&'static str>, Value)>,
     operations: BTreeMap<String, (usize, Value)>,
     clusters: BTreeMap<String, Value>,
     jobs: BTreeMap<String, Script>,
@@ -62,6 +49,7 @@ struct State {
 
 pub struct FakeGoogle {
     pub url: String,
+    pub front: Front,
     state: Arc<Mutex<State>>,
 }
 
@@ -72,46 +60,67 @@ impl FakeGoogle {
     /// Starts the fake. `driver_bucket` is where it says jobs write their
     /// driver output (`gs://<bucket>/driver/<job id>/driveroutput`).
     pub async fn start(driver_bucket: &str) -> FakeGoogle {
-        let dataproc = Arc::new(Discovery::load("dataproc.v1"));
-        let bigquery = Arc::new(Discovery::load("bigquery.v2"));
+        let documents = crate::venv::documents_dir().unwrap_or_else(|e| panic!("{e:#}"));
+        FakeGoogle::start_with(&documents, driver_bucket).await
+    }
+
+    /// [`FakeGoogle::start`] with the discovery documents in `documents`.
+    pub async fn start_with(documents: &Path, driver_bucket: &str) -> FakeGoogle {
+        let load =
+            |name| Arc::new(Discovery::load(documents, name).unwrap_or_else(|e| panic!("{e:#}")));
+        let docs = vec![
+            load("dataproc.v1"),
+            load("bigquery.v2"),
+            load("sqladmin.v1"),
+        ];
         let state = Arc::new(Mutex::new(State::default()));
-        let shared = state.clone();
+        let front = Front::new();
+        let (shared, checks) = (state.clone(), front.clone());
         let driver_bucket = driver_bucket.to_owned();
-        let addr = server::serve(Arc::new(move |req: Request| {
-            let doc = if req.path.starts_with("/bigquery/") {
-                bigquery.clone()
-            } else {
-                dataproc.clone()
-            };
-            let response = handle(&doc, &mut shared.lock().unwrap(), &driver_bucket, req);
-            Box::pin(async move { response })
-        }))
-        .await;
+        let addr = front::serve(
+            docs,
+            front.clone(),
+            0,
+            Arc::new(move |call: Call| {
+                let answer = dispatch(&mut shared.lock().unwrap(), &checks, &driver_bucket, &call);
+                Box::pin(async move { answer })
+            }),
+        )
+        .await
+        .unwrap();
         FakeGoogle {
             url: format!("http://{addr}"),
+            front,
             state,
         }
     }
 
     /// The next `times` calls of `method` get `fault`.
     pub fn inject(&self, method: &str, times: usize, fault: Fault) {
+        self.front.inject(method, times, fault);
+    }
+
+    /// Cloud SQL imports of a URI containing `fragment` end in an error.
+    pub fn fail_imports_of(&self, fragment: &str) {
         self.state
             .lock()
             .unwrap()
-            .faults
-            .push((method.to_owned(), times, fault));
+            .failing_imports
+            .push(fragment.to_owned());
+    }
+
+    /// The next cluster created ends in ERROR.
+    pub fn fail_next_cluster(&self) {
+        self.state.lock().unwrap().cluster_fails = true;
     }
 
     /// Every call, in order.
     pub fn log(&self) -> Vec<Logged> {
-        self.state.lock().unwrap().log.clone()
+        self.front.log()
     }
 
     pub fn calls(&self, method: &str) -> Vec<Logged> {
-        self.log()
-            .into_iter()
-            .filter(|l| l.id.ends_with(method))
-            .collect()
+        self.front.calls(method)
     }
 
     pub fn jobs(&self) -> usize {
@@ -152,94 +161,39 @@ impl FakeGoogle {
     /// Fails the test if any request broke the contract.
     #[track_caller]
     pub fn assert_clean(&self) {
-        let violations = self.state.lock().unwrap().violations.clone();
-        assert!(
-            violations.is_empty(),
-            "requests broke the discovery contract:\n{}",
-            violations.join("\n")
-        );
+        self.front.assert_clean();
     }
 }
 
-fn error(code: u16, status: &str, message: &str) -> Response {
-    Response::json(
-        code,
-        &json!({"error": {"code": code, "message": message, "status": status}}),
-    )
-}
-
-fn handle(doc: &Discovery, s: &mut State, driver_bucket: &str, req: Request) -> Response {
-    if req.header("authorization") != Some(&format!("Bearer {TOKEN}")) {
-        s.violations.push(format!(
-            "{} {}: no or wrong bearer token",
-            req.method, req.path
-        ));
-        return error(401, "UNAUTHENTICATED", "no token");
-    }
-    let method = match doc.check_request(&req) {
-        Ok(method) => method,
-        Err(violation) => {
-            s.violations.push(violation.clone());
-            return error(
-                400,
-                "INVALID_ARGUMENT",
-                &format!("contract violation: {violation}"),
-            );
-        }
-    };
-    let id = method.id.clone();
-    let body: Value = if req.body.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&req.body).unwrap()
-    };
-    s.log.push(Logged {
-        id: id.clone(),
-        at: Instant::now(),
-        query: req.query.clone(),
-        body: body.clone(),
-    });
-    let mut fault = None;
-    if let Some(slot) = s
-        .faults
-        .iter_mut()
-        .find(|(m, times, _)| id.ends_with(m.as_str()) && *times > 0)
-    {
-        slot.1 -= 1;
-        fault = Some(slot.2.clone());
-    }
-    if let Some(Fault::Status { code, retry_after }) = &fault {
-        let mut response = error(*code, "UNAVAILABLE", "injected fault");
-        if let Some(seconds) = retry_after {
-            response = response.header("retry-after", &seconds.to_string());
-        }
-        return response;
-    }
-    let segments: Vec<String> = req
-        .path
-        .trim_start_matches('/')
-        .split('/')
+/// dataproc.v1.json: a `requestId` has at most 40 characters, letters,
+/// digits, `_` and `-`; and Google answers a reused id with the first
+/// request's operation, so reusing one for a different request is a bug.
+fn check_request_id(s: &mut State, front: &Front, call: &Call) {
+    let request_id = call
+        .req
+        .param("requestId")
         .map(str::to_owned)
-        .collect();
-    let (code, answer) = dispatch(s, driver_bucket, &id, &segments, &req, &body);
-    if (200..300).contains(&code)
-        && !answer.is_null()
-        && let Err(violation) = doc.check_response(method, &answer)
+        .or_else(|| call.body["requestId"].as_str().map(str::to_owned));
+    let Some(request_id) = request_id else { return };
+    let id = &call.id;
+    if request_id.len() > 40
+        || !request_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
     {
-        s.violations
-            .push(format!("the fake's own answer: {violation}"));
+        front.violation(format!(
+            "{id}: requestId `{request_id}` breaks the 40-character rule"
+        ));
     }
-    let mut response = if answer.is_null() {
-        Response::empty(code)
-    } else {
-        Response::json(code, &answer)
-    };
-    match fault {
-        Some(Fault::Slow(delay)) => response.delay = delay,
-        Some(Fault::Lost(code)) => response = error(code, "UNAVAILABLE", "the answer was lost"),
-        _ => {}
+    let what = format!("{id} {} {}", call.req.path, call.body);
+    match s.request_ids.get(&request_id) {
+        Some(first) if *first != what => front.violation(format!(
+            "{id}: requestId `{request_id}` reused for a different request"
+        )),
+        _ => {
+            s.request_ids.insert(request_id, what);
+        }
     }
-    response
 }
 
 fn advance(script: &mut Script) -> &'static str {
@@ -249,24 +203,18 @@ fn advance(script: &mut Script) -> &'static str {
     script.states[0]
 }
 
-fn dispatch(
-    s: &mut State,
-    driver_bucket: &str,
-    id: &str,
-    seg: &[String],
-    req: &Request,
-    body: &Value,
-) -> (u16, Value) {
+fn dispatch(s: &mut State, front: &Front, driver_bucket: &str, call: &Call) -> (u16, Value) {
+    let (seg, req, body): (&[String], &Request, &Value) = (&call.seg, &call.req, &call.body);
     s.next += 1;
     let n = s.next;
-    let last = seg.last().cloned().unwrap_or_default();
-    let short = id.split('.').skip(1).collect::<Vec<_>>().join(".");
+    let last = call.last().to_owned();
+    let short = call.short();
+    check_request_id(s, front, call);
     match short.as_str() {
         "projects.regions.clusters.create" => {
             let name = body["clusterName"].as_str().unwrap_or_default().to_owned();
             if req.param("requestId").is_none() {
-                s.violations
-                    .push("clusters.create without requestId".into());
+                front.violation("clusters.create without requestId");
             }
             if s.clusters.contains_key(&name) {
                 return (
@@ -276,9 +224,16 @@ fn dispatch(
             }
             let mut cluster = body.clone();
             cluster["status"] = json!({"state": "CREATING"});
+            cluster["clusterUuid"] = json!(format!("uuid-{n}"));
+            let end = if std::mem::take(&mut s.cluster_fails) {
+                "ERROR"
+            } else {
+                "RUNNING"
+            };
+            cluster["@end"] = json!(end);
             s.clusters.insert(name.clone(), cluster.clone());
             let op = format!("projects/{}/regions/{}/operations/op-{n}", seg[2], seg[4]);
-            cluster["status"] = json!({"state": "RUNNING"});
+            cluster["status"] = json!({"state": end});
             cluster["@type"] = json!("type.googleapis.com/google.cloud.dataproc.v1.Cluster");
             s.operations.insert(op.clone(), (1, cluster));
             (
@@ -295,26 +250,49 @@ fn dispatch(
                 *polls -= 1;
                 return (200, json!({"name": name, "done": false}));
             }
-            let response = response.clone();
+            let mut response = response.clone();
             if let Some(cluster) = response["clusterName"].as_str()
                 && let Some(c) = s.clusters.get_mut(cluster)
             {
-                c["status"] = json!({"state": "RUNNING"});
+                let end = c["@end"].as_str().unwrap_or("RUNNING").to_owned();
+                c["status"] = json!({"state": end});
+            }
+            if let Some(object) = response.as_object_mut() {
+                object.remove("@end");
             }
             (
                 200,
                 json!({"name": name, "done": true, "response": response}),
             )
         }
-        "projects.regions.clusters.get" => match s.clusters.get(&last) {
-            Some(c) => (200, c.clone()),
+        "projects.regions.clusters.get" => match s.clusters.get_mut(&last) {
+            Some(c) => {
+                // CREATING on the first look, then how creation ended.
+                if c["status"]["state"] == "CREATING" {
+                    if c["@seen"] == true {
+                        let end = c["@end"].as_str().unwrap_or("RUNNING").to_owned();
+                        c["status"] = json!({"state": end});
+                    } else {
+                        c["@seen"] = json!(true);
+                    }
+                }
+                let mut c = c.clone();
+                c.as_object_mut().unwrap().remove("@end");
+                c.as_object_mut().unwrap().remove("@seen");
+                (200, c)
+            }
             None => (
                 404,
                 json!({"error": {"code": 404, "message": "Not found", "status": "NOT_FOUND"}}),
             ),
         },
         "projects.regions.clusters.delete" => {
-            if s.clusters.remove(&last).is_none() {
+            // The uuid, when given, must be this cluster's (else NOT_FOUND).
+            let uuid_differs = match (req.param("clusterUuid"), s.clusters.get(&last)) {
+                (Some(uuid), Some(c)) => c["clusterUuid"] != uuid,
+                _ => false,
+            };
+            if uuid_differs || s.clusters.remove(&last).is_none() {
                 return (
                     404,
                     json!({"error": {"code": 404, "message": "Not found", "status": "NOT_FOUND"}}),
@@ -340,7 +318,12 @@ fn dispatch(
                 .clusters
                 .values()
                 .filter(|c| key.is_empty() || c["labels"][key] == value)
-                .cloned()
+                .map(|c| {
+                    let mut c = c.clone();
+                    c.as_object_mut().unwrap().remove("@end");
+                    c.as_object_mut().unwrap().remove("@seen");
+                    c
+                })
                 .collect();
             // One cluster per page, so paging is exercised.
             let start: usize = req.param("pageToken").map_or(0, |t| t.parse().unwrap());
@@ -356,8 +339,7 @@ fn dispatch(
                 .unwrap_or_default()
                 .to_owned();
             if job_id.is_empty() || body["requestId"].is_null() {
-                s.violations
-                    .push("jobs.submit without reference.jobId or requestId".into());
+                front.violation("jobs.submit without reference.jobId or requestId");
             }
             if s.jobs.contains_key(&job_id) {
                 return (
@@ -424,18 +406,37 @@ fn dispatch(
                 "projects/{}/locations/{}/batches/{batch_id}",
                 seg[2], seg[4]
             );
+            let op = format!("projects/{}/regions/{}/operations/op-{n}", seg[2], seg[4]);
             let mut batch = body.clone();
             batch["name"] = json!(name);
+            batch["operation"] = json!(op);
             let end = if fails { "FAILED" } else { "SUCCEEDED" };
             s.batches.insert(
                 batch_id,
                 Script {
-                    states: VecDeque::from(["PENDING", "RUNNING", end]),
+                    states: VecDeque::from(["PENDING", "RUNNING", "RUNNING", "RUNNING", end]),
                     resource: batch,
                 },
             );
-            let op = format!("projects/{}/regions/{}/operations/op-{n}", seg[2], seg[4]);
             (200, json!({"name": op, "done": false}))
+        }
+        "projects.regions.operations.cancel" => {
+            let name = seg[1..].join("/");
+            let name = name.trim_end_matches(":cancel");
+            match s
+                .batches
+                .values_mut()
+                .find(|b| b.resource["operation"] == name)
+            {
+                Some(script) => {
+                    script.states = VecDeque::from(["CANCELLING", "CANCELLED"]);
+                    (200, json!({}))
+                }
+                None => (
+                    404,
+                    json!({"error": {"code": 404, "message": "Not found", "status": "NOT_FOUND"}}),
+                ),
+            }
         }
         "projects.locations.batches.get" => match s.batches.get_mut(&last) {
             Some(script) => {
@@ -449,6 +450,18 @@ fn dispatch(
             }
             None => (404, Value::Null),
         },
+        "projects.locations.batches.list" => {
+            let batches: Vec<Value> = s
+                .batches
+                .values()
+                .map(|b| {
+                    let mut batch = b.resource.clone();
+                    batch["state"] = json!(b.states[0]);
+                    batch
+                })
+                .collect();
+            (200, json!({"batches": batches}))
+        }
         "projects.locations.batches.delete" => match s.batches.remove(&last) {
             Some(_) => (200, json!({})),
             None => (
@@ -553,7 +566,7 @@ fn dispatch(
                 ("sourceFormat", "PARQUET"),
             ] {
                 if load[field] != want {
-                    s.violations.push(format!(
+                    front.violation(format!(
                         "load job {job_id}: {field} is {}, not {want}",
                         load[field]
                     ));
@@ -661,8 +674,63 @@ fn dispatch(
             }
             (200, page)
         }
+        "instances.import" | "instances.export" => {
+            let context = if short == "instances.import" {
+                &body["importContext"]
+            } else {
+                &body["exportContext"]
+            };
+            let uri = context["uri"].as_str().unwrap_or_default().to_owned();
+            if !uri.starts_with("gs://") {
+                front.violation(format!("{short}: uri `{uri}` is not in Cloud Storage"));
+            }
+            let name = format!("sqlop-{n}");
+            let failing = short == "instances.import"
+                && s.failing_imports.iter().any(|f| uri.contains(f.as_str()));
+            let end = if failing { "FAILED" } else { "DONE" };
+            let kind = if short == "instances.import" {
+                "IMPORT"
+            } else {
+                "EXPORT"
+            };
+            let op = json!({
+                "kind": "sql#operation",
+                "name": name,
+                "operationType": kind,
+                "status": "PENDING",
+                "targetId": seg[4],
+                "targetProject": seg[2],
+            });
+            s.sql_operations.insert(
+                name,
+                (VecDeque::from(["PENDING", "RUNNING", end]), op.clone()),
+            );
+            (200, op)
+        }
+        "operations.get" => {
+            let Some((states, op)) = s.sql_operations.get_mut(&last) else {
+                return (
+                    404,
+                    json!({"error": {"code": 404, "message": "The Cloud SQL operation does not exist.", "status": "NOT_FOUND"}}),
+                );
+            };
+            if states.len() > 1 {
+                states.pop_front();
+            }
+            let mut op = op.clone();
+            match states[0] {
+                "FAILED" => {
+                    op["status"] = json!("DONE");
+                    op["error"] = json!({"kind": "sql#operationErrors", "errors": [
+                        {"kind": "sql#operationError", "code": "ERROR_RDBMS", "message": "ERROR:  invalid input syntax for type integer: \"x\""}
+                    ]});
+                }
+                state => op["status"] = json!(state),
+            }
+            (200, op)
+        }
         other => {
-            s.violations.push(format!("the fake does not play {other}"));
+            front.violation(format!("the fake does not play {other}"));
             (501, Value::Null)
         }
     }

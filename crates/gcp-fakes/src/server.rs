@@ -79,8 +79,15 @@ pub type Handler =
 
 /// Serves `handler` on `127.0.0.1:0` until the runtime ends; returns the address.
 pub async fn serve(handler: Handler) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    serve_on(0, handler).await.unwrap()
+}
+
+/// Serves `handler` on `127.0.0.1:port` (0: a free one) until the runtime ends.
+pub async fn serve_on(port: u16, handler: Handler) -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind(("127.0.0.1", port))
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on 127.0.0.1:{port}: {e}"))?;
+    let addr = listener.local_addr()?;
     tokio::spawn(async move {
         loop {
             let Ok((mut stream, _)) = listener.accept().await else {
@@ -110,7 +117,7 @@ pub async fn serve(handler: Handler) -> SocketAddr {
             });
         }
     });
-    addr
+    Ok(addr)
 }
 
 async fn read_request(stream: &mut tokio::net::TcpStream) -> Option<Request> {

@@ -3,12 +3,12 @@
 //! every request and response body. The fake checks each request our
 //! clients send against it, and each answer it gives.
 
-use std::path::PathBuf;
+use std::path::Path;
 
+use anyhow::{Context, Result, bail};
 use serde_json::{Map, Value};
 
-use super::fake_gcs::site_packages;
-use super::server::Request;
+use crate::server::Request;
 
 pub struct Discovery {
     pub name: String,
@@ -27,35 +27,30 @@ pub struct MethodSpec {
     pub response: Option<String>,
 }
 
-fn documents_dir() -> PathBuf {
-    let dir = site_packages().map(|sp| sp.join("googleapiclient/discovery_cache/documents"));
-    match dir.filter(|d| d.is_dir()) {
-        Some(dir) => dir,
-        None => panic!(
-            "Google's discovery documents are not installed in {venv}\n\
-             install them with:\n  {venv}/bin/pip install google-api-python-client\n\
-             or point INFRA_TEST_VENV at a venv that has it",
-            venv = super::fake_gcs::venv().display()
-        ),
-    }
-}
-
 impl Discovery {
-    /// Loads `dataproc.v1` or `bigquery.v2`.
-    pub fn load(name: &str) -> Discovery {
-        let path = documents_dir().join(format!("{name}.json"));
-        let text = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-        let doc: Value = serde_json::from_str(&text).unwrap();
+    /// Loads `<documents>/<name>.json`, e.g. `dataproc.v1` or `bigquery.v2`.
+    pub fn load(documents: &Path, name: &str) -> Result<Discovery> {
+        let path = documents.join(format!("{name}.json"));
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "cannot read Google's discovery document {}\n\
+                 hint: install google-api-python-client in the test venv",
+                path.display()
+            )
+        })?;
+        let doc: Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not JSON", path.display()))?;
         let service_path = doc["servicePath"].as_str().unwrap_or("").to_owned();
         let mut methods = Vec::new();
         collect(&doc["resources"], &service_path, &mut methods);
-        assert!(!methods.is_empty(), "{name} has no methods");
-        Discovery {
+        if methods.is_empty() {
+            bail!("{} has no methods", path.display());
+        }
+        Ok(Discovery {
             name: name.to_owned(),
             doc,
             methods,
-        }
+        })
     }
 
     /// The method `req` calls, or why it matches none.
@@ -297,7 +292,8 @@ fn path_matches(template: &[String], path: &[&str]) -> bool {
 
 #[test]
 fn the_checker_rejects_what_google_would() {
-    let dataproc = Discovery::load("dataproc.v1");
+    let documents = crate::venv::documents_dir().unwrap();
+    let dataproc = Discovery::load(&documents, "dataproc.v1").unwrap();
     let request = |method: &str, path: &str, query: &[(&str, &str)], body: Value| Request {
         method: method.into(),
         path: path.into(),
@@ -405,7 +401,7 @@ fn the_checker_rejects_what_google_would() {
             .unwrap_or_else(|| panic!("{} {} passed", req.method, req.path));
         assert!(err.contains(want), "`{err}` does not say {want}");
     }
-    let bigquery = Discovery::load("bigquery.v2");
+    let bigquery = Discovery::load(&documents, "bigquery.v2").unwrap();
     let bad_enum = request(
         "POST",
         "/bigquery/v2/projects/p/queries",

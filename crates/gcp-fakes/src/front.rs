@@ -1,0 +1,310 @@
+//! What every stand-in does before and after it plays a method: check the
+//! bearer token, match the request to a method of Google's discovery
+//! document and check its parameters and body, log it, inject the faults a
+//! test asked for, and check the stand-in's own answer against the
+//! method's response schema. A contract violation answers 400 and is kept,
+//! so a test (or the rehearsal) fails on it.
+
+use std::fs::File;
+use std::future::Future;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{Value, json};
+
+use crate::contract::Discovery;
+use crate::server::{self, Request, Response};
+
+/// The one access token the stand-ins accept, and the token endpoint hands out.
+pub const TOKEN: &str = "test-token-for-the-fake";
+
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// Answer with this status (and `Retry-After` seconds) instead.
+    Status { code: u16, retry_after: Option<u64> },
+    /// Answer correctly, after this long.
+    Slow(Duration),
+    /// Do what was asked, then answer with this status: the answer is "lost".
+    Lost(u16),
+}
+
+/// One call, as the request log keeps it.
+#[derive(Debug, Clone)]
+pub struct Logged {
+    /// The discovery method id, e.g. `dataproc.projects.regions.jobs.submit`.
+    pub id: String,
+    pub at: Instant,
+    pub time: DateTime<Utc>,
+    /// The request path (resource names are in it).
+    pub path: String,
+    pub query: Vec<(String, String)>,
+    pub body: Value,
+}
+
+impl Logged {
+    pub fn to_json(&self) -> Value {
+        json!({
+            "time": self.time.to_rfc3339_opts(SecondsFormat::Millis, true),
+            "method": self.id,
+            "path": self.path,
+            "query": self.query.iter().map(|(k, v)| json!([k, v])).collect::<Vec<_>>(),
+            "body": self.body,
+        })
+    }
+}
+
+#[derive(Default)]
+struct FrontState {
+    faults: Vec<(String, usize, Fault)>,
+    log: Vec<Logged>,
+    events: Vec<Value>,
+    violations: Vec<String>,
+    log_file: Option<File>,
+}
+
+/// The request log, the violations and the faults to inject, shared by
+/// every stand-in of one set.
+#[derive(Clone, Default)]
+pub struct Front(Arc<Mutex<FrontState>>);
+
+impl Front {
+    pub fn new() -> Front {
+        Front::default()
+    }
+
+    /// Also appends each call (and each violation) as a JSON line to `path`.
+    pub fn log_to(&self, path: &Path) -> Result<()> {
+        let file = File::options()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("cannot open the request log {}", path.display()))?;
+        self.0.lock().unwrap().log_file = Some(file);
+        Ok(())
+    }
+
+    /// The next `times` calls of a method whose id ends with `method` get `fault`.
+    pub fn inject(&self, method: &str, times: usize, fault: Fault) {
+        self.0
+            .lock()
+            .unwrap()
+            .faults
+            .push((method.to_owned(), times, fault));
+    }
+
+    /// Every call, in order.
+    pub fn log(&self) -> Vec<Logged> {
+        self.0.lock().unwrap().log.clone()
+    }
+
+    /// The calls of methods whose id ends with `method`.
+    pub fn calls(&self, method: &str) -> Vec<Logged> {
+        self.log()
+            .into_iter()
+            .filter(|l| l.id.ends_with(method))
+            .collect()
+    }
+
+    pub fn violation(&self, text: impl Into<String>) {
+        let text = text.into();
+        let mut s = self.0.lock().unwrap();
+        if let Some(file) = &mut s.log_file {
+            let _ = writeln!(file, "{}", json!({"violation": text}));
+        }
+        s.violations.push(text);
+    }
+
+    /// Records something a stand-in did on its own (a cluster became
+    /// RUNNING, a job ended), with the time, in the log.
+    pub fn event(&self, mut event: Value) {
+        event["time"] = json!(Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true));
+        let mut s = self.0.lock().unwrap();
+        if let Some(file) = &mut s.log_file {
+            let _ = writeln!(file, "{event}");
+        }
+        s.events.push(event);
+    }
+
+    pub fn events(&self) -> Vec<Value> {
+        self.0.lock().unwrap().events.clone()
+    }
+
+    pub fn violations(&self) -> Vec<String> {
+        self.0.lock().unwrap().violations.clone()
+    }
+
+    /// Fails the test if any request broke the contract.
+    #[track_caller]
+    pub fn assert_clean(&self) {
+        let violations = self.violations();
+        assert!(
+            violations.is_empty(),
+            "requests broke the discovery contract:\n{}",
+            violations.join("\n")
+        );
+    }
+
+    fn record(&self, logged: Logged) -> Option<Fault> {
+        let mut s = self.0.lock().unwrap();
+        if let Some(file) = &mut s.log_file {
+            let _ = writeln!(file, "{}", logged.to_json());
+        }
+        let id = logged.id.clone();
+        s.log.push(logged);
+        let slot = s
+            .faults
+            .iter_mut()
+            .find(|(m, times, _)| id.ends_with(m.as_str()) && *times > 0)?;
+        slot.1 -= 1;
+        Some(slot.2.clone())
+    }
+}
+
+/// A request that passed the contract, handed to a stand-in.
+pub struct Call {
+    /// The discovery method id.
+    pub id: String,
+    /// The path split on `/`, without the leading one.
+    pub seg: Vec<String>,
+    pub req: Request,
+    /// The JSON body, or null.
+    pub body: Value,
+}
+
+impl Call {
+    /// The method id without the API name: `projects.regions.jobs.submit`.
+    pub fn short(&self) -> String {
+        self.id.split('.').skip(1).collect::<Vec<_>>().join(".")
+    }
+
+    pub fn last(&self) -> &str {
+        self.seg.last().map_or("", String::as_str)
+    }
+}
+
+pub type Answer = Pin<Box<dyn Future<Output = (u16, Value)> + Send>>;
+pub type Dispatch = Arc<dyn Fn(Call) -> Answer + Send + Sync>;
+
+/// Google's error body.
+pub fn error(code: u16, status: &str, message: &str) -> (u16, Value) {
+    (
+        code,
+        json!({"error": {"code": code, "message": message, "status": status}}),
+    )
+}
+
+pub fn not_found(what: &str) -> (u16, Value) {
+    error(404, "NOT_FOUND", &format!("Not found: {what}"))
+}
+
+/// Serves one stand-in on `127.0.0.1:port` (0: any free port). A request
+/// is matched against each of `docs` in turn.
+pub async fn serve(
+    docs: Vec<Arc<Discovery>>,
+    front: Front,
+    port: u16,
+    dispatch: Dispatch,
+) -> Result<SocketAddr> {
+    server::serve_on(
+        port,
+        Arc::new(move |req: Request| {
+            let docs = docs.clone();
+            let front = front.clone();
+            let dispatch = dispatch.clone();
+            Box::pin(async move { handle(&docs, &front, &dispatch, req).await })
+        }),
+    )
+    .await
+}
+
+async fn handle(
+    docs: &[Arc<Discovery>],
+    front: &Front,
+    dispatch: &Dispatch,
+    req: Request,
+) -> Response {
+    let reply = |(code, value): (u16, Value)| {
+        if value.is_null() {
+            Response::empty(code)
+        } else {
+            Response::json(code, &value)
+        }
+    };
+    if req.header("authorization") != Some(&format!("Bearer {TOKEN}")) {
+        front.violation(format!(
+            "{} {}: no or wrong bearer token",
+            req.method, req.path
+        ));
+        return reply(error(401, "UNAUTHENTICATED", "no token"));
+    }
+    let doc = docs
+        .iter()
+        .find(|d| d.find(&req).is_ok())
+        .unwrap_or(&docs[0])
+        .clone();
+    let method = match doc.check_request(&req) {
+        Ok(method) => method,
+        Err(violation) => {
+            front.violation(violation.clone());
+            return reply(error(
+                400,
+                "INVALID_ARGUMENT",
+                &format!("contract violation: {violation}"),
+            ));
+        }
+    };
+    let body: Value = if req.body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&req.body).unwrap_or(Value::Null)
+    };
+    let fault = front.record(Logged {
+        id: method.id.clone(),
+        at: Instant::now(),
+        time: Utc::now(),
+        path: req.path.clone(),
+        query: req.query.clone(),
+        body: body.clone(),
+    });
+    if let Some(Fault::Status { code, retry_after }) = &fault {
+        let mut response = reply(error(*code, "UNAVAILABLE", "injected fault"));
+        if let Some(seconds) = retry_after {
+            response = response.header("retry-after", &seconds.to_string());
+        }
+        return response;
+    }
+    let seg = req
+        .path
+        .trim_start_matches('/')
+        .split('/')
+        .map(str::to_owned)
+        .collect();
+    let call = Call {
+        id: method.id.clone(),
+        seg,
+        req,
+        body,
+    };
+    let (code, answer) = dispatch(call).await;
+    if (200..300).contains(&code)
+        && !answer.is_null()
+        && let Err(violation) = doc.check_response(method, &answer)
+    {
+        front.violation(format!("the fake's own answer: {violation}"));
+    }
+    let mut response = reply((code, answer));
+    match fault {
+        Some(Fault::Slow(delay)) => response.delay = delay,
+        Some(Fault::Lost(code)) => {
+            response = reply(error(code, "UNAVAILABLE", "the answer was lost"))
+        }
+        _ => {}
+    }
+    response
+}

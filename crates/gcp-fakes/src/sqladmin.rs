@@ -1,0 +1,392 @@
+//! A Cloud SQL Admin API v1 stand-in that EXECUTES `instances.import`
+//! (SQL and CSV files) and `instances.export` (CSV with `selectQuery`)
+//! against a real local PostgreSQL, reading and writing the objects in
+//! fake-gcs-server, with `operations.get` reporting PENDING, RUNNING and
+//! DONE (with `error` on failure).
+//!
+//! How it holds to Cloud SQL's behaviour:
+//! - one operation at a time per instance: another import or export while
+//!   one runs answers 409 `operationInProgress`;
+//! - a SQL file runs with `psql`, stopping at the first error and without
+//!   wrapping the file in a transaction: statements before the error stay
+//!   applied, an explicit `BEGIN … COMMIT` block in the file is atomic;
+//! - a CSV import is one `COPY … FROM STDIN (FORMAT csv)` into the named
+//!   table and columns, so a bad row fails the whole import and the table
+//!   keeps what it had;
+//! - a CSV export is `COPY (selectQuery) TO STDOUT (FORMAT csv)`: no header
+//!   row, fields quoted with `"` only when needed, `"` doubled, NULL as an
+//!   empty unquoted field, PostgreSQL's own text for each value; exporting
+//!   onto an object that already exists fails, as `gcloud sql export csv`
+//!   documents;
+//! - CSV quote, escape and field-delimiter options are hex ASCII codes
+//!   (`"22"` for `"`), as the Cloud SQL docs require.
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result, bail};
+use chrono::{SecondsFormat, Utc};
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+
+use crate::front::{Call, Front, not_found};
+use crate::gcs::{Gcs, split_uri};
+use crate::postgres::{Postgres, run, run_with_stdout};
+
+/// The instance the stand-in serves.
+#[derive(Debug, Clone)]
+pub struct SqlInstance {
+    pub project: String,
+    pub name: String,
+    pub region: String,
+    pub database: String,
+    pub user: String,
+}
+
+#[derive(Default)]
+struct State {
+    operations: BTreeMap<String, Value>,
+    /// The operation running on the instance, if any.
+    busy: Option<String>,
+    next: u64,
+    /// The next `n` CSV imports get a malformed row appended: PostgreSQL
+    /// rejects it, and the import fails for real.
+    corrupt_csv_imports: usize,
+}
+
+#[derive(Clone)]
+pub struct SqlAdmin {
+    front: Front,
+    gcs: Gcs,
+    pg: Arc<Postgres>,
+    instance: SqlInstance,
+    work: std::path::PathBuf,
+    state: Arc<Mutex<State>>,
+}
+
+fn now() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+impl SqlAdmin {
+    pub fn new(
+        front: Front,
+        gcs: Gcs,
+        pg: Arc<Postgres>,
+        instance: SqlInstance,
+        work: std::path::PathBuf,
+    ) -> SqlAdmin {
+        SqlAdmin {
+            front,
+            gcs,
+            pg,
+            instance,
+            work,
+            state: Arc::new(Mutex::new(State::default())),
+        }
+    }
+
+    /// The next `times` CSV imports fail inside PostgreSQL (a malformed row).
+    pub fn corrupt_csv_imports(&self, times: usize) {
+        self.state.lock().unwrap().corrupt_csv_imports += times;
+    }
+
+    /// Runs SQL as the superuser, for tests to look at the database.
+    pub async fn query(&self, sql: &str) -> Result<String> {
+        let out = run(
+            self.pg
+                .psql(&self.instance.database, "postgres")
+                .args(["-tA", "-c", sql]),
+            "psql",
+        )
+        .await?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
+    pub async fn dispatch(&self, call: Call) -> (u16, Value) {
+        let instance = call.seg.get(4).cloned().unwrap_or_default();
+        match call.short().as_str() {
+            "instances.import" | "instances.export" if instance != self.instance.name => not_found(
+                &format!("The Cloud SQL instance {instance} does not exist."),
+            ),
+            "instances.import" => self.start(&call, "IMPORT"),
+            "instances.export" => self.start(&call, "EXPORT"),
+            "instances.get" if instance == self.instance.name => (200, self.instance_json()),
+            "instances.get" => not_found(&format!(
+                "The Cloud SQL instance {instance} does not exist."
+            )),
+            "operations.get" => {
+                let name = call.last();
+                match self.state.lock().unwrap().operations.get(name) {
+                    Some(op) => (200, op.clone()),
+                    None => not_found(&format!("The operation {name} does not exist.")),
+                }
+            }
+            other => {
+                self.front
+                    .violation(format!("the Cloud SQL stand-in does not play {other}"));
+                (501, Value::Null)
+            }
+        }
+    }
+
+    fn instance_json(&self) -> Value {
+        let i = &self.instance;
+        json!({
+            "kind": "sql#instance",
+            "name": i.name,
+            "project": i.project,
+            "region": i.region,
+            "state": "RUNNABLE",
+            "databaseVersion": "POSTGRES_15",
+            "connectionName": format!("{}:{}:{}", i.project, i.region, i.name),
+            "serviceAccountEmailAddress": "p-rehearsal@gcp-sa-cloud-sql.iam.gserviceaccount.com",
+            "ipAddresses": [{"type": "PRIVATE", "ipAddress": "10.99.0.3"}],
+        })
+    }
+
+    fn start(&self, call: &Call, kind: &str) -> (u16, Value) {
+        let mut s = self.state.lock().unwrap();
+        if let Some(busy) = &s.busy {
+            return (
+                409,
+                json!({"error": {"code": 409, "status": "ABORTED",
+                    "message": format!("Operation failed because another operation was already in progress. Try your request after the current operation is complete. (operation {busy})"),
+                    "errors": [{"domain": "global", "reason": "operationInProgress", "message": "Operation failed because another operation was already in progress."}]}}),
+            );
+        }
+        s.next += 1;
+        let name = format!(
+            "{:08x}-{:04x}-rehearsal-op-{:012}",
+            Utc::now().timestamp() as u32,
+            s.next & 0xffff,
+            s.next
+        );
+        let i = &self.instance;
+        let mut op = json!({
+            "kind": "sql#operation",
+            "name": name,
+            "status": "PENDING",
+            "operationType": kind,
+            "insertTime": now(),
+            "targetId": i.name,
+            "targetProject": i.project,
+            "targetLink": format!("https://sqladmin.googleapis.com/v1/projects/{}/instances/{}", i.project, i.name),
+            "selfLink": format!("https://sqladmin.googleapis.com/v1/projects/{}/operations/{name}", i.project),
+            "user": "infra-rehearsal@rehearsal.iam.gserviceaccount.com",
+        });
+        let (context_key, context) = if kind == "IMPORT" {
+            ("importContext", call.body["importContext"].clone())
+        } else {
+            ("exportContext", call.body["exportContext"].clone())
+        };
+        op[context_key] = context.clone();
+        s.operations.insert(name.clone(), op.clone());
+        s.busy = Some(name.clone());
+        let corrupt = kind == "IMPORT" && context["fileType"] == "CSV" && s.corrupt_csv_imports > 0;
+        if corrupt {
+            s.corrupt_csv_imports -= 1;
+        }
+        drop(s);
+        let this = self.clone();
+        let op_name = name.clone();
+        let kind = kind.to_owned();
+        tokio::spawn(async move {
+            this.set(&op_name, |op| {
+                op["status"] = json!("RUNNING");
+                op["startTime"] = json!(now());
+            });
+            let result = if kind == "IMPORT" {
+                this.import(&context, corrupt).await
+            } else {
+                this.export(&context).await
+            };
+            this.set(&op_name, |op| {
+                op["status"] = json!("DONE");
+                op["endTime"] = json!(now());
+                if let Err(e) = &result {
+                    op["error"] = json!({"kind": "sql#operationErrors", "errors": [
+                        {"kind": "sql#operationError", "code": "ERROR_RDBMS", "message": format!("{e:#}")}
+                    ]});
+                }
+            });
+            this.front.event(
+                json!({"event": "sql", "operation": op_name, "type": kind, "ok": result.is_ok()}),
+            );
+            this.state.lock().unwrap().busy = None;
+        });
+        (200, op)
+    }
+
+    fn set(&self, name: &str, f: impl FnOnce(&mut Value)) {
+        if let Some(op) = self.state.lock().unwrap().operations.get_mut(name) {
+            f(op);
+        }
+    }
+
+    async fn import(&self, context: &Value, corrupt: bool) -> Result<()> {
+        let uri = context["uri"]
+            .as_str()
+            .context("importContext.uri is missing")?;
+        let database = context["database"]
+            .as_str()
+            .context("importContext.database is missing")?;
+        if database != self.instance.database {
+            bail!(
+                "Database {database} does not exist on instance {}",
+                self.instance.name
+            );
+        }
+        let user = context["importUser"].as_str().unwrap_or("postgres");
+        let (bucket, key) = split_uri(uri).with_context(|| format!("{uri} is not a gs:// URI"))?;
+        let dir = tempfile::tempdir_in(&self.work)?;
+        let file = dir.path().join("import");
+        if !self.gcs.download(bucket, key, &file).await? {
+            bail!(
+                "The specified file {uri} does not exist or the instance's service account cannot read it."
+            );
+        }
+        if key.ends_with(".gz") {
+            bail!("the rehearsal's Cloud SQL stand-in does not decompress .gz imports");
+        }
+        match context["fileType"].as_str() {
+            Some("SQL") => {
+                run(
+                    self.pg.psql(database, user).arg("-f").arg(&file),
+                    "the SQL import",
+                )
+                .await?;
+            }
+            Some("CSV") => {
+                let options = &context["csvImportOptions"];
+                let table = options["table"]
+                    .as_str()
+                    .context("csvImportOptions.table is missing")?;
+                if corrupt {
+                    let mut f = tokio::fs::OpenOptions::new()
+                        .append(true)
+                        .open(&file)
+                        .await?;
+                    f.write_all(b"\"rehearsal: a malformed row injected by the test\n")
+                        .await?;
+                }
+                let columns = match options["columns"].as_array() {
+                    Some(cols) if !cols.is_empty() => format!(
+                        " ({})",
+                        cols.iter()
+                            .map(|c| c.as_str().unwrap_or_default())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    _ => String::new(),
+                };
+                let sql = format!(
+                    "COPY {table}{columns} FROM STDIN WITH (FORMAT csv{})",
+                    csv_options(options)?
+                );
+                let stdin = std::fs::File::open(&file)?;
+                run(
+                    self.pg
+                        .psql(database, user)
+                        .args(["-c", &sql])
+                        .stdin(Stdio::from(stdin)),
+                    "the CSV import",
+                )
+                .await?;
+            }
+            other => bail!("fileType {other:?}: the stand-in imports SQL and CSV files only"),
+        }
+        Ok(())
+    }
+
+    async fn export(&self, context: &Value) -> Result<()> {
+        let uri = context["uri"]
+            .as_str()
+            .context("exportContext.uri is missing")?;
+        let database = context["databases"][0]
+            .as_str()
+            .context("exportContext.databases is missing")?;
+        if context["fileType"] != "CSV" {
+            bail!(
+                "fileType {}: the stand-in exports CSV only",
+                context["fileType"]
+            );
+        }
+        let options = &context["csvExportOptions"];
+        let query = options["selectQuery"]
+            .as_str()
+            .context("csvExportOptions.selectQuery is missing")?;
+        let (bucket, key) = split_uri(uri).with_context(|| format!("{uri} is not a gs:// URI"))?;
+        if self.gcs.read_meta(bucket, key).await? {
+            bail!("The file {uri} already exists: an export does not overwrite an object.");
+        }
+        let dir = tempfile::tempdir_in(&self.work)?;
+        let file = dir.path().join("export.csv");
+        let sql = format!(
+            "COPY ({}) TO STDOUT WITH (FORMAT csv{})",
+            query.trim().trim_end_matches(';'),
+            csv_options(options)?
+        );
+        let out = std::fs::File::create(&file)?;
+        run_with_stdout(
+            self.pg
+                .psql(database, "postgres")
+                .args(["-c", &sql])
+                .stdout(Stdio::from(out)),
+            "the CSV export",
+        )
+        .await?;
+        self.gcs.upload_file(bucket, key, &file).await?;
+        Ok(())
+    }
+}
+
+/// COPY options from Cloud SQL's CSV options (hex ASCII codes).
+fn csv_options(options: &Value) -> Result<String> {
+    let mut out = String::new();
+    for (field, copy) in [
+        ("quoteCharacter", "QUOTE"),
+        ("escapeCharacter", "ESCAPE"),
+        ("fieldsTerminatedBy", "DELIMITER"),
+    ] {
+        if let Some(hex) = options[field].as_str() {
+            let code = u8::from_str_radix(hex.trim_start_matches("0x"), 16)
+                .ok()
+                .filter(|c| c.is_ascii())
+                .with_context(|| {
+                    format!("{field} `{hex}` is not a character in hex ASCII code (e.g. \"22\")")
+                })?;
+            let c = code as char;
+            let quoted = if c == '\'' {
+                "''".to_owned()
+            } else {
+                c.to_string()
+            };
+            out.push_str(&format!(", {copy} '{quoted}'"));
+        }
+    }
+    if let Some(lines) = options["linesTerminatedBy"].as_str()
+        && lines != "0A"
+    {
+        bail!("linesTerminatedBy `{lines}`: PostgreSQL's COPY ends lines with a newline only");
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_options_are_hex_codes() {
+        let options =
+            json!({"quoteCharacter": "22", "escapeCharacter": "5C", "fieldsTerminatedBy": "2C"});
+        assert_eq!(
+            csv_options(&options).unwrap(),
+            ", QUOTE '\"', ESCAPE '\\', DELIMITER ','"
+        );
+        assert!(csv_options(&json!({"quoteCharacter": "\""})).is_err());
+        assert!(csv_options(&json!({"linesTerminatedBy": "0D0A"})).is_err());
+    }
+}

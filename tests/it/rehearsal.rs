@@ -1,0 +1,362 @@
+//! The cloud rehearsal in CI: the real `infra` binary with `--target gcp`
+//! against the executing stand-ins of `gcp-fakes` (fake-gcs-server, and
+//! Dataproc, BigQuery and Cloud SQL fakes that check every request against
+//! Google's discovery documents and do the work with spark-submit, DuckDB
+//! and PostgreSQL), with the rehearsal's terraform_data root in place of
+//! Google's resources. Each case asserts from the stand-ins' own records
+//! that no cluster was left alive and no job ran twice.
+//!
+//! The data is small (`infra sample --scale 0.002`): each Spark job still
+//! costs about ten seconds.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use gcp_fakes::front::Fault;
+use gcp_fakes::stack::{Names, Stack, StackConfig};
+use infra::backend::local::spark::SparkRuntime;
+
+use crate::harness::{Env, Run};
+
+const PROJECT: &str = "rehearsal-project";
+const REGION: &str = "us-central1";
+const RESULT_SQL: &str = "SELECT customer_id, amount_spent, review_count, review_score, insert_date FROM bootcamp.user_behavior_metric ORDER BY customer_id";
+
+fn cache_dir() -> PathBuf {
+    match std::env::var_os("INFRA_CACHE_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/infra"),
+    }
+}
+
+struct Rehearsal {
+    stack: Stack,
+    env: Env,
+    data: PathBuf,
+}
+
+impl Rehearsal {
+    /// Stand-ins up, the environment pointing infra at them, sample data written.
+    async fn start() -> Rehearsal {
+        let env = Env::new();
+        let spark_home = SparkRuntime::new(&cache_dir()).ensure().await.unwrap();
+        let config = StackConfig {
+            documents: gcp_fakes::venv::documents_dir().unwrap(),
+            work: env.path().join("fakes"),
+            fake_gcs_binary: gcp_fakes::venv::fake_gcs_binary().unwrap(),
+            spark_submit: spark_home.join("bin/spark-submit"),
+            spark_master: "local[2]".into(),
+            names: Names::for_project(PROJECT, REGION),
+            cluster_startup: Duration::from_millis(500),
+            log: Some(env.path().join("requests.jsonl")),
+        };
+        let stack = Stack::start(&config).await.unwrap();
+        let credentials = env.path().join("TEST-ONLY-credentials.json");
+        stack.write_credentials(&credentials).unwrap();
+        let root = env.path().join("terraform");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/gcp-fakes/terraform/main.tf"),
+            root.join("main.tf"),
+        )
+        .unwrap();
+        let tf_config = env.write("terraformrc", "");
+        let mut env = env;
+        for (k, v) in stack.env(&credentials) {
+            env = env.var(&k, &v);
+        }
+        env = env
+            .var("INFRA_TERRAFORM_ROOT", &root.display().to_string())
+            .var("TF_CLI_CONFIG_FILE", &tf_config.display().to_string())
+            .var("INFRA_TARGET", "gcp")
+            .var("INFRA_PROJECT", PROJECT)
+            .var("INFRA_REGION", REGION);
+        // No local server to tear down: `down` goes to the stand-ins.
+        env.teardown = false;
+        let data = env.path().join("data");
+        env.infra(&[
+            "sample",
+            "--out",
+            &data.display().to_string(),
+            "--scale",
+            "0.002",
+            "--seed",
+            "3",
+        ])
+        .ok();
+        Rehearsal { stack, env, data }
+    }
+
+    fn infra(&self, args: &[&str]) -> Run {
+        self.env.infra(args)
+    }
+
+    fn data(&self) -> String {
+        self.data.display().to_string()
+    }
+
+    /// `infra run --data …` as a child process, for signals.
+    fn spawn_run(&self) -> tokio::process::Child {
+        let mut cmd =
+            tokio::process::Command::from(self.env.command(&["run", "--data", &self.data()]));
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// Waits until a spark-submit of a job whose id contains `name` runs.
+    async fn wait_running(&self, name: &str) -> String {
+        let start = Instant::now();
+        loop {
+            if let Some(id) = self
+                .stack
+                .dataproc
+                .running()
+                .into_iter()
+                .find(|id| id.contains(name))
+            {
+                return id;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(240),
+                "no {name} job started running"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// What every case must end with: no cluster alive, no job run twice,
+    /// and no request that broke the discovery contract.
+    #[track_caller]
+    fn assert_clean(&self) {
+        assert_eq!(
+            self.stack.dataproc.alive(),
+            Vec::<String>::new(),
+            "a cluster was left alive"
+        );
+        for (id, runs) in self.stack.dataproc.executions() {
+            assert_eq!(runs, 1, "job {id} ran {runs} times");
+        }
+        self.stack.front.assert_clean();
+    }
+}
+
+async fn output(child: tokio::process::Child) -> Run {
+    let out = child.wait_with_output().await.unwrap();
+    Run {
+        status: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Rows without the last column (insert_date differs between runs).
+fn rows_without_insert_date(csv: &str) -> Vec<String> {
+    csv.lines()
+        .map(|line| {
+            line.rsplit_once(',')
+                .map_or(line, |(rest, _)| rest)
+                .to_owned()
+        })
+        .collect()
+}
+
+fn signal(child: &tokio::process::Child, sig: nix::sys::signal::Signal) {
+    let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
+    nix::sys::signal::kill(pid, sig).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_rehearsal_gives_the_local_targets_rows() {
+    let r = Rehearsal::start().await;
+    r.infra(&["up", "--yes"]).ok();
+    r.infra(&["run", "--data", &r.data()]).ok();
+    let gcp = r
+        .infra(&["query", "--format", "csv", RESULT_SQL])
+        .ok()
+        .stdout;
+    r.infra(&["down", "--yes"]).ok();
+
+    let local = Env::new();
+    local.infra(&["up"]).ok();
+    local.infra(&["run", "--data", &r.data()]).ok();
+    let expected = local
+        .infra(&["query", "--format", "csv", RESULT_SQL])
+        .ok()
+        .stdout;
+
+    assert!(
+        gcp.starts_with("customer_id,amount_spent,review_count,review_score,insert_date\n"),
+        "{gcp}"
+    );
+    assert!(gcp.lines().count() > 10, "too few rows to compare:\n{gcp}");
+    assert_eq!(
+        rows_without_insert_date(&gcp),
+        rows_without_insert_date(&expected)
+    );
+    // One cluster for the run, and both jobs on it.
+    assert_eq!(r.stack.front.calls("clusters.create").len(), 1);
+    assert_eq!(r.stack.dataproc.executions().len(), 2);
+    r.assert_clean();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_step_3_job_deletes_the_cluster_and_quotes_its_driver_output() {
+    let r = Rehearsal::start().await;
+    r.infra(&["up", "--yes"]).ok();
+    r.stack.dataproc.break_script(
+        "user_behavior.py",
+        &[
+            "rehearsal: reading purchases",
+            "rehearsal: the last words of the driver",
+        ],
+    );
+    let run = r.infra(&["run", "--data", &r.data()]);
+    assert_ne!(run.status, 0, "the run succeeded:\n{}", run.stderr);
+    assert!(
+        run.stderr.contains("user_behavior"),
+        "the error does not name the job:\n{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("rehearsal: the last words of the driver"),
+        "the error does not quote the driver output:\n{}",
+        run.stderr
+    );
+    assert_eq!(
+        r.stack.front.calls("clusters.delete").len(),
+        1,
+        "the cluster was not deleted"
+    );
+    r.assert_clean();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigint_during_step_2_cancels_the_job_and_deletes_the_cluster() {
+    let r = Rehearsal::start().await;
+    r.infra(&["up", "--yes"]).ok();
+    let child = r.spawn_run();
+    let job = r.wait_running("tokenizer").await;
+    signal(&child, nix::sys::signal::Signal::SIGINT);
+    let run = output(child).await;
+    assert_eq!(run.status, 130, "{}", run.stderr);
+    let cancels = r.stack.front.calls("jobs.cancel");
+    assert!(
+        cancels.iter().any(|c| c.path.contains(&job)),
+        "job {job} was not cancelled"
+    );
+    let start = Instant::now();
+    while r.stack.dataproc.job_state(&job).as_deref() != Some("CANCELLED") {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "job {job} is {:?}",
+            r.stack.dataproc.job_state(&job)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    r.assert_clean();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_503_burst_and_a_429_while_polling_are_survived() {
+    let r = Rehearsal::start().await;
+    r.infra(&["up", "--yes"]).ok();
+    r.stack.front.inject(
+        "jobs.get",
+        3,
+        Fault::Status {
+            code: 503,
+            retry_after: None,
+        },
+    );
+    r.stack.front.inject(
+        "operations.get",
+        1,
+        Fault::Status {
+            code: 429,
+            retry_after: Some(1),
+        },
+    );
+    // `--data` starts at step 0 (it replaces the inputs): the whole run
+    // meets the faults, the Cloud SQL and Dataproc operations included.
+    r.infra(&["run", "--data", &r.data()]).ok();
+    let gets = r.stack.front.calls("jobs.get").len();
+    assert!(
+        gets > 3,
+        "the job was polled only {gets} times: the faults were not met"
+    );
+    assert!(!r.stack.front.calls("operations.get").is_empty());
+    r.infra(&["down", "--yes"]).ok();
+    r.assert_clean();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rerun_after_sigkill_re_attaches_to_the_job_in_flight() {
+    let r = Rehearsal::start().await;
+    r.infra(&["up", "--yes"]).ok();
+    let child = r.spawn_run();
+    let job = r.wait_running("tokenizer").await;
+    signal(&child, nix::sys::signal::Signal::SIGKILL);
+    output(child).await;
+    r.infra(&["run", "--data", &r.data()]).ok();
+    assert_eq!(
+        r.stack.front.calls("clusters.create").len(),
+        1,
+        "the re-run created a second cluster"
+    );
+    let tokenizers: Vec<String> = r
+        .stack
+        .dataproc
+        .executions()
+        .into_keys()
+        .filter(|id| id.contains("tokenizer"))
+        .collect();
+    assert_eq!(tokenizers, [job], "the re-run ran the tokenizer again");
+    r.infra(&["down", "--yes"]).ok();
+    r.assert_clean();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_cloud_sql_import_leaves_the_previous_table() {
+    let r = Rehearsal::start().await;
+    r.infra(&["up", "--yes"]).ok();
+    r.infra(&["run", "--data", &r.data(), "--only", "0"]).ok();
+    let count = "SELECT count(*) FROM bootcampdb.user_purchase";
+    let before = r.stack.sql.query(count).await.unwrap();
+    assert!(before.parse::<u64>().unwrap() > 0, "step 0 loaded nothing");
+
+    // A second load of other data, whose CSV import PostgreSQL rejects.
+    let other = r.env.path().join("other");
+    r.infra(&[
+        "sample",
+        "--out",
+        &other.display().to_string(),
+        "--scale",
+        "0.001",
+        "--seed",
+        "9",
+    ])
+    .ok();
+    r.stack.sql.corrupt_csv_imports(1);
+    let run = r.infra(&["run", "--data", &other.display().to_string(), "--only", "0"]);
+    assert_ne!(
+        run.status, 0,
+        "the failed import was not reported:\n{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("unterminated CSV quoted field"),
+        "the error does not quote the operation's error:\n{}",
+        run.stderr
+    );
+    assert_eq!(
+        r.stack.sql.query(count).await.unwrap(),
+        before,
+        "the failed import changed the table"
+    );
+    r.infra(&["down", "--yes"]).ok();
+    r.assert_clean();
+}
