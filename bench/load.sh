@@ -12,7 +12,7 @@ source scripts/setup.sh
 scale="${1:-1}"
 runs="${2:-3}"
 
-cargo build --quiet
+cargo build --quiet "${INFRA_CARGO_ARGS[@]}"
 infra="$CARGO_TARGET_DIR/debug/infra"
 work=$(mktemp -d /tmp/infra-bench-XXXXXX)
 chmod 755 "$work"

@@ -37,7 +37,7 @@ command -v hyperfine >/dev/null || { say "hyperfine is missing: apt-get install 
 [ -x /usr/bin/time ] || { say "/usr/bin/time is missing: apt-get install time"; exit 1; }
 
 # --all-targets: the same feature set as `cargo test`, so no dependency is rebuilt.
-cargo build --quiet --all-targets
+cargo build --quiet --all-targets "${INFRA_CARGO_ARGS[@]}"
 infra="$CARGO_TARGET_DIR/debug/infra"
 work=$(mktemp -d /tmp/infra-bench-XXXXXX)
 chmod 755 "$work"

@@ -1,6 +1,7 @@
 //! `infra doctor`: prints each check with ✓ or ✗ and a fix, and fails if
 //! anything is missing.
 
+use std::fmt::Write as _;
 use std::io::Write;
 
 use anstyle::{AnsiColor, Style};
@@ -11,7 +12,9 @@ use crate::settings::Settings;
 
 pub async fn doctor(settings: &Settings) -> Result<()> {
     let checks = doctor::run(settings).await;
-    let mut out = anstream::stdout().lock();
+    // Styled text, stripped unless stdout takes colour (a terminal, and no
+    // NO_COLOR), then written through the one stdout writer.
+    let mut out = String::new();
     writeln!(out, "{} target:", settings.target)?;
     let width = checks
         .iter()
@@ -46,9 +49,22 @@ pub async fn doctor(settings: &Settings) -> Result<()> {
             "everything the {} target needs is here",
             settings.target
         )?;
+    }
+    let colour = !matches!(
+        anstream::AutoStream::choice(&std::io::stdout()),
+        anstream::ColorChoice::Never
+    );
+    let text = if colour {
+        out
+    } else {
+        anstream::adapter::strip_str(&out).to_string()
+    };
+    let mut stdout = super::out::stdout();
+    stdout.write_all(text.as_bytes())?;
+    stdout.flush()?;
+    if missing == 0 {
         return Ok(());
     }
-    out.flush()?;
     anyhow::bail!(
         "{missing} thing{} missing for the {} target; the fixes are above",
         if missing == 1 { " is" } else { "s are" },

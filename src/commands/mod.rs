@@ -31,8 +31,8 @@ use crate::ui;
 pub async fn dispatch(cli: Cli) -> Result<()> {
     // These need no settings: a broken infra.toml must not block them.
     match &cli.command {
-        Command::Completions(args) => return completions::completions(args.shell),
-        Command::Man => return completions::man(),
+        Command::Completions(args) => return out::finish(completions::completions(args.shell)),
+        Command::Man => return out::finish(completions::man()),
         _ => {}
     }
     let mut flags = Layer::default();

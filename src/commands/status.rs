@@ -36,7 +36,7 @@ pub async fn status(settings: &Settings, json: bool) -> Result<()> {
                 .collect(),
             alive: None,
             alive_errors: Vec::new(),
-            last_run: last.as_ref().map(|run| summary::json(run, None)),
+            last_run: last.as_ref().map(|run| run_json(settings, run)),
         };
         writeln!(out, "{}", serde_json::to_string_pretty(&view)?)?;
         return Ok(());
@@ -53,6 +53,13 @@ pub async fn status(settings: &Settings, json: bool) -> Result<()> {
         None => writeln!(out, "\nno runs yet")?,
     }
     Ok(())
+}
+
+/// A run for `--json`, with its report when one was written where
+/// `run` writes it.
+fn run_json(settings: &Settings, run: &RunRecord) -> summary::RunJson {
+    let report = crate::report::default_path(&settings.state_dir, &run.id);
+    summary::json(run, report.is_file().then_some(report.as_path()))
 }
 
 /// `status --json`. `alive` is what of the deployment still runs on gcp:
@@ -134,7 +141,7 @@ async fn status_gcp(settings: &Settings, json: bool) -> Result<()> {
                 .collect(),
             alive: errors.is_empty().then_some(alive),
             alive_errors: errors,
-            last_run: last.as_ref().map(|run| summary::json(run, None)),
+            last_run: last.as_ref().map(|run| run_json(settings, run)),
         };
         writeln!(out, "{}", serde_json::to_string_pretty(&view)?)?;
         return Ok(());

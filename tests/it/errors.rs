@@ -5,9 +5,15 @@ use std::os::unix::fs::PermissionsExt;
 
 use crate::harness::{Env, Run};
 
-/// Snapshots stderr with the temp dir, ports and the user's PATH redacted.
+/// Snapshots the error report on stderr (from `error:` on: the progress
+/// lines before it are not the message) with the temp dir and ports redacted.
 #[track_caller]
 fn snapshot(name: &str, env: &Env, run: &Run) {
+    let report = run
+        .stderr
+        .find("error: ")
+        .map(|at| &run.stderr[at..])
+        .unwrap_or_else(|| panic!("no error on stderr:\n{}", run.stderr));
     let tmp = regex_escape(&env.path().display().to_string());
     insta::with_settings!({
         filters => vec![
@@ -17,7 +23,7 @@ fn snapshot(name: &str, env: &Env, run: &Run) {
         ],
         prepend_module_to_snapshot => true,
     }, {
-        insta::assert_snapshot!(name, run.stderr);
+        insta::assert_snapshot!(name, report);
     });
 }
 

@@ -25,6 +25,11 @@ fn filters(env: &Env) -> Vec<(String, String)> {
         ),
         (r"\d+\.\d+s in steps".into(), "[SECS]s in steps".into()),
         (r"127\.0\.0\.1:\d+".into(), "127.0.0.1:[PORT]".into()),
+        (r"\(pid \d+\)".into(), "(pid [PID])".into()),
+        (
+            r#""[^"]*/pyspark-venv-[0-9a-f]+""#.into(),
+            r#""[CACHE]/pyspark-venv-[HASH]""#.into(),
+        ),
     ]
 }
 
@@ -46,7 +51,7 @@ fn redact_table_seconds(table: &str) -> String {
         .lines()
         .map(|line| {
             let cells: Vec<&str> = line.split('┆').collect();
-            if cells.len() == 6 {
+            if cells.len() == 6 && !cells[2].contains("seconds") {
                 let width = cells[2].chars().count();
                 let mut cells: Vec<String> = cells.iter().map(|c| (*c).to_owned()).collect();
                 cells[2] = format!("{:^width$}", "[S]");
@@ -219,6 +224,11 @@ fn a_run_on_a_terminal_shows_progress_then_a_summary_json_and_a_report() {
     let parsed: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(parsed["last_run"]["outcome"], "succeeded");
     assert_eq!(parsed["last_run"]["steps"].as_array().unwrap().len(), 5);
+    let report = parsed["last_run"]["report"].as_str().unwrap();
+    assert!(
+        report.ends_with(".html") && Path::new(report).is_file(),
+        "{report}"
+    );
     insta::with_settings!({ filters => filters.clone() }, {
         insta::assert_snapshot!("status_json", json);
     });
@@ -347,13 +357,26 @@ fn doctor_says_what_is_missing_and_how_to_fix_it() {
         (r"e\.g\. \d+", "e.g. [PORT]"),
         (r"pyspark-venv-[0-9a-f]+", "pyspark-venv-[HASH]"),
         (r"  ✓ `postgres` user.*\n", ""),
+        // Free space is the machine's, not the test's: its line stays,
+        // its verdict is redacted.
+        (
+            r"  [✓✗] free disk \(([a-z ]+)\) +[^\n]*\n(      fix: [^\n]*\n)?",
+            "  [✓/✗] free disk ($1) [FREE SPACE]\n",
+        ),
     ]}, {
         insta::assert_snapshot!("doctor_local", run.stdout);
     });
-    assert!(run.stderr.contains("1 thing is missing"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("missing for the local target; the fixes are above"),
+        "{}",
+        run.stderr
+    );
 
-    let gcp = Env::new()
-        .var("HOME", &env.path().join("home").display().to_string())
+    let gcp = Env::new();
+    let home = gcp.path().join("home").display().to_string();
+    let gcp = gcp
+        .var("HOME", &home)
         .var("NO_GCE_CHECK", "True")
         .var("CLOUDSDK_CONFIG", "");
     let mut cmd = gcp.command(&["--target", "gcp", "doctor"]);
@@ -382,17 +405,33 @@ fn completions_and_the_man_page_come_from_the_cli() {
     assert!(zsh.starts_with("#compdef infra"), "{zsh}");
     let fish = env.infra(&["completions", "fish"]).ok().stdout;
     assert!(
-        fish.contains("complete -c infra") && fish.contains("--json"),
+        fish.contains(r#"complete -c infra -n "__fish_infra_using_subcommand run" -l json"#),
         "{fish}"
     );
-    // bash itself accepts the script.
+    // bash loads the script and completes with it: a verb from its start,
+    // and a verb's own flag.
     let script = env.write("infra.bash", &bash);
-    let checked = Command::new("bash")
-        .arg("-n")
-        .arg(&script)
-        .status()
-        .unwrap();
-    assert!(checked.success());
+    let complete = |words: &str, cur: &str, prev: &str| {
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                r#"source "$0"; COMP_WORDS=({words}); COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1)); _infra infra {cur} {prev}; printf '%s\n' "${{COMPREPLY[@]}}""#
+            ))
+            .arg(&script)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(complete("infra doc", "doc", "infra").trim(), "doctor");
+    assert_eq!(
+        complete("infra status --j", "--j", "status").trim(),
+        "--json"
+    );
     let man = env.infra(&["man"]).ok().stdout;
     assert!(man.starts_with(".ie") || man.contains(".TH infra"), "{man}");
     assert!(man.contains("doctor") && man.contains("report"), "{man}");

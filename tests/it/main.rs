@@ -6,6 +6,8 @@ mod harness;
 
 mod architecture;
 mod cli;
+mod errors;
+mod experience;
 mod faults;
 mod fuzz;
 mod gcp;

@@ -142,8 +142,12 @@ impl Local {
         actions.push(match server {
             ServerState::NotInitialized => Action {
                 description: format!(
-                    "PostgreSQL: initdb into {} and start it on a free port on 127.0.0.1",
-                    self.postgres.dir().display()
+                    "PostgreSQL: initdb into {} and start it on {} on 127.0.0.1",
+                    self.postgres.dir().display(),
+                    match self.postgres.wanted_port() {
+                        0 => "a free port".to_owned(),
+                        port => format!("port {port}"),
+                    }
                 ),
                 needed: true,
             },

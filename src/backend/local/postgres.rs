@@ -80,6 +80,11 @@ impl LocalPostgres {
         &self.dir
     }
 
+    /// The port `database.port` asks for; 0 picks a free one.
+    pub fn wanted_port(&self) -> u16 {
+        self.port
+    }
+
     pub fn password_file(&self) -> &Path {
         &self.password_file
     }
