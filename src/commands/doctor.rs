@@ -50,11 +50,7 @@ pub async fn doctor(settings: &Settings) -> Result<()> {
             settings.target
         )?;
     }
-    let colour = !matches!(
-        anstream::AutoStream::choice(&std::io::stdout()),
-        anstream::ColorChoice::Never
-    );
-    let text = if colour {
+    let text = if super::out::colour() {
         out
     } else {
         anstream::adapter::strip_str(&out).to_string()

@@ -45,6 +45,15 @@ fn note<T>(result: io::Result<T>) -> io::Result<T> {
     result
 }
 
+/// Whether stdout takes colour: a terminal, and `NO_COLOR` unset (the
+/// rules `anstream` applies to stderr).
+pub fn colour() -> bool {
+    !matches!(
+        anstream::AutoStream::choice(&io::stdout()),
+        anstream::ColorChoice::Never
+    )
+}
+
 /// Whether a write to stdout found the reader gone.
 pub fn closed() -> bool {
     CLOSED.load(Ordering::Relaxed)

@@ -70,6 +70,8 @@ impl Env {
             .prefix("infra-it-")
             .tempdir()
             .unwrap();
+        // Explicitly: tempfile's mode follows the umask.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
         Env {
             dir,
             vars: Vec::new(),

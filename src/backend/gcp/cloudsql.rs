@@ -166,8 +166,10 @@ impl CloudSqlAdmin {
     /// Polls the operation until DONE; errors are an [`OperationFailed`]
     /// that names it.
     pub async fn wait(&self, name: &str, what: &str) -> Result<()> {
+        let progress = crate::ui::Progress::spinner(format!("Cloud SQL {what}"), "PENDING");
         loop {
             let operation = self.get_operation(name).await?;
+            progress.set_message(&operation.status);
             if operation.status == "DONE" {
                 let errors: Vec<String> = operation
                     .error

@@ -125,8 +125,10 @@ impl Dataproc {
 
     /// Polls the batch until it ends; FAILED or CANCELLED is a [`JobFailed`].
     pub async fn wait_batch(&self, id: &str) -> Result<Batch> {
+        let progress = crate::ui::Progress::spinner(format!("Dataproc batch {id}"), "PENDING");
         loop {
             let batch = self.get_batch(id).await?;
+            progress.set_message(batch.state());
             match batch.state() {
                 "SUCCEEDED" => return Ok(batch),
                 "FAILED" | "CANCELLED" => {

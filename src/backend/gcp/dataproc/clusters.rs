@@ -177,11 +177,13 @@ impl Dataproc {
     /// Polls the cluster until it runs. ERROR (and any state it cannot run
     /// jobs from) is a [`ClusterFailed`]: the caller deletes it at once.
     pub async fn wait_cluster_running(&self, name: &str) -> Result<Cluster> {
+        let progress = crate::ui::Progress::spinner(format!("Dataproc cluster {name}"), "CREATING");
         loop {
             let cluster = self
                 .get_cluster(name)
                 .await?
                 .with_context(|| format!("Dataproc cluster {name} disappeared while starting"))?;
+            progress.set_message(cluster.state());
             match cluster.state() {
                 "RUNNING" => return Ok(cluster),
                 "ERROR" | "ERROR_DUE_TO_UPDATE" | "DELETING" | "STOPPED" | "STOPPING" => {
