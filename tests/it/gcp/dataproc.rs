@@ -21,20 +21,7 @@ use gcp_fakes::gcs::FakeGcs;
 use gcp_fakes::google::{FakeGoogle, Fault, TOKEN};
 
 use super::journal::MemJournal;
-
-pub fn fast_policy() -> RetryPolicy {
-    RetryPolicy {
-        attempt_timeout: Duration::from_secs(10),
-        deadline: Duration::from_secs(30),
-        min_backoff: Duration::from_millis(5),
-        max_backoff: Duration::from_millis(20),
-        max_retries: 4,
-    }
-}
-
-pub fn http(policy: RetryPolicy) -> Http {
-    Http::new(Arc::new(StaticToken::new(TOKEN)), policy).unwrap()
-}
+use super::{emulator_storage, fast_policy, http};
 
 fn dataproc(fake: &FakeGoogle, poll: Duration) -> Dataproc {
     Dataproc::new(http(fast_policy()), &fake.url, "proj", "r", poll)
@@ -50,13 +37,7 @@ async fn setup() -> Setup {
     let gcs = FakeGcs::start("filesystem");
     gcs.bucket("dp-driver").await;
     let fake = FakeGoogle::start("dp-driver").await;
-    let storage = GcsClient::new(
-        &StorageEndpoint::emulator(&gcs.url),
-        Arc::new(StaticToken::new("unused")),
-        fast_policy(),
-        Transfer::default(),
-    )
-    .unwrap();
+    let storage = emulator_storage(&gcs.url);
     Setup { gcs, fake, storage }
 }
 
