@@ -5,13 +5,11 @@
 //! touched by the swap, which is never sent after a failed import.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use infra::backend::gcp::auth::StaticToken;
 use infra::backend::gcp::cloudsql::{CloudSqlAdmin, CloudSqlDatabase, OperationFailed};
-use infra::backend::gcp::storage::{GcsBucket, GcsClient, StorageEndpoint, Transfer};
+use infra::backend::gcp::storage::GcsBucket;
 use infra::backend::{Bucket, Database, RemoteKind, Rows, TableDef};
 use tokio::io::AsyncReadExt;
 

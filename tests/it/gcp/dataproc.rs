@@ -6,19 +6,17 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use infra::backend::gcp::auth::StaticToken;
 use infra::backend::gcp::dataproc::{
     Batch, Cluster, ClusterConfig, ClusterSpark, ClusterSpec, Dataproc, JobFailed, LifecycleConfig,
     PySparkBatch, ServerlessSpark, ServerlessSpec,
 };
-use infra::backend::gcp::http::{Http, RetryPolicy};
 use infra::backend::gcp::ids;
-use infra::backend::gcp::storage::{GcsClient, StorageEndpoint, Transfer};
+use infra::backend::gcp::storage::GcsClient;
 use infra::backend::{RemoteKind, Spark, SparkJob};
 use serde_json::json;
 
 use gcp_fakes::gcs::FakeGcs;
-use gcp_fakes::google::{FakeGoogle, Fault, TOKEN};
+use gcp_fakes::google::{FakeGoogle, Fault};
 
 use super::journal::MemJournal;
 use super::{emulator_storage, fast_policy, http};
