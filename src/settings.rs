@@ -808,7 +808,7 @@ mod tests {
         let text = gcp.to_toml().unwrap();
         assert!(text.contains("[gke]") && text.contains("tier"), "{text}");
         assert!(
-            !text.contains("port = 0") && !text.contains("master"),
+            !text.contains("port = 0") && !text.contains("\nmaster = "),
             "{text}"
         );
         assert!(text.contains("cache_dir = "), "{text}");
