@@ -23,6 +23,7 @@
 //! ui             progress lines, prompts, tables, logging set-up
 //! exit           exit codes and the error report
 //! labels         the labels that mark what a deployment owns (terraform and backend share them)
+//! hold           test-only pause points (INFRA_TEST_HOLD_DIR)
 //! ```
 
 pub mod assets;
@@ -30,6 +31,7 @@ pub mod backend;
 pub mod cli;
 pub mod commands;
 pub mod exit;
+pub mod hold;
 pub mod labels;
 pub mod pipeline;
 pub mod plan;
