@@ -589,6 +589,18 @@ async fn signals_between_steps_and_during_the_warehouse_load() {
         assert!(stray.is_empty(), "{point}: left running: {stray:?}");
         // The step after the gap never ran: no table yet.
         assert_eq!(warehouse_ids(&env), None, "{point}");
+        if point == "after-2" {
+            // Step 3 was interrupted: step 4 must not load whatever an
+            // earlier run left in staging.
+            let out = env.infra(&["run", "--only", "4"]).fails(2);
+            assert!(
+                out.stderr
+                    .contains("step 3 user_behavior, which is interrupted")
+                    && out.stderr.contains("infra run --from 3"),
+                "{}",
+                out.stderr
+            );
+        }
     }
 
     // During step 4, with no table yet: no table after the stop, and the
