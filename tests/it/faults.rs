@@ -317,8 +317,9 @@ async fn signals_and_faults_leave_a_true_state_and_lose_no_row() {
     assert!(!env.state().exists());
 }
 
-/// The disk fills while `run --data` copies the inputs: a clear error, the
-/// previous raw data whole, no half-written object and no run record.
+/// The disk fills while `run --data` copies the inputs, while a run record
+/// is saved, and while step 1 dumps to staging: each time a clear error, the
+/// previous contents whole, no half-written object or record.
 #[test]
 fn a_full_disk_fails_clearly_and_leaves_nothing_half_written() {
     let env = Env::new();
@@ -342,6 +343,8 @@ fn a_full_disk_fails_clearly_and_leaves_nothing_half_written() {
     let state = env.state();
     std::fs::create_dir_all(&state).unwrap();
     std::os::unix::fs::symlink(&disk, state.join("raw")).unwrap();
+    std::fs::create_dir_all(disk.join("staging")).unwrap();
+    std::os::unix::fs::symlink(disk.join("staging"), state.join("staging")).unwrap();
     env.infra(&[
         "sample",
         "--out",
@@ -424,6 +427,37 @@ fn a_full_disk_fails_clearly_and_leaves_nothing_half_written() {
         .filter(|n| n.to_string_lossy().ends_with(".tmp"))
         .collect();
     assert!(tmp.is_empty(), "{tmp:?}");
+
+    // Staging on the full disk: step 1's dump fails clearly, the record
+    // says so, and the previous dump stays whole.
+    std::fs::remove_file(&ballast).unwrap();
+    env.infra(&["run", "--only", "0"]).ok();
+    env.infra(&["run", "--only", "1"]).ok();
+    let dump = disk.join("staging/user_purchase.csv");
+    let dumped = std::fs::read(&dump).unwrap();
+    let mut file = std::fs::File::create(&ballast).unwrap();
+    while std::io::Write::write_all(&mut file, &chunk).is_ok() {}
+    drop(file);
+    let out = env.infra(&["run", "--only", "1"]).fails(1);
+    assert!(
+        out.stderr.contains("step 1 dump_purchases failed") && out.stderr.contains("No space left"),
+        "{}",
+        out.stderr
+    );
+    let run = Records::new(&state).latest().unwrap().unwrap();
+    let step = run.step(infra::plan::Step::DumpPurchases).unwrap();
+    assert_eq!(step.outcome, infra::record::Outcome::Failed);
+    assert_eq!(
+        std::fs::read(&dump).unwrap(),
+        dumped,
+        "the old dump changed"
+    );
+    let partial: Vec<_> = std::fs::read_dir(disk.join("staging"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("partial"))
+        .collect();
+    assert!(partial.is_empty(), "half-written objects: {partial:?}");
 }
 
 /// What `infra` started for this state dir and still runs, beside the
