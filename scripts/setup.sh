@@ -10,6 +10,23 @@ export INFRA_TEST_VENV="${INFRA_TEST_VENV:-$HOME/.cache/infra/dev-venv}"
 
 say() { printf '==> %s\n' "$*" >&2; }
 
+# Every checkout shares one target dir, because the dependencies (bundled
+# DuckDB above all) take long to build. But cargo gives this workspace's
+# crates the same artifact names in every checkout and judges them fresh by
+# file times, so another checkout's newer build can pass for this one's:
+# tests would then run the other tree's code, and its paths. When the
+# checkout changes, drop this workspace's artifacts, never the dependencies'.
+checkout_stamp="$CARGO_TARGET_DIR/.infra-checkout"
+checkout=$(pwd -P)
+if [ "$(cat "$checkout_stamp" 2>/dev/null)" != "$checkout" ]; then
+  if [ -d "$CARGO_TARGET_DIR/debug" ] || [ -d "$CARGO_TARGET_DIR/release" ]; then
+    say "$CARGO_TARGET_DIR was last built from another checkout: rebuilding this workspace's crates"
+    cargo clean --quiet -p infra -p gcp-fakes
+  fi
+  mkdir -p "$CARGO_TARGET_DIR"
+  printf '%s\n' "$checkout" > "$checkout_stamp"
+fi
+
 need_apt=()
 if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   need_apt+=(postgresql)

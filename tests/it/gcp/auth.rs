@@ -14,7 +14,7 @@ use infra::backend::gcp::auth::{
 use infra::backend::gcp::http::Clock;
 use serde_json::{Value, json};
 
-use super::dataproc::fast_policy;
+use super::fast_policy;
 use gcp_fakes::server::{self, Request, Response, decode};
 
 use gcp_fakes::stack::{TEST_KEY, TEST_PUBLIC_KEY};

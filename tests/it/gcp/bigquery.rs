@@ -6,7 +6,7 @@ use std::time::Duration;
 use infra::backend::gcp::bigquery::{BigQuery, BigQueryWarehouse, JobFailed};
 use infra::backend::{Cell, Column, ColumnKind, RemoteKind, TableRef, Warehouse};
 
-use super::dataproc::{fast_policy, http};
+use super::{fast_policy, http};
 use gcp_fakes::google::{FakeGoogle, LOADED_ROWS};
 
 use super::journal::MemJournal;

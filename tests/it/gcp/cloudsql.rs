@@ -5,18 +5,16 @@
 //! touched by the swap, which is never sent after a failed import.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use infra::backend::gcp::auth::StaticToken;
 use infra::backend::gcp::cloudsql::{CloudSqlAdmin, CloudSqlDatabase, OperationFailed};
-use infra::backend::gcp::storage::{GcsBucket, GcsClient, StorageEndpoint, Transfer};
+use infra::backend::gcp::storage::GcsBucket;
 use infra::backend::{Bucket, Database, RemoteKind, Rows, TableDef};
 use tokio::io::AsyncReadExt;
 
-use super::dataproc::{fast_policy, http};
 use super::journal::MemJournal;
+use super::{emulator_storage, fast_policy, http};
 use gcp_fakes::gcs::FakeGcs;
 use gcp_fakes::google::{FakeGoogle, Fault};
 
@@ -31,13 +29,7 @@ async fn setup() -> Setup {
     let gcs = FakeGcs::start("memory");
     gcs.bucket("staging").await;
     let fake = FakeGoogle::start("unused").await;
-    let storage = GcsClient::new(
-        &StorageEndpoint::emulator(&gcs.url),
-        Arc::new(StaticToken::new("unused")),
-        fast_policy(),
-        Transfer::default(),
-    )
-    .unwrap();
+    let storage = emulator_storage(&gcs.url);
     let db = CloudSqlDatabase {
         admin: CloudSqlAdmin::new(
             http(fast_policy()),

@@ -6,35 +6,20 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use infra::backend::gcp::auth::StaticToken;
 use infra::backend::gcp::dataproc::{
     Batch, Cluster, ClusterConfig, ClusterSpark, ClusterSpec, Dataproc, JobFailed, LifecycleConfig,
     PySparkBatch, ServerlessSpark, ServerlessSpec,
 };
-use infra::backend::gcp::http::{Http, RetryPolicy};
 use infra::backend::gcp::ids;
-use infra::backend::gcp::storage::{GcsClient, StorageEndpoint, Transfer};
+use infra::backend::gcp::storage::GcsClient;
 use infra::backend::{RemoteKind, Spark, SparkJob};
 use serde_json::json;
 
 use gcp_fakes::gcs::FakeGcs;
-use gcp_fakes::google::{FakeGoogle, Fault, TOKEN};
+use gcp_fakes::google::{FakeGoogle, Fault};
 
 use super::journal::MemJournal;
-
-pub fn fast_policy() -> RetryPolicy {
-    RetryPolicy {
-        attempt_timeout: Duration::from_secs(10),
-        deadline: Duration::from_secs(30),
-        min_backoff: Duration::from_millis(5),
-        max_backoff: Duration::from_millis(20),
-        max_retries: 4,
-    }
-}
-
-pub fn http(policy: RetryPolicy) -> Http {
-    Http::new(Arc::new(StaticToken::new(TOKEN)), policy).unwrap()
-}
+use super::{emulator_storage, fast_policy, http};
 
 fn dataproc(fake: &FakeGoogle, poll: Duration) -> Dataproc {
     Dataproc::new(http(fast_policy()), &fake.url, "proj", "r", poll)
@@ -50,13 +35,7 @@ async fn setup() -> Setup {
     let gcs = FakeGcs::start("filesystem");
     gcs.bucket("dp-driver").await;
     let fake = FakeGoogle::start("dp-driver").await;
-    let storage = GcsClient::new(
-        &StorageEndpoint::emulator(&gcs.url),
-        Arc::new(StaticToken::new("unused")),
-        fast_policy(),
-        Transfer::default(),
-    )
-    .unwrap();
+    let storage = emulator_storage(&gcs.url);
     Setup { gcs, fake, storage }
 }
 

@@ -9,7 +9,7 @@ use infra::backend::gcp::bigquery::BigQuery;
 use infra::backend::gcp::dataproc::Dataproc;
 use infra::backend::gcp::http::{ApiError, RetryPolicy};
 
-use super::dataproc::{fast_policy, http};
+use super::{fast_policy, http};
 use gcp_fakes::google::{FakeGoogle, Fault};
 
 fn dataproc(fake: &FakeGoogle, policy: RetryPolicy) -> Dataproc {
