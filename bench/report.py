@@ -93,7 +93,8 @@ def render(args: argparse.Namespace) -> None:
             "",
             f"{m['cores']} cores, {m['memory_gib']} GiB, {m['cpu']}, Linux {m['kernel']}; "
             f"load average {m['load_average']:.2f} at the end; {r['build_profile']}; "
-            f"commit {r['commit']}; medians of {r['runs']} runs (3 for the first run).",
+            f"commit {r['commit']}; medians of {r['runs']} runs"
+            + (" (3 for the first run)." if any(c["what"] == "first run after up" for c in r["comparisons"]) else "."),
             "",
             "| what | infra (s) | reference | reference (s) | ratio | target | met |",
             "| --- | ---: | --- | ---: | ---: | ---: | --- |",
