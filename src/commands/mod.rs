@@ -13,6 +13,7 @@ mod run;
 mod sample;
 mod status;
 mod up;
+mod warmup;
 
 use anyhow::Result;
 
