@@ -42,9 +42,17 @@ def collect(args: argparse.Namespace) -> None:
     work = Path(args.dir)
     times = {}
     for name in ("run.json", "first.json", "load.json", "dump.json"):
-        times.update(medians(work / name))
+        # run.sh --quick measures no reference jobs and no first run.
+        if (work / name).exists():
+            times.update(medians(work / name))
     rows = []
     for label, ours, ref, target in COMPARISONS:
+        if ours not in times:
+            continue
+        if ref not in times:
+            rows.append({"what": label, "infra_s": round(times[ours], 3), "reference": ref, "reference_s": None,
+                         "ratio": None, "target": target, "met": None})
+            continue
         ratio = times[ours] / times[ref]
         rows.append(
             {
@@ -85,12 +93,17 @@ def render(args: argparse.Namespace) -> None:
             "",
             f"{m['cores']} cores, {m['memory_gib']} GiB, {m['cpu']}, Linux {m['kernel']}; "
             f"load average {m['load_average']:.2f} at the end; {r['build_profile']}; "
-            f"commit {r['commit']}; medians of {r['runs']} runs (3 for the first run).",
+            f"commit {r['commit']}; medians of {r['runs']} runs"
+            + (" (3 for the first run)." if any(c["what"] == "first run after up" for c in r["comparisons"]) else "."),
             "",
             "| what | infra (s) | reference | reference (s) | ratio | target | met |",
             "| --- | ---: | --- | ---: | ---: | ---: | --- |",
         ]
         for c in r["comparisons"]:
+            if c["ratio"] is None:
+                out.append(f"| {c['what']} | {c['infra_s']:.2f} | {c['reference']} | not measured (--quick) | | "
+                           f"≤ {c['target']} | not measured |")
+                continue
             out.append(
                 f"| {c['what']} | {c['infra_s']:.2f} | {c['reference']} | {c['reference_s']:.2f} | "
                 f"{c['ratio']:.2f} | ≤ {c['target']} | {'yes' if c['met'] else '**no**'} |"
@@ -109,8 +122,10 @@ def render(args: argparse.Namespace) -> None:
         factor = float(hi["scale"]) / float(lo["scale"])
         out += [f"## Scaling: scale {lo['scale']} to {hi['scale']} ({factor:g}x the data)", ""]
         out += ["| what | time ratio | linear would be |", "| --- | ---: | ---: |"]
-        for a, b in zip(lo["comparisons"], hi["comparisons"]):
-            out.append(f"| {a['what']} | {b['infra_s'] / a['infra_s']:.2f} | {factor:g} |")
+        lo_by_what = {c["what"]: c for c in lo["comparisons"]}
+        for b in hi["comparisons"]:
+            if b["what"] in lo_by_what:
+                out.append(f"| {b['what']} | {b['infra_s'] / lo_by_what[b['what']]['infra_s']:.2f} | {factor:g} |")
         out += [
             f"| peak RSS of infra | {hi['peak_rss_infra_mb'] / lo['peak_rss_infra_mb']:.2f} | flat (1) |",
             "",

@@ -2,7 +2,13 @@
 # The performance benchmark: infra against reference runs in the same
 # invocation, on generated data, written to bench/results.md.
 #
-#   bench/run.sh [--scale 1|10] [--runs N]      defaults: scale 1, 5 runs
+#   bench/run.sh [--scale 1|10] [--runs N] [--quick]
+#                                               defaults: scale 1, 5 runs
+#
+# --quick leaves out the two Spark comparisons (the reference jobs and the
+# first run after `up`), which at scale 10 take most of an hour on two
+# shared cores; it still times whole runs (for the scaling table), steps 0
+# and 1 against psql, and peak memory.
 #
 # Each figure is a median of whole-process wall times (hyperfine) and a
 # ratio against its reference, measured here and now: these machines are
@@ -25,11 +31,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scale=1
 runs=5
+quick=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --scale) scale=$2; shift 2 ;;
     --runs) runs=$2; shift 2 ;;
-    *) echo "usage: bench/run.sh [--scale 1|10] [--runs N]" >&2; exit 2 ;;
+    --quick) quick=1; shift ;;
+    *) echo "usage: bench/run.sh [--scale 1|10] [--runs N] [--quick]" >&2; exit 2 ;;
   esac
 done
 source scripts/setup.sh
@@ -83,15 +91,20 @@ hf() {
   hyperfine --style basic --export-json "$@" >"$work/hf.log" 2>&1 || { cat "$work/hf.log"; exit 1; }
   grep -E 'Benchmark|Time' "$work/hf.log"
 }
-say "whole run, warm, against the reference jobs"
-# The run above was the warm-up.
-hf "$work/run.json" --runs "$runs" \
-  -n infra "$infra --state-dir $state run --data $data" \
-  -n reference "$reference"
-say "the first run after up"
-hf "$work/first.json" --runs 3 \
-  --prepare "$infra --state-dir $state down --yes; $infra --state-dir $state up" \
-  -n infra-first "$infra --state-dir $state run --data $data"
+if [ "$quick" = 1 ]; then
+  say "whole run, warm (--quick: no reference jobs, no first run after up)"
+  hf "$work/run.json" --runs "$runs" -n infra "$infra --state-dir $state run --data $data"
+else
+  say "whole run, warm, against the reference jobs"
+  # The run above was the warm-up.
+  hf "$work/run.json" --runs "$runs" \
+    -n infra "$infra --state-dir $state run --data $data" \
+    -n reference "$reference"
+  say "the first run after up"
+  hf "$work/first.json" --runs 3 \
+    --prepare "$infra --state-dir $state down --yes; $infra --state-dir $state up" \
+    -n infra-first "$infra --state-dir $state run --data $data"
+fi
 say "step 0 against psql \\copy"
 hf "$work/load.json" --warmup 1 --runs "$runs" \
   -n infra-step0 "$infra --state-dir $state run --only 0" \

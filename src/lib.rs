@@ -26,6 +26,7 @@
 //! ui             progress lines, prompts, tables, logging set-up
 //! exit           exit codes and the error report
 //! labels         the labels that mark what a deployment owns (terraform and backend share them)
+//! hold           test-only pause points (INFRA_TEST_HOLD_DIR)
 //! ```
 
 pub mod assets;
@@ -34,6 +35,7 @@ pub mod cli;
 pub mod commands;
 pub mod doctor;
 pub mod exit;
+pub mod hold;
 pub mod labels;
 pub mod pipeline;
 pub mod plan;

@@ -7,7 +7,11 @@ use clap::Parser;
 fn main() -> ExitCode {
     let cli = infra::cli::Cli::parse();
     infra::ui::init(cli.global.verbose, cli.global.quiet);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // One thread: infra spawns no tasks (blocking work goes to the blocking
+    // pool), and with worker threads every socket read of a COPY woke the
+    // main thread across threads: ~1,250 futex calls per dump, and step 1
+    // behind psql on a busy machine.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

@@ -238,6 +238,8 @@ settings! {
         "Extra Spark properties, passed as --conf key=value.";
     spark_connect_port: u16 = "spark.connect_port", 0,
         "Port of the local Spark Connect server (0: pick a free one).";
+    spark_warm_up: bool = "spark.warm_up", true,
+        "Let `up` run both Spark jobs once on a small sample, so the first `run` finds the local Spark Connect server warm.";
     gke_node_count: u32 = "gke.node_count", 2,
         "Nodes in the GKE node pool that hosts Airflow.";
     gke_machine_type: String = "gke.machine_type", "e2-standard-2".to_owned(),

@@ -363,6 +363,13 @@ pub trait Warehouse: Send + Sync {
     /// Runs a query and returns every row.
     async fn query(&self, sql: &str) -> Result<QueryResult>;
 
+    /// Waits until a load whose future was dropped (a signal stopped the
+    /// step) has stopped writing. `run` awaits it before it releases the
+    /// run lock.
+    async fn teardown(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// The requests [`replace_from_parquet`](Warehouse::replace_from_parquet) would send.
     fn preview(
         &self,
@@ -421,8 +428,11 @@ pub async fn upload_code(code: &dyn Bucket) -> Result<usize> {
 }
 
 impl Target {
-    /// Releases what the run holds remotely (see [`Spark::teardown`]).
+    /// Releases what the run holds (see [`Spark::teardown`] and
+    /// [`Warehouse::teardown`]); both run, the first error is returned.
     pub async fn teardown(&self) -> Result<()> {
-        self.spark.teardown().await
+        let spark = self.spark.teardown().await;
+        let warehouse = self.warehouse.teardown().await;
+        spark.and(warehouse)
     }
 }

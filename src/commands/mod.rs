@@ -16,6 +16,7 @@ mod run;
 mod sample;
 mod status;
 mod up;
+mod warmup;
 
 use anyhow::Result;
 

@@ -1,4 +1,5 @@
-//! `infra up`: provision the target, then upload pyspark/ to the code bucket.
+//! `infra up`: provision the target, then upload pyspark/ to the code bucket
+//! (and, locally, warm the Spark Connect server up: `warmup`).
 
 use anyhow::{Context, Result};
 
@@ -32,6 +33,9 @@ pub async fn up(settings: &Settings, args: &UpArgs, echo: Echo) -> Result<()> {
     }
     local.up().await?;
     let uploaded = upload_code(local.buckets().code.as_ref()).await?;
+    if settings.spark_warm_up {
+        super::warmup::warm_up(&local).await;
+    }
     ui::status(format!(
         "up: local target ready; {uploaded} script(s) uploaded to {}",
         local.buckets().code.uri("")

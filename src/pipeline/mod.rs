@@ -20,6 +20,7 @@ use chrono::{DateTime, Utc};
 
 use crate::backend::{Journal, Request, TableRef, Target};
 use crate::exit::Interrupted;
+use crate::hold;
 use crate::plan::{Plan, Step, keys};
 use crate::record::{Counts, Outcome, Records, RunRecord};
 use crate::signals::Signals;
@@ -82,6 +83,9 @@ pub async fn execute(
                     "done in {seconds:.1}s: {} in, {} out, {} rejected",
                     counts.rows_in, counts.rows_out, counts.rows_rejected
                 ));
+                if i + 1 < total {
+                    hold::pause(&format!("after-{}", step.number())).await;
+                }
             }
             Err(e) => {
                 let outcome = if e.is::<Interrupted>() {

@@ -5,9 +5,12 @@
 //!
 //! Steps 0 and 1 are held in place deterministically by a PostgreSQL lock
 //! the test takes on the purchase table; steps 2 and 3 are Spark jobs that
-//! run for seconds. After every stop the test checks what the issue asks:
-//! the exit code, the step recorded as interrupted, no child left in the
-//! stopped step's process group, the lock released, and no row lost.
+//! run for seconds. The gap between two steps and the inside of step 4's
+//! transaction are too short to hit by timing: `infra`'s test-only pause
+//! points (`infra::hold`, `INFRA_TEST_HOLD_DIR`) hold them open. After
+//! every stop the test checks what the issue asks: the exit code, the step
+//! recorded as interrupted, no child left in the stopped step's process
+//! group, the lock released, and no row lost or half-loaded.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -314,8 +317,9 @@ async fn signals_and_faults_leave_a_true_state_and_lose_no_row() {
     assert!(!env.state().exists());
 }
 
-/// The disk fills while `run --data` copies the inputs: a clear error, the
-/// previous raw data whole, no half-written object and no run record.
+/// The disk fills while `run --data` copies the inputs, while a run record
+/// is saved, and while step 1 dumps to staging: each time a clear error, the
+/// previous contents whole, no half-written object or record.
 #[test]
 fn a_full_disk_fails_clearly_and_leaves_nothing_half_written() {
     let env = Env::new();
@@ -339,6 +343,8 @@ fn a_full_disk_fails_clearly_and_leaves_nothing_half_written() {
     let state = env.state();
     std::fs::create_dir_all(&state).unwrap();
     std::os::unix::fs::symlink(&disk, state.join("raw")).unwrap();
+    std::fs::create_dir_all(disk.join("staging")).unwrap();
+    std::os::unix::fs::symlink(disk.join("staging"), state.join("staging")).unwrap();
     env.infra(&[
         "sample",
         "--out",
@@ -421,4 +427,284 @@ fn a_full_disk_fails_clearly_and_leaves_nothing_half_written() {
         .filter(|n| n.to_string_lossy().ends_with(".tmp"))
         .collect();
     assert!(tmp.is_empty(), "{tmp:?}");
+
+    // Staging on the full disk: step 1's dump fails clearly, the record
+    // says so, and the previous dump stays whole.
+    std::fs::remove_file(&ballast).unwrap();
+    env.infra(&["run", "--only", "0"]).ok();
+    env.infra(&["run", "--only", "1"]).ok();
+    let dump = disk.join("staging/user_purchase.csv");
+    let dumped = std::fs::read(&dump).unwrap();
+    let mut file = std::fs::File::create(&ballast).unwrap();
+    while std::io::Write::write_all(&mut file, &chunk).is_ok() {}
+    drop(file);
+    let out = env.infra(&["run", "--only", "1"]).fails(1);
+    assert!(
+        out.stderr.contains("step 1 dump_purchases failed") && out.stderr.contains("No space left"),
+        "{}",
+        out.stderr
+    );
+    let run = Records::new(&state).latest().unwrap().unwrap();
+    let step = run.step(infra::plan::Step::DumpPurchases).unwrap();
+    assert_eq!(step.outcome, infra::record::Outcome::Failed);
+    assert_eq!(
+        std::fs::read(&dump).unwrap(),
+        dumped,
+        "the old dump changed"
+    );
+    let partial: Vec<_> = std::fs::read_dir(disk.join("staging"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("partial"))
+        .collect();
+    assert!(partial.is_empty(), "half-written objects: {partial:?}");
+}
+
+/// What `infra` started for this state dir and still runs, beside the
+/// target's own servers (PostgreSQL, the Spark Connect server).
+fn stray_processes(state: &Path) -> Vec<String> {
+    let state = state.display().to_string();
+    processes()
+        .into_iter()
+        .map(|(_, _, cmd)| cmd)
+        .filter(|cmd| {
+            cmd.contains(&state)
+                && !cmd.contains("SparkConnectServer")
+                && !cmd.contains("/bin/postgres")
+        })
+        .collect()
+}
+
+/// The warehouse table's customer ids, or `None` if there is no table.
+fn warehouse_ids(env: &Env) -> Option<Vec<i64>> {
+    let path = env.state().join("warehouse.duckdb");
+    if !path.exists() {
+        return None;
+    }
+    let config = duckdb::Config::default()
+        .access_mode(duckdb::AccessMode::ReadOnly)
+        .unwrap();
+    let conn = duckdb::Connection::open_with_flags(&path, config).unwrap();
+    let tables: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM information_schema.tables \
+             WHERE table_schema = 'bootcamp' AND table_name = 'user_behavior_metric'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    if tables == 0 {
+        return None;
+    }
+    let mut stmt = conn
+        .prepare("SELECT customer_id FROM bootcamp.user_behavior_metric ORDER BY customer_id")
+        .unwrap();
+    let ids = stmt
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<Vec<i64>, _>>()
+        .unwrap();
+    Some(ids)
+}
+
+/// A pause point's file (see `infra::hold`): `infra` waits there while it
+/// exists, after writing `<point>.reached`.
+struct Hold {
+    dir: std::path::PathBuf,
+}
+
+impl Hold {
+    fn set(&self, point: &str) {
+        let _ = std::fs::remove_file(self.dir.join(format!("{point}.reached")));
+        std::fs::write(self.dir.join(point), b"").unwrap();
+    }
+
+    fn reached(&self, point: &str) -> bool {
+        self.dir.join(format!("{point}.reached")).exists()
+    }
+
+    fn release(&self, point: &str) {
+        std::fs::remove_file(self.dir.join(point)).unwrap();
+    }
+}
+
+/// Lets step 4's load go on once the run has recorded it as interrupted:
+/// a load the signal did not stop would now commit.
+fn release_once_recorded(env: &Env, hold: &Hold) {
+    wait_for("step 4 recorded as interrupted", || {
+        step_outcome(&last_run(env), "load_warehouse").as_deref() == Some("interrupted")
+    });
+    hold.release("warehouse-load");
+}
+
+/// Waits for `child` to exit by itself (a liveness bound: a run that never
+/// stops fails the test instead of hanging it).
+fn exits(mut child: Child) -> (i32, String) {
+    wait_for("infra to stop", || child.try_wait().unwrap().is_some());
+    finish(child)
+}
+
+/// Issue 13: SIGINT, SIGTERM and SIGHUP between two steps (after step N is
+/// recorded as succeeded, before step N+1 starts) and during step 4's
+/// DuckDB load. Before the fix a signal in step 4 let the load go on on
+/// its blocking thread, which committed the new table after the run was
+/// recorded as interrupted and the lock released.
+#[tokio::test(flavor = "multi_thread")]
+async fn signals_between_steps_and_during_the_warehouse_load() {
+    use nix::sys::signal::Signal::{SIGHUP, SIGINT, SIGTERM};
+    let env = Env::new();
+    let hold = Hold {
+        dir: env.path().join("holds"),
+    };
+    std::fs::create_dir_all(&hold.dir).unwrap();
+    let env = env.var(infra::hold::ENV, &hold.dir.display().to_string());
+    let data = env.path().join("data");
+    let data = data.display().to_string();
+    env.infra(&["sample", "--out", &data, "--scale", "0.01", "--seed", "7"])
+        .ok();
+    env.infra(&["up"]).ok();
+
+    // Between steps: (point, signal, exit code, the args of the run, the
+    // step that finished, the step that must be recorded as interrupted).
+    let cases = [
+        (
+            "after-0",
+            SIGINT,
+            130,
+            vec!["run", "--data", data.as_str()],
+            "load_purchases",
+            "dump_purchases",
+            1,
+        ),
+        (
+            "after-2",
+            SIGTERM,
+            143,
+            vec!["run", "--from", "1"],
+            "tokenize",
+            "user_behavior",
+            3,
+        ),
+        (
+            "after-3",
+            SIGHUP,
+            129,
+            vec!["run", "--from", "3"],
+            "user_behavior",
+            "load_warehouse",
+            4,
+        ),
+    ];
+    for (point, sig, want, args, done, next, next_number) in cases {
+        hold.set(point);
+        let child = spawn(&env, &args);
+        wait_for(point, || hold.reached(point));
+        let id = last_run(&env)["id"].clone();
+        assert_eq!(
+            step_outcome(&last_run(&env), done).as_deref(),
+            Some("succeeded")
+        );
+        signal(&child, sig);
+        // Only now may the run go on: the signal came in the gap.
+        hold.release(point);
+        let (code, stderr) = finish(child);
+        assert_eq!(code, want, "{point}: {stderr}");
+        assert!(
+            stderr.contains(&format!("step {next_number} {next} interrupted"))
+                && stderr.contains(&format!("infra run --from {next_number}")),
+            "{point}: {stderr}"
+        );
+        let run = last_run(&env);
+        assert_eq!(run["id"], id);
+        assert_eq!(run["outcome"], "interrupted");
+        assert_eq!(step_outcome(&run, done).as_deref(), Some("succeeded"));
+        assert_eq!(step_outcome(&run, next).as_deref(), Some("interrupted"));
+        let stray = stray_processes(&env.state());
+        assert!(stray.is_empty(), "{point}: left running: {stray:?}");
+        // The step after the gap never ran: no table yet.
+        assert_eq!(warehouse_ids(&env), None, "{point}");
+        if point == "after-2" {
+            // Step 3 was interrupted: step 4 must not load whatever an
+            // earlier run left in staging.
+            let out = env.infra(&["run", "--only", "4"]).fails(2);
+            assert!(
+                out.stderr
+                    .contains("step 3 user_behavior, which is interrupted")
+                    && out.stderr.contains("infra run --from 3"),
+                "{}",
+                out.stderr
+            );
+        }
+    }
+
+    // During step 4, with no table yet: no table after the stop, and the
+    // lock is free for the resume.
+    hold.set("warehouse-load");
+    let child = spawn(&env, &["run", "--from", "4"]);
+    wait_for("step 4's transaction", || hold.reached("warehouse-load"));
+    signal(&child, SIGINT);
+    release_once_recorded(&env, &hold);
+    let (code, stderr) = exits(child);
+    assert_eq!(code, 130, "{stderr}");
+    assert!(
+        stderr.contains("step 4 load_warehouse interrupted"),
+        "{stderr}"
+    );
+    assert_eq!(
+        step_outcome(&last_run(&env), "load_warehouse").as_deref(),
+        Some("interrupted")
+    );
+    assert_eq!(
+        warehouse_ids(&env),
+        None,
+        "the interrupted load committed a table"
+    );
+    assert!(stray_processes(&env.state()).is_empty());
+    env.infra(&["run", "--from", "4"]).ok();
+    let run = last_run(&env);
+    assert_eq!(run["outcome"], "succeeded");
+    let loaded = warehouse_ids(&env).unwrap();
+    let written = run["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"] == "user_behavior")
+        .unwrap()["counts"]["rows_out"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(loaded.len() as u64, written);
+    assert!(!loaded.is_empty());
+
+    // During step 4 over an existing table: a sentinel row the load would
+    // replace shows whether anything was committed.
+    {
+        let conn = duckdb::Connection::open(env.state().join("warehouse.duckdb")).unwrap();
+        conn.execute_batch("INSERT INTO bootcamp.user_behavior_metric (customer_id) VALUES (-1)")
+            .unwrap();
+    }
+    let mut before = loaded.clone();
+    before.insert(0, -1);
+    for (sig, want) in [(SIGTERM, 143), (SIGHUP, 129)] {
+        hold.set("warehouse-load");
+        let child = spawn(&env, &["run", "--from", "4"]);
+        wait_for("step 4's transaction", || hold.reached("warehouse-load"));
+        signal(&child, sig);
+        release_once_recorded(&env, &hold);
+        let (code, stderr) = exits(child);
+        assert_eq!(code, want, "{stderr}");
+        assert_eq!(
+            step_outcome(&last_run(&env), "load_warehouse").as_deref(),
+            Some("interrupted")
+        );
+        assert_eq!(
+            warehouse_ids(&env).as_ref(),
+            Some(&before),
+            "{sig:?}: the table changed"
+        );
+        assert!(stray_processes(&env.state()).is_empty());
+    }
+    env.infra(&["run", "--from", "4"]).ok();
+    assert_eq!(warehouse_ids(&env), Some(loaded));
+    assert_eq!(last_run(&env)["outcome"], "succeeded");
+    env.infra(&["down", "--yes"]).ok();
 }

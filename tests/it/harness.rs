@@ -8,6 +8,10 @@
 //! content (the requirements' hash) and built under a lock, so sharing
 //! them is safe and keeps the suite fast; nothing a test asserts on lives
 //! there. A test that needs an empty cache sets `INFRA_CACHE_DIR`.
+//!
+//! `up`'s Spark warm-up (`spark.warm_up`) is off: it only makes the first
+//! run faster, and would add its jobs to every test that calls `up`.
+//! `local_target::up_warms_spark_connect_once` turns it on.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -74,7 +78,7 @@ impl Env {
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
         Env {
             dir,
-            vars: Vec::new(),
+            vars: vec![("INFRA_SPARK_WARM_UP".into(), "false".into())],
             teardown: true,
         }
     }

@@ -100,6 +100,57 @@ fn up_works_in_a_state_dir_under_a_closed_directory() {
     assert!(!env.state().exists(), "down left the state dir");
 }
 
+/// `up` warms a new Spark Connect server by running both jobs on a
+/// sample; a warm-up that fails is a warning, and the next `up` tries
+/// again; a warm server is not warmed twice.
+#[test]
+fn up_warms_spark_connect_once() {
+    let env = Env::new().var("INFRA_SPARK_WARM_UP", "true");
+    // A file where the warm-up's scratch dir goes makes it fail.
+    let scratch = env.state().join("tmp/warm-up");
+    std::fs::create_dir_all(scratch.parent().unwrap()).unwrap();
+    std::fs::write(&scratch, "in the way").unwrap();
+    let failed = env.infra(&["up"]).ok();
+    assert!(
+        failed.stderr.contains("the Spark Connect warm-up failed"),
+        "{}",
+        failed.stderr
+    );
+    let mark = env.state().join("spark/warm");
+    assert!(!mark.exists(), "a failed warm-up marked the server warm");
+
+    std::fs::remove_file(&scratch).unwrap();
+    let warmed = env.infra(&["up"]).ok();
+    assert!(
+        warmed.stderr.contains("+ Spark Connect: warm it up"),
+        "{}",
+        warmed.stderr
+    );
+    assert!(
+        warmed.stderr.contains("Spark Connect warmed up in"),
+        "{}",
+        warmed.stderr
+    );
+    let pid_dir = env.state().join("spark/pid");
+    let pid_file = std::fs::read_dir(&pid_dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    let pid = std::fs::read_to_string(pid_file.path()).unwrap();
+    assert_eq!(std::fs::read_to_string(&mark).unwrap().trim(), pid.trim());
+    assert!(!scratch.exists(), "the warm-up left {}", scratch.display());
+
+    let again = env.infra(&["up"]).ok();
+    assert!(
+        again.stderr.contains("= Spark Connect: warm it up"),
+        "{}",
+        again.stderr
+    );
+    assert!(!again.stderr.contains("warming up"), "{}", again.stderr);
+    env.infra(&["down", "--yes"]).ok();
+}
+
 #[test]
 fn down_without_a_terminal_asks_for_yes() {
     let env = Env::new();

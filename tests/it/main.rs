@@ -18,4 +18,5 @@ mod pipeline;
 mod rehearsal;
 mod secrets;
 mod spark_runtime;
+mod supply_chain;
 mod terraform;

@@ -19,6 +19,7 @@
 //! <state>/spark/            0700
 //!   token                   0600, the pre-shared key
 //!   port                    the port it was started on
+//!   warm                    the pid of the server `up` last warmed up
 //!   pid/ log/               spark-daemon.sh's pid file and the server's log
 //! ```
 
@@ -165,6 +166,30 @@ impl ConnectServer {
 
     fn port_file(&self) -> PathBuf {
         self.dir.join("port")
+    }
+
+    fn warm_file(&self) -> PathBuf {
+        self.dir.join("warm")
+    }
+
+    /// Whether the running server has run `up`'s warm-up jobs. The mark
+    /// is the server's pid, so a server started again (by `run`, after a
+    /// crash) reads as cold.
+    pub fn is_warm(&self) -> Result<bool> {
+        let ServerState::Running { pid, .. } = self.state()? else {
+            return Ok(false);
+        };
+        Ok(std::fs::read_to_string(self.warm_file())
+            .is_ok_and(|text| text.trim() == pid.to_string()))
+    }
+
+    /// Marks the running server as warmed up (see [`is_warm`](Self::is_warm)).
+    pub fn mark_warm(&self) -> Result<()> {
+        if let ServerState::Running { pid, .. } = self.state()? {
+            std::fs::write(self.warm_file(), format!("{pid}\n"))
+                .with_context(|| format!("cannot write {}", self.warm_file().display()))?;
+        }
+        Ok(())
     }
 
     /// The settings the running server was started with.
@@ -481,5 +506,8 @@ mod tests {
         std::fs::create_dir_all(server.dir().join("pid")).unwrap();
         std::fs::write(server.pid_file(), format!("{}\n", std::process::id())).unwrap();
         assert_eq!(server.state().unwrap(), ServerState::Dead);
+        // Nor is a dead server warm, whatever its mark says.
+        std::fs::write(server.warm_file(), format!("{}\n", std::process::id())).unwrap();
+        assert!(!server.is_warm().unwrap());
     }
 }

@@ -6,6 +6,8 @@
 //! `COPY` the chunks as they arrive, check the count, commit. A re-run
 //! never duplicates rows, and a failed load leaves the old ones.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use anyhow::{Context, Result, bail};
 use async_trait::async_trait;
 use futures_util::TryStreamExt;
@@ -115,29 +117,37 @@ impl Database for LocalDatabase {
         _journal: &dyn Journal,
     ) -> Result<u64> {
         let mut conn = self.connect().await?;
-        // One snapshot for the count and the dump, so they agree.
-        let mut tx = conn.begin().await?;
-        sqlx::raw_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            .execute(&mut *tx)
-            .await?;
-        let rows: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
-            "SELECT count(*) FROM {}",
-            table.name
-        )))
-        .fetch_one(&mut *tx)
-        .await
-        .with_context(|| format!("cannot read {}\nhint: run step 0 first", table.name))?;
+        // One statement, so one snapshot. The rows are counted as they pass
+        // rather than by a `count(*)` first (a second scan of the table):
+        // the protocol sends COPY TO STDOUT as one CopyData message per row
+        // (and one for the header), and sqlx yields one item per message.
         let copy = format!(
             "COPY (SELECT {} FROM {}) TO STDOUT WITH (FORMAT csv, HEADER true)",
             table.columns.join(", "),
             table.name
         );
-        let stream = tx.copy_out_raw(&copy).await?.map_err(std::io::Error::other);
+        let messages = AtomicU64::new(0);
+        let stream = conn
+            .copy_out_raw(&copy)
+            .await
+            .with_context(|| format!("cannot read {}\nhint: run step 0 first", table.name))?
+            .inspect_ok(|_| {
+                messages.fetch_add(1, Ordering::Relaxed);
+            })
+            .map_err(std::io::Error::other);
         staging
             .put(key, &mut StreamReader::new(stream))
             .await
             .with_context(|| format!("cannot dump {} to {}", table.name, staging.uri(key)))?;
-        tx.commit().await?;
-        Ok(rows as u64)
+        let messages = messages.into_inner();
+        // Not even an empty table comes without its header line.
+        if messages == 0 {
+            bail!(
+                "COPY of {} sent no header line: {} is incomplete",
+                table.name,
+                staging.uri(key)
+            );
+        }
+        Ok(messages - 1)
     }
 }

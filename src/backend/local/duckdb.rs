@@ -4,24 +4,37 @@
 //! that replaces the table atomically (WRITE_TRUNCATE), and queries whose
 //! decimals and timestamps come back exact. DuckDB is synchronous, so every
 //! call runs on the blocking pool.
+//!
+//! A load runs on a thread that dropping its future cannot stop. When a
+//! signal stops step 4, the dropped future interrupts DuckDB's running
+//! statement and flags the load, which then rolls back instead of
+//! committing; [`Warehouse::teardown`] waits for that thread, so the run
+//! lock is released only once nothing writes to the file.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail};
 use async_trait::async_trait;
 use duckdb::arrow::array::{Array, RecordBatch};
 use duckdb::arrow::util::display::{ArrayFormatter, FormatOptions};
-use duckdb::{AccessMode, Config, Connection};
+use duckdb::{AccessMode, Config, Connection, InterruptHandle};
 
 use crate::backend::{self, Cell, ColumnKind, Journal, QueryResult, TableRef, Warehouse};
 
 pub struct DuckDbWarehouse {
     path: PathBuf,
+    /// Held by a load's blocking thread for as long as it runs.
+    busy: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl DuckDbWarehouse {
     pub fn new(path: PathBuf) -> DuckDbWarehouse {
-        DuckDbWarehouse { path }
+        DuckDbWarehouse {
+            path,
+            busy: Arc::default(),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -42,14 +55,67 @@ impl Warehouse for DuckDbWarehouse {
         let table = table.clone();
         let columns = columns.to_vec();
         let source = source.to_owned();
-        tokio::task::spawn_blocking(move || replace_blocking(&path, &table, &columns, &source))
-            .await?
+        let busy = self.busy.clone().lock_owned().await;
+        let stop = Arc::new(Stop::default());
+        let _stop_on_drop = StopOnDrop(stop.clone());
+        tokio::task::spawn_blocking(move || {
+            let _busy = busy;
+            replace_blocking(&path, &table, &columns, &source, &stop)
+        })
+        .await?
+    }
+
+    async fn teardown(&self) -> Result<()> {
+        let _idle = self.busy.lock().await;
+        Ok(())
     }
 
     async fn query(&self, sql: &str) -> Result<QueryResult> {
         let path = self.path.clone();
         let sql = sql.to_owned();
         tokio::task::spawn_blocking(move || query_blocking(&path, &sql)).await?
+    }
+}
+
+/// Tells a load on the blocking pool to stop: set once its future is gone.
+#[derive(Default)]
+struct Stop {
+    stopped: AtomicBool,
+    interrupt: Mutex<Option<Arc<InterruptHandle>>>,
+}
+
+impl Stop {
+    /// From now on [`Stop::stop`] interrupts `conn`'s running statement.
+    fn watch(&self, conn: &Connection) {
+        *self.interrupt.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn.interrupt_handle());
+    }
+
+    fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        if let Some(handle) = &*self.interrupt.lock().unwrap_or_else(|e| e.into_inner()) {
+            handle.interrupt();
+        }
+    }
+
+    fn stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.stopped() {
+            bail!("the load was stopped before it committed");
+        }
+        Ok(())
+    }
+}
+
+/// Stops the load when the step's future is dropped, finished or not (a
+/// finished load has nothing left to stop).
+struct StopOnDrop(Arc<Stop>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.stop();
     }
 }
 
@@ -74,12 +140,17 @@ fn replace_blocking(
     table: &TableRef,
     columns: &[backend::Column],
     source: &str,
+    stop: &Stop,
 ) -> Result<u64> {
     let glob = source
         .strip_prefix("file://")
         .with_context(|| format!("DuckDB loads local files, not {source}"))?;
     let conn = Connection::open(path)
         .with_context(|| format!("cannot open the warehouse {}", path.display()))?;
+    // Watched before the first check: a stop either finds the handle or
+    // is seen by the check.
+    stop.watch(&conn);
+    stop.check()?;
     let name = format!("{}.{}", ident(&table.dataset), ident(&table.table));
     let definition = columns
         .iter()
@@ -118,6 +189,8 @@ fn replace_blocking(
         if loaded as i64 != expected {
             bail!("loaded {loaded} rows into {table}, but {source} holds {expected}");
         }
+        crate::hold::pause_blocking("warehouse-load", || stop.stopped());
+        stop.check()?;
         Ok(loaded as u64)
     };
     match load() {

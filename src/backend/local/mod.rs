@@ -189,6 +189,13 @@ impl Local {
                 needed: true,
             },
         });
+        if self.settings.spark_warm_up {
+            actions.push(Action {
+                description: "Spark Connect: warm it up with both jobs on a small sample (not an error if it fails)"
+                    .to_owned(),
+                needed: !self.spark_server().is_warm()?,
+            });
+        }
         Ok(actions)
     }
 
