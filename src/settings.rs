@@ -810,7 +810,7 @@ mod tests {
         let text = gcp.to_toml().unwrap();
         assert!(text.contains("[gke]") && text.contains("tier"), "{text}");
         assert!(
-            !text.contains("port = 0") && !text.contains("\nmaster = "),
+            !text.contains("\nport = 0") && !text.contains("\nmaster = "),
             "{text}"
         );
         assert!(text.contains("cache_dir = "), "{text}");
