@@ -3,7 +3,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use crate::harness::{Env, Run};
+use crate::harness::{Env, Run, regex_escape};
 
 /// Snapshots the error report on stderr (from `error:` on: the progress
 /// lines before it are not the message) with the temp dir and ports redacted.
@@ -25,18 +25,6 @@ fn snapshot(name: &str, env: &Env, run: &Run) {
     }, {
         insta::assert_snapshot!(name, report);
     });
-}
-
-fn regex_escape(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '/' || c == '_' || c == '-' {
-                c.to_string()
-            } else {
-                format!("\\{c}")
-            }
-        })
-        .collect()
 }
 
 /// A gcp environment with no credentials anywhere.

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::harness::Env;
+use crate::harness::{Env, regex_escape};
 
 /// Redactions for anything that changes from run to run.
 fn filters(env: &Env) -> Vec<(String, String)> {
@@ -31,18 +31,6 @@ fn filters(env: &Env) -> Vec<(String, String)> {
             r#""[CACHE]/pyspark-venv-[HASH]""#.into(),
         ),
     ]
-}
-
-fn regex_escape(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '/' || c == '_' || c == '-' {
-                c.to_string()
-            } else {
-                format!("\\{c}")
-            }
-        })
-        .collect()
 }
 
 /// The seconds column of the summary table: each step's time, redacted.
@@ -146,21 +134,6 @@ fn run_in_terminal(env: &Env, data: &Path) -> (Vec<String>, String) {
     }
 }
 
-fn sample(env: &Env) -> PathBuf {
-    let data = env.path().join("data");
-    env.infra(&[
-        "sample",
-        "--out",
-        &data.display().to_string(),
-        "--scale",
-        "0.01",
-        "--seed",
-        "5",
-    ])
-    .ok();
-    data
-}
-
 /// The flags the issue gives for a headless Chromium with no network: every
 /// host name fails to resolve and every proxied request goes nowhere.
 fn chromium(user_data: &Path) -> Command {
@@ -184,7 +157,7 @@ fn chromium(user_data: &Path) -> Command {
 #[test]
 fn a_run_on_a_terminal_shows_progress_then_a_summary_json_and_a_report() {
     let env = Env::new();
-    let data = sample(&env);
+    let data = env.sample("0.01", Some("5"));
     env.infra(&["up"]).ok();
 
     // Progress on a real terminal: live while Spark runs, gone at the end.

@@ -151,6 +151,19 @@ impl Env {
             .unwrap()
     }
 
+    /// `infra sample` into `<env>/data`, with `seed` when given: the input
+    /// directory for `run --data`.
+    pub fn sample(&self, scale: &str, seed: Option<&str>) -> PathBuf {
+        let data = self.path().join("data");
+        let out = data.display().to_string();
+        let mut args = vec!["sample", "--out", &out, "--scale", scale];
+        if let Some(seed) = seed {
+            args.extend(["--seed", seed]);
+        }
+        self.infra(&args).ok();
+        data
+    }
+
     pub fn write(&self, name: &str, contents: &str) -> PathBuf {
         let path = self.path().join(name);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -166,4 +179,17 @@ impl Drop for Env {
             let _ = self.infra(&["down", "--yes"]);
         }
     }
+}
+
+/// `text` as a regex that matches it literally (for insta's filters).
+pub fn regex_escape(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '/' || c == '_' || c == '-' {
+                c.to_string()
+            } else {
+                format!("\\{c}")
+            }
+        })
+        .collect()
 }

@@ -221,15 +221,7 @@ fn sigterm_stops_the_run_records_it_and_exits_143() {
 
     let env = Env::new();
     env.infra(&["up"]).ok();
-    let data = env.path().join("data");
-    env.infra(&[
-        "sample",
-        "--out",
-        data.to_str().unwrap(),
-        "--scale",
-        "0.002",
-    ])
-    .ok();
+    let data = env.sample("0.002", None);
     let mut child = env
         .command(&["run", "--data", data.to_str().unwrap()])
         .stderr(std::process::Stdio::piped())

@@ -127,17 +127,7 @@ fn last_run(env: &Env) -> serde_json::Value {
 #[test]
 fn the_local_pipeline_matches_an_independent_computation() {
     let env = Env::new();
-    let data = env.path().join("data");
-    env.infra(&[
-        "sample",
-        "--out",
-        &data.display().to_string(),
-        "--scale",
-        "0.01",
-        "--seed",
-        "3",
-    ])
-    .ok();
+    let data = env.sample("0.01", Some("3"));
     env.infra(&["up"]).ok();
     let first = env
         .infra(&["run", "--data", &data.display().to_string()])

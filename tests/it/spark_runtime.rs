@@ -109,15 +109,7 @@ fn up_starts_a_private_spark_connect_server_that_run_restarts_and_down_stops() {
     assert!(gone(pid));
     let status = env.infra(&["status"]).ok().stdout;
     assert!(status.contains("not running (crashed?"), "{status}");
-    let data = env.path().join("data");
-    env.infra(&[
-        "sample",
-        "--out",
-        &data.display().to_string(),
-        "--scale",
-        "0.002",
-    ])
-    .ok();
+    let data = env.sample("0.002", None);
     let run = env
         .infra(&["run", "--data", &data.display().to_string()])
         .ok();
