@@ -43,6 +43,9 @@ if [ "${SETUP_DEV:-0}" = 1 ]; then
   # The report's browser test and the progress test's terminal.
   command -v chromium >/dev/null || need_apt+=(chromium)
   command -v tmux >/dev/null || need_apt+=(tmux)
+  # bench/run.sh: hyperfine times whole processes, GNU time measures peak memory.
+  command -v hyperfine >/dev/null || need_apt+=(hyperfine)
+  [ -x /usr/bin/time ] || need_apt+=(time)
 fi
 if [ "${#need_apt[@]}" -gt 0 ]; then
   say "installing Debian packages: ${need_apt[*]}"
@@ -104,17 +107,6 @@ else
 fi
 
 if [ "${SETUP_DEV:-0}" = 1 ]; then
-  # bench/run.sh: hyperfine times whole processes, GNU time measures peak memory.
-  dev_apt=()
-  command -v hyperfine >/dev/null || dev_apt+=(hyperfine)
-  [ -x /usr/bin/time ] || dev_apt+=(time)
-  if [ "${#dev_apt[@]}" -gt 0 ]; then
-    say "installing Debian packages for development: ${dev_apt[*]}"
-    sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${dev_apt[@]}" >/dev/null
-  fi
   if ! command -v terraform >/dev/null; then
     say "terraform is not on PATH: the Terraform runner tests need it (https://developer.hashicorp.com/terraform/install)"
     exit 1
