@@ -22,6 +22,8 @@
 #                       HEADER` of the same (valid) rows into an equal table
 #                       on a separate PostgreSQL server with default settings
 #   step 1              `infra run --only 1` against psql `\copy (SELECT …) TO`
+#                       (the target), and against psql `COPY (SELECT …) TO`
+#                       a file, written by the server as infra's dump is
 #   peak RSS            of the infra process alone (VmHWM, sampled), and of
 #                       infra with the children it waits for (/usr/bin/time -v)
 #
@@ -81,6 +83,8 @@ cp "$state/staging/user_purchase.csv" "$work/valid.csv"
 cols="invoice_number, stock_code, detail, quantity, invoice_date, unit_price, customer_id, country"
 psql_load="${psql_ref[*]} -1 -c 'TRUNCATE bootcampdb.user_purchase' -c \"\\copy bootcampdb.user_purchase ($cols) FROM '$work/valid.csv' WITH (FORMAT csv, HEADER true)\""
 psql_dump="${psql_ref[*]} -c \"\\copy (SELECT $cols FROM bootcampdb.user_purchase) TO '$work/dump.csv' WITH (FORMAT csv, HEADER true)\""
+# The server writes where it may: its own directory (postgres's, as root).
+psql_dump_server="${psql_ref[*]} -c \"COPY (SELECT $cols FROM bootcampdb.user_purchase) TO '$work/refpg/dump.csv' WITH (FORMAT csv, HEADER true)\""
 eval "$psql_load"
 
 venv=$(ls -d "$HOME"/.cache/infra/pyspark-venv-* | while read -r v; do [ -f "$v/.infra-ready" ] && echo "$v"; done | head -1)
@@ -112,7 +116,8 @@ hf "$work/load.json" --warmup 1 --runs "$runs" \
 say "step 1 against psql \\copy"
 hf "$work/dump.json" --warmup 1 --runs "$runs" \
   -n infra-step1 "$infra --state-dir $state run --only 1" \
-  -n psql-copy-out "$psql_dump"
+  -n psql-copy-out "$psql_dump" \
+  -n psql-copy-out-server "$psql_dump_server"
 
 say "peak memory of infra during run"
 "$infra" --state-dir "$state" run --data "$data" >/dev/null 2>&1 &

@@ -17,16 +17,20 @@ say() { printf '==> %s\n' "$*" >&2; }
 # file times, so another checkout's newer build can pass for this one's:
 # tests would then run the other tree's code, and its paths. When the
 # checkout changes, drop this workspace's artifacts, never the dependencies'.
-checkout_stamp="$CARGO_TARGET_DIR/.infra-checkout"
-checkout=$(pwd -P)
-if [ "$(cat "$checkout_stamp" 2>/dev/null)" != "$checkout" ]; then
-  if [ -d "$CARGO_TARGET_DIR/debug" ] || [ -d "$CARGO_TARGET_DIR/release" ]; then
-    say "$CARGO_TARGET_DIR was last built from another checkout: rebuilding this workspace's crates"
-    cargo clean --quiet -p infra -p gcp-fakes
+# scripts/test calls it again for the bundled-DuckDB target dir.
+claim_target_dir() {
+  local dir=$1 stamp="$1/.infra-checkout" checkout
+  checkout=$(pwd -P)
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$checkout" ]; then
+    if [ -d "$dir/debug" ] || [ -d "$dir/release" ]; then
+      say "$dir was last built from another checkout: rebuilding this workspace's crates"
+      CARGO_TARGET_DIR="$dir" cargo clean --quiet -p infra -p gcp-fakes
+    fi
+    mkdir -p "$dir"
+    printf '%s\n' "$checkout" > "$stamp"
   fi
-  mkdir -p "$CARGO_TARGET_DIR"
-  printf '%s\n' "$checkout" > "$checkout_stamp"
-fi
+}
+claim_target_dir "$CARGO_TARGET_DIR"
 
 need_apt=()
 if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then

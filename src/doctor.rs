@@ -6,8 +6,10 @@
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::backend::gcp::auth::{self, Found};
+use crate::backend::gcp::{Clients, Endpoints};
 use crate::backend::local::postgres::LocalPostgres;
 use crate::backend::local::spark::{self, SparkRuntime};
 use crate::process::Cmd;
@@ -45,6 +47,15 @@ impl Check {
         Check {
             name: name.to_owned(),
             status: Status::Ok,
+            found: found.into(),
+            fix: None,
+        }
+    }
+
+    fn skipped(name: &str, found: impl Into<String>) -> Check {
+        Check {
+            name: name.to_owned(),
+            status: Status::Skipped,
             found: found.into(),
             fix: None,
         }
@@ -204,26 +215,77 @@ async fn port(settings: &Settings) -> Check {
 }
 
 async fn gcp(settings: &Settings) -> Vec<Check> {
-    let mut checks = vec![terraform().await];
-    checks.push(match auth::detect() {
+    let credentials = match auth::detect() {
         Ok(found) => Check::ok("Google Cloud credentials", describe(&found)),
         Err(e) => Check::from_error("Google Cloud credentials", &e),
-    });
-    checks.push(match &settings.project {
+    };
+    let apis = match &settings.project {
+        Some(project) if credentials.status == Status::Ok => required_apis(settings, project).await,
+        _ => Check::skipped(
+            "required APIs",
+            "not checked: needs credentials and a project",
+        ),
+    };
+    let project = match &settings.project {
         Some(project) => Check::ok("project", project.clone()),
         None => Check::missing(
             "project",
             "not set",
             format!("set `project` in infra.toml or {}", env_var("project")),
         ),
-    });
-    checks.push(Check {
-        name: "required APIs".to_owned(),
-        status: Status::Skipped,
-        found: "not checked: needs a network route to serviceusage.googleapis.com; `infra up` enables them".to_owned(),
-        fix: None,
-    });
-    checks
+    };
+    vec![terraform().await, credentials, project, apis]
+}
+
+/// How long the APIs check waits for Service Usage before giving up:
+/// doctor must answer promptly on a machine with no route to Google.
+const API_CHECK_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Which of the APIs the deployment enables are still off. Only a gap
+/// when Service Usage says so; an unreachable API is a skip, not a fail.
+async fn required_apis(settings: &Settings, project: &str) -> Check {
+    let name = "required APIs";
+    let apis = crate::terraform::leftovers::enabled_apis();
+    let endpoints = Endpoints::from_settings(settings);
+    let asked = async {
+        let clients = Clients::connect(
+            project,
+            &settings.region,
+            settings.impersonate_service_account.as_deref(),
+            &endpoints,
+        )
+        .await?;
+        clients.serviceusage.not_enabled(&apis).await
+    };
+    match tokio::time::timeout(API_CHECK_TIMEOUT, asked).await {
+        Ok(Ok(off)) if off.is_empty() => Check::ok(name, format!("all {} enabled", apis.len())),
+        Ok(Ok(off)) => Check::missing(
+            name,
+            format!(
+                "{} of {} not enabled: {}",
+                off.len(),
+                apis.len(),
+                off.join(", ")
+            ),
+            format!(
+                "`infra up` enables them, or `gcloud services enable --project {project} {}`",
+                off.join(" ")
+            ),
+        ),
+        Ok(Err(e)) => {
+            let text = format!("{e:#}");
+            let cause = text.split("\nhint: ").next().unwrap_or_default();
+            Check::skipped(name, format!("not checked: {}", cause.replace('\n', " ")))
+        }
+        Err(_) => Check::skipped(
+            name,
+            format!(
+                "not checked: no answer from {} in {} s",
+                settings.endpoints_serviceusage,
+                API_CHECK_TIMEOUT.as_secs()
+            ),
+        ),
+    }
 }
 
 async fn terraform() -> Check {

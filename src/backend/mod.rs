@@ -67,6 +67,15 @@ pub trait Bucket: Send + Sync {
         self.put(key, &mut file).await
     }
 
+    /// Moves the local file `path` into the bucket as `key`. Afterwards the
+    /// file is gone, whether the move succeeded or not. A bucket on the
+    /// same filesystem renames the file rather than copying it.
+    async fn move_file(&self, key: &str, path: &Path) -> Result<u64> {
+        let moved = self.put_file(key, path).await;
+        let _ = tokio::fs::remove_file(path).await;
+        moved
+    }
+
     /// Whether `key` exists.
     async fn exists(&self, key: &str) -> Result<bool> {
         Ok(self.list(key).await?.iter().any(|o| o.key == key))

@@ -80,6 +80,21 @@ fn up_works_in_a_state_dir_under_a_closed_directory() {
     assert!(status.contains("running on 127.0.0.1:"), "{status}");
     let mode = std::fs::metadata(env.path()).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o700, "up changed the user's directory");
+
+    // Steps 0 and 1 work there: the server writes the dump into its own
+    // directory (all it may write), and it is moved into staging.
+    let data = env.path().join("data").display().to_string();
+    env.infra(&["sample", "--out", &data, "--scale", "0.001"])
+        .ok();
+    env.infra(&["run", "--data", &data, "--only", "0"]).ok();
+    env.infra(&["run", "--only", "1"]).ok();
+    let dump = std::fs::read_to_string(env.state().join("staging/user_purchase.csv")).unwrap();
+    assert!(
+        dump.starts_with("invoice_number,stock_code,detail,quantity,invoice_date,unit_price,customer_id,country\n"),
+        "{}",
+        &dump[..dump.len().min(200)]
+    );
+    assert!(dump.lines().count() > 100, "{} lines", dump.lines().count());
     if !nix::unistd::geteuid().is_root() {
         // The server runs as ourselves: nothing to move.
         assert!(!location.exists());
@@ -93,6 +108,17 @@ fn up_works_in_a_state_dir_under_a_closed_directory() {
     assert_eq!(
         std::fs::metadata(&dir).unwrap().uid(),
         postgres.uid.as_raw()
+    );
+
+    let spooled: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with("dump-"))
+        .collect();
+    assert!(
+        spooled.is_empty(),
+        "the dump was left in {}: {spooled:?}",
+        dir.display()
     );
 
     env.infra(&["down", "--yes"]).ok();

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use gcp_fakes::front::Fault;
 use gcp_fakes::stack::{Names, Stack, StackConfig};
+use infra::backend::gcp::serviceusage::ServiceUsage;
 use infra::backend::local::spark::SparkRuntime;
 
 use crate::harness::{Env, Run};
@@ -358,5 +359,37 @@ async fn a_failed_cloud_sql_import_leaves_the_previous_table() {
         "the failed import changed the table"
     );
     r.infra(&["down", "--yes"]).ok();
+    r.assert_clean();
+}
+
+/// `doctor` asks Service Usage which of the APIs the deployment needs are
+/// still off: all of them on a new project, none once they are enabled.
+#[tokio::test(flavor = "multi_thread")]
+async fn doctor_reads_which_required_apis_are_off() {
+    let r = Rehearsal::start().await;
+    let apis = infra::terraform::leftovers::enabled_apis();
+    let before = r.infra(&["doctor"]).fails(1).stdout;
+    assert!(before.contains("✗ required APIs"), "{before}");
+    assert!(
+        before.contains(&format!("{0} of {0} not enabled", apis.len()))
+            && before.contains("sqladmin.googleapis.com")
+            && before.contains(&format!("gcloud services enable --project {PROJECT} ")),
+        "{before}"
+    );
+
+    let services = ServiceUsage::new(
+        crate::gcp::http(crate::gcp::fast_policy()),
+        &r.stack.urls.serviceusage,
+        PROJECT,
+        Duration::from_millis(10),
+    );
+    services.batch_enable(&apis).await.unwrap();
+    let after = r.infra(&["doctor"]).ok().stdout;
+    assert!(
+        after.contains("✓ required APIs") && after.contains(&format!("all {} enabled", apis.len())),
+        "{after}"
+    );
+    let asked = r.stack.front.calls("services.batchGet");
+    assert_eq!(asked.len(), 2, "one batchGet per doctor");
     r.assert_clean();
 }

@@ -1,5 +1,6 @@
 //! The two small APIs `up` and `down` call outside Terraform: Service
-//! Usage (`services.batchEnable`, `services.get`, `operations.get`) and
+//! Usage (`services.batchEnable`, `services.get`, `services.batchGet`,
+//! `operations.get`) and
 //! Compute Engine (`networks.get`, `networks.removePeering`,
 //! `globalOperations.get`/`wait`), played over a project with one VPC
 //! network and its private-services peering.
@@ -107,6 +108,36 @@ impl Services {
                     200,
                     json!({"name": format!("{parent}/services/{id}"), "parent": parent, "state": state}),
                 )
+            }
+            "serviceusage.services.batchGet" => {
+                let parent = format!("{}/{}", call.seg[1], call.seg[2]);
+                let names: Vec<&str> = call
+                    .req
+                    .query
+                    .iter()
+                    .filter(|(k, _)| k == "names")
+                    .map(|(_, v)| v.as_str())
+                    .collect();
+                if names.is_empty() || names.len() > 30 {
+                    return error(400, "INVALID_ARGUMENT", "names must name 1 to 30 services");
+                }
+                let mut services = Vec::new();
+                for name in names {
+                    let Some(id) = name.strip_prefix(&format!("{parent}/services/")) else {
+                        return error(
+                            400,
+                            "INVALID_ARGUMENT",
+                            &format!("{name} is not a service of {parent}"),
+                        );
+                    };
+                    let state = if s.enabled.contains(id) {
+                        "ENABLED"
+                    } else {
+                        "DISABLED"
+                    };
+                    services.push(json!({"name": name, "parent": parent, "state": state}));
+                }
+                (200, json!({ "services": services }))
             }
             "serviceusage.operations.get" => {
                 let name = call.seg[1..].join("/");

@@ -5,7 +5,9 @@
 //! `cloudresourcemanager.googleapis.com`, and impersonation needs
 //! `iamcredentials.googleapis.com` before the provider even starts. `up`
 //! enables them here with `services:batchEnable` and waits for the
-//! long-running operation. Field names follow `serviceusage.v1.json`.
+//! long-running operation. `doctor` asks which of the APIs the deployment
+//! needs are still off, with `services:batchGet`. Field names follow
+//! `serviceusage.v1.json`.
 
 use std::time::Duration;
 
@@ -38,6 +40,22 @@ struct Status {
     details: Vec<Value>,
 }
 
+/// `Service`, as `services:batchGet` lists them.
+#[derive(Debug, Clone, Default, Deserialize)]
+struct Service {
+    #[serde(default)]
+    name: String,
+    /// `ENABLED`, `DISABLED` or `STATE_UNSPECIFIED`.
+    #[serde(default)]
+    state: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+struct BatchGetServicesResponse {
+    #[serde(default)]
+    services: Vec<Service>,
+}
+
 /// Service Usage, bound to one project.
 pub struct ServiceUsage {
     http: Http,
@@ -56,6 +74,47 @@ impl ServiceUsage {
             project: project.to_owned(),
             poll,
         }
+    }
+
+    /// Which of `services` (at most 30, Google's limit per call) are not
+    /// enabled in the project, in the order given.
+    pub async fn not_enabled(&self, services: &[&str]) -> Result<Vec<String>> {
+        if services.is_empty() {
+            return Ok(Vec::new());
+        }
+        if services.len() > 30 {
+            bail!(
+                "services:batchGet takes at most 30 services, not {}",
+                services.len()
+            );
+        }
+        let parent = format!("projects/{}", self.project);
+        let mut call = Call::get(format!(
+            "{}/projects/{}/services:batchGet",
+            self.base,
+            encode_segment(&self.project)
+        ));
+        for service in services {
+            call = call.query("names", format!("{parent}/services/{service}"));
+        }
+        let answer: BatchGetServicesResponse = self.http.json(&call).await.with_context(|| {
+            format!(
+                "cannot read which APIs are enabled in project {}",
+                self.project
+            )
+        })?;
+        // The answer names services `projects/<number>/services/<id>`.
+        let enabled: Vec<&str> = answer
+            .services
+            .iter()
+            .filter(|s| s.state == "ENABLED")
+            .filter_map(|s| s.name.rsplit('/').next())
+            .collect();
+        Ok(services
+            .iter()
+            .filter(|s| !enabled.contains(s))
+            .map(|s| (*s).to_owned())
+            .collect())
     }
 
     /// Enables `services` (at most 20, Google's limit per call) and waits

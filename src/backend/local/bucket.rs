@@ -109,6 +109,40 @@ impl Bucket for LocalBucket {
         }
     }
 
+    /// A rename, atomic as `put` is, when `path` is on the bucket's
+    /// filesystem; a copy through `put` when it is not.
+    async fn move_file(&self, key: &str, path: &Path) -> Result<u64> {
+        let target = self.path(key)?;
+        let moved = async {
+            let size = tokio::fs::metadata(path)
+                .await
+                .with_context(|| format!("cannot read {}", path.display()))?
+                .len();
+            let dir = target
+                .parent()
+                .expect("a key has a parent: the bucket root");
+            tokio::fs::create_dir_all(dir)
+                .await
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            match tokio::fs::rename(path, &target).await {
+                Ok(()) => Ok(size),
+                Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => {
+                    self.put_file(key, path).await
+                }
+                Err(e) => Err(e).with_context(|| {
+                    format!(
+                        "cannot move {} to {key} in the {} bucket",
+                        path.display(),
+                        self.role
+                    )
+                }),
+            }
+        };
+        let moved = moved.await;
+        let _ = tokio::fs::remove_file(path).await;
+        moved
+    }
+
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
         let root = self.root.clone();
         let prefix = prefix.to_owned();

@@ -21,6 +21,7 @@ use duckdb::arrow::array::{Array, RecordBatch};
 use duckdb::arrow::util::display::{ArrayFormatter, FormatOptions};
 use duckdb::{AccessMode, Config, Connection, InterruptHandle};
 
+use super::sql::{ident, literal};
 use crate::backend::{self, Cell, ColumnKind, Journal, QueryResult, TableRef, Warehouse};
 
 pub struct DuckDbWarehouse {
@@ -125,14 +126,6 @@ fn sql_type(kind: ColumnKind) -> &'static str {
         ColumnKind::Decimal38_3 => "DECIMAL(38,3)",
         ColumnKind::Timestamp => "TIMESTAMP",
     }
-}
-
-fn ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-fn literal(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
 }
 
 fn replace_blocking(

@@ -6,8 +6,9 @@
 //!
 //! ```text
 //! <state>/raw/ staging/ code/     the buckets
-//! <state>/postgres/               the server (data/, socket, log), or, as root
-//!                                 under a directory closed to `postgres`,
+//! <state>/postgres/               the server (data/, socket, log, dumps in
+//!                                 flight), or, as root under a directory
+//!                                 closed to `postgres`,
 //!                                 /var/lib/infra/postgres-<id>/ named in
 //! <state>/postgres.location
 //! <state>/postgres.password       0600
@@ -25,6 +26,7 @@ pub mod duckdb;
 pub mod postgres;
 pub mod server;
 pub mod spark;
+pub mod sql;
 
 use std::path::{Path, PathBuf};
 
@@ -230,6 +232,7 @@ impl Local {
                     .host("127.0.0.1")
                     .database(&self.settings.database_name)
                     .username(&self.settings.database_user),
+                export_dir: self.postgres.dir().to_path_buf(),
             }),
             spark: Box::new(self.spark(Echo::Quiet)),
             warehouse: Box::new(self.warehouse()),
@@ -249,7 +252,10 @@ impl Local {
         let options = self.postgres.connect_options_running().await?;
         Ok(Target {
             buckets: self.buckets(),
-            database: Box::new(LocalDatabase { options }),
+            database: Box::new(LocalDatabase {
+                options,
+                export_dir: self.postgres.dir().to_path_buf(),
+            }),
             spark: Box::new(self.spark(echo)),
             warehouse: Box::new(self.warehouse()),
         })

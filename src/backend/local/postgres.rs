@@ -20,7 +20,7 @@ use rand::distr::{Alphanumeric, SampleString};
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
-use super::server;
+use super::{server, sql};
 use crate::process::{Cmd, Failed};
 use crate::tools::{self, Tool};
 
@@ -359,7 +359,7 @@ impl LocalPostgres {
                 .fetch_one(&mut conn)
                 .await?;
         if !exists {
-            let sql = format!("CREATE DATABASE {}", quote_ident(&self.database));
+            let sql = format!("CREATE DATABASE {}", sql::ident(&self.database));
             sqlx::raw_sql(AssertSqlSafe(sql))
                 .execute(&mut conn)
                 .await
@@ -407,11 +407,6 @@ fn server_dir(state_dir: &Path, location_file: &Path, run_as: Option<&str>) -> P
     // the same directory even before the location file is written.
     let key = crc32c::crc32c(state_dir.as_os_str().as_encoded_bytes());
     Path::new(OUTSIDE_BASE).join(format!("postgres-{key:08x}"))
-}
-
-/// Quotes an SQL identifier.
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// The server user's account, or an error that says how to get one.
