@@ -79,7 +79,7 @@ def collect(args: argparse.Namespace) -> None:
         "peak_rss_with_children_mb": round(args.with_children_kb / 1024, 1),
         "rss_target_mb": RSS_TARGET_MB,
         "machine": machine(),
-        "build_profile": "dev (as scripts/demo builds it)",
+        "build_profile": "dev build (scripts/demo builds release: see Build profile)",
         "commit": commit,
     }
     Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
@@ -129,16 +129,21 @@ def render(args: argparse.Namespace) -> None:
         out += [f"## Scaling: scale {lo['scale']} to {hi['scale']} ({factor:g}x the data)", ""]
         out += ["| what | time ratio | linear would be |", "| --- | ---: | ---: |"]
         lo_by_what = {c["what"]: c for c in lo["comparisons"]}
+        shown = set()
         for b in hi["comparisons"]:
-            if b["what"] in lo_by_what:
+            # A step compared with two references is one time.
+            if b["what"] in lo_by_what and b["what"] not in shown:
+                shown.add(b["what"])
                 out.append(f"| {b['what']} | {b['infra_s'] / lo_by_what[b['what']]['infra_s']:.2f} | {factor:g} |")
         out += [
             f"| peak RSS of infra | {hi['peak_rss_infra_mb'] / lo['peak_rss_infra_mb']:.2f} | flat (1) |",
             "",
         ]
-    notes = Path(args.render) / "notes.md"
-    if notes.exists():
-        out += [notes.read_text().rstrip(), ""]
+    # bench/profile.sh's table, then the hand-written notes.
+    for extra in ("profile.md", "notes.md"):
+        path = Path(args.render) / extra
+        if path.exists():
+            out += [path.read_text().rstrip(), ""]
     Path(args.out).write_text("\n".join(out))
 
 

@@ -25,6 +25,8 @@ claim_target_dir() {
     if [ -d "$dir/debug" ] || [ -d "$dir/release" ]; then
       say "$dir was last built from another checkout: rebuilding this workspace's crates"
       CARGO_TARGET_DIR="$dir" cargo clean --quiet -p infra -p gcp-fakes
+      # scripts/demo's release build.
+      [ ! -d "$dir/release" ] || CARGO_TARGET_DIR="$dir" cargo clean --quiet --release -p infra -p gcp-fakes
     fi
     mkdir -p "$dir"
     printf '%s\n' "$checkout" > "$stamp"
