@@ -56,8 +56,16 @@ pub fn render(err: &anyhow::Error) -> String {
     let cyan = Style::new().fg_color(Some(AnsiColor::Cyan.into())).bold();
     let mut out = String::new();
     let mut hints = Vec::new();
+    let mut previous = String::new();
     for (i, cause) in err.chain().enumerate() {
         let text = cause.to_string();
+        // Some errors repeat their source in their own message (sqlx's
+        // "error returned from database: <the server's message>"): the
+        // source's line would say nothing new.
+        if i > 0 && previous.ends_with(&text) {
+            continue;
+        }
+        previous.clone_from(&text);
         let mut lines = Vec::new();
         for line in text.lines() {
             match line.strip_prefix("hint: ") {
@@ -92,6 +100,29 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 mod tests {
     use super::*;
     use anyhow::Context;
+
+    #[test]
+    fn a_cause_that_repeats_the_end_of_the_one_before_is_printed_once() {
+        #[derive(Debug)]
+        struct Wrapper(std::io::Error);
+        impl std::fmt::Display for Wrapper {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "error returned from database: {}", self.0)
+            }
+        }
+        impl std::error::Error for Wrapper {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let err = anyhow::Error::new(Wrapper(std::io::Error::other("relation does not exist")))
+            .context("cannot dump t");
+        let plain = anstream::adapter::strip_str(&render(&err)).to_string();
+        assert_eq!(
+            plain,
+            "error: cannot dump t\n  Caused by: error returned from database: relation does not exist\n"
+        );
+    }
 
     #[test]
     fn the_chain_and_hints_are_printed_in_order() {

@@ -1,5 +1,7 @@
 //! `up`, `down` and `status` on the local target, with a real PostgreSQL.
 
+use sqlx::Connection;
+
 use crate::harness::Env;
 
 fn postmaster_pid(env: &Env) -> String {
@@ -57,6 +59,36 @@ fn up_twice_reuses_the_server_and_down_leaves_nothing() {
     let status = env.infra(&["status"]).ok().stdout;
     assert!(status.contains("running on 127.0.0.1:"), "{status}");
     assert!(status.contains("no runs yet"), "{status}");
+
+    // Step 1 with the table gone (dropped by hand after step 0): the table
+    // is named, with the way to make it again, and the server's directory
+    // keeps no half-written dump.
+    let data = env.path().join("data").display().to_string();
+    env.infra(&["sample", "--out", &data, "--scale", "0.001"])
+        .ok();
+    env.infra(&["run", "--data", &data, "--only", "0"]).ok();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let mut conn = sqlx::PgConnection::connect_with(&env.db().await)
+            .await
+            .unwrap();
+        sqlx::raw_sql("DROP TABLE bootcampdb.user_purchase")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    });
+    let dump = env.infra(&["run", "--only", "1"]).fails(1);
+    assert!(
+        dump.stderr.contains("cannot dump bootcampdb.user_purchase")
+            && dump.stderr.contains("hint: step 0 creates and loads it"),
+        "{}",
+        dump.stderr
+    );
+    let spooled: Vec<_> = std::fs::read_dir(env.state().join("postgres"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with("dump-"))
+        .collect();
+    assert!(spooled.is_empty(), "{spooled:?}");
 
     env.infra(&["down", "--yes"]).ok();
     assert!(

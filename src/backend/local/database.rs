@@ -148,9 +148,14 @@ impl Database for LocalDatabase {
             Ok(done) => done.rows_affected(),
             Err(e) => {
                 let _ = std::fs::remove_file(&spool);
-                return Err(e).with_context(|| {
-                    format!("cannot dump {}\nhint: run step 0 first", table.name)
-                });
+                // 42P01, undefined_table: nothing was loaded into this server yet.
+                let hint = match &e {
+                    sqlx::Error::Database(db) if db.code().as_deref() == Some("42P01") => {
+                        "\nhint: step 0 creates and loads it: `infra run --data DIR`, or `infra run --only 0`"
+                    }
+                    _ => "",
+                };
+                return Err(e).with_context(|| format!("cannot dump {}{hint}", table.name));
             }
         };
         staging
