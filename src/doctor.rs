@@ -239,7 +239,7 @@ async fn gcp(settings: &Settings) -> Vec<Check> {
 
 /// How long the APIs check waits for Service Usage before giving up:
 /// doctor must answer promptly on a machine with no route to Google.
-const API_CHECK_TIMEOUT: Duration = Duration::from_secs(20);
+const API_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Which of the APIs the deployment enables are still off. Only a gap
 /// when Service Usage says so; an unreachable API is a skip, not a fail.

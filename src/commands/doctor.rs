@@ -43,12 +43,22 @@ pub async fn doctor(settings: &Settings) -> Result<()> {
         .iter()
         .filter(|c| c.status == Status::Missing)
         .count();
-    if missing == 0 {
-        writeln!(
+    let skipped = checks
+        .iter()
+        .filter(|c| c.status == Status::Skipped)
+        .count();
+    match (missing, skipped) {
+        (0, 0) => writeln!(
             out,
             "everything the {} target needs is here",
             settings.target
-        )?;
+        )?,
+        (0, _) => writeln!(
+            out,
+            "nothing the {} target needs is missing; {skipped} check(s) could not be made from here",
+            settings.target
+        )?,
+        _ => {}
     }
     let text = if super::out::colour() {
         out

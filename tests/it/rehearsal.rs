@@ -386,10 +386,27 @@ async fn doctor_reads_which_required_apis_are_off() {
     services.batch_enable(&apis).await.unwrap();
     let after = r.infra(&["doctor"]).ok().stdout;
     assert!(
-        after.contains("✓ required APIs") && after.contains(&format!("all {} enabled", apis.len())),
+        after.contains("✓ required APIs")
+            && after.contains(&format!("all {} enabled", apis.len()))
+            && after.contains("everything the gcp target needs is here"),
         "{after}"
     );
     let asked = r.stack.front.calls("services.batchGet");
     assert_eq!(asked.len(), 2, "one batchGet per doctor");
+
+    // No route to Service Usage: not checked, which is not a gap.
+    let out = r
+        .env
+        .command(&["doctor"])
+        .env("INFRA_ENDPOINTS_SERVICEUSAGE", "http://127.0.0.1:9")
+        .output()
+        .unwrap();
+    let unreachable = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{unreachable}");
+    assert!(
+        unreachable.contains("- required APIs             not checked:")
+            && unreachable.contains("1 check(s) could not be made from here"),
+        "{unreachable}"
+    );
     r.assert_clean();
 }
