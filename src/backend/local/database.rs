@@ -148,7 +148,7 @@ impl Database for LocalDatabase {
             Ok(done) => done.rows_affected(),
             Err(e) => {
                 let _ = std::fs::remove_file(&spool);
-                // 42P01, undefined_table: nothing was loaded into this server yet.
+                // 42P01, undefined_table: step 0 never ran here, or the table was dropped.
                 let hint = match &e {
                     sqlx::Error::Database(db) if db.code().as_deref() == Some("42P01") => {
                         "\nhint: step 0 creates and loads it: `infra run --data DIR`, or `infra run --only 0`"

@@ -227,15 +227,24 @@ impl Local {
     pub fn plan_target(&self) -> Target {
         Target {
             buckets: self.buckets(),
-            database: Box::new(LocalDatabase {
-                options: sqlx::postgres::PgConnectOptions::new_without_pgpass()
-                    .host("127.0.0.1")
-                    .database(&self.settings.database_name)
-                    .username(&self.settings.database_user),
-                export_dir: self.postgres.dir().to_path_buf(),
-            }),
+            database: Box::new(
+                self.database(
+                    sqlx::postgres::PgConnectOptions::new_without_pgpass()
+                        .host("127.0.0.1")
+                        .database(&self.settings.database_name)
+                        .username(&self.settings.database_user),
+                ),
+            ),
             spark: Box::new(self.spark(Echo::Quiet)),
             warehouse: Box::new(self.warehouse()),
+        }
+    }
+
+    /// The server writes its dumps into its own directory.
+    fn database(&self, options: sqlx::postgres::PgConnectOptions) -> LocalDatabase {
+        LocalDatabase {
+            options,
+            export_dir: self.postgres.dir().to_path_buf(),
         }
     }
 
@@ -252,10 +261,7 @@ impl Local {
         let options = self.postgres.connect_options_running().await?;
         Ok(Target {
             buckets: self.buckets(),
-            database: Box::new(LocalDatabase {
-                options,
-                export_dir: self.postgres.dir().to_path_buf(),
-            }),
+            database: Box::new(self.database(options)),
             spark: Box::new(self.spark(echo)),
             warehouse: Box::new(self.warehouse()),
         })
