@@ -29,6 +29,16 @@ fn gone(pid: &str) -> bool {
     false
 }
 
+/// The server's dump files in `dir`, its own directory: step 1 moves each
+/// into staging, so none should stay behind.
+fn dumps_in_flight(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("dump-"))
+        .collect()
+}
+
 #[test]
 fn up_twice_reuses_the_server_and_down_leaves_nothing() {
     let env = Env::new();
@@ -83,11 +93,7 @@ fn up_twice_reuses_the_server_and_down_leaves_nothing() {
         "{}",
         dump.stderr
     );
-    let spooled: Vec<_> = std::fs::read_dir(env.state().join("postgres"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .filter(|n| n.to_string_lossy().starts_with("dump-"))
-        .collect();
+    let spooled = dumps_in_flight(&env.state().join("postgres"));
     assert!(spooled.is_empty(), "{spooled:?}");
 
     env.infra(&["down", "--yes"]).ok();
@@ -142,11 +148,7 @@ fn up_works_in_a_state_dir_under_a_closed_directory() {
         postgres.uid.as_raw()
     );
 
-    let spooled: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .filter(|n| n.to_string_lossy().starts_with("dump-"))
-        .collect();
+    let spooled = dumps_in_flight(&dir);
     assert!(
         spooled.is_empty(),
         "the dump was left in {}: {spooled:?}",
