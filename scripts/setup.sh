@@ -17,7 +17,6 @@ say() { printf '==> %s\n' "$*" >&2; }
 # file times, so another checkout's newer build can pass for this one's:
 # tests would then run the other tree's code, and its paths. When the
 # checkout changes, drop this workspace's artifacts, never the dependencies'.
-# scripts/test calls it again for the bundled-DuckDB target dir.
 claim_target_dir() {
   local dir=$1 stamp="$1/.infra-checkout" checkout
   checkout=$(pwd -P)
