@@ -117,11 +117,14 @@ if [ "${SETUP_DEV:-0}" = 1 ]; then
     exit 1
   fi
   # scripts/deny: cargo-deny from crates.io, pinned because deny.toml and its
-  # flags follow its version. Built once: about 4.5 minutes on 2 busy cores.
+  # flags follow its version. Built once. Its release profile asks for fat
+  # LTO in one codegen unit, most of a 5-minute cold install on 2 cores;
+  # a lint that reads one lock file needs neither, so they are turned off.
   cargo_deny=0.20.2
   if [ "$(cargo deny --version 2>/dev/null)" != "cargo-deny $cargo_deny" ]; then
     say "installing cargo-deny $cargo_deny (cargo install, a few minutes, once)"
-    env -u CARGO_TARGET_DIR cargo install --locked --quiet "cargo-deny@$cargo_deny"
+    env -u CARGO_TARGET_DIR CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
+      cargo install --locked --quiet "cargo-deny@$cargo_deny"
   fi
   stamp="$INFRA_TEST_VENV/.requirements"
   if ! cmp -s requirements-dev.txt "$stamp" 2>/dev/null || ! cmp -s pyspark/requirements.txt "$stamp.pyspark" 2>/dev/null; then

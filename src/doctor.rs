@@ -234,7 +234,72 @@ async fn gcp(settings: &Settings) -> Vec<Check> {
             format!("set `project` in infra.toml or {}", env_var("project")),
         ),
     };
-    vec![terraform().await, credentials, project, apis]
+    let mut checks = vec![terraform().await, credentials.clone(), project, apis];
+    if let Some(project) = &settings.project
+        && credentials.status == Status::Ok
+    {
+        checks.extend(identities(settings, project).await);
+    }
+    checks
+}
+
+/// Who `up` and `run` act as (docs/iam.md), and whether the operator can
+/// mint the pipeline account's tokens, which `run_as = pipeline` needs.
+async fn identities(settings: &Settings, project: &str) -> Vec<Check> {
+    let up = "up and down act as";
+    let operator = async {
+        crate::backend::gcp::cloud::GcpCloud::connect(settings)
+            .await?
+            .operator(settings)
+            .await
+    };
+    let up = match tokio::time::timeout(API_CHECK_TIMEOUT, operator).await {
+        Ok(Ok(member)) => Check::ok(up, member),
+        Ok(Err(e)) => Check::from_error(up, &e),
+        Err(_) => Check::skipped(
+            up,
+            format!("not checked: no answer within {API_CHECK_TIMEOUT:?}"),
+        ),
+    };
+    let name = "run acts as";
+    let run = match settings.run_as {
+        crate::settings::RunAs::Caller => {
+            Check::ok(name, "the same credentials (run_as = \"caller\")")
+        }
+        crate::settings::RunAs::Pipeline => match crate::backend::gcp::Gcp::load(settings) {
+            Err(_) => Check::skipped(
+                name,
+                format!(
+                    "the pipeline's service account, once `infra up` has made it in {project} and granted Token Creator on it"
+                ),
+            ),
+            Ok(gcp) => {
+                let email = gcp.deployment.service_account_email.clone();
+                let minted = async { gcp.clients().await?.http.token_check().await };
+                match tokio::time::timeout(API_CHECK_TIMEOUT, minted).await {
+                    Ok(Ok(())) => Check::ok(
+                        name,
+                        format!("serviceAccount:{email} (impersonation works)"),
+                    ),
+                    Ok(Err(e)) => Check::missing(
+                        name,
+                        format!(
+                            "serviceAccount:{email}, but impersonation fails: {}",
+                            e.to_string().lines().next().unwrap_or_default()
+                        ),
+                        "run `infra up`: it grants you roles/iam.serviceAccountTokenCreator on that account (docs/iam.md), or set run_as = \"caller\"",
+                    ),
+                    Err(_) => Check::skipped(
+                        name,
+                        format!(
+                            "serviceAccount:{email}: not checked, no answer within {API_CHECK_TIMEOUT:?}"
+                        ),
+                    ),
+                }
+            }
+        },
+    };
+    vec![up, run]
 }
 
 /// How long the APIs check waits for Service Usage before giving up:
@@ -248,13 +313,12 @@ async fn required_apis(settings: &Settings, project: &str) -> Check {
     let apis = crate::terraform::leftovers::enabled_apis();
     let endpoints = Endpoints::from_settings(settings);
     let asked = async {
-        let clients = Clients::connect(
-            project,
-            &settings.region,
-            settings.impersonate_service_account.as_deref(),
-            &endpoints,
-        )
-        .await?;
+        let impersonate: Vec<&str> = settings
+            .impersonate_service_account
+            .as_deref()
+            .into_iter()
+            .collect();
+        let clients = Clients::connect(project, &settings.region, &impersonate, &endpoints).await?;
         clients.serviceusage.not_enabled(&apis).await
     };
     match tokio::time::timeout(API_CHECK_TIMEOUT, asked).await {

@@ -203,7 +203,11 @@ settings! {
     region: String = "region", "us-central1".to_owned(),
         "Google Cloud region.";
     impersonate_service_account: Option<String> = "impersonate_service_account", None,
-        "Service account to impersonate for Google Cloud calls.";
+        "Service account to impersonate for every Google Cloud call, Terraform's included (the credentials then only mint its tokens).";
+    run_as: RunAs = "run_as", RunAs::Pipeline,
+        "Who `run`, `query`, `status` and `report` act as on GCP: `pipeline` (the deployment's pipeline service account, impersonated; `up` grants the operator Token Creator on it) or `caller` (the credentials themselves).";
+    operator: Option<String> = "operator", None,
+        "The member who runs `up` (`user:…` or `serviceAccount:…`), granted Token Creator on the pipeline account [default: asked of Google's tokeninfo for the credentials].";
     bucket_raw: Option<String> = "buckets.raw", None,
         "Raw bucket name on GCP (default: derived from project and a random suffix).";
     bucket_staging: Option<String> = "buckets.staging", None,
@@ -287,7 +291,9 @@ settings! {
     endpoints_sqladmin: String = "endpoints.sqladmin", "https://sqladmin.googleapis.com".to_owned(),
         "Cloud SQL Admin API base URL.";
     endpoints_iam_credentials: String = "endpoints.iam_credentials", "https://iamcredentials.googleapis.com".to_owned(),
-        "IAM Credentials API base URL (for --impersonate-service-account).";
+        "IAM Credentials API base URL (impersonation: `run_as = pipeline`, --impersonate-service-account).";
+    endpoints_oauth2: String = "endpoints.oauth2", "https://oauth2.googleapis.com".to_owned(),
+        "Google's OAuth 2.0 base URL: `tokeninfo` says whose the credentials are.";
 }
 
 /// How the gcp target runs the Spark steps.
@@ -298,6 +304,27 @@ pub enum SparkMode {
     Cluster,
     /// Dataproc Serverless batches: no cluster.
     Serverless,
+}
+
+/// Whom the pipeline's own calls on GCP act as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunAs {
+    /// The deployment's pipeline service account, through impersonation:
+    /// the run holds only the grants docs/iam.md lists for it.
+    Pipeline,
+    /// The credentials themselves (or `impersonate_service_account`).
+    Caller,
+}
+
+impl SettingValue for RunAs {
+    fn from_raw(raw: Raw<'_>) -> Result<Self> {
+        match String::from_raw(raw)?.as_str() {
+            "pipeline" => Ok(RunAs::Pipeline),
+            "caller" => Ok(RunAs::Caller),
+            other => bail!("unknown run_as `{other}` (expected `pipeline` or `caller`)"),
+        }
+    }
 }
 
 impl SettingValue for SparkMode {
@@ -606,6 +633,8 @@ fn applies(key: &str, target: TargetKind) -> bool {
         || matches!(
             key,
             "impersonate_service_account"
+                | "run_as"
+                | "operator"
                 | "database.version"
                 | "database.tier"
                 | "database.operator_cidr"

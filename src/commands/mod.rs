@@ -123,6 +123,21 @@ fn gcp_terraform(settings: &Settings, dir: &std::path::Path, echo: Echo) -> Resu
 
 /// The root module `up` and `down` use: `terraform.root` when set (a
 /// ready root, as the rehearsal's), else the one rendered from templates/.
+/// `settings` with `operator` resolved: who runs `up` gets Token Creator on
+/// the pipeline's account, so Terraform must know who that is.
+async fn with_operator(
+    settings: &Settings,
+    cloud: &crate::backend::gcp::cloud::GcpCloud,
+) -> Result<Settings> {
+    let operator = cloud.operator(settings).await?;
+    ui::detail(format!(
+        "operator (granted Token Creator on the pipeline account): {operator}"
+    ));
+    let mut settings = settings.clone();
+    settings.values.operator = Some(operator);
+    Ok(settings)
+}
+
 fn gcp_root(settings: &Settings) -> Result<(RootValues, std::path::PathBuf)> {
     match &settings.terraform_root {
         Some(root) => Ok((RootValues::from_settings(settings)?, root.clone())),

@@ -145,6 +145,22 @@ struct UpPlan {
 /// The up part of a gcp plan: Terraform's. Renders, checks credentials
 /// and terraform, then `init` and `plan`.
 async fn plan_gcp_up(settings: &Settings, echo: Echo) -> Result<UpPlan> {
+    // Who gets Token Creator on the pipeline's account needs credentials;
+    // without them the plan still renders, and says what it left out.
+    let resolved = match crate::backend::gcp::cloud::GcpCloud::connect(settings).await {
+        Ok(cloud) => super::with_operator(settings, &cloud).await,
+        Err(e) => Err(e),
+    };
+    let settings = &match resolved {
+        Ok(resolved) => resolved,
+        Err(e) => {
+            crate::ui::warn(format!(
+                "the plan leaves out the operator's Token Creator grant: {}",
+                e.to_string().lines().next().unwrap_or_default()
+            ));
+            settings.clone()
+        }
+    };
     let (values, dir) = super::gcp_root(settings)?;
     let tf = super::gcp_terraform(settings, &dir, echo)?;
     let preview = settings.state_dir.join("terraform-preview");

@@ -49,9 +49,10 @@ async fn up_gcp(settings: &Settings, args: &UpArgs, echo: Echo) -> Result<()> {
     if args.dry_run {
         return super::plan::plan(settings, echo, false).await;
     }
+    let cloud = GcpCloud::connect(settings).await?;
+    let settings = &super::with_operator(settings, &cloud).await?;
     let (values, dir) = super::gcp_root(settings)?;
     let tf = super::gcp_terraform(settings, &dir, echo)?;
-    let cloud = GcpCloud::connect(settings).await?;
     let plan = deploy::plan_up(&values, &tf, &cloud).await?;
     super::show_plan(
         &format!("plan for project {}", values.project),

@@ -27,6 +27,8 @@ pub struct RootValues {
     pub deployment: String,
     pub state_bucket: String,
     pub impersonate_service_account: Option<String>,
+    /// Who runs `up`: granted Token Creator on the pipeline's account.
+    pub operator: Option<String>,
     pub raw_bucket_name: Option<String>,
     pub staging_bucket_name: Option<String>,
     pub code_bucket_name: Option<String>,
@@ -159,6 +161,20 @@ impl RootValues {
             is_sql_identifier,
             "letters, digits and underscores, starting with a letter",
         )?;
+        if let Some(member) = &settings.operator {
+            check(
+                member,
+                "operator",
+                |m| {
+                    (m.starts_with("user:")
+                        || m.starts_with("serviceAccount:")
+                        || m.starts_with("group:"))
+                        && m.contains('@')
+                        && !m.contains(char::is_whitespace)
+                },
+                "an IAM member such as user:you@example.com or serviceAccount:ci@p.iam.gserviceaccount.com",
+            )?;
+        }
         if let Some(account) = &settings.impersonate_service_account {
             check(
                 account,
@@ -193,6 +209,7 @@ impl RootValues {
             deployment,
             state_bucket,
             impersonate_service_account: settings.impersonate_service_account.clone(),
+            operator: settings.operator.clone(),
             raw_bucket_name: settings.bucket_raw.clone(),
             staging_bucket_name: settings.bucket_staging.clone(),
             code_bucket_name: settings.bucket_code.clone(),
@@ -236,6 +253,7 @@ impl RootValues {
                 "impersonate_service_account",
                 self.impersonate_service_account.as_ref(),
             ),
+            ("operator", self.operator.as_ref()),
             ("raw_bucket_name", self.raw_bucket_name.as_ref()),
             ("staging_bucket_name", self.staging_bucket_name.as_ref()),
             ("code_bucket_name", self.code_bucket_name.as_ref()),

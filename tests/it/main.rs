@@ -12,6 +12,7 @@ mod faults;
 mod fuzz;
 mod gcp;
 mod gcp_run;
+mod iam;
 mod load;
 mod local_target;
 mod pipeline;

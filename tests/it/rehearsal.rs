@@ -31,15 +31,21 @@ fn cache_dir() -> PathBuf {
     }
 }
 
-struct Rehearsal {
-    stack: Stack,
-    env: Env,
+pub(crate) struct Rehearsal {
+    pub(crate) stack: Stack,
+    pub(crate) env: Env,
     data: PathBuf,
 }
 
 impl Rehearsal {
     /// Stand-ins up, the environment pointing infra at them, sample data written.
-    async fn start() -> Rehearsal {
+    pub(crate) async fn start() -> Rehearsal {
+        Rehearsal::start_as(None).await
+    }
+
+    /// As [`Rehearsal::start`], with `operator` (a `user:` member) running
+    /// `up` from an `authorized_user` file instead of a service-account key.
+    pub(crate) async fn start_as(operator: Option<&str>) -> Rehearsal {
         let env = Env::new();
         let spark_home = SparkRuntime::new(&cache_dir()).ensure().await.unwrap();
         let config = StackConfig {
@@ -48,9 +54,16 @@ impl Rehearsal {
             fake_gcs_binary: gcp_fakes::venv::fake_gcs_binary().unwrap(),
             spark_submit: spark_home.join("bin/spark-submit"),
             spark_master: "local[2]".into(),
-            names: Names::for_project(PROJECT, REGION),
+            names: Names {
+                operator: operator.map_or_else(
+                    || Names::for_project(PROJECT, REGION).operator,
+                    str::to_owned,
+                ),
+                ..Names::for_project(PROJECT, REGION)
+            },
             cluster_startup: Duration::from_millis(500),
             log: Some(env.path().join("requests.jsonl")),
+            revoke: Vec::new(),
         };
         let stack = Stack::start(&config).await.unwrap();
         let credentials = env.path().join("TEST-ONLY-credentials.json");
@@ -89,16 +102,16 @@ impl Rehearsal {
         Rehearsal { stack, env, data }
     }
 
-    fn infra(&self, args: &[&str]) -> Run {
+    pub(crate) fn infra(&self, args: &[&str]) -> Run {
         self.env.infra(args)
     }
 
-    fn data(&self) -> String {
+    pub(crate) fn data(&self) -> String {
         self.data.display().to_string()
     }
 
     /// `infra run --data …` as a child process, for signals.
-    fn spawn_run(&self) -> tokio::process::Child {
+    pub(crate) fn spawn_run(&self) -> tokio::process::Child {
         let mut cmd =
             tokio::process::Command::from(self.env.command(&["run", "--data", &self.data()]));
         cmd.stdout(Stdio::piped())
@@ -131,7 +144,7 @@ impl Rehearsal {
     /// What every case must end with: no cluster alive, no job run twice,
     /// and no request that broke the discovery contract.
     #[track_caller]
-    fn assert_clean(&self) {
+    pub(crate) fn assert_clean(&self) {
         assert_eq!(
             self.stack.dataproc.alive(),
             Vec::<String>::new(),
@@ -144,7 +157,7 @@ impl Rehearsal {
     }
 }
 
-async fn output(child: tokio::process::Child) -> Run {
+pub(crate) async fn output(child: tokio::process::Child) -> Run {
     let out = child.wait_with_output().await.unwrap();
     Run {
         status: out.status.code().unwrap_or(-1),

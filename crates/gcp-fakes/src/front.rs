@@ -3,7 +3,10 @@
 //! document and check its parameters and body, log it, inject the faults a
 //! test asked for, and check the stand-in's own answer against the
 //! method's response schema. A contract violation answers 400 and is kept,
-//! so a test (or the rehearsal) fails on it.
+//! so a test (or the rehearsal) fails on it. When a set of stand-ins
+//! enforces IAM (`Front::enforce`, the rehearsal's stack), each token
+//! names a principal, and a call that principal may not make is denied as
+//! Google denies it (`crate::iam`).
 
 use std::fs::File;
 use std::future::Future;
@@ -19,6 +22,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 
 use crate::contract::Discovery;
+use crate::iam::Iam;
 use crate::server::{self, Request, Response};
 
 /// The one access token the stand-ins accept, and the token endpoint hands out.
@@ -66,6 +70,7 @@ struct FrontState {
     events: Vec<Value>,
     violations: Vec<String>,
     log_file: Option<File>,
+    iam: Option<(Iam, String)>,
 }
 
 /// The request log, the violations and the faults to inject, shared by
@@ -87,6 +92,81 @@ impl Front {
             .with_context(|| format!("cannot open the request log {}", path.display()))?;
         self.0.lock().unwrap().log_file = Some(file);
         Ok(())
+    }
+
+    /// Enforce `iam` from now on: tokens name principals, and calls need
+    /// their permissions. `cloudsql_account` is the Cloud SQL instance's
+    /// own service account, which reads imports and writes exports.
+    pub fn enforce(&self, iam: Iam, cloudsql_account: &str) {
+        self.0.lock().unwrap().iam = Some((iam, cloudsql_account.to_owned()));
+    }
+
+    /// The IAM policy being enforced, if any.
+    pub fn iam(&self) -> Option<Iam> {
+        self.0
+            .lock()
+            .unwrap()
+            .iam
+            .as_ref()
+            .map(|(iam, _)| iam.clone())
+    }
+
+    /// Who sent `req`, from its bearer token, or the answer that refuses it.
+    /// Without IAM, only [`TOKEN`] is accepted.
+    pub fn caller(&self, req: &Request) -> Result<String, Response> {
+        let token = req
+            .header("authorization")
+            .and_then(|h| h.strip_prefix("Bearer "));
+        let who = match (self.iam(), token) {
+            (Some(iam), Some(token)) => iam.who(token),
+            (None, Some(TOKEN)) => Some("serviceAccount:tests@fake".to_owned()),
+            _ => None,
+        };
+        who.ok_or_else(|| {
+            self.violation(format!("{} {}: no or wrong bearer token", req.method, req.path));
+            let (code, body) = error(
+                401,
+                "UNAUTHENTICATED",
+                "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential.",
+            );
+            Response::json(code, &body)
+        })
+    }
+
+    /// Google's refusal of `req` by `caller`, if it is refused: the quota
+    /// project rule, then each permission `needs` names. A denial is an
+    /// event in the log, not a violation: the test decides if it was meant.
+    pub fn authorize(
+        &self,
+        req: &Request,
+        caller: &str,
+        api: &str,
+        needs: &[crate::iam::Need],
+    ) -> Option<(u16, Value)> {
+        let iam = self.iam()?;
+        if let Err(refusal) = quota_project(&iam, req, caller, api) {
+            self.event(
+                json!({"event": "denied", "path": req.path, "who": caller, "why": "quota project"}),
+            );
+            return Some(refusal);
+        }
+        for need in needs {
+            if let Err(denial) = iam.check(caller, need, &format!("{api}.googleapis.com")) {
+                self.event(json!({"event": "denied", "path": req.path, "who": caller, "permission": need.any_of[0]}));
+                return Some(denial);
+            }
+        }
+        None
+    }
+
+    fn cloudsql_account(&self) -> String {
+        self.0
+            .lock()
+            .unwrap()
+            .iam
+            .as_ref()
+            .map(|(_, a)| a.clone())
+            .unwrap_or_default()
     }
 
     /// The next `times` calls of a method whose id ends with `method` get `fault`.
@@ -199,6 +279,68 @@ pub fn error(code: u16, status: &str, message: &str) -> (u16, Value) {
     )
 }
 
+/// User credentials must name a quota project for the APIs that bill the
+/// caller's project: Google's libraries send `x-goog-user-project`, and
+/// without it the call is billed to the OAuth client's own project, where
+/// the API is off. The message is the one Google returns then
+/// (https://cloud.google.com/docs/authentication/troubleshoot-adc#user-creds-client-based,
+/// https://cloud.google.com/docs/quotas/set-quota-project). With the header,
+/// the caller needs `serviceusage.services.use` on that project.
+fn quota_project(iam: &Iam, req: &Request, caller: &str, api: &str) -> Result<(), (u16, Value)> {
+    const NEED_QUOTA: [&str; 3] = ["serviceusage", "cloudresourcemanager", "iamcredentials"];
+    if !caller.starts_with("user:") || !NEED_QUOTA.contains(&api) {
+        return Ok(());
+    }
+    let Some(project) = req.header("x-goog-user-project") else {
+        return Err((
+            403,
+            json!({"error": {
+                "code": 403,
+                "message": format!("Your application is authenticating by using local Application Default Credentials. The {api}.googleapis.com API requires a quota project, which is not set by default. To learn how to set your quota project, see https://cloud.google.com/docs/authentication/adc-troubleshooting/user-creds ."),
+                "status": "PERMISSION_DENIED",
+                "details": [{
+                    "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                    "reason": "SERVICE_DISABLED",
+                    "domain": "googleapis.com",
+                    "metadata": {"consumer": "projects/764086051850", "service": format!("{api}.googleapis.com")},
+                }],
+            }}),
+        ));
+    };
+    let need = crate::iam::Need {
+        any_of: vec!["serviceusage.services.use"],
+        on: crate::iam::Resource::Project,
+        who: None,
+    };
+    if project != iam.project()
+        || iam
+            .check(caller, &need, "serviceusage.googleapis.com")
+            .is_err()
+    {
+        return Err(error(
+            403,
+            "PERMISSION_DENIED",
+            &format!(
+                "Caller does not have required permission to use project {project}. Grant the caller the roles/serviceusage.serviceUsageConsumer role, or a custom role with the serviceusage.services.use permission."
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Sixteen hex digits that differ between calls and between processes.
+pub fn random_hex() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    format!("{:016x}", h.finish())
+}
+
 pub fn not_found(what: &str) -> (u16, Value) {
     error(404, "NOT_FOUND", &format!("Not found: {what}"))
 }
@@ -236,13 +378,10 @@ async fn handle(
             Response::json(code, &value)
         }
     };
-    if req.header("authorization") != Some(&format!("Bearer {TOKEN}")) {
-        front.violation(format!(
-            "{} {}: no or wrong bearer token",
-            req.method, req.path
-        ));
-        return reply(error(401, "UNAUTHENTICATED", "no token"));
-    }
+    let caller = match front.caller(&req) {
+        Ok(caller) => caller,
+        Err(refusal) => return refusal,
+    };
     let doc = docs
         .iter()
         .find(|d| d.find(&req).is_ok())
@@ -264,6 +403,29 @@ async fn handle(
     } else {
         serde_json::from_slice(&req.body).unwrap_or(Value::Null)
     };
+    if front.iam().is_some() {
+        let seg: Vec<String> = req
+            .path
+            .trim_start_matches('/')
+            .split('/')
+            .map(str::to_owned)
+            .collect();
+        let api = match method.id.split('.').next().unwrap_or_default() {
+            "sql" => "sqladmin".to_owned(),
+            api => api.to_owned(),
+        };
+        let Some(needs) = crate::iam::required(&method.id, &seg, &body, &front.cloudsql_account())
+        else {
+            front.violation(format!(
+                "{}: no IAM rule for this method (add it to gcp_fakes::iam::required)",
+                method.id
+            ));
+            return reply(error(403, "PERMISSION_DENIED", "no IAM rule"));
+        };
+        if let Some(refusal) = front.authorize(&req, &caller, &api, &needs) {
+            return reply(refusal);
+        }
+    }
     let fault = front.record(Logged {
         id: method.id.clone(),
         at: Instant::now(),

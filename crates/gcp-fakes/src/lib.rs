@@ -13,13 +13,18 @@
 //! - `gcs`, `venv`: fake-gcs-server and the test venv that holds it.
 //! - `token`, `sqladmin`, `dataproc`, `bigquery`, `services`: the executing
 //!   stand-ins of the rehearsal, started together by `stack`.
+//! - `iam`, `gcs_front`: IAM as Google enforces it (the grants read from the
+//!   real Terraform modules, roles from Google's published definitions),
+//!   and the proxy that puts Cloud Storage behind it too.
 
 pub mod bigquery;
 pub mod contract;
 pub mod dataproc;
 pub mod front;
 pub mod gcs;
+pub mod gcs_front;
 pub mod google;
+pub mod iam;
 pub mod postgres;
 pub mod report;
 pub mod server;

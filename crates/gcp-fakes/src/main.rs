@@ -100,6 +100,7 @@ fn main() -> ExitCode {
                         spark_submit,
                         spark_master,
                         names: Names::for_project(&project, &region),
+                        revoke: gcp_fakes::iam::Iam::revoked_from_env(),
                         cluster_startup: Duration::from_secs_f64(cluster_startup),
                         log: Some(log),
                     };

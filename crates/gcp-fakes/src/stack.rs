@@ -17,6 +17,7 @@ use crate::contract::Discovery;
 use crate::dataproc::{Dataproc, DataprocConfig};
 use crate::front::{self, Call, Front};
 use crate::gcs::{FakeGcs, Gcs};
+use crate::iam::{Iam, Parties};
 use crate::postgres::Postgres;
 use crate::services::Services;
 use crate::sqladmin::{SqlAdmin, SqlInstance};
@@ -43,6 +44,10 @@ pub struct Names {
     pub network: String,
     pub peering: String,
     pub service_account: String,
+    /// Who runs `infra up` here: the member the written credentials stand for.
+    pub operator: String,
+    /// The Cloud SQL instance's own service account.
+    pub cloudsql_account: String,
 }
 
 impl Names {
@@ -62,6 +67,8 @@ impl Names {
             network: "infra-vpc".into(),
             peering: "servicenetworking-googleapis-com".into(),
             service_account: format!("infra-pipeline@{project}.iam.gserviceaccount.com"),
+            operator: format!("serviceAccount:rehearsal@{project}.iam.gserviceaccount.com"),
+            cloudsql_account: "p123456789-ab12cd@gcp-sa-cloud-sql.iam.gserviceaccount.com".into(),
         }
     }
 }
@@ -81,6 +88,20 @@ pub struct StackConfig {
     pub cluster_startup: Duration,
     /// Append every call and event to this JSON-lines file.
     pub log: Option<PathBuf>,
+    /// Permissions withdrawn from every role (`GCP_FAKES_REVOKE` for the binary).
+    pub revoke: Vec<String>,
+}
+
+/// The REFRESH token of the TEST-ONLY `authorized_user` file.
+const USER_REFRESH_TOKEN: &str = "rehearsal-refresh-token-TEST-ONLY";
+
+/// Where the real Terraform modules and the vendored role definitions are.
+fn iam_sources() -> (PathBuf, PathBuf) {
+    let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    (
+        crate_dir.join("../../terraform/modules"),
+        crate_dir.join("iam/predefined-roles.json"),
+    )
 }
 
 /// Base URLs of the stand-ins.
@@ -127,6 +148,29 @@ impl Stack {
             Ok(Arc::new(Discovery::load(&config.documents, name)?))
         };
         let names = config.names.clone();
+        let (modules, roles) = iam_sources();
+        let iam = Iam::load(
+            &modules,
+            &roles,
+            &Parties {
+                project: names.project.clone(),
+                operator: names.operator.clone(),
+                pipeline: names.service_account.clone(),
+                cloudsql_instance: names.cloudsql_account.clone(),
+                buckets: [
+                    ("raw", &names.raw_bucket),
+                    ("staging", &names.staging_bucket),
+                    ("code", &names.code_bucket),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.clone()))
+                .collect(),
+                dataset: names.dataset.clone(),
+            },
+            &config.revoke,
+        )?;
+        iam.add_refresh_token(USER_REFRESH_TOKEN, &names.operator);
+        front.enforce(iam, &names.cloudsql_account);
         std::fs::create_dir_all(&config.work)
             .with_context(|| format!("cannot create {}", config.work.display()))?;
         let gcs = FakeGcs::spawn(
@@ -240,8 +284,9 @@ impl Stack {
         )
         .await?;
         let token = crate::server::serve_on(0, crate::token::handler(front.clone())).await?;
+        let storage = crate::gcs_front::serve(front.clone(), gcs.url.clone()).await?;
         let urls = Urls {
-            storage: gcs.url.clone(),
+            storage: format!("http://{storage}"),
             dataproc: dataproc_url,
             bigquery: bigquery_url,
             sqladmin: sqladmin_url,
@@ -263,18 +308,40 @@ impl Stack {
         })
     }
 
-    /// Writes a service-account key file (the TEST-ONLY key) whose
-    /// `token_uri` is the stand-ins' token endpoint.
+    /// Writes the operator's credentials: a service-account key file (the
+    /// TEST-ONLY key) whose `token_uri` is the stand-ins' token endpoint,
+    /// or, for a `user:` operator, an `authorized_user` file as `gcloud auth
+    /// application-default login` writes it, with its `quota_project_id`
+    /// (none when `quota_project` is `None`).
     pub fn write_credentials(&self, path: &Path) -> Result<()> {
-        let key = json!({
-            "type": "service_account",
-            "project_id": self.names.project,
-            "private_key_id": "rehearsal-test-only",
-            "private_key": TEST_KEY,
-            "client_email": format!("rehearsal@{}.iam.gserviceaccount.com", self.names.project),
-            "client_id": "1",
-            "token_uri": self.urls.token,
-        });
+        self.write_credentials_with(path, Some(&self.names.project))
+    }
+
+    pub fn write_credentials_with(&self, path: &Path, quota_project: Option<&str>) -> Result<()> {
+        let key = match self.names.operator.strip_prefix("user:") {
+            Some(_) => {
+                let mut file = json!({
+                    "type": "authorized_user",
+                    "client_id": "rehearsal-client.apps.googleusercontent.com",
+                    "client_secret": "rehearsal-secret-TEST-ONLY",
+                    "refresh_token": USER_REFRESH_TOKEN,
+                    "token_uri": self.urls.token,
+                });
+                if let Some(project) = quota_project {
+                    file["quota_project_id"] = json!(project);
+                }
+                file
+            }
+            None => json!({
+                "type": "service_account",
+                "project_id": self.names.project,
+                "private_key_id": "rehearsal-test-only",
+                "private_key": TEST_KEY,
+                "client_email": self.names.operator.trim_start_matches("serviceAccount:"),
+                "client_id": "1",
+                "token_uri": self.urls.token,
+            }),
+        };
         std::fs::write(path, key.to_string())
             .with_context(|| format!("cannot write {}", path.display()))
     }
@@ -288,6 +355,7 @@ impl Stack {
             ("INFRA_ENDPOINTS_BIGQUERY", &u.bigquery),
             ("INFRA_ENDPOINTS_SQLADMIN", &u.sqladmin),
             ("INFRA_ENDPOINTS_IAM_CREDENTIALS", &u.iam_credentials),
+            ("INFRA_ENDPOINTS_OAUTH2", &u.iam_credentials),
             ("INFRA_ENDPOINTS_SERVICEUSAGE", &u.serviceusage),
             ("INFRA_ENDPOINTS_COMPUTE", &u.compute),
             ("STORAGE_EMULATOR_HOST", &u.storage),

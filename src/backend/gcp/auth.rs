@@ -9,6 +9,15 @@
 //! On top of any of them, [`Impersonated`] trades the token for one of a
 //! service account through the IAM Credentials API.
 //!
+//! A user's own credentials (`authorized_user`) are refreshed by
+//! [`UserRefresh`] at the file's `token_uri`, as Google's libraries do
+//! (`yup-oauth2`'s flow posts to a fixed address and ignores it), and they
+//! carry a quota project: Google bills a user's calls to the project named
+//! in `x-goog-user-project`, and without one to the OAuth client's own
+//! project, where the APIs are off ("API has not been used in project
+//! 764086051850"; https://cloud.google.com/docs/authentication/troubleshoot-adc#user-creds-client-based).
+//! [`Identity`] says which kind of credentials a source holds.
+//!
 //! [`detect`] answers "are there credentials, and where?" without reading
 //! them, for the commands that check before running terraform: this module
 //! is the one place that knows where Google's libraries look.
@@ -104,11 +113,46 @@ pub fn detect_with(
     );
 }
 
+/// Who a token source's tokens are for, as far as is known without asking.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identity {
+    /// `serviceAccount:…` or `user:…`, when the credentials say.
+    pub member: Option<String>,
+    /// A user's own credentials: Google's APIs then want a quota project.
+    pub user: bool,
+    /// The quota project the credentials name (`quota_project_id`, or
+    /// `GOOGLE_CLOUD_QUOTA_PROJECT`).
+    pub quota_project: Option<String>,
+}
+
+impl Identity {
+    fn service_account(email: &str) -> Identity {
+        Identity {
+            member: Some(format!("serviceAccount:{email}")),
+            ..Identity::default()
+        }
+    }
+
+    /// The member for an email: service accounts end in `gserviceaccount.com`.
+    pub fn member_for_email(email: &str) -> String {
+        if email.ends_with(".gserviceaccount.com") {
+            format!("serviceAccount:{email}")
+        } else {
+            format!("user:{email}")
+        }
+    }
+}
+
 /// Something that hands out access tokens.
 #[async_trait]
 pub trait TokenSource: Send + Sync {
     /// A bearer token, or `None` to send no `Authorization` header (an emulator).
     async fn token(&self) -> Result<Option<String>>;
+
+    /// Whose tokens these are, as far as the credentials say.
+    fn identity(&self) -> Identity {
+        Identity::default()
+    }
 }
 
 /// No credentials at all: for emulators such as fake-gcs-server.
@@ -176,6 +220,8 @@ pub struct AdcSources {
     pub gcloud_file: Option<PathBuf>,
     /// The metadata server's token URL (`None`: the real one).
     pub metadata_url: Option<String>,
+    /// `GOOGLE_CLOUD_QUOTA_PROJECT`: overrides a user file's `quota_project_id`.
+    pub quota_project: Option<String>,
 }
 
 impl AdcSources {
@@ -193,6 +239,8 @@ impl AdcSources {
                     host.to_string_lossy()
                 )
             }),
+            quota_project: var("GOOGLE_CLOUD_QUOTA_PROJECT")
+                .map(|p| p.to_string_lossy().into_owned()),
         }
     }
 }
@@ -208,12 +256,17 @@ pub struct Adc {
     tokens: Arc<dyn TokenSource>,
     /// Which credentials these are, for messages (never the secret).
     pub description: String,
+    pub identity: Identity,
 }
 
 #[async_trait]
 impl TokenSource for Adc {
     async fn token(&self) -> Result<Option<String>> {
         self.tokens.token().await
+    }
+
+    fn identity(&self) -> Identity {
+        self.identity.clone()
     }
 }
 
@@ -223,6 +276,7 @@ impl From<OAuth> for Adc {
         Adc {
             tokens: Arc::new(oauth),
             description,
+            identity: Identity::default(),
         }
     }
 }
@@ -230,13 +284,20 @@ impl From<OAuth> for Adc {
 /// The Application Default Credentials, in Google's order.
 pub async fn application_default(sources: &AdcSources) -> Result<Adc> {
     let scopes = vec![CLOUD_PLATFORM.to_owned()];
+    let with_quota = |mut adc: Adc| {
+        if adc.identity.user && sources.quota_project.is_some() {
+            adc.identity.quota_project = sources.quota_project.clone();
+        }
+        adc
+    };
     if let Some(path) = &sources.credentials_file {
         return from_file(path, scopes)
             .await
+            .map(with_quota)
             .with_context(|| format!("GOOGLE_APPLICATION_CREDENTIALS names {}", path.display()));
     }
     if let Some(path) = sources.gcloud_file.as_deref().filter(|p| p.is_file()) {
-        return from_file(path, scopes).await;
+        return from_file(path, scopes).await.map(with_quota);
     }
     let opts = yup_oauth2::ApplicationDefaultCredentialsFlowOpts {
         metadata_url: sources.metadata_url.clone(),
@@ -313,13 +374,16 @@ async fn from_json(text: &str, shown: &str, scopes: Vec<String>) -> Result<Adc> 
                 super::http::system_clock(),
             )?),
             description,
+            identity: Identity::service_account(email),
         });
     }
+    let mut identity = Identity::default();
     let (authenticator, description) = match kind.as_str() {
         "service_account" => {
             let key = yup_oauth2::parse_service_account_key(text)
                 .with_context(|| format!("{shown} is not a valid service-account key"))?;
             let description = format!("service account {} (key {shown})", key.client_email);
+            identity = Identity::service_account(&key.client_email);
             (
                 yup_oauth2::ServiceAccountAuthenticator::builder(key)
                     .build()
@@ -328,15 +392,18 @@ async fn from_json(text: &str, shown: &str, scopes: Vec<String>) -> Result<Adc> 
             )
         }
         "authorized_user" => {
-            let secret: yup_oauth2::authorized_user::AuthorizedUserSecret =
-                serde_json::from_str(text)
-                    .with_context(|| format!("{shown} is not a valid authorized-user file"))?;
-            (
-                yup_oauth2::AuthorizedUserAuthenticator::builder(secret)
-                    .build()
-                    .await,
-                format!("the user credentials in {shown}"),
-            )
+            let file: UserFile = serde_json::from_str(text)
+                .with_context(|| format!("{shown} is not a valid authorized-user file"))?;
+            let description = format!("the user credentials in {shown}");
+            return Ok(Adc {
+                identity: Identity {
+                    member: None,
+                    user: true,
+                    quota_project: file.quota_project_id.clone().filter(|p| !p.is_empty()),
+                },
+                tokens: Arc::new(UserRefresh::new(file, &description)?),
+                description,
+            });
         }
         "external_account" => {
             let secret: yup_oauth2::external_account::ExternalAccountSecret =
@@ -355,12 +422,113 @@ async fn from_json(text: &str, shown: &str, scopes: Vec<String>) -> Result<Adc> 
     };
     let authenticator =
         authenticator.with_context(|| format!("cannot set up credentials from {shown}"))?;
-    Ok(OAuth {
+    let mut adc: Adc = OAuth {
         authenticator,
         scopes,
         description,
     }
-    .into())
+    .into();
+    adc.identity = identity;
+    Ok(adc)
+}
+
+/// Google's token endpoint for a user's refresh token, when the file names none.
+const GOOGLE_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
+
+/// What `gcloud auth application-default login` writes.
+#[derive(Deserialize)]
+struct UserFile {
+    client_id: String,
+    client_secret: String,
+    refresh_token: String,
+    #[serde(default)]
+    token_uri: Option<String>,
+    #[serde(default)]
+    quota_project_id: Option<String>,
+}
+
+/// A user's access tokens, refreshed with the refresh token at the file's
+/// `token_uri` (OAuth 2.0 refresh grant, RFC 6749 section 6), cached until
+/// a minute before they expire.
+pub struct UserRefresh {
+    client: reqwest::Client,
+    file: UserFile,
+    description: String,
+    cached: Mutex<Option<(String, std::time::Instant)>>,
+}
+
+impl UserRefresh {
+    fn new(file: UserFile, description: &str) -> Result<UserRefresh> {
+        Ok(UserRefresh {
+            client: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(30))
+                .build()?,
+            file,
+            description: description.to_owned(),
+            cached: Mutex::new(None),
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct RefreshedToken {
+    access_token: String,
+    #[serde(default = "an_hour")]
+    expires_in: u64,
+}
+
+fn an_hour() -> u64 {
+    3600
+}
+
+#[async_trait]
+impl TokenSource for UserRefresh {
+    async fn token(&self) -> Result<Option<String>> {
+        let mut cached = self.cached.lock().await;
+        if let Some((token, expires)) = cached.as_ref()
+            && std::time::Instant::now() + std::time::Duration::from_secs(60) < *expires
+        {
+            return Ok(Some(token.clone()));
+        }
+        let uri = self.file.token_uri.as_deref().unwrap_or(GOOGLE_TOKEN_URI);
+        let form = [
+            ("grant_type", "refresh_token"),
+            ("client_id", self.file.client_id.as_str()),
+            ("client_secret", self.file.client_secret.as_str()),
+            ("refresh_token", self.file.refresh_token.as_str()),
+        ];
+        let response = self
+            .client
+            .post(uri)
+            .form(&form)
+            .send()
+            .await
+            .with_context(|| format!("cannot refresh {} at {uri}", self.description))?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = response.text().await.unwrap_or_default();
+            bail!(
+                "cannot refresh {} at {uri}: HTTP {status}: {}\nhint: run `gcloud auth application-default login` again",
+                self.description,
+                body.chars().take(300).collect::<String>()
+            );
+        }
+        let token: RefreshedToken = response
+            .json()
+            .await
+            .with_context(|| format!("{uri} answered the refresh with no access token"))?;
+        let expires = std::time::Instant::now() + std::time::Duration::from_secs(token.expires_in);
+        *cached = Some((token.access_token.clone(), expires));
+        Ok(Some(token.access_token))
+    }
+
+    fn identity(&self) -> Identity {
+        Identity {
+            member: None,
+            user: true,
+            quota_project: self.file.quota_project_id.clone(),
+        }
+    }
 }
 
 /// A service account's tokens, minted by the IAM Credentials API with the
@@ -372,6 +540,15 @@ pub struct Impersonated {
     email: String,
     clock: Clock,
     cached: Mutex<Option<(String, DateTime<Utc>)>>,
+}
+
+impl Impersonated {
+    /// The minting calls of a user name `project` as their quota project
+    /// when the credentials name none.
+    pub fn with_quota_fallback(mut self, project: &str) -> Impersonated {
+        self.http = self.http.with_quota_fallback(project);
+        self
+    }
 }
 
 /// Refresh this long before the minted token expires.
@@ -428,30 +605,41 @@ impl TokenSource for Impersonated {
         *cached = Some((generated.access_token.clone(), generated.expire_time));
         Ok(Some(generated.access_token))
     }
+
+    fn identity(&self) -> Identity {
+        Identity::service_account(&self.email)
+    }
 }
 
-/// The token source for the GCP target: ADC, impersonated when asked.
+/// The token source for the GCP target: ADC, then each account of
+/// `impersonate` in turn (`impersonate_service_account`, then the pipeline's
+/// account when `run_as = pipeline`). A user's calls name a quota project:
+/// the one the credentials name, else `project`.
 pub async fn for_settings(
-    impersonate: Option<&str>,
+    impersonate: &[&str],
     sources: &AdcSources,
     iam_credentials_url: &str,
+    project: &str,
 ) -> Result<Arc<dyn TokenSource>> {
     let adc = application_default(sources).await?;
     tracing::info!(
         "Google Cloud credentials: {}",
         adc.description.lines().next().unwrap_or_default()
     );
-    let adc: Arc<dyn TokenSource> = Arc::new(adc);
-    Ok(match impersonate {
-        Some(email) => Arc::new(Impersonated::new(
-            adc,
-            email,
-            iam_credentials_url,
-            RetryPolicy::default(),
-            super::http::system_clock(),
-        )?),
-        None => adc,
-    })
+    let mut tokens: Arc<dyn TokenSource> = Arc::new(adc);
+    for email in impersonate {
+        tokens = Arc::new(
+            Impersonated::new(
+                tokens,
+                email,
+                iam_credentials_url,
+                RetryPolicy::default(),
+                super::http::system_clock(),
+            )?
+            .with_quota_fallback(project),
+        );
+    }
+    Ok(tokens)
 }
 
 #[cfg(test)]
@@ -463,7 +651,50 @@ mod tests {
             credentials_file: file.map(Path::to_path_buf),
             gcloud_file: gcloud.map(Path::to_path_buf),
             metadata_url: None,
+            quota_project: None,
         }
+    }
+
+    fn user_file(dir: &Path, quota: Option<&str>) -> PathBuf {
+        let mut file = serde_json::json!({
+            "type": "authorized_user",
+            "client_id": "c",
+            "client_secret": "s",
+            "refresh_token": "r",
+        });
+        if let Some(quota) = quota {
+            file["quota_project_id"] = quota.into();
+        }
+        let path = dir.join("adc.json");
+        std::fs::write(&path, file.to_string()).unwrap();
+        path
+    }
+
+    /// Issue 19: user credentials name their quota project, and
+    /// GOOGLE_CLOUD_QUOTA_PROJECT overrides the file's.
+    #[tokio::test]
+    async fn user_credentials_carry_their_quota_project() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = user_file(dir.path(), Some("billing-project"));
+        let adc = application_default(&sources(Some(&path), None))
+            .await
+            .unwrap();
+        assert!(adc.identity.user);
+        assert_eq!(
+            adc.identity.quota_project.as_deref(),
+            Some("billing-project")
+        );
+        let overridden = AdcSources {
+            quota_project: Some("from-env".into()),
+            ..sources(Some(&path), None)
+        };
+        let adc = application_default(&overridden).await.unwrap();
+        assert_eq!(adc.identity.quota_project.as_deref(), Some("from-env"));
+        let none = user_file(dir.path(), None);
+        let adc = application_default(&sources(Some(&none), None))
+            .await
+            .unwrap();
+        assert_eq!(adc.identity.quota_project, None);
     }
 
     #[test]

@@ -30,14 +30,29 @@ impl GcpCloud {
     /// Connects with Application Default Credentials, impersonated when
     /// configured. No API is called yet.
     pub async fn connect(settings: &Settings) -> Result<GcpCloud> {
+        let impersonate: Vec<&str> = settings
+            .impersonate_service_account
+            .as_deref()
+            .into_iter()
+            .collect();
         let clients = Clients::connect(
             settings.require_project()?,
             &settings.region,
-            settings.impersonate_service_account.as_deref(),
+            &impersonate,
             &Endpoints::from_settings(settings),
         )
         .await?;
         Ok(GcpCloud { clients })
+    }
+
+    /// Who runs `up`, as an IAM member: the `operator` setting, else whom
+    /// the credentials are for. Terraform grants it Token Creator on the
+    /// pipeline's account, so `run` can act as that account.
+    pub async fn operator(&self, settings: &Settings) -> Result<String> {
+        match &settings.operator {
+            Some(member) => Ok(member.clone()),
+            None => self.clients.member(&settings.endpoints_oauth2).await,
+        }
     }
 }
 

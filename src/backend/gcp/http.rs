@@ -69,6 +69,16 @@ pub enum ApiError {
         message: String,
         retry_after: Option<Duration>,
     },
+    /// HTTP 403 for a missing IAM permission: the one line names who lacks
+    /// what, and where the grant comes from.
+    #[error(
+        "{identity} lacks the permission {permission} on {resource}\nhint: infra's grants are made by terraform/modules/iam and listed in docs/iam.md: `infra up` restores a missing one, and one made in the last few minutes may still be propagating"
+    )]
+    PermissionDenied {
+        permission: String,
+        resource: String,
+        identity: String,
+    },
     /// The request or its response did not get through.
     #[error("{}", chain(.0))]
     Transport(#[source] reqwest::Error),
@@ -104,6 +114,7 @@ impl ApiError {
     pub fn status(&self) -> Option<StatusCode> {
         match self {
             ApiError::Status { status, .. } => Some(*status),
+            ApiError::PermissionDenied { .. } => Some(StatusCode::FORBIDDEN),
             _ => None,
         }
     }
@@ -124,7 +135,10 @@ impl ApiError {
             }
             ApiError::Transport(e) => !(e.is_builder() || e.is_decode() || e.is_redirect()),
             ApiError::AttemptTimeout(_) => true,
-            ApiError::Deadline { .. } | ApiError::Token(_) | ApiError::Decode(_) => false,
+            ApiError::Deadline { .. }
+            | ApiError::Token(_)
+            | ApiError::Decode(_)
+            | ApiError::PermissionDenied { .. } => false,
         }
     }
 
@@ -240,6 +254,8 @@ pub struct Http {
     tokens: Arc<dyn TokenSource>,
     policy: RetryPolicy,
     clock: Clock,
+    /// `x-goog-user-project`, sent with a user's own credentials.
+    quota_project: Option<String>,
 }
 
 impl Http {
@@ -249,12 +265,38 @@ impl Http {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("infra/", env!("CARGO_PKG_VERSION")))
             .build()?;
+        let identity = tokens.identity();
         Ok(Http {
             client,
             tokens,
             policy,
             clock: system_clock(),
+            quota_project: identity.quota_project.filter(|_| identity.user),
         })
+    }
+
+    /// With a user's own credentials that name no quota project, bill
+    /// `project` (https://cloud.google.com/docs/quotas/set-quota-project).
+    pub fn with_quota_fallback(mut self, project: &str) -> Http {
+        if self.tokens.identity().user && self.quota_project.is_none() {
+            self.quota_project = Some(project.to_owned());
+        }
+        self
+    }
+
+    /// Gets a token, as every call would: for `doctor`.
+    pub async fn token_check(&self) -> anyhow::Result<()> {
+        self.tokens.token().await.map(|_| ())
+    }
+
+    /// Who the calls are made as, for messages.
+    pub fn identity(&self) -> String {
+        let identity = self.tokens.identity();
+        match identity.member {
+            Some(member) => member,
+            None if identity.user => "your user credentials".to_owned(),
+            None => "these credentials".to_owned(),
+        }
     }
 
     /// Reads the time from `clock` (for `Retry-After` dates).
@@ -321,6 +363,9 @@ impl Http {
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
+        if let Some(project) = &self.quota_project {
+            request = request.header("x-goog-user-project", project);
+        }
         request = match &call.body {
             Some((body, content_type)) => request
                 .header(CONTENT_TYPE, *content_type)
@@ -346,6 +391,15 @@ impl Http {
             .ok()
             .and_then(Result::ok)
             .unwrap_or_default();
+        if status == StatusCode::FORBIDDEN
+            && let Some((permission, resource)) = permission_denied(&body)
+        {
+            return Err(ApiError::PermissionDenied {
+                permission,
+                resource,
+                identity: self.identity(),
+            });
+        }
         Err(ApiError::Status {
             status,
             message: error_message(&body),
@@ -367,6 +421,35 @@ fn retry_after(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Duration> {
 }
 
 /// Google's `{"error": {"message": …, "status": …, "errors": […]}}`, or the body's start.
+/// The permission and resource of an IAM denial: from its `ErrorInfo`
+/// (reason `IAM_PERMISSION_DENIED`), else from the message's "Permission
+/// 'X' denied on resource 'R'" (https://cloud.google.com/iam/docs/troubleshooting-access#permission-denied).
+fn permission_denied(body: &str) -> Option<(String, String)> {
+    let value: serde_json::Value = serde_json::from_str(body).ok()?;
+    let error = &value["error"];
+    let info = error["details"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|d| d["reason"] == "IAM_PERMISSION_DENIED");
+    if let Some(info) = info
+        && let Some(permission) = info["metadata"]["permission"].as_str()
+    {
+        let resource = info["metadata"]["resource"]
+            .as_str()
+            .unwrap_or("the resource");
+        return Some((permission.to_owned(), resource.to_owned()));
+    }
+    let message = error["message"].as_str()?;
+    let permission = message.split("Permission '").nth(1)?.split('\'').next()?;
+    let resource = message
+        .split("denied on resource '")
+        .nth(1)
+        .and_then(|r| r.split('\'').next())
+        .unwrap_or("the resource");
+    Some((permission.to_owned(), resource.to_owned()))
+}
+
 fn error_message(body: &str) -> String {
     #[derive(serde::Deserialize)]
     struct Envelope {

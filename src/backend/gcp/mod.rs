@@ -32,18 +32,18 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use async_trait::async_trait;
 
 use crate::backend::{Buckets, Database, Spark, Target, Warehouse};
 use crate::process::Echo;
-use crate::settings::{Settings, SparkMode};
+use crate::settings::{RunAs, Settings, SparkMode};
 use auth::{AdcSources, TokenSource};
 use bigquery::{BigQuery, BigQueryWarehouse};
 use cloudsql::{CloudSqlAdmin, CloudSqlDatabase};
 use compute::Compute;
 use dataproc::{ClusterSpark, ClusterSpec, Dataproc, ServerlessSpark, ServerlessSpec};
-use http::{Http, RetryPolicy};
+use http::{Call, Http, RetryPolicy};
 use serviceusage::ServiceUsage;
 use storage::{GcsBucket, GcsClient, StorageEndpoint, Transfer};
 
@@ -95,6 +95,7 @@ pub struct Clients {
     pub compute: Compute,
     pub serviceusage: ServiceUsage,
     pub http: Http,
+    tokens: Arc<dyn TokenSource>,
 }
 
 impl Clients {
@@ -107,9 +108,14 @@ impl Clients {
         poll: Duration,
     ) -> Result<Clients> {
         let policy = RetryPolicy::default();
-        let http = Http::new(tokens.clone(), policy.clone())?;
+        let http = Http::new(tokens.clone(), policy.clone())?.with_quota_fallback(project);
         Ok(Clients {
-            storage: GcsClient::new(&endpoints.storage, tokens, policy, Transfer::default())?,
+            storage: GcsClient::new(
+                &endpoints.storage,
+                tokens.clone(),
+                policy,
+                Transfer::default(),
+            )?,
             dataproc: Arc::new(Dataproc::new(
                 http.clone(),
                 &endpoints.dataproc,
@@ -122,6 +128,7 @@ impl Clients {
             compute: Compute::new(http.clone(), &endpoints.compute, project, poll),
             serviceusage: ServiceUsage::new(http.clone(), &endpoints.serviceusage, project, poll),
             http,
+            tokens,
         })
     }
 
@@ -130,16 +137,44 @@ impl Clients {
     pub async fn connect(
         project: &str,
         region: &str,
-        impersonate: Option<&str>,
+        impersonate: &[&str],
         endpoints: &Endpoints,
     ) -> Result<Clients> {
         let tokens = auth::for_settings(
             impersonate,
             &AdcSources::from_env(),
             &endpoints.iam_credentials,
+            project,
         )
         .await?;
         Clients::new(project, region, tokens, endpoints, POLL)
+    }
+
+    /// Who these clients act as, as an IAM member: what the credentials
+    /// say, else what Google's `tokeninfo` says of their token
+    /// (https://cloud.google.com/docs/authentication/token-types#access-tokens).
+    pub async fn member(&self, oauth2_url: &str) -> Result<String> {
+        if let Some(member) = self.tokens.identity().member {
+            return Ok(member);
+        }
+        #[derive(serde::Deserialize)]
+        struct TokenInfo {
+            email: Option<String>,
+        }
+        let token = self
+            .tokens
+            .token()
+            .await?
+            .context("these credentials give no token")?;
+        let url = format!("{}/tokeninfo", oauth2_url.trim_end_matches('/'));
+        let info: TokenInfo = self
+            .http
+            .json(&Call::get(url).query("access_token", token))
+            .await
+            .context("cannot ask Google's tokeninfo whose the credentials are")?;
+        info.email
+            .map(|email| auth::Identity::member_for_email(&email))
+            .context("tokeninfo names no email for these credentials (their token lacks the userinfo.email scope)\nhint: set `operator` in infra.toml, as `user:you@example.com`")
     }
 }
 
@@ -182,12 +217,22 @@ impl Gcp {
         ])
     }
 
-    /// Clients with real credentials.
+    /// Clients with real credentials, acting as `run_as` says: the
+    /// pipeline's account by default, so a run holds only its own grants.
     pub async fn clients(&self) -> Result<Clients> {
+        let mut chain: Vec<&str> = self
+            .settings
+            .impersonate_service_account
+            .as_deref()
+            .into_iter()
+            .collect();
+        if self.settings.run_as == RunAs::Pipeline {
+            chain.push(&self.deployment.service_account_email);
+        }
         Clients::connect(
             &self.deployment.project,
             &self.deployment.region,
-            self.settings.impersonate_service_account.as_deref(),
+            &chain,
             &self.endpoints,
         )
         .await

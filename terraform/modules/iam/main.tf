@@ -29,7 +29,6 @@ variable "project_roles" {
   type        = set(string)
   default = [
     "roles/bigquery.user",
-    "roles/cloudsql.editor",
     "roles/dataproc.editor",
     "roles/dataproc.worker",
   ]
@@ -43,6 +42,12 @@ variable "buckets" {
 variable "dataset" {
   description = "The warehouse dataset: the pipeline gets roles/bigquery.dataEditor on it."
   type        = string
+}
+
+variable "operator" {
+  description = "Who runs `infra up`: a `user:` or `serviceAccount:` member. It gets roles/iam.serviceAccountTokenCreator on the pipeline's account, so `infra run` can act as that account. Null: no such grant."
+  type        = string
+  default     = null
 }
 
 variable "sql_service_account" {
@@ -63,6 +68,38 @@ resource "google_project_iam_member" "pipeline" {
   project = var.project
   role    = each.value
   member  = "serviceAccount:${google_service_account.pipeline.email}"
+}
+
+# Steps 0 and 1 import into and export from Cloud SQL. Cloud SQL has no
+# instance-level IAM, and Cloud SQL Editor lacks cloudsql.instances.import
+# (Cloud SQL's import page asks for Admin or a custom role): this role holds
+# exactly what the import and export pages list, not all of Admin.
+resource "google_project_iam_custom_role" "cloudsql_import_export" {
+  project     = var.project
+  role_id     = "${replace(var.name, "-", "_")}_cloudsql_import_export"
+  title       = "${var.name} Cloud SQL import and export"
+  description = "Import into and export from Cloud SQL through the Admin API (infra steps 0 and 1)."
+  permissions = [
+    "cloudsql.instances.export",
+    "cloudsql.instances.get",
+    "cloudsql.instances.import",
+  ]
+}
+
+resource "google_project_iam_member" "pipeline_cloudsql" {
+  project = var.project
+  role    = google_project_iam_custom_role.cloudsql_import_export.name
+  member  = "serviceAccount:${google_service_account.pipeline.email}"
+}
+
+# `infra run` acts as the pipeline's account through the IAM Credentials
+# API: the operator may mint tokens for this one account, and no other.
+resource "google_service_account_iam_member" "operator_token_creator" {
+  count = var.operator == null ? 0 : 1
+
+  service_account_id = google_service_account.pipeline.name
+  role               = "roles/iam.serviceAccountTokenCreator"
+  member             = var.operator
 }
 
 # Dataproc clusters run as the pipeline's account, and creating one needs
@@ -109,5 +146,5 @@ output "email" {
 
 output "project_roles" {
   description = "The project-level roles granted, sorted."
-  value       = sort([for grant in google_project_iam_member.pipeline : grant.role])
+  value       = sort(concat([for grant in google_project_iam_member.pipeline : grant.role], [google_project_iam_member.pipeline_cloudsql.role]))
 }

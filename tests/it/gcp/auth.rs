@@ -86,6 +86,7 @@ async fn a_service_account_key_is_exchanged_for_a_cached_token() {
         credentials_file: Some(key_file(dir.path(), &token_uri)),
         gcloud_file: Some(dir.path().join("absent.json")),
         metadata_url: None,
+        quota_project: None,
     };
     let source = application_default(&sources).await.unwrap();
     assert!(source.description.contains(EMAIL), "{}", source.description);
@@ -134,6 +135,7 @@ async fn adc_prefers_the_env_file_then_gcloud_then_the_metadata_server() {
         credentials_file: Some(key_file(dir.path(), "http://127.0.0.1:9/token")),
         gcloud_file: Some(gcloud.clone()),
         metadata_url: None,
+        quota_project: None,
     };
     assert!(
         application_default(&both)
@@ -181,6 +183,7 @@ async fn adc_prefers_the_env_file_then_gcloud_then_the_metadata_server() {
         metadata_url: Some(format!(
             "http://{addr}/computeMetadata/v1/instance/service-accounts/default/token"
         )),
+        quota_project: None,
     };
     let source = application_default(&metadata).await.unwrap();
     assert!(source.description.contains("metadata server"));
