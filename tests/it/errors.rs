@@ -114,9 +114,10 @@ fn java_too_old() {
     assert!(!env.state().exists(), "up changed things before failing");
 }
 
-/// Dataproc's documented limits (idle TTL >= 5 min, age 10 min..14 days,
-/// >= 2 primary workers, a published image) fail `plan` and `up` before
-/// anything is asked of Google, naming the setting.
+/// Dataproc's documented limits (an idle TTL of at least 5 minutes, an age
+/// of 10 minutes to 14 days, at least 2 primary workers, a published
+/// image) fail `plan` and `up` before anything is asked of Google, naming
+/// the setting.
 #[test]
 fn dataproc_settings_outside_googles_limits_fail_plan_and_up() {
     for (var, value, expected) in [

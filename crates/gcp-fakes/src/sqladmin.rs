@@ -282,9 +282,13 @@ impl SqlAdmin {
     }
 
     fn start(&self, call: &Call, kind: &str) -> (u16, Value) {
-        if kind == "IMPORT"
-            && let Some(hold) = self.state.lock().unwrap().backup_at_next_import.take()
-        {
+        // Taken in its own statement: the guard must be gone before `hold` locks.
+        let backup = if kind == "IMPORT" {
+            self.state.lock().unwrap().backup_at_next_import.take()
+        } else {
+            None
+        };
+        if let Some(hold) = backup {
             let backup = self.hold("BACKUP_VOLUME");
             let this = self.clone();
             tokio::spawn(async move {

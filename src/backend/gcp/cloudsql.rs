@@ -226,7 +226,7 @@ impl CloudSqlAdmin {
             }
             for other in running {
                 let kind = other.operation_type.as_deref().unwrap_or("another");
-                crate::ui::status(&format!(
+                crate::ui::status(format!(
                     "Cloud SQL instance {} is busy with {kind} operation {} (it runs one at a time): waiting to {what}",
                     self.instance, other.name
                 ));

@@ -102,7 +102,6 @@ impl ClusterSpec {
                     idle_delete_ttl: Some(format!("{}s", self.idle_ttl_secs)),
                     auto_delete_ttl: Some(format!("{}s", self.max_age_secs)),
                 }),
-                ..ClusterConfig::default()
             }),
             labels,
             status: None,
