@@ -72,6 +72,7 @@ const PLAN_FILE: &str = "plan.tfplan";
 
 /// The gcp plan: Terraform's for `up`, then every request of a run.
 async fn plan_gcp(settings: &Settings, echo: Echo, json: bool) -> Result<()> {
+    crate::backend::gcp::dataproc::limits::check(settings)?;
     let up = plan_gcp_up(settings, echo).await?;
     let run = gcp_run_plan(settings);
     let mut out = super::out::stdout();

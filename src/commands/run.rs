@@ -69,7 +69,12 @@ pub async fn run(settings: &Settings, args: &RunArgs, echo: Echo) -> Result<()> 
         .guard(async {
             match settings.target {
                 TargetKind::Local => Local::new(settings).target(echo).await,
-                TargetKind::Gcp => Gcp::load(settings)?.target(echo).await,
+                TargetKind::Gcp => {
+                    if settings.spark_mode == crate::settings::SparkMode::Cluster {
+                        crate::backend::gcp::dataproc::limits::check(settings)?;
+                    }
+                    Gcp::load(settings)?.target(echo).await
+                }
             }
         })
         .await?;

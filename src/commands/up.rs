@@ -15,6 +15,7 @@ use crate::{assets, ui};
 
 pub async fn up(settings: &Settings, args: &UpArgs, echo: Echo) -> Result<()> {
     if settings.target == TargetKind::Gcp {
+        crate::backend::gcp::dataproc::limits::check(settings)?;
         return up_gcp(settings, args, echo).await;
     }
     let local = Local::new(settings);

@@ -354,14 +354,28 @@ fn skip_bom<R: Read>(mut reader: R) -> std::io::Result<impl Read> {
 
 /// Step 1: the whole table to `staging/user_purchase.csv`, with a header
 /// and the table's column names. Returns the number of rows.
+///
+/// `loaded` is step 0's `rows_out` in this run. The dump must hold exactly
+/// those rows: a load whose swap failed without saying so (no document
+/// says how Cloud SQL's SQL import reports a `RAISE EXCEPTION`) left the
+/// table as it was, and the run must not go on with the old rows.
 pub async fn dump_purchases(
     db: &dyn Database,
     staging: &dyn Bucket,
+    loaded: Option<u64>,
     journal: &dyn Journal,
 ) -> Result<Counts> {
     let rows = db
         .dump_csv(&purchase_table(), staging, keys::PURCHASES_CSV, journal)
         .await?;
+    if let Some(loaded) = loaded
+        && rows != loaded
+    {
+        bail!(
+            "{} holds {rows} rows, but step 0 loaded {loaded} in this run: the table is not what step 0 loaded (its swap may have failed unreported)\nhint: run the load again: `infra run --from 0`",
+            db.describe()
+        );
+    }
     Ok(Counts {
         rows_in: rows,
         rows_out: rows,

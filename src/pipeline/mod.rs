@@ -55,6 +55,7 @@ pub async fn execute(
         run.start_step(step, Utc::now());
         records.save(run)?;
 
+        let loaded = rows_out(run, Step::LoadPurchases);
         let expected = spark::Expected {
             purchases: rows_out(run, Step::DumpPurchases),
             reviews: rows_out(run, Step::Tokenize),
@@ -66,6 +67,7 @@ pub async fn execute(
                 target,
                 &journal,
                 insert_date,
+                loaded,
                 expected,
                 table,
                 scratch,
@@ -108,11 +110,15 @@ pub async fn execute(
     records.save(run)
 }
 
+// Each argument is a distinct input of one step; a struct would only
+// rename them.
+#[allow(clippy::too_many_arguments)]
 async fn execute_step(
     step: Step,
     target: &Target,
     journal: &dyn Journal,
     insert_date: DateTime<Utc>,
+    loaded: Option<u64>,
     expected: spark::Expected,
     table: &TableRef,
     scratch: &Path,
@@ -123,7 +129,7 @@ async fn execute_step(
         Step::LoadPurchases => {
             load::load_purchases(db, b.raw.as_ref(), b.staging.as_ref(), scratch, journal).await
         }
-        Step::DumpPurchases => load::dump_purchases(db, b.staging.as_ref(), journal).await,
+        Step::DumpPurchases => load::dump_purchases(db, b.staging.as_ref(), loaded, journal).await,
         Step::Tokenize => spark::tokenize(target.spark.as_ref(), b, journal).await,
         Step::UserBehavior => {
             spark::user_behavior(target.spark.as_ref(), b, insert_date, expected, journal).await

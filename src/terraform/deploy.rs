@@ -190,6 +190,7 @@ impl DownPlan {
 #[derive(Debug, Default)]
 pub struct DownReport {
     pub dataproc_clusters: Vec<String>,
+    pub serverless_batches: Vec<String>,
     pub tables: Vec<String>,
 }
 
@@ -304,6 +305,18 @@ pub async fn apply_down(
     for name in &dataproc_clusters {
         ui::detail(format!("deleted Dataproc cluster {name}"));
     }
+    let serverless_batches = cloud
+        .cancel_labelled_batches(&values.project, &values.region, &labels)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot cancel the Serverless batches labelled {}",
+                selector(values)
+            )
+        })?;
+    for id in &serverless_batches {
+        ui::detail(format!("cancelled Dataproc Serverless batch {id}"));
+    }
     let tables = cloud
         .delete_dataset_tables(&values.project, &values.dataset)
         .await
@@ -351,6 +364,7 @@ pub async fn apply_down(
     tf.apply(DOWN_PLAN).await?;
     Ok(DownReport {
         dataproc_clusters,
+        serverless_batches,
         tables,
     })
 }

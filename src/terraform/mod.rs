@@ -59,6 +59,16 @@ pub trait Cloud: Send + Sync {
         labels: &BTreeMap<String, String>,
     ) -> Result<Vec<String>>;
 
+    /// Cancels every Serverless batch in `region` that carries all of
+    /// `labels` and has not ended, and waits until each has. Returns their
+    /// ids.
+    async fn cancel_labelled_batches(
+        &self,
+        project: &str,
+        region: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<Vec<String>>;
+
     /// Deletes every table in `dataset`, which stays. A missing dataset is
     /// not an error. Returns the deleted table ids.
     async fn delete_dataset_tables(&self, project: &str, dataset: &str) -> Result<Vec<String>>;

@@ -113,3 +113,46 @@ fn java_too_old() {
     snapshot("java_too_old", &env, &run);
     assert!(!env.state().exists(), "up changed things before failing");
 }
+
+/// Dataproc's documented limits (an idle TTL of at least 5 minutes, an age
+/// of 10 minutes to 14 days, at least 2 primary workers, a published
+/// image) fail `plan` and `up` before anything is asked of Google, naming
+/// the setting.
+#[test]
+fn dataproc_settings_outside_googles_limits_fail_plan_and_up() {
+    for (var, value, expected) in [
+        (
+            "INFRA_DATAPROC_IDLE_TTL_SECS",
+            "60",
+            "invalid `dataproc.idle_ttl_secs` = 60",
+        ),
+        (
+            "INFRA_DATAPROC_MAX_AGE_SECS",
+            "1209601",
+            "invalid `dataproc.max_age_secs` = 1209601",
+        ),
+        (
+            "INFRA_DATAPROC_WORKERS",
+            "1",
+            "invalid `dataproc.workers` = 1",
+        ),
+        (
+            "INFRA_DATAPROC_IMAGE_VERSION",
+            "3.0.9-debian13",
+            "invalid `dataproc.image_version` = `3.0.9-debian13`",
+        ),
+    ] {
+        let env = gcp_env().var(var, value);
+        for verb in [&["plan"][..], &["up", "--yes"][..]] {
+            let mut args = vec!["--target", "gcp"];
+            args.extend_from_slice(verb);
+            let run = env.infra(&args).fails(1);
+            assert!(run.stderr.contains(expected), "{verb:?}: {}", run.stderr);
+            assert!(
+                !run.stderr.contains("credentials"),
+                "checked after the credentials: {}",
+                run.stderr
+            );
+        }
+    }
+}

@@ -423,3 +423,147 @@ async fn doctor_reads_which_required_apis_are_off() {
     );
     r.assert_clean();
 }
+
+/// Step 0's `rows_out` in the `--json` summary of `run`.
+fn rows_loaded(run: &Run) -> u64 {
+    let summary: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    summary["steps"][0]["rows_out"].as_u64().unwrap()
+}
+
+/// Cloud SQL runs one operation at a time: an import that meets the
+/// instance's backup window is refused 409 `operationInProgress`. The load
+/// waits for the backup, sends the import again, and loads every row once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_load_that_meets_the_backup_window_waits_and_loads_once() {
+    let r = Rehearsal::start().await;
+    r.infra(&["up", "--yes"]).ok();
+    r.stack
+        .sql
+        .backup_at_next_import(Duration::from_millis(1500));
+    let run = r
+        .infra(&["run", "--data", &r.data(), "--only", "0", "--json"])
+        .ok();
+    let refused: Vec<_> = r
+        .stack
+        .front
+        .events()
+        .into_iter()
+        .filter(|e| e.get("refused").is_some())
+        .collect();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(
+        r.stack.front.calls("instances.import").len(),
+        4,
+        "three imports, one of them sent twice"
+    );
+    assert!(!r.stack.front.calls("operations.list").is_empty());
+    assert!(
+        run.stderr.contains("busy with BACKUP_VOLUME operation"),
+        "{}",
+        run.stderr
+    );
+    let count = r
+        .stack
+        .sql
+        .query("SELECT count(*) FROM bootcampdb.user_purchase")
+        .await
+        .unwrap();
+    assert_eq!(count.parse::<u64>().unwrap(), rows_loaded(&run));
+    r.infra(&["down", "--yes"]).ok();
+    r.assert_clean();
+}
+
+/// A swap that fails without saying so (the import reported DONE with no
+/// error) must not pass: step 1 finds the table does not hold the rows
+/// step 0 loaded in this run, and fails naming both counts.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_swap_that_fails_unreported_is_caught_by_step_1() {
+    let r = Rehearsal::start().await;
+    r.infra(&["up", "--yes"]).ok();
+    let first = r
+        .infra(&["run", "--data", &r.data(), "--only", "0", "--json"])
+        .ok();
+    let before = rows_loaded(&first);
+
+    // The next load's CSV import loses a row, so its swap raises; Cloud SQL
+    // reports the swap's import DONE without an error.
+    r.stack.sql.short_csv_imports(1);
+    r.stack.sql.silent_sql_failures(1);
+    let other = r.env.path().join("other");
+    r.infra(&[
+        "sample",
+        "--out",
+        &other.display().to_string(),
+        "--scale",
+        "0.001",
+        "--seed",
+        "9",
+    ])
+    .ok();
+    let second = r
+        .infra(&[
+            "run",
+            "--data",
+            &other.display().to_string(),
+            "--only",
+            "0",
+            "--json",
+        ])
+        .ok();
+    let claimed = rows_loaded(&second);
+    assert_ne!(claimed, before, "the two samples must differ in size");
+    let count = "SELECT count(*) FROM bootcampdb.user_purchase";
+    assert_eq!(
+        r.stack.sql.query(count).await.unwrap(),
+        before.to_string(),
+        "the swap was meant to fail"
+    );
+
+    let dump = r.infra(&["run", "--only", "1"]);
+    assert_ne!(dump.status, 0, "step 1 passed:\n{}", dump.stderr);
+    assert!(
+        dump.stderr.contains(&format!(
+            "holds {before} rows, but step 0 loaded {claimed} in this run"
+        )),
+        "{}",
+        dump.stderr
+    );
+    r.infra(&["down", "--yes"]).ok();
+    r.assert_clean();
+}
+
+/// Cloud SQL exports as `cloudsqlimportexport`, not as the table's owner:
+/// step 0 grants it what step 1's export reads, and without that grant the
+/// export fails with PostgreSQL's own "permission denied".
+#[tokio::test(flavor = "multi_thread")]
+async fn the_export_user_reads_the_table_through_step_0s_grant() {
+    let r = Rehearsal::start().await;
+    r.infra(&["up", "--yes"]).ok();
+    r.infra(&["run", "--data", &r.data(), "--only", "0"]).ok();
+    let can_read =
+        "SELECT has_table_privilege('cloudsqlimportexport', 'bootcampdb.user_purchase', 'SELECT')";
+    assert_eq!(r.stack.sql.query(can_read).await.unwrap(), "t");
+    assert_eq!(
+        r.stack
+            .sql
+            .query("SELECT rolsuper FROM pg_roles WHERE rolname = 'cloudsqlimportexport'")
+            .await
+            .unwrap(),
+        "f"
+    );
+    r.stack
+        .sql
+        .query("REVOKE SELECT ON bootcampdb.user_purchase FROM cloudsqlimportexport")
+        .await
+        .unwrap();
+    let dump = r.infra(&["run", "--only", "1"]);
+    assert_ne!(dump.status, 0, "the export read an ungranted table");
+    assert!(
+        dump.stderr
+            .contains("permission denied for table user_purchase"),
+        "{}",
+        dump.stderr
+    );
+    r.infra(&["down", "--yes"]).ok();
+    r.assert_clean();
+}

@@ -1335,6 +1335,20 @@ impl Cloud for FakeCloud {
         Ok(vec!["run-cluster-1".to_owned()])
     }
 
+    async fn cancel_labelled_batches(
+        &self,
+        project: &str,
+        region: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<Vec<String>> {
+        self.record(format!(
+            "cancel_labelled_batches {project} {region} {}",
+            pairs(labels)
+        ));
+        self.log("cancel Serverless batches");
+        Ok(vec!["run-tokenizer-1".to_owned()])
+    }
+
     async fn delete_dataset_tables(&self, project: &str, dataset: &str) -> Result<Vec<String>> {
         self.record(format!("delete_dataset_tables {project} {dataset}"));
         self.log("delete tables");
@@ -1542,11 +1556,13 @@ async fn up_and_down_drive_real_terraform_and_the_cloud_seam() {
         .unwrap()
         .expect("something to destroy");
     assert_eq!(report.dataproc_clusters, ["run-cluster-1"]);
+    assert_eq!(report.serverless_batches, ["run-tokenizer-1"]);
     assert_eq!(report.tables, ["user_behavior_metric"]);
     assert_eq!(
         cloud.take_calls(),
         [
             "delete_labelled_dataproc_clusters fixture-project us-central1 deployment=infra,managed-by=infra",
+            "cancel_labelled_batches fixture-project us-central1 deployment=infra,managed-by=infra",
             "delete_dataset_tables fixture-project bootcamp",
             "remove_peering fixture-project infra-vpc servicenetworking-googleapis-com",
         ]
@@ -1618,9 +1634,11 @@ async fn down_removes_the_peering_after_the_instance_and_before_the_network() {
         .expect("destroyed");
     let order = cloud.take_order();
     assert_eq!(
-        order[..6],
+        order[..7],
         [
             "delete Dataproc clusters",
+            // Before the buckets its jobs write to go.
+            "cancel Serverless batches",
             "delete tables",
             // Only possible once protection is lifted: the provisioner
             // refuses while the state says protected.
@@ -1631,7 +1649,7 @@ async fn down_removes_the_peering_after_the_instance_and_before_the_network() {
         ],
         "{order:?}"
     );
-    let rest: BTreeSet<&str> = order[6..].iter().map(String::as_str).collect();
+    let rest: BTreeSet<&str> = order[7..].iter().map(String::as_str).collect();
     assert_eq!(
         rest,
         BTreeSet::from(["destroy buckets", "destroy cluster", "destroy network"]),

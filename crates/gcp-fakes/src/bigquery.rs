@@ -5,6 +5,9 @@
 //! rows of `{"f": [{"v": …}]}` with every value a string.
 //!
 //! How it holds to BigQuery's behaviour:
+//! - a Parquet DECIMAL(p,s) column is read as the type
+//!   `decimalTargetTypes` picks (default `["NUMERIC"]`), and a value out of
+//!   that type's range fails the job (see [`decimal_read_type`]);
 //! - a Parquet DECIMAL(p,s) column loads into NUMERIC only if it has at
 //!   most 29 integer digits and scale 9, into BIGNUMERIC only up to 38
 //!   integer digits (or the field's own precision and scale); otherwise
@@ -635,6 +638,87 @@ fn decimal_room(field: &Value) -> (u32, u32) {
     }
 }
 
+/// The type BigQuery reads a Parquet DECIMAL(p,s) column as, and whether
+/// that type holds every DECIMAL(p,s) value. The rule is
+/// `JobConfigurationLoad.decimalTargetTypes` (bigquery.v2.json, and
+/// https://cloud.google.com/bigquery/docs/reference/rest/v2/Job#JobConfigurationLoad):
+/// "In the order of NUMERIC, BIGNUMERIC, and STRING, a type is picked if it
+/// is in the specified list and if it supports the precision and the scale.
+/// [...] If none of the listed types supports the precision and the scale,
+/// the type supporting the widest range in the specified list is picked,
+/// and if a value exceeds the supported range when reading the data, an
+/// error will be thrown. [...] Defaults to ["NUMERIC", "STRING"] for ORC
+/// and ["NUMERIC"] for the other file formats." Its examples for
+/// ["NUMERIC", "BIGNUMERIC"]: (38,9) -> NUMERIC, (39,9) -> BIGNUMERIC
+/// ("NUMERIC cannot hold 30 integer digits"), (76,38) -> BIGNUMERIC.
+pub fn decimal_read_type(precision: u32, scale: u32, targets: &[String]) -> (&'static str, bool) {
+    // (type, integer digits, scale) each type holds, in the rule's order.
+    const ROOM: [(&str, u32, u32); 3] = [
+        ("NUMERIC", 29, 9),
+        ("BIGNUMERIC", 38, 38),
+        ("STRING", u32::MAX, u32::MAX),
+    ];
+    let listed: Vec<&(&str, u32, u32)> = if targets.is_empty() {
+        vec![&ROOM[0]]
+    } else {
+        ROOM.iter()
+            .filter(|(kind, _, _)| targets.iter().any(|t| t == kind))
+            .collect()
+    };
+    let fits =
+        |&&(_, int, sc): &&(&str, u32, u32)| precision - scale.min(precision) <= int && scale <= sc;
+    match listed.iter().copied().find(fits) {
+        Some((kind, _, _)) => (kind, true),
+        None => (listed.last().map_or("NUMERIC", |(kind, _, _)| kind), false),
+    }
+}
+
+/// Fails when `column` (DECIMAL(p,s)) holds a value the type it is read as
+/// cannot: more integer digits, or more fractional digits, than it has.
+fn check_decimal_range(
+    db: &duckdb::Connection,
+    source: &str,
+    column: &str,
+    (precision, scale): (u32, u32),
+    targets: &[String],
+) -> Result<()> {
+    let (kind, holds_all) = decimal_read_type(precision, scale, targets);
+    if holds_all || kind == "STRING" {
+        return Ok(());
+    }
+    let (int_digits, max_scale) = if kind == "NUMERIC" { (29, 9) } else { (38, 38) };
+    let mut conditions = Vec::new();
+    if int_digits < precision - scale.min(precision) {
+        conditions.push(format!(
+            "abs({c}) >= CAST('1{}' AS DECIMAL(38,0))",
+            "0".repeat(int_digits as usize),
+            c = ident(column)
+        ));
+    }
+    if max_scale < scale {
+        conditions.push(format!("{c} <> round({c}, {max_scale})", c = ident(column)));
+    }
+    if conditions.is_empty() {
+        return Ok(());
+    }
+    let bad = db.query_row(
+        &format!(
+            "SELECT CAST({} AS VARCHAR) FROM {source} WHERE {} LIMIT 1",
+            ident(column),
+            conditions.join(" OR ")
+        ),
+        [],
+        |r| r.get::<_, String>(0),
+    );
+    if let Err(duckdb::Error::QueryReturnedNoRows) = bad {
+        return Ok(());
+    }
+    let value = bad?;
+    bail!(
+        "Error while reading data, error message: Parquet column '{column}' (DECIMAL({precision},{scale})) is read as {kind} (decimalTargetTypes {targets:?}), which cannot hold the value {value}"
+    )
+}
+
 fn parse_decimal(duck: &str) -> Option<(u32, u32)> {
     let inner = duck.strip_prefix("DECIMAL(")?.strip_suffix(')')?;
     let (p, s) = inner.split_once(',')?;
@@ -680,6 +764,7 @@ fn load_blocking(
             continue;
         };
         if let Some((p, s)) = parse_decimal(source_type) {
+            check_decimal_range(db, &source, name, (p, s), targets)?;
             let kind = field["type"]
                 .as_str()
                 .unwrap_or_default()
@@ -872,6 +957,61 @@ fn page_json(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimal_target_types_pick_as_google_documents() {
+        let both = ["NUMERIC".to_owned(), "BIGNUMERIC".to_owned()];
+        // The examples of JobConfigurationLoad.decimalTargetTypes.
+        assert_eq!(decimal_read_type(38, 9, &both), ("NUMERIC", true));
+        assert_eq!(decimal_read_type(39, 9, &both), ("BIGNUMERIC", true));
+        assert_eq!(decimal_read_type(38, 10, &both), ("BIGNUMERIC", true));
+        assert_eq!(decimal_read_type(76, 38, &both), ("BIGNUMERIC", true));
+        assert_eq!(decimal_read_type(77, 38, &both), ("BIGNUMERIC", false));
+        // The default for Parquet is ["NUMERIC"]: DECIMAL(38,3) has 35
+        // integer digits, NUMERIC 29.
+        assert_eq!(decimal_read_type(38, 3, &[]), ("NUMERIC", false));
+        assert_eq!(decimal_read_type(38, 3, &both), ("BIGNUMERIC", true));
+    }
+
+    /// A DECIMAL(38,3) value with 33 integer digits: NUMERIC (the default
+    /// target type) cannot hold it, so the load fails unless
+    /// `decimalTargetTypes` lets BigQuery read it as BIGNUMERIC.
+    #[test]
+    fn a_decimal_38_3_beyond_numeric_needs_bignumeric_among_the_target_types() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("big.parquet");
+        let db = duckdb::Connection::open_in_memory().unwrap();
+        db.execute_batch(&format!(
+            "COPY (SELECT CAST('123456789012345678901234567890123.456' AS DECIMAL(38,3)) AS amount) TO '{}' (FORMAT parquet)",
+            file.display()
+        ))
+        .unwrap();
+        db.execute_batch("CREATE SCHEMA ds").unwrap();
+        let fields =
+            [json!({"name": "amount", "type": "BIGNUMERIC", "precision": "38", "scale": "3"})];
+        let load = |targets: &[String]| {
+            load_blocking(
+                &db,
+                "ds",
+                "t",
+                std::slice::from_ref(&file),
+                &fields,
+                targets,
+                "WRITE_TRUNCATE",
+            )
+        };
+        let err = load(&[]).unwrap_err().to_string();
+        assert!(
+            err.contains("is read as NUMERIC")
+                && err.contains("123456789012345678901234567890123.456"),
+            "{err}"
+        );
+        assert_eq!(load(&["NUMERIC".into(), "BIGNUMERIC".into()]).unwrap(), 1);
+        let back: String = db
+            .query_row("SELECT CAST(amount AS VARCHAR) FROM ds.t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(back, "123456789012345678901234567890123.456");
+    }
 
     #[test]
     fn backquoted_names_become_duckdb_names() {

@@ -261,6 +261,7 @@ impl Dataproc {
             "projects.locations.batches.create" => self.create_batch(&call, &project, &region),
             "projects.locations.batches.get" => self.get_run(Kind::Batch, call.last()),
             "projects.locations.batches.delete" => self.delete_batch(call.last()),
+            "projects.locations.batches.list" => self.list_batches(&call),
             other => {
                 self.front
                     .violation(format!("the Dataproc stand-in does not play {other}"));
@@ -296,6 +297,9 @@ impl Dataproc {
         let mut s = self.state.lock().unwrap();
         if let Some(replayed) = self.replay(&s, request_id) {
             return replayed;
+        }
+        if let Err(refusal) = check_cluster_config(&call.body["config"]) {
+            return error(400, "INVALID_ARGUMENT", &refusal);
         }
         let name = call.body["clusterName"]
             .as_str()
@@ -712,6 +716,45 @@ impl Dataproc {
         (200, answer)
     }
 
+    /// `batches.list` with a filter of `labels.<k> = <v>` and `state = <S>`
+    /// terms joined by AND (one page: the stand-in holds few batches).
+    fn list_batches(&self, call: &Call) -> (u16, Value) {
+        let s = self.state.lock().unwrap();
+        let filter = call.req.param("filter").unwrap_or_default();
+        let mut terms = Vec::new();
+        for term in split_and(filter) {
+            let Some((key, value)) = term.split_once('=') else {
+                return error(
+                    400,
+                    "INVALID_ARGUMENT",
+                    &format!("Invalid filter: {filter}"),
+                );
+            };
+            terms.push((
+                key.trim().to_owned(),
+                value.trim().trim_matches('"').to_owned(),
+            ));
+        }
+        let batches: Vec<Value> = s
+            .runs
+            .iter()
+            .filter(|((kind, _), _)| *kind == Kind::Batch)
+            .map(|(_, run)| run_json(run))
+            .filter(|b| {
+                terms
+                    .iter()
+                    .all(|(key, value)| match key.strip_prefix("labels.") {
+                        Some(label) => b["labels"][label] == value.as_str(),
+                        None => key == "state" && b["state"] == value.as_str(),
+                    })
+            })
+            .collect();
+        if batches.is_empty() {
+            return (200, json!({}));
+        }
+        (200, json!({"batches": batches}))
+    }
+
     fn get_run(&self, kind: Kind, id: &str) -> (u16, Value) {
         let s = self.state.lock().unwrap();
         match s.runs.get(&(kind, id.to_owned())) {
@@ -939,6 +982,82 @@ impl Dataproc {
         mirror.sync_back().await?;
         Ok(())
     }
+}
+
+/// The published image versions, the list `infra` checks its settings
+/// against (with its sources and date).
+const IMAGE_VERSIONS: &str = include_str!("../../../vendor/dataproc/image-versions.txt");
+
+/// Dataproc's documented limits on a cluster's config. The rules:
+/// - `LifecycleConfig.idleDeleteTtl`: "Minimum value is 5 minutes; maximum
+///   value is 14 days"; `autoDeleteTtl`: "Minimum value is 10 minutes;
+///   maximum value is 14 days" (dataproc.v1.json);
+/// - `ClusterConfig.ClusterType` `STANDARD`: "Standard dataproc cluster
+///   with a minimum of two primary workers" (dataproc.v1 reference; a
+///   single-node cluster has none and sets
+///   `dataproc:dataproc.allow.zero.workers`);
+/// - `SoftwareConfig.imageVersion`: "It must be one of the supported Image
+///   Versions" (dataproc.v1.json), as vendored in
+///   `vendor/dataproc/image-versions.txt`.
+///
+/// The refusal texts are the stand-in's own: Google's exact wording for
+/// these is not documented.
+pub fn check_cluster_config(config: &Value) -> Result<(), String> {
+    let seconds = |field: &str| {
+        config["lifecycleConfig"][field]
+            .as_str()
+            .and_then(|d| d.strip_suffix('s'))
+            .and_then(|d| d.parse::<f64>().ok())
+    };
+    let day = 24.0 * 3600.0;
+    if let Some(idle) = seconds("idleDeleteTtl")
+        && !(300.0..=14.0 * day).contains(&idle)
+    {
+        return Err(format!(
+            "lifecycleConfig.idleDeleteTtl {idle}s: must be at least 5 minutes and at most 14 days"
+        ));
+    }
+    if let Some(auto) = seconds("autoDeleteTtl")
+        && !(600.0..=14.0 * day).contains(&auto)
+    {
+        return Err(format!(
+            "lifecycleConfig.autoDeleteTtl {auto}s: must be at least 10 minutes and at most 14 days"
+        ));
+    }
+    let workers = config["workerConfig"]["numInstances"].as_i64().unwrap_or(0);
+    let single_node =
+        config["softwareConfig"]["properties"]["dataproc:dataproc.allow.zero.workers"] == "true";
+    if !(workers >= 2 || single_node && workers == 0) {
+        return Err(format!(
+            "workerConfig.numInstances {workers}: a standard cluster needs at least 2 primary workers"
+        ));
+    }
+    if let Some(image) = config["softwareConfig"]["imageVersion"].as_str() {
+        let listed = || {
+            IMAGE_VERSIONS
+                .lines()
+                .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+                .filter_map(|l| l.split_whitespace().next())
+        };
+        let (number, os) = image
+            .split_once('-')
+            .map_or((image, None), |(n, o)| (n, Some(o)));
+        let of_line = |v: &str| {
+            let Some((n, o)) = v.split_once('-') else {
+                return false;
+            };
+            (n == number || n.starts_with(&format!("{number}.")))
+                && os.is_none_or(|os| o == os || o.ends_with(&format!("-{os}")))
+        };
+        let published = listed().any(|v| v == image)
+            || number.matches('.').count() == 1 && listed().any(of_line);
+        if !published {
+            return Err(format!(
+                "softwareConfig.imageVersion {image}: not a supported Dataproc image version"
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn split_and(filter: &str) -> Vec<&str> {
@@ -1201,5 +1320,49 @@ impl DriverOutput {
             }
         }
         Ok(tail.into_iter().collect::<Vec<_>>().join("\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(idle: &str, auto: &str, workers: i64, image: &str) -> Value {
+        json!({
+            "lifecycleConfig": {"idleDeleteTtl": idle, "autoDeleteTtl": auto},
+            "workerConfig": {"numInstances": workers},
+            "softwareConfig": {"imageVersion": image},
+        })
+    }
+
+    #[test]
+    fn clusters_outside_dataprocs_documented_limits_are_refused() {
+        assert_eq!(
+            check_cluster_config(&config("1800s", "14400s", 2, "3.0.2-debian13")),
+            Ok(())
+        );
+        assert_eq!(
+            check_cluster_config(&config("300s", "600s", 2, "3.0")),
+            Ok(())
+        );
+        for (bad, what) in [
+            (config("299s", "14400s", 2, "3.0"), "idleDeleteTtl"),
+            (config("1800s", "599s", 2, "3.0"), "autoDeleteTtl"),
+            (config("1800s", "1209601s", 2, "3.0"), "autoDeleteTtl"),
+            (config("1800s", "14400s", 1, "3.0"), "numInstances"),
+            (config("1800s", "14400s", 0, "3.0"), "numInstances"),
+            (
+                config("1800s", "14400s", 2, "3.0.2-debian12"),
+                "imageVersion",
+            ),
+            (config("1800s", "14400s", 2, "3.1"), "imageVersion"),
+        ] {
+            let refusal = check_cluster_config(&bad).unwrap_err();
+            assert!(refusal.contains(what), "{refusal}");
+        }
+        let mut single = config("1800s", "14400s", 0, "3.0");
+        single["softwareConfig"]["properties"] =
+            json!({"dataproc:dataproc.allow.zero.workers": "true"});
+        assert_eq!(check_cluster_config(&single), Ok(()));
     }
 }

@@ -35,6 +35,9 @@ struct State {
     cluster_fails: bool,
     /// Every `requestId` seen, with the request it came with.
     request_ids: BTreeMap<String, String>,
+    /// Cloud SQL operations by name: the states still to report (the
+    /// first is the current one), and the operation. Names are `sqlop-<n>`
+    /// with `n` rising, so the map's order is their start order.
     sql_operations: BTreeMap<String, (VecDeque<&'static str>, Value)>,
     operations: BTreeMap<String, (usize, Value)>,
     clusters: BTreeMap<String, Value>,
@@ -107,6 +110,39 @@ impl FakeGoogle {
             .unwrap()
             .failing_imports
             .push(fragment.to_owned());
+    }
+
+    /// Starts a Cloud SQL operation of `kind` (`BACKUP_VOLUME`,
+    /// `MAINTENANCE`) on instance `instance` that reports RUNNING to the
+    /// next `polls` `operations.get` of it, then DONE. Until then the
+    /// instance refuses imports and exports (409 `operationInProgress`).
+    pub fn hold_sql_operation(&self, instance: &str, kind: &str, polls: usize) -> String {
+        let mut s = self.state.lock().unwrap();
+        s.next += 1;
+        let name = format!("sqlop-{:06}", s.next);
+        let mut states = VecDeque::from(vec!["RUNNING"; polls + 1]);
+        states.push_back("DONE");
+        let op = json!({
+            "kind": "sql#operation",
+            "name": name,
+            "operationType": kind,
+            "status": "RUNNING",
+            "targetId": instance,
+            "targetProject": "proj",
+        });
+        s.sql_operations.insert(name.clone(), (states, op));
+        name
+    }
+
+    /// The Cloud SQL operations the fake created, oldest first.
+    pub fn sql_operations(&self) -> Vec<Value> {
+        self.state
+            .lock()
+            .unwrap()
+            .sql_operations
+            .values()
+            .map(|(_, op)| op.clone())
+            .collect()
     }
 
     /// The next cluster created ends in ERROR.
@@ -194,6 +230,22 @@ fn check_request_id(s: &mut State, front: &Front, call: &Call) {
             s.request_ids.insert(request_id, what);
         }
     }
+}
+
+/// A Cloud SQL operation as it stands: its current state (the first of
+/// `states`), with the error of a FAILED one.
+fn sql_operation_now(states: &VecDeque<&'static str>, op: &Value) -> Value {
+    let mut op = op.clone();
+    match states[0] {
+        "FAILED" => {
+            op["status"] = json!("DONE");
+            op["error"] = json!({"kind": "sql#operationErrors", "errors": [
+                {"kind": "sql#operationError", "code": "ERROR_RDBMS", "message": "ERROR:  invalid input syntax for type integer: \"x\""}
+            ]});
+        }
+        state => op["status"] = json!(state),
+    }
+    op
 }
 
 fn advance(script: &mut Script) -> &'static str {
@@ -684,7 +736,14 @@ fn dispatch(s: &mut State, front: &Front, driver_bucket: &str, call: &Call) -> (
             if !uri.starts_with("gs://") {
                 front.violation(format!("{short}: uri `{uri}` is not in Cloud Storage"));
             }
-            let name = format!("sqlop-{n}");
+            // One operation at a time per instance: see
+            // `sqladmin::operation_in_progress` for Google's page and error.
+            if s.sql_operations.values().any(|(states, op)| {
+                states.len() > 1 && op["targetId"].as_str() == Some(seg[4].as_str())
+            }) {
+                return crate::sqladmin::operation_in_progress();
+            }
+            let name = format!("sqlop-{n:06}");
             let failing = short == "instances.import"
                 && s.failing_imports.iter().any(|f| uri.contains(f.as_str()));
             let end = if failing { "FAILED" } else { "DONE" };
@@ -693,7 +752,7 @@ fn dispatch(s: &mut State, front: &Front, driver_bucket: &str, call: &Call) -> (
             } else {
                 "EXPORT"
             };
-            let op = json!({
+            let mut op = json!({
                 "kind": "sql#operation",
                 "name": name,
                 "operationType": kind,
@@ -701,11 +760,32 @@ fn dispatch(s: &mut State, front: &Front, driver_bucket: &str, call: &Call) -> (
                 "targetId": seg[4],
                 "targetProject": seg[2],
             });
+            let key = if kind == "IMPORT" {
+                "importContext"
+            } else {
+                "exportContext"
+            };
+            op[key] = context.clone();
             s.sql_operations.insert(
                 name,
                 (VecDeque::from(["PENDING", "RUNNING", end]), op.clone()),
             );
             (200, op)
+        }
+        "operations.list" => {
+            let Some(instance) = req.param("instance") else {
+                front.violation("operations.list without `instance`");
+                return (400, Value::Null);
+            };
+            // "in the reverse chronological order of the start time" (sqladmin.v1.json)
+            let items: Vec<Value> = s
+                .sql_operations
+                .values()
+                .rev()
+                .filter(|(_, op)| op["targetId"] == instance)
+                .map(|(states, op)| sql_operation_now(states, op))
+                .collect();
+            (200, json!({"kind": "sql#operationsList", "items": items}))
         }
         "operations.get" => {
             let Some((states, op)) = s.sql_operations.get_mut(&last) else {
@@ -717,17 +797,7 @@ fn dispatch(s: &mut State, front: &Front, driver_bucket: &str, call: &Call) -> (
             if states.len() > 1 {
                 states.pop_front();
             }
-            let mut op = op.clone();
-            match states[0] {
-                "FAILED" => {
-                    op["status"] = json!("DONE");
-                    op["error"] = json!({"kind": "sql#operationErrors", "errors": [
-                        {"kind": "sql#operationError", "code": "ERROR_RDBMS", "message": "ERROR:  invalid input syntax for type integer: \"x\""}
-                    ]});
-                }
-                state => op["status"] = json!(state),
-            }
-            (200, op)
+            (200, sql_operation_now(states, op))
         }
         other => {
             front.violation(format!("the fake does not play {other}"));

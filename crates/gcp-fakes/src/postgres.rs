@@ -14,6 +14,17 @@ use tokio::process::Command;
 
 const SERVER_USER: &str = "postgres";
 
+/// The user Cloud SQL runs CSV exports as: `instances.export` has no user
+/// field (sqladmin.v1.json `ExportContext`, unlike `ImportContext.importUser`),
+/// and Cloud SQL for PostgreSQL's system user for CSV import and export is
+/// `cloudsqlimportexport` (the system users table of "About PostgreSQL
+/// users and roles", https://cloud.google.com/sql/docs/postgres/users#cloud_sql_system_users_and_roles,
+/// which we could read only as others quote it; `\du` on an instance shows
+/// it as "Create role, Create DB", member of `cloudsqlsuperuser`, no
+/// superuser). It owns nothing of ours, so it reads a table only through a
+/// grant: the stand-in runs exports as such a role.
+pub const EXPORT_USER: &str = "cloudsqlimportexport";
+
 pub struct Postgres {
     dir: PathBuf,
     bin: PathBuf,
@@ -160,24 +171,11 @@ impl Postgres {
         cmd
     }
 
-    /// Creates a database and a role (no password: the socket trusts), if missing.
+    /// Creates a database and a role (no password: the socket trusts), if
+    /// missing, and the export user [`EXPORT_USER`].
     pub async fn ensure_database(&self, database: &str, user: &str) -> Result<()> {
-        let exists = run(
-            self.psql("postgres", "postgres").args([
-                "-tA",
-                "-c",
-                &format!("SELECT 1 FROM pg_roles WHERE rolname = '{user}'"),
-            ]),
-            "psql",
-        )
-        .await?;
-        if String::from_utf8_lossy(&exists.stdout).trim() != "1" {
-            run(
-                self.psql("postgres", "postgres")
-                    .args(["-c", &format!("CREATE ROLE \"{user}\" LOGIN")]),
-                "CREATE ROLE",
-            )
-            .await?;
+        for role in [user, EXPORT_USER] {
+            self.ensure_role(role).await?;
         }
         let exists = run(
             self.psql("postgres", "postgres").args([
@@ -195,6 +193,28 @@ impl Postgres {
                     &format!("CREATE DATABASE \"{database}\" OWNER \"{user}\""),
                 ]),
                 "CREATE DATABASE",
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// A login role with no superuser rights, if missing.
+    async fn ensure_role(&self, user: &str) -> Result<()> {
+        let exists = run(
+            self.psql("postgres", "postgres").args([
+                "-tA",
+                "-c",
+                &format!("SELECT 1 FROM pg_roles WHERE rolname = '{user}'"),
+            ]),
+            "psql",
+        )
+        .await?;
+        if String::from_utf8_lossy(&exists.stdout).trim() != "1" {
+            run(
+                self.psql("postgres", "postgres")
+                    .args(["-c", &format!("CREATE ROLE \"{user}\" LOGIN")]),
+                "CREATE ROLE",
             )
             .await?;
         }

@@ -6,13 +6,18 @@
 //!
 //! How it holds to Cloud SQL's behaviour:
 //! - one operation at a time per instance: another import or export while
-//!   one runs answers 409 `operationInProgress`;
+//!   one runs (or while a backup or maintenance operation holds the
+//!   instance, see [`SqlAdmin::hold`]) answers 409 `operationInProgress`
+//!   and creates no operation; `operations.list` shows what runs;
 //! - a SQL file runs with `psql`, stopping at the first error and without
 //!   wrapping the file in a transaction: statements before the error stay
 //!   applied, an explicit `BEGIN … COMMIT` block in the file is atomic;
 //! - a CSV import is one `COPY … FROM STDIN (FORMAT csv)` into the named
 //!   table and columns, so a bad row fails the whole import and the table
 //!   keeps what it had;
+//! - a CSV export runs as `cloudsqlimportexport`, a role that is no
+//!   superuser and reads only what it was granted
+//!   ([`crate::postgres::EXPORT_USER`]);
 //! - a CSV export is `COPY (selectQuery) TO STDOUT (FORMAT csv)`: no header
 //!   row, fields quoted with `"` only when needed, `"` doubled, NULL as an
 //!   empty unquoted field, PostgreSQL's own text for each value; exporting
@@ -47,12 +52,45 @@ pub struct SqlInstance {
 #[derive(Default)]
 struct State {
     operations: BTreeMap<String, Value>,
+    /// Operation names, oldest first (`operations.list` answers newest first).
+    order: Vec<String>,
     /// The operation running on the instance, if any.
     busy: Option<String>,
     next: u64,
     /// The next `n` CSV imports get a malformed row appended: PostgreSQL
     /// rejects it, and the import fails for real.
     corrupt_csv_imports: usize,
+    /// The next import meets a backup that starts just before it and holds
+    /// the instance this long.
+    backup_at_next_import: Option<std::time::Duration>,
+    /// The next `n` CSV imports lose their file's last line.
+    short_csv_imports: usize,
+    /// The next `n` SQL imports that fail are reported DONE without error.
+    silent_sql_failures: usize,
+}
+
+/// Cloud SQL's answer to a second operation on a busy instance.
+///
+/// The rule, from Cloud SQL for PostgreSQL's "Best practices for importing
+/// and exporting data" (https://cloud.google.com/sql/docs/postgres/import-export/exporting,
+/// read in its zh-CN translation): under "Reduce long-running import and
+/// export processes", only one import or export operation can run at a time
+/// per instance, and a long one blocks other operations; the serverless
+/// export table says a current "any operation (except serverless export)"
+/// blocks a new "any operation (except serverless export)". The error, as
+/// Cloud SQL returns it (the body quoted in apache/airflow#62671; the same
+/// message and reason in terraform-provider-google#4370 as `googleapi: Error
+/// 409: Operation failed because another operation was already in
+/// progress., operationInProgress`): HTTP 409, reason
+/// `operationInProgress`, and no operation is created ("the request is
+/// rejected before a new operation is created", airflow#62671).
+pub fn operation_in_progress() -> (u16, Value) {
+    let message = "Operation failed because another operation was already in progress. Try your request after the current operation is complete.";
+    (
+        409,
+        json!({"error": {"code": 409, "message": message,
+            "errors": [{"message": message, "domain": "global", "reason": "operationInProgress"}]}}),
+    )
 }
 
 #[derive(Clone)]
@@ -92,6 +130,57 @@ impl SqlAdmin {
         self.state.lock().unwrap().corrupt_csv_imports += times;
     }
 
+    /// The next import meets the instance's backup window: a
+    /// `BACKUP_VOLUME` operation starts just before it and runs for `hold`,
+    /// so the import is answered 409 `operationInProgress`.
+    pub fn backup_at_next_import(&self, hold: std::time::Duration) {
+        self.state.lock().unwrap().backup_at_next_import = Some(hold);
+    }
+
+    /// Starts an operation of `kind` (`BACKUP_VOLUME`, `MAINTENANCE`) that
+    /// holds the instance until [`SqlAdmin::release`]; returns its name.
+    pub fn hold(&self, kind: &str) -> String {
+        let mut s = self.state.lock().unwrap();
+        let name = self.new_operation(&mut s, kind, None);
+        s.busy = Some(name.clone());
+        drop(s);
+        self.set(&name, |op| {
+            op["status"] = json!("RUNNING");
+            op["startTime"] = json!(now());
+        });
+        self.front
+            .event(json!({"event": "sql", "operation": name, "type": kind, "held": true}));
+        name
+    }
+
+    /// Ends an operation started by [`SqlAdmin::hold`].
+    pub fn release(&self, name: &str) {
+        self.set(name, |op| {
+            op["status"] = json!("DONE");
+            op["endTime"] = json!(now());
+        });
+        let mut s = self.state.lock().unwrap();
+        if s.busy.as_deref() == Some(name) {
+            s.busy = None;
+        }
+        drop(s);
+        self.front
+            .event(json!({"event": "sql", "operation": name, "ok": true, "released": true}));
+    }
+
+    /// The next `times` CSV imports lose their file's last line (the load
+    /// table then holds a row fewer than the file: the swap must refuse).
+    pub fn short_csv_imports(&self, times: usize) {
+        self.state.lock().unwrap().short_csv_imports += times;
+    }
+
+    /// The next `times` SQL imports that fail end DONE with no `error`. No
+    /// Cloud SQL page says how an imported SQL file's `RAISE EXCEPTION` is
+    /// reported, so a test can play the worst case: not at all.
+    pub fn silent_sql_failures(&self, times: usize) {
+        self.state.lock().unwrap().silent_sql_failures += times;
+    }
+
     /// Runs SQL as the superuser, for tests to look at the database.
     pub async fn query(&self, sql: &str) -> Result<String> {
         let out = run(
@@ -116,6 +205,22 @@ impl SqlAdmin {
             "instances.get" => not_found(&format!(
                 "The Cloud SQL instance {instance} does not exist."
             )),
+            "operations.list" => {
+                if call.req.param("instance") != Some(self.instance.name.as_str()) {
+                    self.front.violation(
+                        "operations.list without `instance`: Cloud SQL lists one instance's operations",
+                    );
+                }
+                let s = self.state.lock().unwrap();
+                // "in the reverse chronological order of the start time" (sqladmin.v1.json)
+                let items: Vec<Value> = s
+                    .order
+                    .iter()
+                    .rev()
+                    .filter_map(|name| s.operations.get(name).cloned())
+                    .collect();
+                (200, json!({"kind": "sql#operationsList", "items": items}))
+            }
             "operations.get" => {
                 let name = call.last();
                 match self.state.lock().unwrap().operations.get(name) {
@@ -146,16 +251,8 @@ impl SqlAdmin {
         })
     }
 
-    fn start(&self, call: &Call, kind: &str) -> (u16, Value) {
-        let mut s = self.state.lock().unwrap();
-        if let Some(busy) = &s.busy {
-            return (
-                409,
-                json!({"error": {"code": 409, "status": "ABORTED",
-                    "message": format!("Operation failed because another operation was already in progress. Try your request after the current operation is complete. (operation {busy})"),
-                    "errors": [{"domain": "global", "reason": "operationInProgress", "message": "Operation failed because another operation was already in progress."}]}}),
-            );
-        }
+    /// A new PENDING operation of `kind`, recorded (not yet holding the instance).
+    fn new_operation(&self, s: &mut State, kind: &str, context: Option<(&str, &Value)>) -> String {
         s.next += 1;
         let name = format!(
             "{:08x}-{:04x}-rehearsal-op-{:012}",
@@ -176,17 +273,51 @@ impl SqlAdmin {
             "selfLink": format!("https://sqladmin.googleapis.com/v1/projects/{}/operations/{name}", i.project),
             "user": "infra-rehearsal@rehearsal.iam.gserviceaccount.com",
         });
+        if let Some((key, context)) = context {
+            op[key] = context.clone();
+        }
+        s.operations.insert(name.clone(), op);
+        s.order.push(name.clone());
+        name
+    }
+
+    fn start(&self, call: &Call, kind: &str) -> (u16, Value) {
+        // Taken in its own statement: the guard must be gone before `hold` locks.
+        let backup = if kind == "IMPORT" {
+            self.state.lock().unwrap().backup_at_next_import.take()
+        } else {
+            None
+        };
+        if let Some(hold) = backup {
+            let backup = self.hold("BACKUP_VOLUME");
+            let this = self.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(hold).await;
+                this.release(&backup);
+            });
+        }
+        let mut s = self.state.lock().unwrap();
+        if let Some(busy) = &s.busy {
+            self.front
+                .event(json!({"event": "sql", "refused": kind, "busy": busy}));
+            return operation_in_progress();
+        }
         let (context_key, context) = if kind == "IMPORT" {
             ("importContext", call.body["importContext"].clone())
         } else {
             ("exportContext", call.body["exportContext"].clone())
         };
-        op[context_key] = context.clone();
-        s.operations.insert(name.clone(), op.clone());
+        let name = self.new_operation(&mut s, kind, Some((context_key, &context)));
+        let op = s.operations[&name].clone();
         s.busy = Some(name.clone());
-        let corrupt = kind == "IMPORT" && context["fileType"] == "CSV" && s.corrupt_csv_imports > 0;
+        let csv = kind == "IMPORT" && context["fileType"] == "CSV";
+        let corrupt = csv && s.corrupt_csv_imports > 0;
         if corrupt {
             s.corrupt_csv_imports -= 1;
+        }
+        let short = csv && s.short_csv_imports > 0;
+        if short {
+            s.short_csv_imports -= 1;
         }
         drop(s);
         let this = self.clone();
@@ -198,14 +329,22 @@ impl SqlAdmin {
                 op["startTime"] = json!(now());
             });
             let result = if kind == "IMPORT" {
-                this.import(&context, corrupt).await
+                this.import(&context, corrupt, short).await
             } else {
                 this.export(&context).await
+            };
+            let silent = result.is_err() && context["fileType"] == "SQL" && {
+                let mut s = this.state.lock().unwrap();
+                let silent = s.silent_sql_failures > 0;
+                s.silent_sql_failures = s.silent_sql_failures.saturating_sub(1);
+                silent
             };
             this.set(&op_name, |op| {
                 op["status"] = json!("DONE");
                 op["endTime"] = json!(now());
-                if let Err(e) = &result {
+                if let Err(e) = &result
+                    && !silent
+                {
                     op["error"] = json!({"kind": "sql#operationErrors", "errors": [
                         {"kind": "sql#operationError", "code": "ERROR_RDBMS", "message": format!("{e:#}")}
                     ]});
@@ -225,7 +364,7 @@ impl SqlAdmin {
         }
     }
 
-    async fn import(&self, context: &Value, corrupt: bool) -> Result<()> {
+    async fn import(&self, context: &Value, corrupt: bool, short: bool) -> Result<()> {
         let uri = context["uri"]
             .as_str()
             .context("importContext.uri is missing")?;
@@ -270,6 +409,12 @@ impl SqlAdmin {
                         .await?;
                     f.write_all(b"\"rehearsal: a malformed row injected by the test\n")
                         .await?;
+                }
+                if short {
+                    let text = tokio::fs::read(&file).await?;
+                    let body = text.strip_suffix(b"\n").unwrap_or(&text);
+                    let keep = body.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+                    tokio::fs::write(&file, &text[..keep]).await?;
                 }
                 let columns = match options["columns"].as_array() {
                     Some(cols) if !cols.is_empty() => format!(
@@ -331,7 +476,7 @@ impl SqlAdmin {
         let out = std::fs::File::create(&file)?;
         run_with_stdout(
             self.pg
-                .psql(database, "postgres")
+                .psql(database, crate::postgres::EXPORT_USER)
                 .args(["-c", &sql])
                 .stdout(Stdio::from(out)),
             "the CSV export",

@@ -545,8 +545,9 @@ pub fn pad_scale(text: &str, scale: usize) -> String {
 /// DECIMAL(38,3) is `BIGNUMERIC(38,3)`: NUMERIC has scale 9 and so only 29
 /// integer digits, short of the 35 a DECIMAL(38,3) may have; a
 /// parameterized BIGNUMERIC holds exactly that domain and refuses what
-/// falls outside it, as PostgreSQL and DuckDB do. (`decimalTargetTypes`
-/// only chooses a type when the schema is detected; ours is explicit.)
+/// falls outside it, as PostgreSQL and DuckDB do. The load also sets
+/// `decimalTargetTypes` (see [`DECIMAL_TARGET_TYPES`]): the explicit
+/// schema is the table's type, not the type the Parquet values are read as.
 fn field_schema(column: &Column) -> Value {
     let mode = if column.nullable {
         "NULLABLE"
@@ -566,6 +567,16 @@ fn field_schema(column: &Column) -> Value {
     }
 }
 
+/// The types BigQuery may read a Parquet DECIMAL as. The default for
+/// Parquet is `["NUMERIC"]` ("Defaults to ["NUMERIC", "STRING"] for ORC and
+/// ["NUMERIC"] for the other file formats", JobConfigurationLoad), and when
+/// no listed type "supports the precision and the scale [...] if a value
+/// exceeds the supported range when reading the data, an error will be
+/// thrown": a DECIMAL(38,3) amount with more than NUMERIC's 29 integer
+/// digits would fail step 4. With BIGNUMERIC listed, DECIMAL(38,3) is read
+/// as BIGNUMERIC and every value fits.
+pub const DECIMAL_TARGET_TYPES: [&str; 2] = ["NUMERIC", "BIGNUMERIC"];
+
 /// The warehouse on GCP.
 pub struct BigQueryWarehouse {
     pub bigquery: BigQuery,
@@ -579,6 +590,7 @@ impl BigQueryWarehouse {
             "load": {
                 "sourceUris": [source],
                 "sourceFormat": "PARQUET",
+                "decimalTargetTypes": DECIMAL_TARGET_TYPES,
                 "destinationTable": {
                     "projectId": self.bigquery.project,
                     "datasetId": table.dataset,

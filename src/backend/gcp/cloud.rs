@@ -92,6 +92,19 @@ impl Cloud for GcpCloud {
             .with_context(|| format!("cannot delete infra's Dataproc clusters in {region}"))
     }
 
+    async fn cancel_labelled_batches(
+        &self,
+        _project: &str,
+        region: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<Vec<String>> {
+        self.clients
+            .dataproc
+            .cancel_labelled_batches(labels)
+            .await
+            .with_context(|| format!("cannot cancel infra's Dataproc batches in {region}"))
+    }
+
     async fn delete_dataset_tables(&self, _project: &str, dataset: &str) -> Result<Vec<String>> {
         let bigquery = &self.clients.bigquery;
         let tables = bigquery.list_tables(dataset).await?;

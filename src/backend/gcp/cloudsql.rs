@@ -18,9 +18,16 @@
 //! A failure before the swap commits leaves the previous table as it was,
 //! and a re-run starts again from a fresh load table, so nothing is ever
 //! loaded twice. Every operation is recorded in the run record before it
-//! is polled, and its errors name it. Cloud SQL runs one import or export
-//! at a time per instance, so a re-run first waits for any operation an
-//! earlier attempt left running.
+//! is polled, and its errors name it.
+//!
+//! Cloud SQL runs one operation at a time per instance: an import or export
+//! sent while another runs (ours, a backup in its window, maintenance) is
+//! refused with 409 `operationInProgress` and not taken. So a 409 is met by
+//! listing the instance's operations: one that carries our own request (an
+//! export whose first answer was lost, then retried) is ours and is waited
+//! for; otherwise every running one is waited out and the request sent
+//! again. A re-run also first waits for any operation an earlier attempt
+//! left running.
 
 use std::time::Duration;
 
@@ -52,7 +59,42 @@ pub struct SqlOperation {
     pub operation_type: Option<String>,
     #[serde(default)]
     pub error: Option<SqlOperationErrors>,
+    #[serde(default)]
+    pub import_context: Option<Value>,
+    #[serde(default)]
+    pub export_context: Option<Value>,
 }
+
+impl SqlOperation {
+    /// Whether it still holds the instance.
+    fn is_running(&self) -> bool {
+        self.status == "PENDING" || self.status == "RUNNING"
+    }
+
+    /// Whether it is the operation `request` (an import or export body)
+    /// asked for: the same kind, to or from the same object. Our objects
+    /// are named per run and attempt, so no one else's operation matches.
+    fn carries(&self, request: &Value) -> bool {
+        let same_uri = |ours: &Value, theirs: &Option<Value>| {
+            ours["uri"].is_string() && theirs.as_ref().map(|c| &c["uri"]) == Some(&ours["uri"])
+        };
+        match self.operation_type.as_deref() {
+            Some("IMPORT") => same_uri(&request["importContext"], &self.import_context),
+            Some("EXPORT") => same_uri(&request["exportContext"], &self.export_context),
+            _ => false,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct SqlOperationList {
+    #[serde(default)]
+    items: Vec<SqlOperation>,
+}
+
+/// How many times a request refused for another operation is sent again
+/// (each after that operation ended), before the step gives up.
+const BUSY_RESUBMITS: usize = 20;
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct SqlOperationErrors {
@@ -142,12 +184,83 @@ impl CloudSqlAdmin {
         .json(&json!({ "exportContext": context }))
     }
 
-    /// Sends `call` (an import or export) and returns its operation.
+    /// Sends `call` (an import or export) and returns its
+    /// operation. A 409 `operationInProgress` means the instance took
+    /// nothing: if the running operation is this very request (a retry
+    /// that met its own first attempt), that one is returned; otherwise
+    /// the running operations are waited out and `call` is sent again.
     pub async fn start(&self, call: &Call, what: &str) -> Result<SqlOperation> {
-        self.http
-            .json(call)
-            .await
-            .with_context(|| format!("Cloud SQL instance {} refused to {what}", self.instance))
+        let body = call.to_request("").body.unwrap_or_default();
+        let mut resubmits = 0;
+        loop {
+            let err = match self.http.json::<SqlOperation>(call).await {
+                Ok(operation) => return Ok(operation),
+                Err(e) => e,
+            };
+            if !err.is_conflict() {
+                return Err(err).with_context(|| {
+                    format!("Cloud SQL instance {} refused to {what}", self.instance)
+                });
+            }
+            let listed = self.operations().await?;
+            if let Some(ours) = listed.iter().find(|op| op.carries(&body)) {
+                tracing::info!(
+                    "Cloud SQL operation {} is this request's own first attempt: waiting for it",
+                    ours.name
+                );
+                return Ok(ours.clone());
+            }
+            if resubmits == BUSY_RESUBMITS {
+                return Err(err).with_context(|| {
+                    format!(
+                        "Cloud SQL instance {} was still busy with other operations after {BUSY_RESUBMITS} waits, so it never took the request to {what}",
+                        self.instance
+                    )
+                });
+            }
+            resubmits += 1;
+            let running: Vec<&SqlOperation> = listed.iter().filter(|op| op.is_running()).collect();
+            if running.is_empty() {
+                // It ended between the refusal and the list.
+                tokio::time::sleep(self.poll).await;
+            }
+            for other in running {
+                let kind = other.operation_type.as_deref().unwrap_or("another");
+                crate::ui::status(format!(
+                    "Cloud SQL instance {} is busy with {kind} operation {} (it runs one at a time): waiting to {what}",
+                    self.instance, other.name
+                ));
+                // Its outcome is not ours to judge: only that it ended.
+                if let Err(e) = self.wait(&other.name, &format!("{kind} operation")).await
+                    && e.downcast_ref::<OperationFailed>().is_none()
+                {
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// `operations.list` of the instance (newest first, one page: a running
+    /// operation is among the latest).
+    pub fn list_call(&self) -> Call {
+        Call::get(format!(
+            "{}/v1/projects/{}/operations",
+            self.base,
+            encode_segment(&self.project)
+        ))
+        .query("instance", &self.instance)
+        .query("maxResults", 20)
+    }
+
+    async fn operations(&self) -> Result<Vec<SqlOperation>> {
+        let list: SqlOperationList =
+            self.http.json(&self.list_call()).await.with_context(|| {
+                format!(
+                    "cannot list the operations of Cloud SQL instance {}",
+                    self.instance
+                )
+            })?;
+        Ok(list.items)
     }
 
     pub async fn get_operation(&self, name: &str) -> Result<SqlOperation> {
@@ -224,12 +337,26 @@ fn load_table(table: &TableDef) -> String {
     format!("{}_load", table.name)
 }
 
-/// Schema, then a fresh, empty load table shaped like the real one.
+/// The user Cloud SQL runs CSV exports as: `instances.export` names no user
+/// (`ExportContext` has no user field, unlike `importContext.importUser`),
+/// and Cloud SQL for PostgreSQL's system user for import and export is
+/// `cloudsqlimportexport`, which owns nothing of ours.
+pub const EXPORT_USER: &str = "cloudsqlimportexport";
+
+/// Schema, the export user's read grant (step 1's export runs as
+/// [`EXPORT_USER`], not as the table's owner), then a fresh, empty load
+/// table shaped like the real one. Grants live on the table, which the
+/// swap keeps (truncate and insert), so they are set here once per load.
 fn create_sql(table: &TableDef) -> String {
     let load = load_table(table);
+    let schema = table
+        .name
+        .split_once('.')
+        .map_or("public", |(schema, _)| schema);
     format!(
-        "{}\nDROP TABLE IF EXISTS {load};\nCREATE TABLE {load} (LIKE {} INCLUDING ALL);\n",
+        "{}\nGRANT USAGE ON SCHEMA {schema} TO {EXPORT_USER};\nGRANT SELECT ON {} TO {EXPORT_USER};\nDROP TABLE IF EXISTS {load};\nCREATE TABLE {load} (LIKE {} INCLUDING ALL);\n",
         table.create_sql.trim_end(),
+        table.name,
         table.name
     )
 }
@@ -518,6 +645,23 @@ mod tests {
             "{swap}"
         );
         assert!(swap.contains("DROP TABLE bootcampdb.user_purchase_load;"));
+    }
+
+    #[test]
+    fn the_create_file_grants_the_export_user_before_the_load_table() {
+        let sql = create_sql(&TableDef {
+            name: "bootcampdb.user_purchase".into(),
+            columns: vec!["a".into()],
+            create_sql: "CREATE TABLE IF NOT EXISTS bootcampdb.user_purchase (a int);".into(),
+        });
+        let usage = sql
+            .find("GRANT USAGE ON SCHEMA bootcampdb TO cloudsqlimportexport;")
+            .unwrap();
+        let select = sql
+            .find("GRANT SELECT ON bootcampdb.user_purchase TO cloudsqlimportexport;")
+            .unwrap();
+        let create = sql.find("CREATE TABLE IF NOT EXISTS").unwrap();
+        assert!(create < usage && usage < select, "{sql}");
     }
 
     fn swap_sql_for(table: &str, rows: u64) -> String {

@@ -299,6 +299,7 @@ impl Gcp {
                     max_age_secs: u64::from(s.dataproc_max_age_secs),
                     service_account: d.service_account_email.clone(),
                     subnetwork: d.subnetwork.clone(),
+                    bucket: d.staging_bucket.clone(),
                     labels: labels.clone(),
                     properties: s.spark_properties.clone(),
                 },

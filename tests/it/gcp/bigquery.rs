@@ -81,6 +81,12 @@ async fn a_load_replaces_the_table_and_a_repeat_re_attaches() {
         serde_json::json!(["gs://staging/metric/*.parquet"])
     );
     assert_eq!(load["writeDisposition"], "WRITE_TRUNCATE");
+    // Parquet's default is ["NUMERIC"], which cannot hold a DECIMAL(38,3)
+    // past 29 integer digits (the stand-in's rule: gcp_fakes::bigquery).
+    assert_eq!(
+        load["decimalTargetTypes"],
+        serde_json::json!(["NUMERIC", "BIGNUMERIC"])
+    );
     assert_eq!(
         load["schema"]["fields"],
         serde_json::json!([

@@ -323,3 +323,99 @@ async fn a_rerun_waits_for_the_operation_an_earlier_attempt_left_running() {
     );
     s.fake.assert_clean();
 }
+
+/// A backup in its window holds the instance: Cloud SQL answers the import
+/// 409 `operationInProgress` and takes nothing. The load waits for the
+/// backup, then sends the import again, and loads once.
+#[tokio::test]
+async fn an_import_that_meets_a_backup_waits_for_it_and_is_sent_again() {
+    let s = setup().await;
+    let backup = s.fake.hold_sql_operation("infra-pg", "BACKUP_VOLUME", 3);
+    let journal = MemJournal::new("run1");
+    let loaded =
+        s.db.replace_rows(&table(), &mut rows(), &s.staging, &journal)
+            .await
+            .unwrap();
+    assert_eq!(loaded, 3);
+    let imports = s.fake.calls("instances.import");
+    // The first import was refused, then sent again: 3 taken, 4 sent.
+    assert_eq!(imports.len(), 4);
+    assert_eq!(imports[0].body, imports[1].body);
+    let taken: Vec<_> = s
+        .fake
+        .sql_operations()
+        .into_iter()
+        .filter(|op| op["operationType"] == "IMPORT")
+        .collect();
+    assert_eq!(taken.len(), 3, "{taken:?}");
+    let lists = s.fake.calls("operations.list");
+    assert_eq!(lists.len(), 1);
+    assert!(lists[0].at > imports[0].at && lists[0].at < imports[1].at);
+    // The resubmission came only after the backup was seen DONE.
+    let backup_polls: Vec<_> = s
+        .fake
+        .calls("operations.get")
+        .into_iter()
+        .filter(|g| g.path.ends_with(&format!("/operations/{backup}")))
+        .collect();
+    assert_eq!(backup_polls.len(), 4, "RUNNING three times, then DONE");
+    assert!(backup_polls.last().unwrap().at < imports[1].at);
+    // Only our own operations are in the run record.
+    assert_eq!(journal.all(RemoteKind::CloudSqlOperation).len(), 3);
+    s.fake.assert_clean();
+}
+
+/// An export whose answer is lost is retried (it is idempotent); the retry
+/// meets the export it already started, 409 `operationInProgress`. The
+/// dump re-attaches to that operation instead of failing or exporting
+/// twice.
+#[tokio::test]
+async fn a_retried_export_that_meets_its_own_first_attempt_re_attaches() {
+    let s = setup().await;
+    s.staging
+        .put("_cloudsql/run1-1/body.csv", &mut &b"536365,6\n"[..])
+        .await
+        .unwrap();
+    s.fake.inject("instances.export", 1, Fault::Lost(503));
+    let journal = MemJournal::new("run1");
+    let rows =
+        s.db.dump_csv(&table(), &s.staging, "user_purchase.csv", &journal)
+            .await
+            .unwrap();
+    assert_eq!(rows, 1);
+    assert_eq!(
+        s.fake.calls("instances.export").len(),
+        2,
+        "sent, then retried"
+    );
+    let exports: Vec<_> = s
+        .fake
+        .sql_operations()
+        .into_iter()
+        .filter(|op| op["operationType"] == "EXPORT")
+        .collect();
+    assert_eq!(exports.len(), 1, "the export ran twice: {exports:?}");
+    let recorded = journal.all(RemoteKind::CloudSqlOperation);
+    assert_eq!(recorded.len(), 1);
+    assert_eq!(recorded[0].id, exports[0]["name"].as_str().unwrap());
+    s.fake.assert_clean();
+}
+
+/// Maintenance holds the instance: the export is refused 409, waits the
+/// maintenance out, and is sent again; only the export is ours.
+#[tokio::test]
+async fn an_export_waits_out_maintenance_then_runs() {
+    let s = setup().await;
+    s.staging
+        .put("_cloudsql/run1-1/body.csv", &mut &b"1,1\n"[..])
+        .await
+        .unwrap();
+    s.fake.hold_sql_operation("infra-pg", "MAINTENANCE", 1);
+    let journal = MemJournal::new("run1");
+    s.db.dump_csv(&table(), &s.staging, "user_purchase.csv", &journal)
+        .await
+        .unwrap();
+    assert_eq!(s.fake.calls("instances.export").len(), 2);
+    assert_eq!(journal.all(RemoteKind::CloudSqlOperation).len(), 1);
+    s.fake.assert_clean();
+}

@@ -51,6 +51,7 @@ fn spec() -> ClusterSpec {
         max_age_secs: 14400,
         service_account: "pipeline@proj.iam.gserviceaccount.com".into(),
         subnetwork: "infra-dataproc".into(),
+        bucket: "proj-staging".into(),
         labels: BTreeMap::from([
             ("deployment".to_owned(), "infra".to_owned()),
             ("managed-by".to_owned(), "infra".to_owned()),
@@ -183,6 +184,9 @@ async fn a_run_uses_one_cluster_for_both_jobs_and_deletes_it() {
     );
     assert_eq!(config["lifecycleConfig"]["idleDeleteTtl"], "1800s");
     assert_eq!(config["lifecycleConfig"]["autoDeleteTtl"], "14400s");
+    // Dataproc's own staging and temp buckets would outlive `down`.
+    assert_eq!(config["configBucket"], "proj-staging");
+    assert_eq!(config["tempBucket"], "proj-staging");
     assert_eq!(config["softwareConfig"]["imageVersion"], "3.0.2-debian13");
     assert_eq!(config["masterConfig"]["numInstances"], 1);
     assert_eq!(config["workerConfig"]["numInstances"], 2);

@@ -187,6 +187,40 @@ impl Dataproc {
         }
     }
 
+    /// Cancels every batch carrying all of `labels` that has not ended
+    /// (through the operation that runs it) and waits until each has.
+    /// Returns their ids. A batch left running after `down` would go on
+    /// billing, and writing into buckets that are about to go.
+    pub async fn cancel_labelled_batches(
+        &self,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<Vec<String>> {
+        let mut cancelled = Vec::new();
+        for batch in self.list_batches(&super::label_filter(labels)).await? {
+            if batch.is_finished() {
+                continue;
+            }
+            let Some(name) = batch.name.as_deref() else {
+                continue;
+            };
+            let id = name.rsplit('/').next().unwrap_or(name).to_owned();
+            let operation = batch
+                .operation
+                .as_deref()
+                .with_context(|| format!("Dataproc batch {id} names no operation to cancel"))?;
+            self.cancel_operation(operation).await?;
+            loop {
+                let now = self.get_batch(&id).await?;
+                if now.is_finished() {
+                    break;
+                }
+                tokio::time::sleep(self.poll).await;
+            }
+            cancelled.push(id);
+        }
+        Ok(cancelled)
+    }
+
     /// Batches matching `filter`, every page.
     pub async fn list_batches(&self, filter: &str) -> Result<Vec<Batch>> {
         let mut out = Vec::new();

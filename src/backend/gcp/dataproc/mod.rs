@@ -6,6 +6,7 @@
 //! jobs       submit (reference.jobId + requestId), get, cancel, wait
 //! batches    create (batchId + requestId), get, delete, list (Serverless)
 //! driver     follows a job's driver output in Cloud Storage
+//! limits     Dataproc's documented limits, checked before plan, up and run
 //! spark      ClusterSpark (one ephemeral cluster per run), ServerlessSpark
 //! ```
 //!
@@ -18,6 +19,7 @@ pub mod batches;
 pub mod clusters;
 mod driver;
 pub mod jobs;
+pub mod limits;
 pub mod spark;
 
 pub use batches::{Batch, EnvironmentConfig, ExecutionConfig, PySparkBatch, RuntimeConfig};

@@ -57,6 +57,10 @@ pub struct ClusterSpec {
     pub service_account: String,
     /// The provisioned private subnet.
     pub subnetwork: String,
+    /// The deployment's staging bucket, the cluster's `configBucket` and
+    /// `tempBucket`: left unset, Dataproc creates `dataproc-staging-*` and
+    /// `dataproc-temp-*` buckets of its own, which outlive `down`.
+    pub bucket: String,
     /// `managed-by`, `deployment`: how `down` and `status` find clusters.
     pub labels: BTreeMap<String, String>,
     pub properties: BTreeMap<String, String>,
@@ -78,6 +82,8 @@ impl ClusterSpec {
             project_id: project.to_owned(),
             cluster_name: name.to_owned(),
             config: Some(ClusterConfig {
+                config_bucket: Some(self.bucket.clone()),
+                temp_bucket: Some(self.bucket.clone()),
                 gce_cluster_config: Some(GceClusterConfig {
                     subnetwork_uri: Some(self.subnetwork.clone()),
                     internal_ip_only: Some(true),
@@ -96,7 +102,6 @@ impl ClusterSpec {
                     idle_delete_ttl: Some(format!("{}s", self.idle_ttl_secs)),
                     auto_delete_ttl: Some(format!("{}s", self.max_age_secs)),
                 }),
-                ..ClusterConfig::default()
             }),
             labels,
             status: None,
