@@ -99,6 +99,10 @@ pub struct Failed {
     pub status: ExitStatus,
     pub code: Option<i32>,
     pub tail: String,
+    /// The first lines of the same output, not shown: where an exception
+    /// names its cause before pages of stack frames push it out of the
+    /// tail (a Spark job's `[ERROR_CLASS] message`).
+    pub head: String,
 }
 
 impl Cmd {
@@ -283,6 +287,7 @@ impl Cmd {
             status,
             code: status.code(),
             tail: lines.quote("its"),
+            head: lines.head.join("\n"),
         }
         .into())
     }
@@ -459,11 +464,16 @@ async fn collect(
 #[derive(Debug, Clone, Default)]
 pub struct Tail {
     lines: VecDeque<String>,
+    /// The first [`TAIL_LINES`] lines.
+    head: Vec<String>,
 }
 
 impl Tail {
     /// Keeps `line`, forgetting the oldest beyond [`TAIL_LINES`].
     pub fn push(&mut self, line: &str) {
+        if self.head.len() < TAIL_LINES {
+            self.head.push(line.to_owned());
+        }
         if self.lines.len() == TAIL_LINES {
             self.lines.pop_front();
         }

@@ -4,8 +4,10 @@
 //! atomically before and after every step: start and end times, row counts,
 //! outcome and error. `infra status` prints the newest; `run --from` resumes
 //! it, keeping its id and start time, so a retried step writes the same
-//! `insert_date`. A lock file keeps two runs, or a run and `down`, off one
-//! state dir; it holds the holder's pid, so the refusal can name it.
+//! `insert_date`. A lock file keeps two of `up`, `run` and `down` off one
+//! state dir; it holds the holder's pid and verb, so the refusal can name
+//! it, and `status` can tell a run whose process is gone (the kernel freed
+//! its lock) from one still running.
 
 use std::fs::File;
 use std::io::Write as _;

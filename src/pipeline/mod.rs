@@ -95,7 +95,16 @@ pub async fn execute(
                 } else {
                     Outcome::Failed
                 };
-                let full = format!("{e:#}");
+                let mut full = format!("{e:#}");
+                // A long stack trace pushes Spark's own message out of the
+                // quoted tail: the output's first lines hold it.
+                if let Some(failed) = e
+                    .chain()
+                    .find_map(|c| c.downcast_ref::<crate::process::Failed>())
+                {
+                    full.push_str("\nfirst lines of its output:\n");
+                    full.push_str(&failed.head);
+                }
                 let e = match spark::cause(&full) {
                     Some(cause) if outcome == Outcome::Failed => {
                         cause_first(e, &cause, &full, &records.step_log(&run.id, step))

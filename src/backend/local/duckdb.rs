@@ -183,9 +183,17 @@ impl LockHolder {
             .pid
             .and_then(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).ok())
             .map(|raw| {
-                let text = String::from_utf8_lossy(&raw).replace('\0', " ");
+                // The program's file name and its arguments, cut short.
+                let mut args = raw.split(|b| *b == 0).filter(|a| !a.is_empty());
+                let program = args.next().unwrap_or_default();
+                let program = program.rsplit(|b| *b == b'/').next().unwrap_or(program);
+                let text = std::iter::once(program)
+                    .chain(args)
+                    .map(String::from_utf8_lossy)
+                    .collect::<Vec<_>>()
+                    .join(" ");
                 let text = text.trim();
-                match text.char_indices().nth(80) {
+                match text.char_indices().nth(120) {
                     Some((cut, _)) => format!("{}…", &text[..cut]),
                     None => text.to_owned(),
                 }
@@ -493,6 +501,20 @@ mod tests {
             assert!(err.contains(want), "{sql}: {err}");
             assert!(!err.contains("Unknown error code"), "{sql}: {err}");
         }
+    }
+
+    /// Issue 21: DuckDB's lock conflict is read for the holder it names.
+    #[test]
+    fn a_lock_conflict_names_its_holder() {
+        let message = "IO Error: Could not set lock on file \"/s/warehouse.duckdb\": Conflicting lock is held in /usr/bin/duckdb (PID 4242) by user me. See also https://duckdb.org/docs/stable/connect/concurrency";
+        assert_eq!(
+            LockHolder::from_error(message),
+            Some(LockHolder {
+                pid: Some(4242),
+                program: Some("/usr/bin/duckdb".into()),
+            })
+        );
+        assert_eq!(LockHolder::from_error("Catalog Error: no table"), None);
     }
 
     #[tokio::test]
