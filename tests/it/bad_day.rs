@@ -168,7 +168,8 @@ fn a_killed_run_and_a_reader_of_the_warehouse_break_nothing() {
         .unwrap();
     let mut tokenizers = Vec::new();
     wait_for("the tokenizer to start", || {
-        tokenizers = pids_with("tokenizer.py");
+        // This test's tokenizer: other tests may run one at the same time.
+        tokenizers = pids_with(&format!("{}/code/tokenizer.py", env.state().display()));
         !tokenizers.is_empty()
     });
     child.kill().unwrap();
@@ -177,7 +178,7 @@ fn a_killed_run_and_a_reader_of_the_warehouse_break_nothing() {
         tokenizers
             .iter()
             .all(|pid| !Path::new(&format!("/proc/{pid}/cmdline")).exists())
-            || pids_with("tokenizer.py").is_empty()
+            || pids_with(&format!("{}/code/tokenizer.py", env.state().display())).is_empty()
     });
     let status = env.infra(&["status"]).ok();
     assert!(status.stdout.contains(" interrupted "), "{}", status.stdout);
