@@ -33,11 +33,11 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_enum)]
     pub target: Option<TargetKind>,
 
-    /// Configuration file [default: ./infra.toml when present]
+    /// Configuration file [default: the nearest infra.toml, here or above]
     #[arg(long, global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
 
-    /// Directory for everything infra creates locally [default: ./.infra]
+    /// Directory for everything infra creates locally [default: the nearest .infra, here or above]
     #[arg(long, global = true, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 
@@ -49,7 +49,7 @@ pub struct GlobalArgs {
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
-    /// No live progress bars: progress as plain log lines
+    /// Print only warnings and errors on stderr (data on stdout is unchanged)
     #[arg(short, long, global = true)]
     pub quiet: bool,
 }
@@ -69,7 +69,9 @@ pub enum Command {
     Run(RunArgs),
 
     /// Tear everything down
-    #[command(after_help = "Examples:\n  infra down\n  infra down --yes")]
+    #[command(
+        after_help = "The run history (runs/ and reports/) stays unless --purge is given.\n\nExamples:\n  infra down\n  infra down --dry-run\n  infra down --yes --purge"
+    )]
     Down(DownArgs),
 
     /// Print what `up` and `run` would do, changing nothing
@@ -207,6 +209,14 @@ pub struct DownArgs {
     /// Delete without asking
     #[arg(long, short)]
     pub yes: bool,
+
+    /// Delete the run history too (runs/ and reports/), which `down` keeps
+    #[arg(long)]
+    pub purge: bool,
+
+    /// Print what would be stopped and deleted, and stop
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

@@ -113,9 +113,12 @@ pub struct PlannedStep {
 }
 
 /// The steps a run will execute, in order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Plan {
     pub steps: Vec<PlannedStep>,
+    /// `run.max_rejected`: step 0 fails above it (unset: no limit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_rejected: Option<crate::settings::MaxRejected>,
 }
 
 /// The locations every step uses. One place, so the plan and the pipeline
@@ -142,7 +145,10 @@ impl Plan {
             .into_iter()
             .map(|step| planned(step, buckets, warehouse_table))
             .collect();
-        Plan { steps }
+        Plan {
+            steps,
+            max_rejected: None,
+        }
     }
 }
 

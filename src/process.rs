@@ -17,12 +17,21 @@
 //! `run`), each child gets a process group of its own instead, and dropping
 //! the future that runs it (the run was interrupted) kills that whole group:
 //! a JVM's Python workers die with it.
+//!
+//! A run killed with SIGKILL cannot stop anything itself. Its children then
+//! die with it all the same: each is started with `PR_SET_PDEATHSIG`
+//! (SIGKILL), and each process group is listed in the run's [`Children`]
+//! directory while it lives, so the next run finds any group that outlived
+//! its leader (a grandchild) and kills it before it starts.
 
 use std::collections::VecDeque;
 use std::ffi::{OsStr, OsString};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use nix::sys::signal::{Signal as NixSignal, killpg};
@@ -90,6 +99,10 @@ pub struct Failed {
     pub status: ExitStatus,
     pub code: Option<i32>,
     pub tail: String,
+    /// The first lines of the same output, not shown: where an exception
+    /// names its cause before pages of stack frames push it out of the
+    /// tail (a Spark job's `[ERROR_CLASS] message`).
+    pub head: String,
 }
 
 impl Cmd {
@@ -206,6 +219,21 @@ impl Cmd {
             .kill_on_drop(true);
         if crate::signals::armed() {
             command.process_group(0);
+            let parent = std::process::id() as i32;
+            // SAFETY: between fork and exec the closure calls only prctl,
+            // getppid and _exit (as kill), which are async-signal-safe, and
+            // allocates nothing.
+            unsafe {
+                command.pre_exec(move || {
+                    nix::sys::prctl::set_pdeathsig(NixSignal::SIGKILL)?;
+                    // The parent died before the line above: too late for
+                    // the kernel to tell us, so go now.
+                    if nix::unistd::getppid().as_raw() != parent {
+                        let _ = nix::sys::signal::raise(NixSignal::SIGKILL);
+                    }
+                    Ok(())
+                });
+            }
         }
         command
     }
@@ -227,7 +255,11 @@ impl Cmd {
                 .then(|| child.id())
                 .flatten()
                 .map(|pid| Pid::from_raw(pid as i32)),
+            listed: None,
         };
+        if let Some(leader) = group.leader {
+            group.listed = Children::list(leader);
+        }
         let stdout = child.stdout.take().expect("stdout is piped");
         let stderr = child.stderr.take().expect("stderr is piped");
         let (status, stdout, tail) = tokio::try_join!(
@@ -236,6 +268,9 @@ impl Cmd {
                 // It exited: what it left behind on purpose (pg_ctl's
                 // server) is not ours to kill.
                 group.leader = None;
+                if let Some(listed) = group.listed.take() {
+                    let _ = std::fs::remove_file(listed);
+                }
                 status
             },
             collect(stdout, self.echo, true, self.on_line.as_ref()),
@@ -252,6 +287,7 @@ impl Cmd {
             status,
             code: status.code(),
             tail: lines.quote("its"),
+            head: lines.head.join("\n"),
         }
         .into())
     }
@@ -261,6 +297,8 @@ impl Cmd {
 /// before it exits.
 struct Group {
     leader: Option<Pid>,
+    /// Its entry in the run's [`Children`] directory.
+    listed: Option<PathBuf>,
 }
 
 impl Drop for Group {
@@ -268,7 +306,121 @@ impl Drop for Group {
         if let Some(leader) = self.leader {
             let _ = killpg(leader, NixSignal::SIGKILL);
         }
+        if let Some(listed) = self.listed.take() {
+            let _ = std::fs::remove_file(listed);
+        }
     }
+}
+
+/// The directory where the running `run` lists its children's process
+/// groups, one file per group named by its id and holding its leader's
+/// start time. Set by [`Children::adopt`].
+static CHILDREN: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+/// The process groups of a run's children, listed in a directory of the
+/// state dir while they live (see the module doc).
+pub struct Children;
+
+impl Children {
+    /// Kills what an earlier run, killed before it could, left alive in
+    /// `dir` (waiting until it is gone), then lists this process's children
+    /// there from now on. Call it holding the run lock. Returns the groups
+    /// it killed.
+    pub async fn adopt(dir: &Path) -> Result<Vec<i32>> {
+        let killed = reap(dir).await?;
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        *CHILDREN.lock().unwrap_or_else(|e| e.into_inner()) = Some(dir.to_owned());
+        Ok(killed)
+    }
+
+    /// Lists `leader`'s group, when a run adopted its children.
+    fn list(leader: Pid) -> Option<PathBuf> {
+        let dir = CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).clone()?;
+        let path = dir.join(leader.to_string());
+        let started = start_time(leader.as_raw())?;
+        std::fs::write(&path, format!("{started}\n"))
+            .inspect_err(|e| tracing::warn!("cannot write {}: {e}", path.display()))
+            .ok()?;
+        Some(path)
+    }
+}
+
+/// How long a killed group may take to be gone.
+const REAP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Kills every group listed in `dir` that still has a live process, waits
+/// until none does, and empties the list.
+async fn reap(dir: &Path) -> Result<Vec<i32>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", dir.display())),
+    };
+    let mut killed = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Some(group) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let recorded = std::fs::read_to_string(&path).unwrap_or_default();
+        // A live process with the group's number that started at another
+        // time is someone else's: our group was empty when its pid was
+        // taken again, so there is nothing of ours left.
+        let reused = start_time(group).is_some_and(|t| t.to_string() != recorded.trim());
+        if !reused && !group_members(group).is_empty() {
+            tracing::info!("killing process group {group}, left by a run that was killed");
+            let _ = killpg(Pid::from_raw(group), NixSignal::SIGKILL);
+            killed.push(group);
+        }
+    }
+    let deadline = Instant::now() + REAP_TIMEOUT;
+    for &group in &killed {
+        while !group_members(group).is_empty() {
+            if Instant::now() > deadline {
+                anyhow::bail!(
+                    "process group {group}, left by a run that was killed, is still alive {}s after SIGKILL",
+                    REAP_TIMEOUT.as_secs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    std::fs::remove_dir_all(dir).with_context(|| format!("cannot remove {}", dir.display()))?;
+    Ok(killed)
+}
+
+/// The fields of `/proc/<pid>/stat` after the command name.
+fn stat_fields(pid: i32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    Some(rest.split_whitespace().map(str::to_owned).collect())
+}
+
+/// When `pid` started (clock ticks since boot): with the pid, it names one
+/// process for good.
+fn start_time(pid: i32) -> Option<u64> {
+    stat_fields(pid)?.get(19)?.parse().ok()
+}
+
+/// The live (not zombie) processes in process group `group`.
+fn group_members(group: i32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| {
+            stat_fields(pid).is_some_and(|f| {
+                f.first().is_some_and(|state| state != "Z")
+                    && f.get(2).and_then(|g| g.parse::<i32>().ok()) == Some(group)
+            })
+        })
+        .collect()
 }
 
 /// Reads a pipe line by line: keeps all of stdout (for `output -json`) and
@@ -312,11 +464,16 @@ async fn collect(
 #[derive(Debug, Clone, Default)]
 pub struct Tail {
     lines: VecDeque<String>,
+    /// The first [`TAIL_LINES`] lines.
+    head: Vec<String>,
 }
 
 impl Tail {
     /// Keeps `line`, forgetting the oldest beyond [`TAIL_LINES`].
     pub fn push(&mut self, line: &str) {
+        if self.head.len() < TAIL_LINES {
+            self.head.push(line.to_owned());
+        }
         if self.lines.len() == TAIL_LINES {
             self.lines.pop_front();
         }
@@ -414,6 +571,71 @@ mod tests {
             .await
             .unwrap_err();
         assert!(!format!("{err:#}").contains("hunter2"), "{err:#}");
+    }
+
+    /// Regression (issue 21): a run killed with SIGKILL left its children
+    /// running, and the resume started while they could still write.
+    #[tokio::test]
+    async fn the_next_run_kills_what_a_killed_run_left_in_its_groups() {
+        use std::os::unix::process::CommandExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let listed = dir.path().join("children");
+        std::fs::create_dir_all(&listed).unwrap();
+        // A child in a group of its own, which starts a grandchild and is
+        // then killed, as a run's child is when the run dies.
+        let mut leader = std::process::Command::new("sh")
+            .args(["-c", "sleep 1000 & echo $!; wait"])
+            .stdout(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let group = leader.id() as i32;
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(leader.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let grandchild: i32 = line.trim().parse().unwrap();
+        std::fs::write(
+            listed.join(group.to_string()),
+            format!("{}\n", start_time(group).unwrap()),
+        )
+        .unwrap();
+        nix::sys::signal::kill(Pid::from_raw(group), NixSignal::SIGKILL).unwrap();
+        leader.wait().unwrap();
+        assert_eq!(group_members(group), [grandchild], "the orphan lives on");
+
+        let killed = Children::adopt(&listed).await.unwrap();
+        assert_eq!(killed, [group]);
+        assert!(group_members(group).is_empty());
+        // Nothing is listed any more, and a second look kills nothing.
+        assert!(listed.read_dir().unwrap().next().is_none());
+        assert!(reap(&listed).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_listed_group_whose_number_was_taken_again_is_left_alone() {
+        use std::os::unix::process::CommandExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        // A live group leader whose start time is not the recorded one:
+        // the number belongs to another process now.
+        let mut other = std::process::Command::new("sleep")
+            .arg("1000")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let group = other.id() as i32;
+        std::fs::write(dir.path().join(group.to_string()), "1\n").unwrap();
+        let killed = reap(dir.path()).await.unwrap();
+        assert!(killed.is_empty());
+        assert_eq!(
+            group_members(group),
+            [group],
+            "someone else's process was killed"
+        );
+        other.kill().unwrap();
+        other.wait().unwrap();
     }
 
     #[test]

@@ -4,8 +4,10 @@
 //! atomically before and after every step: start and end times, row counts,
 //! outcome and error. `infra status` prints the newest; `run --from` resumes
 //! it, keeping its id and start time, so a retried step writes the same
-//! `insert_date`. A lock file keeps two runs, or a run and `down`, off one
-//! state dir; it holds the holder's pid, so the refusal can name it.
+//! `insert_date`. A lock file keeps two of `up`, `run` and `down` off one
+//! state dir; it holds the holder's pid and verb, so the refusal can name
+//! it, and `status` can tell a run whose process is gone (the kernel freed
+//! its lock) from one still running.
 
 use std::fs::File;
 use std::io::Write as _;
@@ -191,6 +193,24 @@ impl RunRecord {
         }
     }
 
+    /// The run as it stands when no process runs it any more: a run or
+    /// step still marked running was cut off (SIGKILL, a crash, a reboot)
+    /// and reads as interrupted.
+    pub fn as_abandoned(mut self) -> RunRecord {
+        if self.outcome == Outcome::Running {
+            self.outcome = Outcome::Interrupted;
+        }
+        for step in &mut self.steps {
+            if step.outcome == Outcome::Running {
+                step.outcome = Outcome::Interrupted;
+                step.error.get_or_insert_with(|| {
+                    "its process is gone (killed, or the machine restarted)".to_owned()
+                });
+            }
+        }
+        self
+    }
+
     /// Closes the run: it succeeded if every step did.
     pub fn finish(&mut self, now: DateTime<Utc>) {
         self.finished_at = Some(now);
@@ -235,7 +255,21 @@ impl Records {
             .truncate(false)
             .open(&path)
             .with_context(|| format!("cannot open {}", path.display()))?;
-        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        // `status` holds a shared lock for an instant to see whether a run
+        // is alive: a few quick tries get past it.
+        let mut file = file;
+        let mut tries = 0;
+        let locked = loop {
+            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Err((f, nix::errno::Errno::EWOULDBLOCK)) if tries < 5 => {
+                    file = f;
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => break other,
+            }
+        };
+        match locked {
             Ok(guard) => {
                 let mut file: &File = &guard;
                 file.set_len(0)?;
@@ -253,6 +287,46 @@ impl Records {
             }
             Err((_, e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
         }
+    }
+
+    /// The process holding the lock, as `(pid, verb)`, or `None` when no
+    /// process does. It looks by taking a shared lock for an instant.
+    pub fn holder(&self) -> Result<Option<(String, String)>> {
+        let path = self.dir.join("run.lock");
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("cannot open {}", path.display())),
+        };
+        match Flock::lock(file, FlockArg::LockSharedNonblock) {
+            Ok(_free) => Ok(None),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                let (pid, verb) = text.trim().split_once(' ').unwrap_or(("?", "run"));
+                Ok(Some((pid.to_owned(), verb.to_owned())))
+            }
+            Err((_, e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
+        }
+    }
+
+    /// The newest run as it stands: one that is marked running but that no
+    /// `infra run` holds the lock for any more is shown
+    /// [abandoned](RunRecord::as_abandoned), as interrupted.
+    pub fn latest_as_seen(&self) -> Result<Option<RunRecord>> {
+        let Some(run) = self.latest()? else {
+            return Ok(None);
+        };
+        if run.outcome != Outcome::Running {
+            return Ok(Some(run));
+        }
+        let alive = matches!(self.holder()?, Some((_, verb)) if verb == "run");
+        Ok(Some(if alive { run } else { run.as_abandoned() }))
+    }
+
+    /// Where a step's whole output is kept when the error shows only its
+    /// cause: `runs/<id>/<step>.log`.
+    pub fn step_log(&self, id: &str, step: Step) -> PathBuf {
+        self.dir.join(id).join(format!("{}.log", step.name()))
     }
 
     /// Writes `record` atomically.
@@ -432,6 +506,35 @@ mod tests {
         let text = serde_json::to_string(&run).unwrap();
         let back: RunRecord = serde_json::from_str(&text).unwrap();
         assert_eq!(back, run);
+    }
+
+    #[test]
+    fn a_running_run_whose_lock_is_free_reads_as_interrupted() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = Records::new(dir.path());
+        let t0 = "2026-11-24T21:40:00Z".parse().unwrap();
+        let mut run = RunRecord::new("local", t0);
+        run.start_step(Step::LoadPurchases, t0);
+        run.finish_step(Step::LoadPurchases, Ok(Counts::default()), t0);
+        run.start_step(Step::DumpPurchases, t0);
+        records.save(&run).unwrap();
+        // Its run holds the lock: it is running.
+        let held = records.lock("run").unwrap();
+        assert_eq!(records.holder().unwrap().unwrap().1, "run");
+        let seen = records.latest_as_seen().unwrap().unwrap();
+        assert_eq!(seen.outcome, Outcome::Running);
+        // The process is gone (the kernel freed its lock): interrupted.
+        drop(held);
+        assert_eq!(records.holder().unwrap(), None);
+        let seen = records.latest_as_seen().unwrap().unwrap();
+        assert_eq!(seen.outcome, Outcome::Interrupted);
+        assert_eq!(seen.steps[0].outcome, Outcome::Succeeded);
+        assert_eq!(seen.steps[1].outcome, Outcome::Interrupted);
+        assert!(seen.steps[1].error.as_deref().unwrap().contains("gone"));
+        // `up` holding the lock does not make the run alive.
+        let _up = records.lock("up").unwrap();
+        let seen = records.latest_as_seen().unwrap().unwrap();
+        assert_eq!(seen.outcome, Outcome::Interrupted);
     }
 
     #[test]

@@ -234,6 +234,10 @@ settings! {
         "Warehouse dataset (BigQuery) or schema (DuckDB).";
     table: String = "warehouse.table", "user_behavior_metric".to_owned(),
         "Warehouse table for the metric.";
+    run_max_rejected: Option<MaxRejected> = "run.max_rejected", None,
+        "Most rows step 0 may reject, as a count (`100`) or a fraction of the rows read (`0.01`, `1%`); above it the step fails after writing the rejects, and the previous table stays. Unset: no limit.";
+    warehouse_lock_wait_secs: u32 = "warehouse.lock_wait_secs", 60,
+        "How long step 4 waits for another program's connection to the local DuckDB warehouse to close before it fails, naming that program.";
     spark_master: String = "spark.master", "local[*]".to_owned(),
         "Spark master for the local target.";
     spark_driver_memory: String = "spark.driver_memory", "2g".to_owned(),
@@ -294,6 +298,77 @@ settings! {
         "IAM Credentials API base URL (impersonation: `run_as = pipeline`, --impersonate-service-account).";
     endpoints_oauth2: String = "endpoints.oauth2", "https://oauth2.googleapis.com".to_owned(),
         "Google's OAuth 2.0 base URL: `tokeninfo` says whose the credentials are.";
+}
+
+/// `run.max_rejected`: how many rejected rows step 0 accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum MaxRejected {
+    Rows(u64),
+    /// Of the rows read, 0 to 1.
+    Fraction(f64),
+}
+
+impl MaxRejected {
+    /// Whether `rejected` of `read` rows is more than this allows.
+    pub fn exceeded(self, read: u64, rejected: u64) -> bool {
+        match self {
+            MaxRejected::Rows(max) => rejected > max,
+            MaxRejected::Fraction(max) => read > 0 && rejected as f64 / read as f64 > max,
+        }
+    }
+
+    fn fraction(value: f64, text: &str) -> Result<MaxRejected> {
+        if !(0.0..=1.0).contains(&value) {
+            bail!("`{text}` is not a fraction from 0 to 1 (or a percentage up to 100%)");
+        }
+        Ok(MaxRejected::Fraction(value))
+    }
+}
+
+impl std::fmt::Display for MaxRejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MaxRejected::Rows(n) => write!(f, "{n} rows"),
+            MaxRejected::Fraction(x) => write!(f, "{}% of the rows read", x * 100.0),
+        }
+    }
+}
+
+impl SettingValue for Option<MaxRejected> {
+    fn from_raw(raw: Raw<'_>) -> Result<Self> {
+        match raw {
+            Raw::Toml(toml::Value::Integer(i)) => u64::try_from(*i)
+                .map(|n| Some(MaxRejected::Rows(n)))
+                .map_err(|_| anyhow::anyhow!("expected a count of rows, found {i}")),
+            Raw::Toml(toml::Value::Float(x)) => MaxRejected::fraction(*x, &x.to_string()).map(Some),
+            Raw::Toml(toml::Value::String(s)) => Self::from_raw(Raw::Text(s)),
+            Raw::Toml(other) => bail!(
+                "expected a count (100) or a fraction (0.01, \"1%\"), found {}",
+                other.type_str()
+            ),
+            Raw::Text(s) => {
+                let s = s.trim();
+                if s.is_empty() || s == "off" {
+                    return Ok(None);
+                }
+                let bad = || {
+                    anyhow::anyhow!("expected a count (100) or a fraction (0.01, 1%), found `{s}`")
+                };
+                if let Some(percent) = s.strip_suffix('%') {
+                    let x: f64 = percent.trim().parse().map_err(|_| bad())?;
+                    return MaxRejected::fraction(x / 100.0, s).map(Some);
+                }
+                if s.contains('.') {
+                    let x: f64 = s.parse().map_err(|_| bad())?;
+                    return MaxRejected::fraction(x, s).map(Some);
+                }
+                s.parse()
+                    .map(|n| Some(MaxRejected::Rows(n)))
+                    .map_err(|_| bad())
+            }
+        }
+    }
 }
 
 /// How the gcp target runs the Spark steps.
@@ -698,6 +773,32 @@ pub(crate) mod testing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn max_rejected_is_a_count_or_a_fraction() {
+        let parse = |s: &str| Option::<MaxRejected>::from_raw(Raw::Text(s));
+        assert_eq!(parse("100").unwrap(), Some(MaxRejected::Rows(100)));
+        assert_eq!(parse("0.01").unwrap(), Some(MaxRejected::Fraction(0.01)));
+        assert_eq!(parse("1%").unwrap(), Some(MaxRejected::Fraction(0.01)));
+        assert_eq!(parse("off").unwrap(), None);
+        assert!(parse("1.5").is_err());
+        assert!(parse("lots").is_err());
+        let toml = |v: toml::Value| Option::<MaxRejected>::from_raw(Raw::Toml(&v));
+        assert_eq!(
+            toml(toml::Value::Integer(5)).unwrap(),
+            Some(MaxRejected::Rows(5))
+        );
+        assert_eq!(
+            toml(toml::Value::Float(0.5)).unwrap(),
+            Some(MaxRejected::Fraction(0.5))
+        );
+        assert!(toml(toml::Value::Integer(-1)).is_err());
+        assert!(MaxRejected::Rows(3).exceeded(10, 4));
+        assert!(!MaxRejected::Rows(3).exceeded(10, 3));
+        assert!(MaxRejected::Fraction(0.1).exceeded(100, 11));
+        assert!(!MaxRejected::Fraction(0.1).exceeded(100, 10));
+        assert!(!MaxRejected::Fraction(0.0).exceeded(0, 0));
+    }
 
     use super::testing::resolve;
 

@@ -7,7 +7,8 @@
 
 use serde::Serialize;
 
-use crate::record::{Counts, RunRecord};
+use crate::plan::Step;
+use crate::record::{Counts, Outcome, RunRecord};
 use crate::ui;
 
 /// The version of the JSON shape; bumped only on an incompatible change.
@@ -19,7 +20,7 @@ pub fn table(run: &RunRecord) -> String {
         "step", "outcome", "seconds", "rows in", "rows out", "rejected",
     ]
     .map(String::from);
-    let rows: Vec<Vec<String>> = run
+    let mut rows: Vec<Vec<String>> = run
         .steps
         .iter()
         .map(|s| {
@@ -38,6 +39,22 @@ pub fn table(run: &RunRecord) -> String {
             ]
         })
         .collect();
+    // A run that stopped short: the steps it has yet to run.
+    if matches!(run.outcome, Outcome::Interrupted | Outcome::Failed) {
+        let last = run.steps.iter().map(|s| s.step).max();
+        for step in Step::ALL {
+            if last.is_some_and(|last| step > last) {
+                rows.push(vec![
+                    step.to_string(),
+                    "pending".to_owned(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                ]);
+            }
+        }
+    }
     let total: f64 = run.steps.iter().filter_map(|s| s.seconds).sum();
     format!(
         "run {} {} (started {}, {total:.1}s in steps)\n{}",
@@ -82,6 +99,11 @@ pub struct StepJson {
     pub error: Option<String>,
 }
 
+/// Seconds to the millisecond: what a clock on either side can tell apart.
+fn millis(seconds: f64) -> f64 {
+    (seconds * 1000.0).round() / 1000.0
+}
+
 /// The JSON view of `run`.
 pub fn json(run: &RunRecord, report: Option<&std::path::Path>) -> RunJson {
     RunJson {
@@ -91,7 +113,7 @@ pub fn json(run: &RunRecord, report: Option<&std::path::Path>) -> RunJson {
         outcome: run.outcome.to_string(),
         started_at: run.started_at.to_rfc3339(),
         finished_at: run.finished_at.map(|t| t.to_rfc3339()),
-        seconds: run.steps.iter().filter_map(|s| s.seconds).sum(),
+        seconds: millis(run.steps.iter().filter_map(|s| s.seconds).sum()),
         report: report.map(|p| p.display().to_string()),
         steps: run
             .steps
@@ -102,7 +124,7 @@ pub fn json(run: &RunRecord, report: Option<&std::path::Path>) -> RunJson {
                 outcome: s.outcome.to_string(),
                 started_at: s.started_at.to_rfc3339(),
                 finished_at: s.finished_at.map(|t| t.to_rfc3339()),
-                seconds: s.seconds,
+                seconds: s.seconds.map(millis),
                 rows_in: s.counts.map(|c| c.rows_in),
                 rows_out: s.counts.map(|c| c.rows_out),
                 rows_rejected: s.counts.map(|c| c.rows_rejected),
@@ -110,5 +132,40 @@ pub fn json(run: &RunRecord, report: Option<&std::path::Path>) -> RunJson {
                 error: s.error.clone(),
             })
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression (issue 21): `status --json` printed 3.0123456789 seconds,
+    /// and an interrupted run's table left out the steps still to run.
+    #[test]
+    fn durations_are_in_milliseconds_and_pending_steps_are_listed() {
+        let t0: chrono::DateTime<chrono::Utc> = "2026-11-24T21:40:00Z".parse().unwrap();
+        let t1 = t0 + chrono::Duration::nanoseconds(3_012_345_678);
+        let mut run = RunRecord::new("local", t0);
+        run.start_step(Step::LoadPurchases, t0);
+        run.finish_step(Step::LoadPurchases, Ok(Counts::default()), t1);
+        run.start_step(Step::DumpPurchases, t1);
+        run.finish_step(
+            Step::DumpPurchases,
+            Err((Outcome::Interrupted, "SIGINT".into())),
+            t1,
+        );
+        run.finish(t1);
+        let json = json(&run, None);
+        assert_eq!(json.steps[0].seconds, Some(3.012));
+        assert_eq!(json.seconds, 3.012);
+        let table = table(&run);
+        for step in ["2 tokenize", "3 user_behavior", "4 load_warehouse"] {
+            let line = table
+                .lines()
+                .find(|l| l.contains(step))
+                .unwrap_or_else(|| panic!("{table}"));
+            assert!(line.contains("pending"), "{table}");
+        }
+        assert!(!table.contains("0 load_purchases  pending"), "{table}");
     }
 }

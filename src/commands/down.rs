@@ -17,7 +17,21 @@ pub async fn down(settings: &Settings, args: &DownArgs, echo: Echo) -> Result<()
         return down_gcp(settings, args, echo).await;
     }
     let local = Local::new(settings);
-    let doomed = local.plan_down();
+    // A running `infra run` or `up` holds the lock: deleting its state dir
+    // under it would let it write a record back into nothing. Checked
+    // before the list is shown, so a refusal is not read as a deletion.
+    let records = Records::new(local.state_dir());
+    let _lock = if records.exist() && !args.dry_run {
+        Some(records.lock("down")?)
+    } else {
+        None
+    };
+    let doomed = local.plan_down(args.purge);
+    let history: Vec<_> = ["runs", "reports"]
+        .iter()
+        .map(|d| local.state_dir().join(d))
+        .filter(|d| d.exists())
+        .collect();
     if doomed.is_empty() {
         ui::status(format!(
             "nothing to remove in {}",
@@ -29,19 +43,24 @@ pub async fn down(settings: &Settings, args: &DownArgs, echo: Echo) -> Result<()
     for path in &doomed {
         ui::detail(path.display());
     }
-    // A running `infra run` holds the lock: deleting its state dir under it
-    // would let it write a record back into nothing.
-    let records = Records::new(local.state_dir());
-    let _lock = if records.exist() {
-        Some(records.lock("down")?)
-    } else {
-        None
-    };
+    if !args.purge && !history.is_empty() {
+        ui::detail(format!(
+            "and keep the run history in {} (`down --purge` deletes it too)",
+            history
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" and ")
+        ));
+    }
+    if args.dry_run {
+        return Ok(());
+    }
     if !super::confirm("Delete all of this?", args.yes).await? {
         ui::status("nothing deleted");
         return Ok(());
     }
-    local.down().await?;
+    local.down(args.purge).await?;
     ui::status("down: local target removed");
     Ok(())
 }
@@ -51,6 +70,12 @@ pub async fn down(settings: &Settings, args: &DownArgs, echo: Echo) -> Result<()
 /// what Terraform doesn't own.
 async fn down_gcp(settings: &Settings, args: &DownArgs, echo: Echo) -> Result<()> {
     let (values, dir) = super::gcp_root(settings)?;
+    let records = Records::new(&settings.state_dir);
+    let _lock = if records.exist() && !args.dry_run {
+        Some(records.lock("down")?)
+    } else {
+        None
+    };
     let tf = super::gcp_terraform(settings, &dir, echo)?;
     let plan = deploy::plan_down(&values, &tf).await?;
     if plan.changes.is_empty() {
@@ -64,6 +89,10 @@ async fn down_gcp(settings: &Settings, args: &DownArgs, echo: Echo) -> Result<()
     );
     for step in &plan.first {
         ui::detail(format!("first: {step}"));
+    }
+    if args.dry_run {
+        plan.discard(&tf);
+        return Ok(());
     }
     if !super::confirm("Destroy all of this?", args.yes).await? {
         plan.discard(&tf);

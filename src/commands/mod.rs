@@ -78,11 +78,58 @@ fn resolve(global: &GlobalArgs, mut flags: Layer) -> Result<Settings> {
         flags.impersonate_service_account = Some(Some(account.clone()));
     }
     let cwd = std::env::current_dir()?;
+    let env = infra_vars()?;
+    // Named outright, a state dir or config file is not searched for.
+    let named = global.config.is_some()
+        || flags.state_dir.is_some()
+        || env.iter().any(|(name, _)| name == "INFRA_STATE_DIR");
+    let base = if named {
+        cwd.clone()
+    } else {
+        match project_root(&cwd) {
+            Some((root, found)) => {
+                tracing::info!("using {} (found from {})", found.display(), cwd.display());
+                root
+            }
+            None => {
+                tracing::info!(
+                    "no .infra or infra.toml in {} or above: using {} (--state-dir names another)",
+                    cwd.display(),
+                    cwd.join(".infra").display()
+                );
+                cwd.clone()
+            }
+        }
+    };
+    if let Some(dir) = flags.state_dir.as_mut()
+        && dir.is_relative()
+    {
+        // A relative --state-dir is relative to where the user typed it.
+        *dir = cwd.join(&*dir);
+    }
     Settings::resolve(Sources {
         config: global.config.as_deref(),
-        cwd: &cwd,
-        env: infra_vars()?,
+        cwd: &base,
+        env,
         flags,
+    })
+}
+
+/// The nearest directory, `cwd` or above, that holds a `.infra` state dir
+/// or an `infra.toml`, as git and cargo find theirs; with what was found.
+fn project_root(cwd: &std::path::Path) -> Option<(std::path::PathBuf, std::path::PathBuf)> {
+    cwd.ancestors().find_map(|dir| {
+        ["infra.toml", ".infra"]
+            .iter()
+            .map(|name| dir.join(name))
+            .find(|path| {
+                if path.ends_with(".infra") {
+                    path.is_dir()
+                } else {
+                    path.is_file()
+                }
+            })
+            .map(|found| (dir.to_path_buf(), found))
     })
 }
 

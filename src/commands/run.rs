@@ -13,7 +13,7 @@ use crate::cli::RunArgs;
 use crate::exit::UsageError;
 use crate::pipeline::{self, inputs};
 use crate::plan::{Plan, Selection, Step};
-use crate::process::Echo;
+use crate::process::{Children, Echo};
 use crate::record::{Outcome, Records, RunRecord};
 use crate::settings::{Settings, TargetKind};
 use crate::signals::Signals;
@@ -79,7 +79,22 @@ pub async fn run(settings: &Settings, args: &RunArgs, echo: Echo) -> Result<()> 
         })
         .await?;
     let _lock = records.lock("run")?;
-    let plan = Plan::new(selection, &target.buckets, &table.to_string());
+    // A run killed outright (SIGKILL) could stop none of its children:
+    // whatever of them is still alive goes before this run writes anything.
+    let killed = Children::adopt(&settings.state_dir.join("runs/children")).await?;
+    if !killed.is_empty() {
+        ui::warn(format!(
+            "stopped {} process group(s) left running by an earlier run that was killed (ids {})",
+            killed.len(),
+            killed
+                .iter()
+                .map(|g| g.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    let mut plan = Plan::new(selection, &target.buckets, &table.to_string());
+    plan.max_rejected = settings.run_max_rejected;
     // A full run is a new run; --from and --only continue the last one on
     // this target, so its id, start time (the metric's insert_date) and
     // remote work carry over.

@@ -1,6 +1,6 @@
 //! `infra sample`: deterministic sample inputs.
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 
 use crate::cli::SampleArgs;
 use crate::exit::UsageError;
@@ -9,10 +9,11 @@ use crate::{sample, ui};
 
 pub fn sample(args: &SampleArgs) -> Result<()> {
     if !(args.scale > 0.0 && args.scale <= 100.0) {
-        bail!(
+        return Err(UsageError(format!(
             "--scale must be above 0 and at most 100, not {}",
             args.scale
-        );
+        ))
+        .into());
     }
     let existing: Vec<String> = [keys::PURCHASES_CSV, keys::REVIEWS_CSV]
         .iter()

@@ -21,7 +21,7 @@ pub async fn status(settings: &Settings, json: bool) -> Result<()> {
     }
     let local = Local::new(settings);
     let resources = local.status().await?;
-    let last = Records::new(local.state_dir()).latest()?;
+    let last = Records::new(local.state_dir()).latest_as_seen()?;
     let mut out = super::out::stdout();
     if json {
         let view = StatusJson {
@@ -45,8 +45,13 @@ pub async fn status(settings: &Settings, json: bool) -> Result<()> {
         "target: local ({})",
         local.state_dir().display()
     ))?;
+    let width = resources
+        .iter()
+        .map(|(what, _)| what.len())
+        .max()
+        .unwrap_or(0);
     for (what, state) in resources {
-        writeln!(out, "  {what:<12} {state}")?;
+        writeln!(out, "  {what:<width$} {state}")?;
     }
     match last {
         Some(run) => writeln!(out, "\n{}", summary::table(&run))?,
@@ -126,7 +131,7 @@ async fn status_gcp(settings: &Settings, json: bool) -> Result<()> {
     .map(|(what, value)| (what.to_owned(), value))
     .collect();
     let (alive, errors) = alive(&gcp).await;
-    let last = Records::new(&settings.state_dir).latest()?;
+    let last = Records::new(&settings.state_dir).latest_as_seen()?;
     let mut out = super::out::stdout();
     if json {
         let view = StatusJson {

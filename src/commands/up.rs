@@ -9,7 +9,9 @@ use crate::backend::local::Local;
 use crate::backend::upload_code;
 use crate::cli::UpArgs;
 use crate::process::Echo;
+use crate::record::Records;
 use crate::settings::{Settings, TargetKind};
+use crate::signals::Signals;
 use crate::terraform::{Outputs, RootValues, deploy};
 use crate::{assets, ui};
 
@@ -19,6 +21,20 @@ pub async fn up(settings: &Settings, args: &UpArgs, echo: Echo) -> Result<()> {
         return up_gcp(settings, args, echo).await;
     }
     let local = Local::new(settings);
+    crate::backend::local::check_state_dir(local.state_dir())?;
+    if !args.dry_run {
+        // Before the lock creates anything: a machine that cannot run
+        // Spark is told so with the state dir untouched.
+        crate::backend::local::spark::check_java().await?;
+    }
+    // `up` restarts servers a running `run` uses, and `down` deletes what
+    // `up` creates: all three take the state dir's lock, before the plan is
+    // shown, so a refusal comes first.
+    let _lock = if args.dry_run {
+        None
+    } else {
+        Some(Records::new(local.state_dir()).lock("up")?)
+    };
     let actions = local.plan_up().await?;
     ui::status(format!("local target in {}", local.state_dir().display()));
     for action in &actions {
@@ -35,7 +51,18 @@ pub async fn up(settings: &Settings, args: &UpArgs, echo: Echo) -> Result<()> {
     local.up().await?;
     let uploaded = upload_code(local.buckets().code.as_ref()).await?;
     if settings.spark_warm_up {
-        super::warmup::warm_up(&local).await;
+        // Ctrl-C here stops the warm-up's jobs (their spinner goes with
+        // them) and says what it stopped, as `run` does.
+        let mut signals = Signals::arm()?;
+        signals
+            .guard(async {
+                super::warmup::warm_up(&local).await;
+                Ok(())
+            })
+            .await
+            .context(
+                "up stopped during the Spark Connect warm-up: everything else is provisioned and `infra run` works; the first run will be slower\nhint: `infra up` runs the warm-up again",
+            )?;
     }
     ui::status(format!(
         "up: local target ready; {uploaded} script(s) uploaded to {}",
@@ -53,6 +80,7 @@ async fn up_gcp(settings: &Settings, args: &UpArgs, echo: Echo) -> Result<()> {
     let cloud = GcpCloud::connect(settings).await?;
     let settings = &super::with_operator(settings, &cloud).await?;
     let (values, dir) = super::gcp_root(settings)?;
+    let _lock = Records::new(&settings.state_dir).lock("up")?;
     let tf = super::gcp_terraform(settings, &dir, echo)?;
     let plan = deploy::plan_up(&values, &tf, &cloud).await?;
     super::show_plan(

@@ -23,6 +23,7 @@ use crate::exit::Interrupted;
 use crate::hold;
 use crate::plan::{Plan, Step, keys};
 use crate::record::{Counts, Outcome, Records, RunRecord};
+use crate::settings::MaxRejected;
 use crate::signals::Signals;
 use crate::ui;
 use journal::StepJournal;
@@ -71,6 +72,7 @@ pub async fn execute(
                 expected,
                 table,
                 scratch,
+                plan.max_rejected,
             );
             signals.guard(work).await
         };
@@ -95,6 +97,22 @@ pub async fn execute(
                 } else {
                     Outcome::Failed
                 };
+                let mut full = format!("{e:#}");
+                // A long stack trace pushes Spark's own message out of the
+                // quoted tail: the output's first lines hold it.
+                if let Some(failed) = e
+                    .chain()
+                    .find_map(|c| c.downcast_ref::<crate::process::Failed>())
+                {
+                    full.push_str("\nfirst lines of its output:\n");
+                    full.push_str(&failed.head);
+                }
+                let e = match spark::cause(&full) {
+                    Some(cause) if outcome == Outcome::Failed => {
+                        cause_first(e, &cause, &full, &records.step_log(&run.id, step))
+                    }
+                    _ => e,
+                };
                 run.finish_step(step, Err((outcome, format!("{e:#}"))), now);
                 run.finish(now);
                 records.save(run)?;
@@ -110,8 +128,40 @@ pub async fn execute(
     records.save(run)
 }
 
+<<<<<<< HEAD
 // Each argument is a distinct input of one step; a struct would only
 // rename them.
+=======
+/// A failed Spark step's error, its cause first: the `[ERROR_CLASS]
+/// message` Spark gave, then where the whole output (the JVM's stack
+/// frames, the command) was saved, then the hints the error had. The
+/// frames go to `log` only.
+fn cause_first(e: anyhow::Error, cause: &str, full: &str, log: &Path) -> anyhow::Error {
+    let saved = log
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| std::fs::write(log, format!("{full}\n")));
+    let whole = match saved {
+        Ok(()) => format!(
+            "the whole output, with Spark's stack frames: {}",
+            log.display()
+        ),
+        Err(write) => {
+            ui::warn(format!("cannot write {}: {write}", log.display()));
+            return e;
+        }
+    };
+    let hints: Vec<&str> = full.lines().filter(|l| l.starts_with("hint: ")).collect();
+    let first = e.to_string();
+    let mut message = format!("{first}: {cause}\n{whole}");
+    for hint in hints {
+        message.push('\n');
+        message.push_str(hint);
+    }
+    anyhow::anyhow!(message)
+}
+
+>>>>>>> badday
 #[allow(clippy::too_many_arguments)]
 async fn execute_step(
     step: Step,
@@ -122,12 +172,14 @@ async fn execute_step(
     expected: spark::Expected,
     table: &TableRef,
     scratch: &Path,
+    max_rejected: Option<MaxRejected>,
 ) -> Result<Counts> {
     let b = &target.buckets;
     let db = target.database.as_ref();
     match step {
         Step::LoadPurchases => {
-            load::load_purchases(db, b.raw.as_ref(), b.staging.as_ref(), scratch, journal).await
+            let (raw, staging) = (b.raw.as_ref(), b.staging.as_ref());
+            load::load_purchases(db, raw, staging, scratch, max_rejected, journal).await
         }
         Step::DumpPurchases => load::dump_purchases(db, b.staging.as_ref(), loaded, journal).await,
         Step::Tokenize => spark::tokenize(target.spark.as_ref(), b, journal).await,

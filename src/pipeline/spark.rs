@@ -137,6 +137,31 @@ async fn submit(spark: &dyn Spark, job: &SparkJob, journal: &dyn Journal) -> Res
     result
 }
 
+/// The cause of a failed Spark job, as Spark names it: the first
+/// `[ERROR_CLASS] message` in its output (the Python client's exception
+/// locally, the driver output on Dataproc), without what comes before the
+/// bracket (the exception's class, a quoting prefix).
+pub fn cause(output: &str) -> Option<String> {
+    output.lines().find_map(|line| {
+        let mut rest = line;
+        while let Some(open) = rest.find('[') {
+            let candidate = &rest[open..];
+            let close = candidate.find("] ")?;
+            let class = &candidate[1..close];
+            let is_class = class.len() >= 3
+                && class.contains('_')
+                && class
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_' || c == '.');
+            if is_class {
+                return Some(candidate.trim_end().to_owned());
+            }
+            rest = &candidate[1..];
+        }
+        None
+    })
+}
+
 /// Step 3's inputs must be exactly what steps 1 and 2 wrote.
 fn check_read(m: &UserBehaviorMetrics, expected: Expected) -> Result<()> {
     let mut wrong = Vec::new();
@@ -206,6 +231,35 @@ async fn read_metrics<T: DeserializeOwned>(staging: &dyn Bucket, prefix: &str) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression (issue 21): a failed step quoted 40 lines of JVM frames,
+    /// and the cause showed only with `-v`.
+    #[test]
+    fn the_cause_is_sparks_error_class_and_message() {
+        let local = "Spark job user_behavior failed (the Spark Connect server's log: /s/spark/log): `/venv/bin/python /s/code/user_behavior.py --purchases file:///s/staging/user_purchase.csv` exit status: 1
+last 40 lines of its output:
+  | Traceback (most recent call last):
+  |   File \"/s/code/user_behavior.py\", line 88, in <module>
+  | pyspark.errors.exceptions.connect.AnalysisException: [PATH_NOT_FOUND] Path does not exist: file:/s/staging/reviews. SQLSTATE: 42K03
+  | JVM stacktrace:
+  | org.apache.spark.sql.AnalysisException: [PATH_NOT_FOUND] Path does not exist: file:/s/staging/reviews. SQLSTATE: 42K03
+  | \tat org.apache.spark.sql.errors.QueryCompilationErrors$.dataPathNotExistError(QueryCompilationErrors.scala:1500)";
+        assert_eq!(
+            cause(local).as_deref(),
+            Some("[PATH_NOT_FOUND] Path does not exist: file:/s/staging/reviews. SQLSTATE: 42K03")
+        );
+        let dataproc = "job j-1 ended in ERROR: Google Cloud Dataproc Agent reports job failure.
+driver output ends:
+  | 26/01/02 03:04:05 WARN [main] something [not a class] here
+  | Exception in thread \"main\" org.apache.spark.SparkArithmeticException: [DIVIDE_BY_ZERO] Division by zero. Use `try_divide` to tolerate divisor being 0.";
+        assert_eq!(
+            cause(dataproc).as_deref(),
+            Some(
+                "[DIVIDE_BY_ZERO] Division by zero. Use `try_divide` to tolerate divisor being 0."
+            )
+        );
+        assert_eq!(cause("exit status: 1\n[main] INFO started"), None);
+    }
 
     fn metrics(purchases_read: u64, reviews_read: u64) -> UserBehaviorMetrics {
         UserBehaviorMetrics {

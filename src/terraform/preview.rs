@@ -77,6 +77,7 @@ mod tests {
             status: std::process::ExitStatus::from_raw(256),
             code: Some(1),
             tail: tail.to_owned(),
+            head: String::new(),
         })
         .context("`terraform init` failed")
     }

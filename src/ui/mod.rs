@@ -16,8 +16,17 @@ use tracing_subscriber::EnvFilter;
 
 use crate::exit::UsageError;
 
-/// Sets up stderr: logging, and live progress or plain lines (`--quiet`).
+/// `-q`: no status lines, details or progress; warnings and errors only.
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn quiet() -> bool {
+    QUIET.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Sets up stderr: logging, and live progress or plain lines; `--quiet`
+/// silences everything but warnings and errors, as cargo's does.
 pub fn init(verbose: u8, quiet: bool) {
+    QUIET.store(quiet, std::sync::atomic::Ordering::Relaxed);
     progress::init(verbose, quiet);
     init_logging(verbose);
 }
@@ -45,6 +54,9 @@ pub fn init_logging(verbose: u8) {
 
 /// A progress line on stderr: `==> text`.
 pub fn status(text: impl std::fmt::Display) {
+    if quiet() {
+        return;
+    }
     let style = Style::new().fg_color(Some(AnsiColor::Green.into())).bold();
     progress::suspend(|| {
         let _ = writeln!(anstream::stderr(), "{style}==>{style:#} {text}");
@@ -53,6 +65,9 @@ pub fn status(text: impl std::fmt::Display) {
 
 /// A secondary line on stderr, indented under the last status.
 pub fn detail(text: impl std::fmt::Display) {
+    if quiet() {
+        return;
+    }
     progress::suspend(|| {
         let _ = writeln!(anstream::stderr(), "    {text}");
     });

@@ -313,7 +313,7 @@ async fn signals_and_faults_leave_a_true_state_and_lose_no_row() {
     assert_eq!(counts(1, "rows_out"), counts(0, "rows_out"));
     assert_eq!(counts(0, "rows_out") as i64, purchase_rows(&env).await);
     // Nothing is left locked: `down` now works and leaves nothing.
-    env.infra(&["down", "--yes"]).ok();
+    env.infra(&["down", "--yes", "--purge"]).ok();
     assert!(!env.state().exists());
 }
 

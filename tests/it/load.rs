@@ -134,7 +134,10 @@ async fn every_invalid_row_is_rejected_with_its_reason_and_nothing_is_lost() {
 
     let rejects = std::fs::read(env.state().join("staging/rejects/user_purchase.csv")).unwrap();
     let mut reader = csv::Reader::from_reader(&rejects[..]);
-    assert_eq!(reader.headers().unwrap(), vec!["line", "reason", "record"]);
+    assert_eq!(
+        reader.headers().unwrap(),
+        vec!["line", "reason", "record", "record_base64"]
+    );
     let rejected: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
     assert_eq!(rejected.len(), reasons.len());
     for (record, reason) in rejected.iter().zip(&reasons) {
@@ -164,9 +167,67 @@ async fn every_invalid_row_is_rejected_with_its_reason_and_nothing_is_lost() {
         "read, loaded, rejected missing from:\n{status}"
     );
 
-    // A second run replaces the rows: the same table, no duplicates.
-    env.infra(&["run", "--data", &data, "--only", "0"]).ok();
+    // A second run replaces the rows: the same table, no duplicates. It
+    // warns about the rejects, naming the file and the commonest reason
+    // (issue 21: the count in the table was the only sign).
+    let again = env.infra(&["run", "--data", &data, "--only", "0"]).ok();
     assert_eq!(table_dump(&env).await, rows);
+    let warning = again
+        .stderr
+        .lines()
+        .find(|l| l.contains("purchase rows were rejected"))
+        .unwrap_or_else(|| panic!("no warning about the rejects:\n{}", again.stderr));
+    assert!(
+        warning.contains(&format!("{} of {}", reasons.len(), valid + reasons.len()))
+            && warning.contains("2 × Quantity is not a 32-bit integer")
+            && warning.contains("staging/rejects/user_purchase.csv"),
+        "{warning}"
+    );
+
+    // Above `run.max_rejected` (a count, then a fraction) step 0 fails
+    // after writing the rejects, and the previous table stays (issue 21).
+    let other = text.replace("536365,85123A", "536399,85123A");
+    let other_data = data_dir(&env, &other);
+    for limit in ["12", "0.5"] {
+        std::fs::remove_file(env.state().join("staging/rejects/user_purchase.csv")).unwrap();
+        let out = env
+            .command(&["run", "--data", &other_data, "--only", "0"])
+            .env("INFRA_RUN_MAX_REJECTED", limit)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{limit}: {stderr}");
+        assert!(
+            stderr.contains("more than run.max_rejected allows")
+                && stderr.contains("the previous table is untouched"),
+            "{limit}: {stderr}"
+        );
+        assert_eq!(table_dump(&env).await, rows, "{limit}: the table changed");
+        assert!(
+            env.state()
+                .join("staging/rejects/user_purchase.csv")
+                .is_file(),
+            "{limit}: the rejects were not written"
+        );
+    }
+    // At the limit it loads.
+    let out = env
+        .command(&["run", "--data", &other_data, "--only", "0"])
+        .env("INFRA_RUN_MAX_REJECTED", "13")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        table_dump(&env)
+            .await
+            .iter()
+            .any(|r| r.starts_with("536399|"))
+    );
+    env.infra(&["run", "--data", &data, "--only", "0"]).ok();
 
     // Step 1 dumps exactly the table, with the table's column names.
     env.infra(&["run", "--only", "1"]).ok();

@@ -96,7 +96,7 @@ fn up_twice_reuses_the_server_and_down_leaves_nothing() {
     let spooled = dumps_in_flight(&env.state().join("postgres"));
     assert!(spooled.is_empty(), "{spooled:?}");
 
-    env.infra(&["down", "--yes"]).ok();
+    env.infra(&["down", "--yes", "--purge"]).ok();
     assert!(
         !env.state().exists(),
         "down left {:?}",
@@ -155,7 +155,7 @@ fn up_works_in_a_state_dir_under_a_closed_directory() {
         dir.display()
     );
 
-    env.infra(&["down", "--yes"]).ok();
+    env.infra(&["down", "--yes", "--purge"]).ok();
     assert!(!dir.exists(), "down left {}", dir.display());
     assert!(!env.state().exists(), "down left the state dir");
 }

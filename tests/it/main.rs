@@ -5,6 +5,7 @@
 mod harness;
 
 mod architecture;
+mod bad_day;
 mod cli;
 mod errors;
 mod experience;

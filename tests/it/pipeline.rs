@@ -214,6 +214,6 @@ fn the_local_pipeline_matches_an_independent_computation() {
         .fails(1);
     assert!(out.stderr.contains("no_such_table"), "{}", out.stderr);
 
-    env.infra(&["down", "--yes"]).ok();
+    env.infra(&["down", "--yes", "--purge"]).ok();
     assert!(!env.state().exists());
 }

@@ -229,8 +229,13 @@ impl Call {
 
     /// The call as `plan` shows it: method, full URL, JSON body.
     pub fn to_request(&self, note: &str) -> crate::backend::Request {
-        let url = reqwest::Url::parse_with_params(&self.url, &self.query)
-            .map_or_else(|_| self.url.clone(), String::from);
+        // With no parameters, the URL as it is: no trailing `?`.
+        let url = if self.query.is_empty() {
+            self.url.clone()
+        } else {
+            reqwest::Url::parse_with_params(&self.url, &self.query)
+                .map_or_else(|_| self.url.clone(), String::from)
+        };
         let body = self.body.as_ref().map(|(bytes, content_type)| {
             if *content_type == "application/json" {
                 serde_json::from_slice(bytes).unwrap_or(serde_json::Value::Null)
@@ -494,6 +499,14 @@ pub fn encode_segment(segment: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression (issue 21): plans showed `…/clusters/c?`.
+    #[test]
+    fn a_url_without_parameters_has_no_question_mark() {
+        let url = "https://dataproc.googleapis.com/v1/projects/p/regions/r/clusters/c";
+        let call = Call::new(Method::GET, url, Idempotency::Idempotent);
+        assert_eq!(call.to_request("").url, url);
+    }
 
     #[test]
     fn retry_after_reads_seconds_and_dates() {

@@ -226,7 +226,9 @@ impl ConnectServer {
         args
     }
 
-    fn started_with_current_settings(&self) -> bool {
+    /// Whether the running server was started with the settings asked for
+    /// now; when not, `up` and `run` restart it (and `up`'s plan says so).
+    pub fn started_with_current_settings(&self) -> bool {
         std::fs::read_to_string(self.args_file())
             .is_ok_and(|text| text == self.server_args().join("\n"))
     }

@@ -10,10 +10,17 @@
 //! statement and flags the load, which then rolls back instead of
 //! committing; [`Warehouse::teardown`] waits for that thread, so the run
 //! lock is released only once nothing writes to the file.
+//!
+//! DuckDB lets one process write a file, or any number read it, never
+//! both. A reader in another program (the DuckDB CLI, DBeaver) therefore
+//! keeps step 4 from opening the file. Step 4 waits for it, with a progress
+//! line naming the program, for at most `warehouse.lock_wait_secs`, then
+//! fails naming it and saying what to do: the previous table is untouched.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use async_trait::async_trait;
@@ -28,14 +35,26 @@ pub struct DuckDbWarehouse {
     path: PathBuf,
     /// Held by a load's blocking thread for as long as it runs.
     busy: Arc<tokio::sync::Mutex<()>>,
+    /// How long a load waits for another process's connection to close.
+    lock_wait: Duration,
 }
+
+/// [`DuckDbWarehouse::lock_wait`]'s default, `warehouse.lock_wait_secs`'s.
+const LOCK_WAIT: Duration = Duration::from_secs(60);
 
 impl DuckDbWarehouse {
     pub fn new(path: PathBuf) -> DuckDbWarehouse {
         DuckDbWarehouse {
             path,
             busy: Arc::default(),
+            lock_wait: LOCK_WAIT,
         }
+    }
+
+    /// How long a load waits for another program to let go of the file.
+    pub fn lock_wait(mut self, wait: Duration) -> DuckDbWarehouse {
+        self.lock_wait = wait;
+        self
     }
 
     pub fn path(&self) -> &Path {
@@ -59,9 +78,11 @@ impl Warehouse for DuckDbWarehouse {
         let busy = self.busy.clone().lock_owned().await;
         let stop = Arc::new(Stop::default());
         let _stop_on_drop = StopOnDrop(stop.clone());
+        let lock_wait = self.lock_wait;
         tokio::task::spawn_blocking(move || {
             let _busy = busy;
-            replace_blocking(&path, &table, &columns, &source, &stop)
+            let conn = open_for_load(&path, lock_wait, &stop)?;
+            replace_blocking(conn, &table, &columns, &source, &stop)
         })
         .await?
     }
@@ -128,8 +149,106 @@ fn sql_type(kind: ColumnKind) -> &'static str {
     }
 }
 
+/// Another process's lock on the warehouse file, as DuckDB reports it:
+/// `Could not set lock on file "…": Conflicting lock is held in <program>
+/// (PID <n>) by user <u>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct LockHolder {
+    pid: Option<u32>,
+    program: Option<String>,
+}
+
+impl LockHolder {
+    /// The holder named in DuckDB's error, if the error is a lock conflict.
+    fn from_error(message: &str) -> Option<LockHolder> {
+        if !message.contains("Could not set lock on file") {
+            return None;
+        }
+        let held = message
+            .split_once("Conflicting lock is held in ")
+            .map(|(_, rest)| rest);
+        let pid = held
+            .and_then(|rest| rest.split_once("(PID ")?.1.split_once(')'))
+            .and_then(|(pid, _)| pid.trim().parse().ok());
+        let program = held
+            .and_then(|rest| rest.split_once(" (PID "))
+            .map(|(program, _)| program.trim().to_owned());
+        Some(LockHolder { pid, program })
+    }
+
+    /// `duckdb -readonly w.duckdb (pid 4242)`: the command line from /proc
+    /// when the process still runs, else the program DuckDB named.
+    fn describe(&self) -> String {
+        let cmdline = self
+            .pid
+            .and_then(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).ok())
+            .map(|raw| {
+                // The program's file name and its arguments, cut short.
+                let mut args = raw.split(|b| *b == 0).filter(|a| !a.is_empty());
+                let program = args.next().unwrap_or_default();
+                let program = program.rsplit(|b| *b == b'/').next().unwrap_or(program);
+                let text = std::iter::once(program)
+                    .chain(args)
+                    .map(String::from_utf8_lossy)
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                let text = text.trim();
+                match text.char_indices().nth(120) {
+                    Some((cut, _)) => format!("{}…", &text[..cut]),
+                    None => text.to_owned(),
+                }
+            })
+            .filter(|text| !text.is_empty());
+        let what = cmdline
+            .or_else(|| self.program.clone())
+            .unwrap_or_else(|| "another program".to_owned());
+        match self.pid {
+            Some(pid) => format!("{what} (pid {pid})"),
+            None => what,
+        }
+    }
+}
+
+/// Opens the warehouse to write, waiting up to `wait` (with a progress line)
+/// while another process holds it, and failing with that process's name.
+fn open_for_load(path: &Path, wait: Duration, stop: &Stop) -> Result<Connection> {
+    let started = Instant::now();
+    let mut progress = None;
+    loop {
+        let error = match Connection::open(path) {
+            Ok(conn) => return Ok(conn),
+            Err(e) => e.to_string(),
+        };
+        // The crate chains a numeric code that says only "Unknown error
+        // code": DuckDB's own message is the whole story.
+        let Some(holder) = LockHolder::from_error(&error) else {
+            bail!("cannot open the warehouse {}: {error}", path.display());
+        };
+        stop.check()?;
+        if started.elapsed() >= wait {
+            bail!(
+                "the warehouse {} is open in {}, and DuckDB lets no one write a file another program has open; waited {}s\nhint: close that connection (in the DuckDB CLI `.exit`, in DBeaver disconnect), then `infra run --from 4`; the previous table is untouched. `warehouse.lock_wait_secs` sets how long step 4 waits",
+                path.display(),
+                holder.describe(),
+                wait.as_secs()
+            );
+        }
+        progress.get_or_insert_with(|| {
+            crate::ui::Progress::spinner(
+                "warehouse",
+                format!(
+                    "waiting up to {}s for {} to close it",
+                    wait.as_secs(),
+                    holder.describe()
+                ),
+            )
+        });
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
 fn replace_blocking(
-    path: &Path,
+    conn: Connection,
     table: &TableRef,
     columns: &[backend::Column],
     source: &str,
@@ -138,8 +257,6 @@ fn replace_blocking(
     let glob = source
         .strip_prefix("file://")
         .with_context(|| format!("DuckDB loads local files, not {source}"))?;
-    let conn = Connection::open(path)
-        .with_context(|| format!("cannot open the warehouse {}", path.display()))?;
     // Watched before the first check: a stop either finds the handle or
     // is seen by the check.
     stop.watch(&conn);
@@ -384,6 +501,20 @@ mod tests {
             assert!(err.contains(want), "{sql}: {err}");
             assert!(!err.contains("Unknown error code"), "{sql}: {err}");
         }
+    }
+
+    /// Issue 21: DuckDB's lock conflict is read for the holder it names.
+    #[test]
+    fn a_lock_conflict_names_its_holder() {
+        let message = "IO Error: Could not set lock on file \"/s/warehouse.duckdb\": Conflicting lock is held in /usr/bin/duckdb (PID 4242) by user me. See also https://duckdb.org/docs/stable/connect/concurrency";
+        assert_eq!(
+            LockHolder::from_error(message),
+            Some(LockHolder {
+                pid: Some(4242),
+                program: Some("/usr/bin/duckdb".into()),
+            })
+        );
+        assert_eq!(LockHolder::from_error("Catalog Error: no table"), None);
     }
 
     #[tokio::test]

@@ -59,6 +59,37 @@ const OWNED: [&str; 10] = [
     "tmp",
 ];
 
+/// Refuses a state dir whose path the local target's tools cannot carry:
+/// `spark-daemon.sh` (Spark's own script, which starts the Spark Connect
+/// server) writes its log to an unquoted path, so a space makes the server
+/// exit before it logs anything, and the buckets reach Spark as `file://`
+/// URIs, where `#`, `?` and `%` mean something else. Refused up front, with
+/// the reason, rather than failing half-way through `up` or `run`.
+pub fn check_state_dir(dir: &Path) -> Result<()> {
+    let Some(text) = dir.to_str() else {
+        return Err(crate::exit::UsageError(format!(
+            "the state dir {} is not valid UTF-8, which Spark cannot read as a file:// URI\nhint: choose another directory with --state-dir (or `state_dir` in infra.toml)",
+            dir.display()
+        ))
+        .into());
+    };
+    let bad = text
+        .chars()
+        .find(|c| c.is_whitespace() || c.is_control() || matches!(c, '#' | '?' | '%'));
+    if let Some(c) = bad {
+        let what = match c {
+            ' ' => "a space".to_owned(),
+            c if c.is_whitespace() || c.is_control() => format!("the character {c:?}"),
+            c => format!("`{c}`"),
+        };
+        return Err(crate::exit::UsageError(format!(
+            "the state dir `{text}` holds {what}, which the local target cannot use: Spark's start-up script breaks on whitespace, and `#`, `?` and `%` change the meaning of the file:// URIs Spark reads\nhint: choose a path without them with --state-dir (or `state_dir` in infra.toml)"
+        ))
+        .into());
+    }
+    Ok(())
+}
+
 pub struct Local {
     state_dir: PathBuf,
     postgres: LocalPostgres,
@@ -121,7 +152,9 @@ impl Local {
     }
 
     pub fn warehouse(&self) -> DuckDbWarehouse {
-        DuckDbWarehouse::new(self.state_dir.join("warehouse.duckdb"))
+        DuckDbWarehouse::new(self.state_dir.join("warehouse.duckdb")).lock_wait(
+            std::time::Duration::from_secs(self.settings.warehouse_lock_wait_secs.into()),
+        )
     }
 
     /// What `up` would do, found by looking, changing nothing.
@@ -179,7 +212,18 @@ impl Local {
             ),
             needed: self.runtime.spark_home().is_none(),
         });
-        actions.push(match self.spark_server().state()? {
+        let spark_server = self.spark_server();
+        actions.push(match spark_server.state()? {
+            connect::ServerState::Running { port, .. }
+                if !spark_server.started_with_current_settings() =>
+            {
+                Action {
+                    description: format!(
+                        "Spark Connect: restart the server on 127.0.0.1:{port}: the Spark settings changed since it started"
+                    ),
+                    needed: true,
+                }
+            }
             connect::ServerState::Running { port, .. } => Action {
                 description: format!("Spark Connect: reuse the server on 127.0.0.1:{port}"),
                 needed: false,
@@ -195,7 +239,8 @@ impl Local {
             actions.push(Action {
                 description: "Spark Connect: warm it up with both jobs on a small sample (not an error if it fails)"
                     .to_owned(),
-                needed: !self.spark_server().is_warm()?,
+                // A restarted server is cold again.
+                needed: !spark_server.is_warm()? || !spark_server.started_with_current_settings(),
             });
         }
         Ok(actions)
@@ -258,6 +303,7 @@ impl Local {
 
     /// The capabilities, once provisioned. Errors say to run `up` when not.
     pub async fn target(&self, echo: Echo) -> Result<Target> {
+        check_state_dir(&self.state_dir)?;
         let options = self.postgres.connect_options_running().await?;
         Ok(Target {
             buckets: self.buckets(),
@@ -267,29 +313,32 @@ impl Local {
         })
     }
 
-    /// What `down` would remove, found by looking.
-    pub fn plan_down(&self) -> Vec<PathBuf> {
+    /// What `down` would remove, found by looking: with `purge`, the run
+    /// history (`runs/`, `reports/`) too.
+    pub fn plan_down(&self, purge: bool) -> Vec<PathBuf> {
         let outside = self
             .postgres
             .is_outside()
             .then(|| self.postgres.dir().to_owned());
+        let history = purge.then(|| [self.state_dir.join("runs"), self.state_dir.join("reports")]);
         OWNED
             .iter()
             .map(|name| self.state_dir.join(name))
-            .chain([self.state_dir.join("runs"), self.state_dir.join("reports")])
+            .chain(history.into_iter().flatten())
             .chain(outside)
             .filter(|path| path.exists())
             .collect()
     }
 
-    /// Stops the server and removes everything `up` and `run` created. The
-    /// shared pyspark venv stays: it belongs to the cache, not this state dir.
-    pub async fn down(&self) -> Result<()> {
+    /// Stops the server and removes everything `up` and `run` created, but
+    /// for the run history unless `purge`. The shared pyspark venv stays:
+    /// it belongs to the cache, not this state dir.
+    pub async fn down(&self, purge: bool) -> Result<()> {
         if self.postgres.is_initialized() {
             self.postgres.stop().await?;
         }
         self.spark_server().stop().await?;
-        for path in self.plan_down() {
+        for path in self.plan_down(purge) {
             let removed = if path.is_dir() {
                 std::fs::remove_dir_all(&path)
             } else {
