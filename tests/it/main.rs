@@ -6,6 +6,7 @@ mod harness;
 
 mod architecture;
 mod cli;
+mod deadlines;
 mod errors;
 mod experience;
 mod faults;

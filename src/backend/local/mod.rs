@@ -23,6 +23,7 @@ pub mod bucket;
 pub mod connect;
 pub mod database;
 pub mod duckdb;
+pub mod heartbeat;
 pub mod postgres;
 pub mod server;
 pub mod spark;
@@ -118,6 +119,7 @@ impl Local {
             &self.settings.spark_driver_memory,
             &self.settings.spark_properties,
         )
+        .heartbeat_timeout(secs(self.settings.spark_heartbeat_timeout_secs))
     }
 
     pub fn warehouse(&self) -> DuckDbWarehouse {
@@ -245,6 +247,10 @@ impl Local {
         LocalDatabase {
             options,
             export_dir: self.postgres.dir().to_path_buf(),
+            deadlines: database::Deadlines {
+                connect: secs(self.settings.database_connect_timeout_secs),
+                statement: secs(self.settings.database_statement_timeout_secs),
+            },
         }
     }
 
@@ -346,4 +352,9 @@ impl Local {
         lines.push(("warehouse".into(), state));
         Ok(lines)
     }
+}
+
+/// A setting in seconds as a duration.
+fn secs(value: u32) -> std::time::Duration {
+    std::time::Duration::from_secs(u64::from(value))
 }
