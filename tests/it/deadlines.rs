@@ -41,8 +41,9 @@ fn recorded_cause(env: &Env, step: &str) -> String {
 }
 
 /// What a failed run must leave: `step` recorded as failed, nothing of the
-/// state dir running but PostgreSQL (the target's server, which stays up
-/// between runs), and the run lock free.
+/// state dir running but the target's servers (PostgreSQL, the Spark
+/// Connect server: they stay up between runs; the Spark test checks its
+/// server's end itself), and the run lock free.
 #[track_caller]
 fn assert_failed_and_released(env: &Env, step: &str) {
     let run = last_run(env);
@@ -56,7 +57,7 @@ fn assert_failed_and_released(env: &Env, step: &str) {
         .into_iter()
         .map(|(_, _, cmd)| cmd)
         .filter(|cmd| cmd.contains(&env.state().display().to_string()))
-        .filter(|cmd| !cmd.contains("/bin/postgres"))
+        .filter(|cmd| !cmd.contains("/bin/postgres") && !cmd.contains("SparkConnectServer"))
         .collect();
     assert!(left.is_empty(), "left running: {left:?}");
     let lock = Records::new(&env.state()).lock("test");
@@ -191,10 +192,27 @@ fn postmaster(env: &Env) -> i32 {
         .unwrap()
 }
 
-/// Sends `signal` to every process of the server: `pg_ctl` makes the
-/// postmaster a process group leader, and its backends are in its group.
+/// Sends `signal` to every process of the server: the postmaster and its
+/// children (each backend is a session of its own, so not by group).
 fn signal_server(env: &Env, signal: Signal) {
-    nix::sys::signal::killpg(Pid::from_raw(postmaster(env)), signal).unwrap();
+    let postmaster = postmaster(env);
+    send(postmaster, signal);
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // Field 4, the parent, follows the state after the command name.
+        let parent = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<i32>().ok());
+        if parent == Some(postmaster) {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), signal);
+        }
+    }
 }
 
 /// Waits until a statement of `infra` waits for a lock the test holds.

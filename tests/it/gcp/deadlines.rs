@@ -277,7 +277,7 @@ async fn a_stand_in_stopped_mid_request_is_caught() {
     use tokio::io::AsyncReadExt;
 
     let gcs = FakeGcs::start("memory");
-    gcs.bucket("b").await;
+    gcs.bucket("stopped-mid").await;
     let policy = RetryPolicy {
         attempt_timeout: Duration::from_millis(500),
         deadline: Duration::from_secs(2),
@@ -293,9 +293,12 @@ async fn a_stand_in_stopped_mid_request_is_caught() {
     // Far more than the loopback socket buffers hold.
     let size = 64 << 20;
     let mut source = tokio::io::repeat(b'x').take(size);
-    storage.upload("b", "big", &mut source).await.unwrap();
+    storage
+        .upload("stopped-mid", "big", &mut source)
+        .await
+        .unwrap();
 
-    let mut body = storage.get("b", "big", None).await.unwrap();
+    let mut body = storage.get("stopped-mid", "big", None).await.unwrap();
     let mut first = vec![0u8; 1 << 16];
     body.read_exact(&mut first).await.unwrap();
     let server = Pid::from_raw(gcs.pid() as i32);
@@ -319,7 +322,7 @@ async fn a_stand_in_stopped_mid_request_is_caught() {
         "it was not stopped mid-way"
     );
 
-    let err = tokio::time::timeout(Duration::from_secs(60), storage.list("b", ""))
+    let err = tokio::time::timeout(Duration::from_secs(60), storage.list("stopped-mid", ""))
         .await
         .expect("a call to a stopped server hung")
         .unwrap_err();
