@@ -230,6 +230,10 @@ settings! {
         "Protect the Cloud SQL instance from deletion (`down` lifts it first).";
     database_port: u16 = "database.port", 0,
         "Port of the local PostgreSQL server (0: pick a free one).";
+    database_connect_timeout_secs: u32 = "database.connect_timeout_secs", 10,
+        "How long `run` waits for the local PostgreSQL server to accept a session before the step fails.";
+    database_statement_timeout_secs: u32 = "database.statement_timeout_secs", 3600,
+        "The longest one statement of a step may run on the local PostgreSQL server (its `statement_timeout`); `run` also gives up on a server that answers nothing for this long.";
     dataset: String = "warehouse.dataset", "bootcamp".to_owned(),
         "Warehouse dataset (BigQuery) or schema (DuckDB).";
     table: String = "warehouse.table", "user_behavior_metric".to_owned(),
@@ -246,6 +250,8 @@ settings! {
         "Extra Spark properties, passed as --conf key=value.";
     spark_connect_port: u16 = "spark.connect_port", 0,
         "Port of the local Spark Connect server (0: pick a free one).";
+    spark_heartbeat_timeout_secs: u32 = "spark.heartbeat_timeout_secs", 60,
+        "How long the local Spark Connect server may leave heartbeats (an HTTP/2 ping every few seconds) unanswered while a step runs before the step fails and the server is killed; the next `run` starts a fresh one.";
     spark_warm_up: bool = "spark.warm_up", true,
         "Let `up` run both Spark jobs once on a small sample, so the first `run` finds the local Spark Connect server warm.";
     gke_node_count: u32 = "gke.node_count", 2,
@@ -286,6 +292,16 @@ settings! {
         "Dataproc deletes the run's cluster after this long without a job (a backstop; `run` deletes it itself).";
     dataproc_max_age_secs: u32 = "dataproc.max_age_secs", 14400,
         "Dataproc deletes the run's cluster this long after creation, whatever happens (a backstop).";
+    deadlines_cloudsql_operation_secs: u32 = "deadlines.cloudsql_operation_secs", 3600,
+        "How long `run` waits for one Cloud SQL import or export before it fails the step (with the operation's console link).";
+    deadlines_dataproc_cluster_secs: u32 = "deadlines.dataproc_cluster_secs", 1800,
+        "How long `run` waits for the run's Dataproc cluster to be RUNNING, or to be deleted.";
+    deadlines_dataproc_job_secs: u32 = "deadlines.dataproc_job_secs", 7200,
+        "How long `run` waits for one Dataproc job before it cancels it, deletes the cluster and fails the step.";
+    deadlines_dataproc_batch_secs: u32 = "deadlines.dataproc_batch_secs", 7200,
+        "How long `run` waits for one Dataproc Serverless batch before it cancels it and fails the step.";
+    deadlines_bigquery_job_secs: u32 = "deadlines.bigquery_job_secs", 3600,
+        "How long `run` waits for one BigQuery load job before it cancels it and fails the step.";
     endpoints_storage: Option<String> = "endpoints.storage", None,
         "Cloud Storage base URL [default: https://storage.googleapis.com, or STORAGE_EMULATOR_HOST when set].";
     endpoints_dataproc: String = "endpoints.dataproc", "https://dataproc.googleapis.com".to_owned(),
@@ -566,6 +582,13 @@ impl Layer {
             bail!("unknown setting `{key}`");
         }
         Ok(self)
+    }
+}
+
+impl Values {
+    /// Every setting at its default.
+    pub fn defaults() -> Values {
+        Layer::default().resolve()
     }
 }
 

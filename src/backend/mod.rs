@@ -112,6 +112,13 @@ pub trait Spark: Send + Sync {
         let _ = (job, run_id);
         Vec::new()
     }
+
+    /// How long one job may run before [`submit`](Spark::submit) gives up
+    /// on it, for the step's progress line; `None` when a liveness check
+    /// watches it instead (the local server's heartbeat).
+    fn deadline(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 /// How a [`Database`] wants the rows of a load encoded.

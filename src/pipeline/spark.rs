@@ -131,7 +131,11 @@ pub async fn user_behavior(
 
 /// Submits `job` with a spinner that shows it is alive while Spark works.
 async fn submit(spark: &dyn Spark, job: &SparkJob, journal: &dyn Journal) -> Result<()> {
-    let progress = ui::Progress::spinner(format!("spark {}", job.name), "running");
+    let label = format!("spark {}", job.name);
+    let progress = match spark.deadline() {
+        Some(limit) => ui::Progress::waiting(label, "running", limit),
+        None => ui::Progress::spinner(label, "running"),
+    };
     let result = spark.submit(job, journal).await;
     progress.finish();
     result

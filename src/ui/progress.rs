@@ -85,6 +85,8 @@ struct Inner {
     kind: Kind,
     unit: String,
     bar: Option<ProgressBar>,
+    /// The wait's deadline, shown beside the elapsed time.
+    limit: Option<Duration>,
     started: Instant,
     plain: Mutex<Plain>,
 }
@@ -101,7 +103,7 @@ struct Plain {
 impl Progress {
     /// Bytes moved, out of `total` if known: throughput and ETA.
     pub fn bytes(label: impl Into<String>, total: Option<u64>) -> Progress {
-        Progress::new(label.into(), Kind::Bytes, total, String::new(), "")
+        Progress::new(label.into(), Kind::Bytes, total, String::new(), "", None)
     }
 
     /// Work with a state and no measure of how far it has got: a Spark
@@ -113,22 +115,51 @@ impl Progress {
             None,
             String::new(),
             &state.to_string(),
+            None,
+        )
+    }
+
+    /// A spinner for a wait with a deadline (a Cloud SQL operation, a
+    /// Dataproc job): its time reads against the limit, `12s of 1h`, so a
+    /// user can tell waiting from hanging.
+    pub fn waiting(label: impl Into<String>, state: impl Display, limit: Duration) -> Progress {
+        Progress::new(
+            label.into(),
+            Kind::Spinner,
+            None,
+            String::new(),
+            &state.to_string(),
+            Some(limit),
         )
     }
 
     /// `position` of `total` things (`unit`, as "resources").
     pub fn count(label: impl Into<String>, total: u64, unit: &str) -> Progress {
-        Progress::new(label.into(), Kind::Count, Some(total), unit.to_owned(), "")
+        Progress::new(
+            label.into(),
+            Kind::Count,
+            Some(total),
+            unit.to_owned(),
+            "",
+            None,
+        )
     }
 
-    fn new(label: String, kind: Kind, total: Option<u64>, unit: String, message: &str) -> Progress {
+    fn new(
+        label: String,
+        kind: Kind,
+        total: Option<u64>,
+        unit: String,
+        message: &str,
+        limit: Option<Duration>,
+    ) -> Progress {
         let bar = (mode() == Mode::Live).then(|| {
             let bar = match total {
                 Some(total) => ProgressBar::new(total),
                 None => ProgressBar::new_spinner(),
             };
             let bar = BARS.add(bar);
-            bar.set_style(style(kind, total.is_some(), &unit));
+            bar.set_style(style(kind, total.is_some(), &unit, limit));
             bar.set_prefix(label.clone());
             bar.set_message(message.to_owned());
             bar.enable_steady_tick(Duration::from_millis(120));
@@ -140,6 +171,7 @@ impl Progress {
                 kind,
                 unit,
                 bar,
+                limit,
                 started: Instant::now(),
                 plain: Mutex::new(Plain {
                     position: 0,
@@ -180,7 +212,7 @@ impl Progress {
     pub fn set_total(&self, total: u64) {
         if let Some(bar) = &self.inner.bar {
             bar.set_length(total);
-            bar.set_style(style(self.inner.kind, true, &self.inner.unit));
+            bar.set_style(style(self.inner.kind, true, &self.inner.unit, None));
         }
         self.inner.plain.lock().expect("not poisoned").total = Some(total);
     }
@@ -241,6 +273,7 @@ impl Progress {
             &self.inner.unit,
             plain,
             self.elapsed(),
+            self.inner.limit,
         );
         super::detail(line);
     }
@@ -257,7 +290,14 @@ impl Drop for Inner {
 }
 
 /// The plain-mode line for a task.
-fn plain_text(label: &str, kind: Kind, unit: &str, plain: &Plain, elapsed: Duration) -> String {
+fn plain_text(
+    label: &str,
+    kind: Kind,
+    unit: &str,
+    plain: &Plain,
+    elapsed: Duration,
+    limit: Option<Duration>,
+) -> String {
     let secs = elapsed.as_secs_f64();
     let mut parts = Vec::new();
     match kind {
@@ -283,16 +323,38 @@ fn plain_text(label: &str, kind: Kind, unit: &str, plain: &Plain, elapsed: Durat
     if !plain.message.is_empty() {
         parts.push(plain.message.clone());
     }
-    parts.push(format!("{secs:.0}s"));
+    parts.push(match limit {
+        Some(limit) => format!("{secs:.0}s of {}", short(limit)),
+        None => format!("{secs:.0}s"),
+    });
     format!("{label}: {}", parts.join(", "))
 }
 
-fn style(kind: Kind, has_total: bool, unit: &str) -> ProgressStyle {
+/// A limit as a person says it: `45s`, `1m30s`, `2h`.
+fn short(d: Duration) -> String {
+    let secs = d.as_secs();
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    let mut out = String::new();
+    for (n, unit) in [(h, "h"), (m, "m"), (s, "s")] {
+        if n > 0 {
+            out.push_str(&format!("{n}{unit}"));
+        }
+    }
+    if out.is_empty() { "0s".to_owned() } else { out }
+}
+
+fn style(kind: Kind, has_total: bool, unit: &str, limit: Option<Duration>) -> ProgressStyle {
     let c = colour();
     let spinner = if c { "{spinner:.green}" } else { "{spinner}" };
     let bar = if c { "{bar:24.cyan/blue}" } else { "{bar:24}" };
     let template = match (kind, has_total) {
-        (Kind::Spinner, _) => format!("  {spinner} {{prefix}}: {{msg}} [{{elapsed}}]"),
+        (Kind::Spinner, _) => match limit {
+            Some(limit) => format!(
+                "  {spinner} {{prefix}}: {{msg}} [{{elapsed}} of {}]",
+                short(limit)
+            ),
+            None => format!("  {spinner} {{prefix}}: {{msg}} [{{elapsed}}]"),
+        },
         (Kind::Bytes, true) => format!(
             "  {spinner} {{prefix}} {bar} {{binary_bytes}}/{{binary_total_bytes}} {{binary_bytes_per_sec}} ETA {{eta}} {{msg}}"
         ),
@@ -355,7 +417,8 @@ mod tests {
                 Kind::Bytes,
                 "",
                 &plain(2 << 20, Some(8 << 20), "9 rows"),
-                two_secs
+                two_secs,
+                None
             ),
             "upload: 2.00 MiB of 8.00 MiB, 1.00 MiB/s, 9 rows, 2s"
         );
@@ -365,9 +428,21 @@ mod tests {
                 Kind::Spinner,
                 "",
                 &plain(0, None, "running"),
-                two_secs
+                two_secs,
+                None
             ),
             "spark tokenizer: running, 2s"
+        );
+        assert_eq!(
+            plain_text(
+                "Cloud SQL import",
+                Kind::Spinner,
+                "",
+                &plain(0, None, "RUNNING"),
+                two_secs,
+                Some(Duration::from_secs(5400))
+            ),
+            "Cloud SQL import: RUNNING, 2s of 1h30m"
         );
         assert_eq!(
             plain_text(
@@ -375,10 +450,19 @@ mod tests {
                 Kind::Count,
                 "resources",
                 &plain(3, Some(40), ""),
-                two_secs
+                two_secs,
+                None
             ),
             "terraform apply: 3 of 40 resources, 2s"
         );
+    }
+
+    #[test]
+    fn limits_read_as_people_say_them() {
+        assert_eq!(short(Duration::from_secs(45)), "45s");
+        assert_eq!(short(Duration::from_secs(90)), "1m30s");
+        assert_eq!(short(Duration::from_secs(7200)), "2h");
+        assert_eq!(short(Duration::ZERO), "0s");
     }
 
     #[tokio::test]

@@ -22,12 +22,12 @@ use sqlx::{Connection, PgConnection};
 use crate::harness::Env;
 
 /// The newest run record.
-fn last_run(env: &Env) -> serde_json::Value {
+pub(crate) fn last_run(env: &Env) -> serde_json::Value {
     let run = Records::new(&env.state()).latest().unwrap().unwrap();
     serde_json::to_value(run).unwrap()
 }
 
-fn step_outcome(run: &serde_json::Value, step: &str) -> Option<String> {
+pub(crate) fn step_outcome(run: &serde_json::Value, step: &str) -> Option<String> {
     run["steps"]
         .as_array()?
         .iter()
@@ -37,7 +37,7 @@ fn step_outcome(run: &serde_json::Value, step: &str) -> Option<String> {
 
 /// Waits (a liveness bound, not a timing assertion) until `check` holds.
 #[track_caller]
-fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
+pub(crate) fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
     let start = Instant::now();
     while !check() {
         assert!(
@@ -48,7 +48,7 @@ fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
-fn spawn(env: &Env, args: &[&str]) -> Child {
+pub(crate) fn spawn(env: &Env, args: &[&str]) -> Child {
     env.command(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -57,7 +57,7 @@ fn spawn(env: &Env, args: &[&str]) -> Child {
 }
 
 /// Waits for `child` and returns its exit code and stderr.
-fn finish(child: Child) -> (i32, String) {
+pub(crate) fn finish(child: Child) -> (i32, String) {
     let out = child.wait_with_output().unwrap();
     (
         out.status.code().unwrap_or(-1),
@@ -65,7 +65,7 @@ fn finish(child: Child) -> (i32, String) {
     )
 }
 
-fn running(env: &Env, step: &str) -> bool {
+pub(crate) fn running(env: &Env, step: &str) -> bool {
     env.state().join("runs").is_dir()
         && std::fs::read_dir(env.state().join("runs"))
             .unwrap()
@@ -74,7 +74,7 @@ fn running(env: &Env, step: &str) -> bool {
 }
 
 /// Every process (pid, process group, command line) on the machine.
-fn processes() -> Vec<(i32, i32, String)> {
+pub(crate) fn processes() -> Vec<(i32, i32, String)> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
@@ -104,7 +104,7 @@ fn processes() -> Vec<(i32, i32, String)> {
 }
 
 /// The process groups of the Spark children working on this state dir.
-fn spark_groups(state: &Path) -> Vec<i32> {
+pub(crate) fn spark_groups(state: &Path) -> Vec<i32> {
     let state = state.display().to_string();
     let mut groups: Vec<i32> = processes()
         .into_iter()
@@ -132,7 +132,7 @@ fn assert_groups_gone(groups: &[i32]) {
     });
 }
 
-async fn lock_purchases(env: &Env) -> PgConnection {
+pub(crate) async fn lock_purchases(env: &Env) -> PgConnection {
     let mut conn = PgConnection::connect_with(&env.db().await).await.unwrap();
     sqlx::raw_sql("BEGIN; LOCK TABLE bootcampdb.user_purchase IN ACCESS EXCLUSIVE MODE")
         .execute(&mut conn)
@@ -141,7 +141,7 @@ async fn lock_purchases(env: &Env) -> PgConnection {
     conn
 }
 
-async fn purchase_rows(env: &Env) -> i64 {
+pub(crate) async fn purchase_rows(env: &Env) -> i64 {
     let mut conn = PgConnection::connect_with(&env.db().await).await.unwrap();
     sqlx::query_scalar("SELECT count(*) FROM bootcampdb.user_purchase")
         .fetch_one(&mut conn)
@@ -462,7 +462,7 @@ fn a_full_disk_fails_clearly_and_leaves_nothing_half_written() {
 
 /// What `infra` started for this state dir and still runs, beside the
 /// target's own servers (PostgreSQL, the Spark Connect server).
-fn stray_processes(state: &Path) -> Vec<String> {
+pub(crate) fn stray_processes(state: &Path) -> Vec<String> {
     let state = state.display().to_string();
     processes()
         .into_iter()
@@ -509,21 +509,21 @@ fn warehouse_ids(env: &Env) -> Option<Vec<i64>> {
 
 /// A pause point's file (see `infra::hold`): `infra` waits there while it
 /// exists, after writing `<point>.reached`.
-struct Hold {
-    dir: std::path::PathBuf,
+pub(crate) struct Hold {
+    pub(crate) dir: std::path::PathBuf,
 }
 
 impl Hold {
-    fn set(&self, point: &str) {
+    pub(crate) fn set(&self, point: &str) {
         let _ = std::fs::remove_file(self.dir.join(format!("{point}.reached")));
         std::fs::write(self.dir.join(point), b"").unwrap();
     }
 
-    fn reached(&self, point: &str) -> bool {
+    pub(crate) fn reached(&self, point: &str) -> bool {
         self.dir.join(format!("{point}.reached")).exists()
     }
 
-    fn release(&self, point: &str) {
+    pub(crate) fn release(&self, point: &str) {
         std::fs::remove_file(self.dir.join(point)).unwrap();
     }
 }
@@ -539,7 +539,7 @@ fn release_once_recorded(env: &Env, hold: &Hold) {
 
 /// Waits for `child` to exit by itself (a liveness bound: a run that never
 /// stops fails the test instead of hanging it).
-fn exits(mut child: Child) -> (i32, String) {
+pub(crate) fn exits(mut child: Child) -> (i32, String) {
     wait_for("infra to stop", || child.try_wait().unwrap().is_some());
     finish(child)
 }

@@ -7,6 +7,7 @@ mod harness;
 mod architecture;
 mod bad_day;
 mod cli;
+mod deadlines;
 mod errors;
 mod experience;
 mod faults;

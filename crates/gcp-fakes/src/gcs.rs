@@ -82,6 +82,11 @@ impl FakeGcs {
     pub fn client(&self) -> Gcs {
         Gcs::new(&self.url)
     }
+
+    /// The server's process id, for a test that stops it mid-request.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for FakeGcs {

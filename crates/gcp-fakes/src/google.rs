@@ -33,6 +33,9 @@ struct State {
     failing_imports: Vec<String>,
     /// The next cluster created ends in ERROR instead of RUNNING.
     cluster_fails: bool,
+    /// Kinds of work ([`Endless`]) that, once started, stay running until
+    /// cancelled.
+    endless: BTreeSet<Endless>,
     /// Every `requestId` seen, with the request it came with.
     request_ids: BTreeMap<String, String>,
     /// Cloud SQL operations by name: the states still to report (the
@@ -48,6 +51,18 @@ struct State {
     bq_jobs: BTreeMap<String, Script>,
     queries: BTreeMap<String, usize>,
     next: usize,
+}
+
+/// Work the fake can leave running forever, for the caller's deadline to
+/// catch: what a stuck service looks like from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Endless {
+    /// Cloud SQL imports and exports stay RUNNING.
+    CloudSqlOperation,
+    /// Dataproc jobs stay RUNNING.
+    DataprocJob,
+    /// BigQuery jobs stay RUNNING.
+    BigQueryJob,
 }
 
 pub struct FakeGoogle {
@@ -143,6 +158,11 @@ impl FakeGoogle {
             .values()
             .map(|(_, op)| op.clone())
             .collect()
+    }
+
+    /// Work of `kind` started from now on never ends by itself.
+    pub fn never_finish(&self, kind: Endless) {
+        self.state.lock().unwrap().endless.insert(kind);
     }
 
     /// The next cluster created ends in ERROR.
@@ -407,10 +427,14 @@ fn dispatch(s: &mut State, front: &Front, driver_bucket: &str, call: &Call) -> (
                 json!(format!("gs://{driver_bucket}/driver/{job_id}/driveroutput"));
             job["status"] = json!({"state": "PENDING"});
             let end = if fails { "ERROR" } else { "DONE" };
+            let mut states = VecDeque::from(["PENDING", "SETUP_DONE", "RUNNING", "RUNNING", end]);
+            if s.endless.contains(&Endless::DataprocJob) {
+                states.pop_back();
+            }
             s.jobs.insert(
                 job_id,
                 Script {
-                    states: VecDeque::from(["PENDING", "SETUP_DONE", "RUNNING", "RUNNING", end]),
+                    states,
                     resource: job.clone(),
                 },
             );
@@ -630,14 +654,15 @@ fn dispatch(s: &mut State, front: &Front, driver_bucket: &str, call: &Call) -> (
                 "configuration": body["configuration"],
                 "status": {"state": "PENDING"},
             });
+            let mut states =
+                VecDeque::from(["PENDING", "RUNNING", if broken { "BROKEN" } else { "DONE" }]);
+            if s.endless.contains(&Endless::BigQueryJob) {
+                states.pop_back();
+            }
             s.bq_jobs.insert(
                 job_id,
                 Script {
-                    states: VecDeque::from([
-                        "PENDING",
-                        "RUNNING",
-                        if broken { "BROKEN" } else { "DONE" },
-                    ]),
+                    states,
                     resource: job.clone(),
                 },
             );
@@ -664,6 +689,14 @@ fn dispatch(s: &mut State, front: &Front, driver_bucket: &str, call: &Call) -> (
                         ],
                     });
                 }
+                // https://cloud.google.com/bigquery/docs/error-messages:
+                // `stopped` is "returned when a job is canceled".
+                "STOPPED" => {
+                    job["status"] = json!({
+                        "state": "DONE",
+                        "errorResult": {"reason": "stopped", "message": "Job execution was cancelled: User requested cancellation"},
+                    });
+                }
                 "DONE" => {
                     job["status"] = json!({"state": "DONE"});
                     job["statistics"] =
@@ -678,6 +711,23 @@ fn dispatch(s: &mut State, front: &Front, driver_bucket: &str, call: &Call) -> (
                 other => job["status"] = json!({"state": other}),
             }
             (200, job)
+        }
+        // https://cloud.google.com/bigquery/docs/reference/rest/v2/jobs/cancel:
+        // returns at once; the job ends DONE later, with reason `stopped`.
+        "jobs.cancel" => {
+            let Some(script) = s.bq_jobs.get_mut(&seg[5]) else {
+                return (
+                    404,
+                    json!({"error": {"code": 404, "message": "Not found: Job"}}),
+                );
+            };
+            script.states = VecDeque::from(["RUNNING", "STOPPED"]);
+            let mut job = script.resource.clone();
+            job["status"] = json!({"state": "RUNNING"});
+            (
+                200,
+                json!({"kind": "bigquery#jobCancelResponse", "job": job}),
+            )
         }
         "jobs.query" => {
             let job_id = format!("query-{n}");
@@ -766,10 +816,11 @@ fn dispatch(s: &mut State, front: &Front, driver_bucket: &str, call: &Call) -> (
                 "exportContext"
             };
             op[key] = context.clone();
-            s.sql_operations.insert(
-                name,
-                (VecDeque::from(["PENDING", "RUNNING", end]), op.clone()),
-            );
+            let mut states = VecDeque::from(["PENDING", "RUNNING", end]);
+            if s.endless.contains(&Endless::CloudSqlOperation) {
+                states.pop_back();
+            }
+            s.sql_operations.insert(name, (states, op.clone()));
             (200, op)
         }
         "operations.list" => {
@@ -786,6 +837,19 @@ fn dispatch(s: &mut State, front: &Front, driver_bucket: &str, call: &Call) -> (
                 .map(|(states, op)| sql_operation_now(states, op))
                 .collect();
             (200, json!({"kind": "sql#operationsList", "items": items}))
+        }
+        // https://cloud.google.com/sql/docs/postgres/admin-api/rest/v1/operations/cancel:
+        // the response body is empty. The fake only records the call (the
+        // log): the page does not say how a cancelled operation ends.
+        "operations.cancel" => {
+            if s.sql_operations.contains_key(&seg[4]) {
+                (200, json!({}))
+            } else {
+                (
+                    404,
+                    json!({"error": {"code": 404, "message": "The Cloud SQL operation does not exist.", "status": "NOT_FOUND"}}),
+                )
+            }
         }
         "operations.get" => {
             let Some((states, op)) = s.sql_operations.get_mut(&last) else {

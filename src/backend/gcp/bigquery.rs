@@ -18,6 +18,7 @@ use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::deadline::{self, DeadlinePassed, Deadlines};
 use super::http::{Call, Http, Idempotency, encode_segment};
 use super::ids;
 use crate::backend::{
@@ -185,6 +186,8 @@ pub struct BigQuery {
     project: String,
     location: String,
     poll: Duration,
+    /// How long one job may take (`deadlines.bigquery_job_secs`).
+    deadline: Duration,
 }
 
 impl BigQuery {
@@ -201,7 +204,14 @@ impl BigQuery {
             project: project.to_owned(),
             location: location.to_owned(),
             poll,
+            deadline: Deadlines::default().bigquery_job,
         }
+    }
+
+    /// Gives each job `limit` to finish.
+    pub fn with_deadline(mut self, limit: Duration) -> BigQuery {
+        self.deadline = limit;
+        self
     }
 
     fn project_url(&self) -> String {
@@ -372,11 +382,61 @@ impl BigQuery {
             .with_context(|| format!("cannot get BigQuery job {job_id}"))
     }
 
-    /// Polls until the job is DONE. A job with `errorResult` is a [`JobFailed`].
-    pub async fn wait_job(&self, job_id: &str, mut job: Job) -> Result<Job> {
+    /// Polls until the job is DONE. A job with `errorResult` is a
+    /// [`JobFailed`]. One still running at the deadline is cancelled, and
+    /// the error is a [`DeadlinePassed`].
+    pub async fn wait_job(&self, job_id: &str, job: Job) -> Result<Job> {
+        let progress = crate::ui::Progress::waiting(
+            format!("BigQuery job {job_id}"),
+            &job.status.state,
+            self.deadline,
+        );
+        let passed = || DeadlinePassed {
+            what: "BigQuery job".to_owned(),
+            id: job_id.to_owned(),
+            limit: self.deadline,
+            setting: "deadlines.bigquery_job_secs",
+            link: self.console(job_id),
+        };
+        let result =
+            deadline::within(self.deadline, passed, self.poll_job(job_id, job, &progress)).await;
+        progress.finish();
+        if result.as_ref().is_err_and(|e| e.is::<DeadlinePassed>()) {
+            self.cancel_job(job_id).await;
+        }
+        result
+    }
+
+    /// Asks BigQuery to cancel `job_id`; a failure is logged, as the
+    /// caller is already failing with the reason.
+    /// <https://cloud.google.com/bigquery/docs/reference/rest/v2/jobs/cancel>
+    async fn cancel_job(&self, job_id: &str) {
+        let call = Call::new(
+            Method::POST,
+            format!(
+                "{}/jobs/{}/cancel",
+                self.project_url(),
+                encode_segment(job_id)
+            ),
+            Idempotency::Idempotent,
+        )
+        .query("location", &self.location);
+        match self.http.send(&call).await {
+            Ok(_) => tracing::warn!("cancelled BigQuery job {job_id}"),
+            Err(e) => tracing::warn!("cannot cancel BigQuery job {job_id}: {e}"),
+        }
+    }
+
+    async fn poll_job(
+        &self,
+        job_id: &str,
+        mut job: Job,
+        progress: &crate::ui::Progress,
+    ) -> Result<Job> {
         while job.status.state != "DONE" {
             tokio::time::sleep(self.poll).await;
             job = self.get_job(job_id).await?;
+            progress.set_message(&job.status.state);
         }
         if let Some(error) = &job.status.error_result {
             return Err(JobFailed {

@@ -39,6 +39,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
+use super::deadline::{self, DeadlinePassed, Deadlines};
 use super::http::{Call, Http, Idempotency, encode_segment};
 use super::storage::GcsClient;
 use crate::backend::{
@@ -127,6 +128,8 @@ pub struct CloudSqlAdmin {
     project: String,
     instance: String,
     poll: Duration,
+    /// How long one operation may take (`deadlines.cloudsql_operation_secs`).
+    deadline: Duration,
 }
 
 impl CloudSqlAdmin {
@@ -137,7 +140,14 @@ impl CloudSqlAdmin {
             project: project.to_owned(),
             instance: instance.to_owned(),
             poll,
+            deadline: Deadlines::default().cloudsql_operation,
         }
+    }
+
+    /// Gives each operation `limit` to finish.
+    pub fn with_deadline(mut self, limit: Duration) -> Self {
+        self.deadline = limit;
+        self
     }
 
     pub fn instance(&self) -> &str {
@@ -277,9 +287,52 @@ impl CloudSqlAdmin {
     }
 
     /// Polls the operation until DONE; errors are an [`OperationFailed`]
-    /// that names it.
+    /// that names it. One still running at the deadline is cancelled, and
+    /// the error is a [`DeadlinePassed`].
     pub async fn wait(&self, name: &str, what: &str) -> Result<()> {
-        let progress = crate::ui::Progress::spinner(format!("Cloud SQL {what}"), "PENDING");
+        let progress =
+            crate::ui::Progress::waiting(format!("Cloud SQL {what}"), "PENDING", self.deadline);
+        let passed = || DeadlinePassed {
+            what: format!("Cloud SQL operation ({what})"),
+            id: name.to_owned(),
+            limit: self.deadline,
+            setting: "deadlines.cloudsql_operation_secs",
+            link: self.link(),
+        };
+        let result =
+            deadline::within(self.deadline, passed, self.poll_done(name, what, &progress)).await;
+        if result.as_ref().is_err_and(|e| e.is::<DeadlinePassed>()) {
+            self.cancel_operation(name).await;
+        }
+        result
+    }
+
+    /// Asks Cloud SQL to cancel the operation `name`; a failure is logged,
+    /// as the caller is already failing with the reason.
+    /// <https://cloud.google.com/sql/docs/postgres/admin-api/rest/v1/operations/cancel>
+    async fn cancel_operation(&self, name: &str) {
+        let call = Call::new(
+            Method::POST,
+            format!(
+                "{}/v1/projects/{}/operations/{}/cancel",
+                self.base,
+                encode_segment(&self.project),
+                encode_segment(name)
+            ),
+            Idempotency::Idempotent,
+        );
+        match self.http.send(&call).await {
+            Ok(_) => tracing::warn!("cancelled Cloud SQL operation {name}"),
+            Err(e) => tracing::warn!("cannot cancel Cloud SQL operation {name}: {e}"),
+        }
+    }
+
+    async fn poll_done(
+        &self,
+        name: &str,
+        what: &str,
+        progress: &crate::ui::Progress,
+    ) -> Result<()> {
         loop {
             let operation = self.get_operation(name).await?;
             progress.set_message(&operation.status);

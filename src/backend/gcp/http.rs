@@ -347,7 +347,13 @@ impl Http {
     /// Sends `call` and decodes its JSON response.
     pub async fn json<T: DeserializeOwned>(&self, call: &Call) -> Result<T, ApiError> {
         let response = self.send(call).await?;
-        let body = response.bytes().await.map_err(ApiError::Transport)?;
+        // The attempt's limit covers the headers; a server stopped half-way
+        // through the body is caught here.
+        let limit = call.timeout.unwrap_or(self.policy.attempt_timeout);
+        let body = tokio::time::timeout(limit, response.bytes())
+            .await
+            .map_err(|_| ApiError::AttemptTimeout(limit))?
+            .map_err(ApiError::Transport)?;
         serde_json::from_slice(&body).map_err(|e| {
             ApiError::Decode(format!(
                 "{e} in {}",

@@ -19,6 +19,7 @@ pub mod cloud;
 pub mod cloudsql;
 pub mod compute;
 pub mod dataproc;
+pub mod deadline;
 pub mod deployment;
 pub mod http;
 pub mod ids;
@@ -43,6 +44,7 @@ use bigquery::{BigQuery, BigQueryWarehouse};
 use cloudsql::{CloudSqlAdmin, CloudSqlDatabase};
 use compute::Compute;
 use dataproc::{ClusterSpark, ClusterSpec, Dataproc, ServerlessSpark, ServerlessSpec};
+use deadline::Deadlines;
 use http::{Call, Http, RetryPolicy};
 use serviceusage::ServiceUsage;
 use storage::{GcsBucket, GcsClient, StorageEndpoint, Transfer};
@@ -268,6 +270,7 @@ impl Gcp {
     }
 
     fn target_with(&self, clients: Clients, echo: Echo) -> Target {
+        let clients = with_deadlines(clients, Deadlines::from_settings(&self.settings));
         let d = &self.deployment;
         let s = &self.settings;
         let labels = self.labels();
@@ -278,7 +281,8 @@ impl Gcp {
                 &d.project,
                 &d.sql_instance,
                 POLL,
-            ),
+            )
+            .with_deadline(Deadlines::from_settings(&self.settings).cloudsql_operation),
             storage: clients.storage.clone(),
             staging_bucket: d.staging_bucket.clone(),
             database: d.database_name.clone(),
@@ -327,6 +331,15 @@ impl Gcp {
             spark,
             warehouse,
         }
+    }
+}
+
+/// `clients` with the overall deadlines of their long-running waits.
+fn with_deadlines(clients: Clients, deadlines: Deadlines) -> Clients {
+    Clients {
+        dataproc: Arc::new((*clients.dataproc).clone().with_deadlines(deadlines)),
+        bigquery: clients.bigquery.with_deadline(deadlines.bigquery_job),
+        ..clients
     }
 }
 

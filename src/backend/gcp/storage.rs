@@ -19,7 +19,7 @@ use anyhow::{Context, Result, bail};
 use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use futures_util::TryStreamExt as _;
+use futures_util::StreamExt as _;
 use reqwest::header::{CONTENT_RANGE, RANGE};
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
@@ -340,7 +340,7 @@ impl GcsClient {
             e if e.is_not_found() => anyhow::anyhow!("gs://{bucket}/{key} does not exist"),
             e => anyhow::Error::new(e).context(format!("cannot read gs://{bucket}/{key}")),
         })?;
-        let stream = response.bytes_stream().map_err(std::io::Error::other);
+        let stream = idle_limited(response.bytes_stream(), self.http.policy().attempt_timeout);
         Ok(Box::new(tokio_util::io::StreamReader::new(Box::pin(
             stream,
         ))))
@@ -775,9 +775,52 @@ impl Bucket for GcsBucket {
     }
 }
 
+/// A download's body as an I/O stream in which no chunk may take longer
+/// than `limit`: a server that stops half-way through (stopped, its link
+/// gone quiet) is an error instead of a read that never returns.
+fn idle_limited<S>(
+    stream: S,
+    limit: std::time::Duration,
+) -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send
+where
+    S: futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send + 'static,
+{
+    futures_util::stream::unfold(Some(Box::pin(stream)), move |stream| async move {
+        let mut stream = stream?;
+        match tokio::time::timeout(limit, stream.next()).await {
+            Ok(Some(chunk)) => Some((chunk.map_err(std::io::Error::other), Some(stream))),
+            Ok(None) => None,
+            Err(_) => Some((
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("the download sent nothing for {limit:?}"),
+                )),
+                None,
+            )),
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_download_that_stops_half_way_is_an_error() {
+        use tokio::io::AsyncReadExt;
+        let first = futures_util::stream::iter([Ok::<_, reqwest::Error>(
+            bytes::Bytes::from_static(b"abc"),
+        )]);
+        let stalled = first.chain(futures_util::stream::pending());
+        let mut reader = tokio_util::io::StreamReader::new(Box::pin(idle_limited(
+            stalled,
+            std::time::Duration::from_millis(100),
+        )));
+        let mut out = Vec::new();
+        let err = reader.read_to_end(&mut out).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        assert_eq!(out, b"abc");
+    }
 
     // Issue 11: the state bucket keeps a bounded number of noncurrent versions.
     #[test]

@@ -13,7 +13,11 @@
 //!   server and the jobs through the environment, never a command line.
 //! - `spark-daemon.sh` (what Spark's own `start-connect-server.sh` calls)
 //!   detaches it and writes its pid file; `down` stops it.
-//! - `run` finds a server that died and starts it again, saying so.
+//! - `run` finds a server that died, or that no longer answers, and starts
+//!   a fresh one, saying so. While a job runs, the server is watched
+//!   (`heartbeat`): a server that dies or stops answering fails the step
+//!   within seconds, with the end of its log, instead of leaving the
+//!   pyspark client retrying.
 //!
 //! ```text
 //! <state>/spark/            0700
@@ -25,7 +29,6 @@
 
 use std::collections::BTreeMap;
 
-use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -35,6 +38,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use rand::distr::{Alphanumeric, SampleString};
 
+use super::heartbeat::{self, Lost};
 use super::server;
 use crate::process::Cmd;
 
@@ -50,6 +54,12 @@ const START_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a stopping server may take before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a killed server may take to go.
+const KILL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `spark.heartbeat_timeout_secs`'s default.
+pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Where `infra` runs the server, and with what.
 pub struct ConnectServer {
     dir: PathBuf,
@@ -63,11 +73,14 @@ pub struct ConnectServer {
     properties: BTreeMap<String, String>,
     /// Spark's scratch space (`spark.local.dir`).
     scratch: PathBuf,
+    /// How long the server may leave heartbeats unanswered.
+    heartbeat: Duration,
 }
 
 /// How a client reaches the running server.
 #[derive(Clone)]
 pub struct Endpoint {
+    pub pid: i32,
     pub port: u16,
     pub token: String,
 }
@@ -75,6 +88,7 @@ pub struct Endpoint {
 impl std::fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Endpoint")
+            .field("pid", &self.pid)
             .field("port", &self.port)
             .field("token", &"****")
             .finish()
@@ -143,7 +157,15 @@ impl ConnectServer {
             driver_memory: driver_memory.to_owned(),
             properties: properties.clone(),
             scratch: state_dir.join("tmp/spark"),
+            heartbeat: HEARTBEAT_TIMEOUT,
         }
+    }
+
+    /// How long the server may leave heartbeats unanswered before it is
+    /// taken for stuck (`spark.heartbeat_timeout_secs`).
+    pub fn heartbeat_timeout(mut self, limit: Duration) -> ConnectServer {
+        self.heartbeat = limit;
+        self
     }
 
     pub fn dir(&self) -> &Path {
@@ -291,10 +313,19 @@ impl ConnectServer {
                 self.stop().await?;
                 self.start().await
             }
-            ServerState::Running { port, .. } => {
+            ServerState::Running { pid, port } => {
+                if !heartbeat::answers(port, self.heartbeat).await {
+                    crate::ui::warn(format!(
+                        "the local Spark Connect server (pid {pid}) answered no heartbeat for {}s{}: stopping it and starting a fresh one",
+                        self.heartbeat.as_secs(),
+                        stopped_note(pid)
+                    ));
+                    self.stop().await?;
+                    return self.start().await;
+                }
                 tracing::info!("reusing the Spark Connect server on port {port}");
-                self.wait_ready(port).await?;
                 Ok(Endpoint {
+                    pid,
                     port,
                     token: self.token()?,
                 })
@@ -380,29 +411,39 @@ impl ConnectServer {
         cmd.run()
             .await
             .context("cannot start the local Spark Connect server")?;
-        self.wait_ready(port).await?;
+        let pid = self.wait_ready(port).await?;
         tracing::info!(
             "Spark Connect is listening on 127.0.0.1:{port} after {:.1}s",
             started.elapsed().as_secs_f64()
         );
-        Ok(Endpoint { port, token })
+        Ok(Endpoint { pid, port, token })
     }
 
-    /// Waits until the server accepts TCP connections on `port`, or fails
-    /// with the end of its log when its process dies or time runs out.
-    async fn wait_ready(&self, port: u16) -> Result<()> {
+    /// Waits until the server answers a heartbeat on `port`, and returns
+    /// its pid, or fails with the end of its log when its process dies or
+    /// [`START_TIMEOUT`] passes.
+    async fn wait_ready(&self, port: u16) -> Result<i32> {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Ok(());
+            let pid = self.pid()?.filter(|pid| is_server_process(*pid));
+            if let Some(pid) = pid
+                && heartbeat::answers(port, Duration::from_secs(1)).await
+            {
+                return Ok(pid);
             }
-            let alive = self.pid()?.is_some_and(is_server_process);
-            if !alive || Instant::now() > deadline {
-                let why = if alive {
-                    format!("did not accept connections within {START_TIMEOUT:?}")
+            if pid.is_none() || Instant::now() > deadline {
+                let why = if pid.is_some() {
+                    format!(
+                        "did not answer within {}s{}",
+                        START_TIMEOUT.as_secs(),
+                        pid.map(stopped_note).unwrap_or_default()
+                    )
                 } else {
                     "exited".to_owned()
                 };
+                if let Some(pid) = pid {
+                    kill_and_wait(pid).await;
+                }
                 bail!(
                     "the local Spark Connect server on port {port} {why}; its log ends:\n{}",
                     self.log_tail(15)
@@ -410,6 +451,46 @@ impl ConnectServer {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Runs `work` (a job, the server's client) while watching the server
+    /// at `endpoint`. If the server dies or stops answering first, `work`
+    /// is dropped (which stops the client), a stuck server is killed so
+    /// that the next run starts a fresh one, and the error says which, with
+    /// the end of the server's log.
+    pub async fn watching<T>(
+        &self,
+        endpoint: &Endpoint,
+        job: &str,
+        work: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let pid = endpoint.pid;
+        let lost = tokio::select! {
+            done = work => match done {
+                // A client that gave up because its server died: the
+                // server's death is the cause to report.
+                Err(_) if !is_server_process(pid) => Lost::Died,
+                done => return done,
+            },
+            lost = heartbeat::watch(pid, endpoint.port, self.heartbeat, is_server_process) => lost,
+        };
+        let what = match lost {
+            Lost::Died => {
+                format!("the local Spark Connect server (pid {pid}) died while Spark job {job} ran")
+            }
+            Lost::Silent(limit) => {
+                let note = stopped_note(pid);
+                kill_and_wait(pid).await;
+                format!(
+                    "the local Spark Connect server (pid {pid}) answered no heartbeat for {}s{note} while Spark job {job} ran, so it was killed",
+                    limit.as_secs()
+                )
+            }
+        };
+        bail!(
+            "{what}; its log ends:\n{}\nhint: the next `infra run` starts a fresh server; `spark.heartbeat_timeout_secs` sets how long it may stay silent",
+            self.log_tail(15)
+        )
     }
 
     fn log_tail(&self, lines: usize) -> String {
@@ -444,6 +525,8 @@ impl ConnectServer {
         if let ServerState::Running { pid, .. } = self.state()? {
             let pid = Pid::from_raw(pid);
             let _ = kill(pid, Signal::SIGTERM);
+            // A stopped server acts on SIGTERM only once continued.
+            let _ = kill(pid, Signal::SIGCONT);
             let deadline = Instant::now() + STOP_TIMEOUT;
             while is_server_process(pid.as_raw()) {
                 if Instant::now() > deadline {
@@ -456,6 +539,25 @@ impl ConnectServer {
         }
         let _ = std::fs::remove_file(self.pid_file());
         Ok(())
+    }
+}
+
+/// ` (its process is stopped)` when `pid` is stopped (SIGSTOP, a
+/// debugger), for messages about a server that does not answer.
+fn stopped_note(pid: i32) -> String {
+    match heartbeat::process_state(pid) {
+        Some('T' | 't') => " (its process is stopped)".to_owned(),
+        _ => String::new(),
+    }
+}
+
+/// Kills the server `pid` (SIGKILL works on a stopped process too) and
+/// waits a bounded time for it to go.
+async fn kill_and_wait(pid: i32) {
+    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    let deadline = Instant::now() + KILL_TIMEOUT;
+    while is_server_process(pid) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -475,6 +577,7 @@ mod tests {
     #[test]
     fn the_endpoint_never_prints_its_token() {
         let endpoint = Endpoint {
+            pid: 1,
             port: 15002,
             token: "s3cret".into(),
         };

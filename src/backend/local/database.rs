@@ -13,8 +13,17 @@
 //! the staging bucket, a rename when both are on one filesystem. No row
 //! passes through `infra`, which is what lets the dump beat a client-side
 //! `psql \copy` (see bench/results.md).
+//!
+//! Every wait on the server is bounded ([`Deadlines`]): connecting gets
+//! `database.connect_timeout_secs`, and each statement runs under the
+//! server's own `statement_timeout` (`database.statement_timeout_secs`).
+//! A server that stops answering altogether (stopped with SIGSTOP, a hung
+//! host) cannot enforce its own timeout, so each round trip, every COPY
+//! chunk included, is also bounded on this side, a little later, so a live
+//! server reports its own cancellation first.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use async_trait::async_trait;
@@ -28,19 +37,71 @@ pub struct LocalDatabase {
     pub options: PgConnectOptions,
     /// Where the server writes dumps: a directory it owns, on this machine.
     pub export_dir: PathBuf,
+    pub deadlines: Deadlines,
 }
 
+/// How long the server gets to answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadlines {
+    /// From the TCP connect to a session ready for queries.
+    pub connect: Duration,
+    /// The server's `statement_timeout` for each statement.
+    pub statement: Duration,
+}
+
+impl Default for Deadlines {
+    fn default() -> Self {
+        Deadlines {
+            connect: Duration::from_secs(10),
+            statement: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// How much longer than `statement_timeout` a round trip may take before
+/// the server is taken for unresponsive: time for a live server to report
+/// its own cancellation.
+const ANSWER_GRACE: Duration = Duration::from_secs(5);
+
 impl LocalDatabase {
+    fn address(&self) -> String {
+        format!("{}:{}", self.options.get_host(), self.options.get_port())
+    }
+
     async fn connect(&self) -> Result<PgConnection> {
-        PgConnection::connect_with(&self.options)
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot connect to PostgreSQL at {}:{}",
-                    self.options.get_host(),
-                    self.options.get_port()
-                )
-            })
+        let secs = self.deadlines.statement.as_secs().max(1);
+        let options = self
+            .options
+            .clone()
+            .options([("statement_timeout", format!("{secs}s"))]);
+        let limit = self.deadlines.connect;
+        match tokio::time::timeout(limit, PgConnection::connect_with(&options)).await {
+            Ok(conn) => {
+                conn.with_context(|| format!("cannot connect to PostgreSQL at {}", self.address()))
+            }
+            Err(_) => bail!(
+                "PostgreSQL at {} did not answer a connection within {}s\nhint: is the server stuck? `infra status` shows it; `database.connect_timeout_secs` sets the limit",
+                self.address(),
+                limit.as_secs()
+            ),
+        }
+    }
+
+    /// Awaits one round trip to the server (`what`), bounded by the
+    /// statement timeout and a grace.
+    async fn answer<T, E>(&self, what: &str, work: impl Future<Output = Result<T, E>>) -> Result<T>
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        let limit = self.deadlines.statement + ANSWER_GRACE;
+        match tokio::time::timeout(limit, work).await {
+            Ok(done) => done.with_context(|| format!("{what} failed")),
+            Err(_) => bail!(
+                "PostgreSQL at {} did not answer {what} within {}s\nhint: is the server stuck? `database.statement_timeout_secs` sets the limit",
+                self.address(),
+                limit.as_secs()
+            ),
+        }
     }
 }
 
@@ -66,20 +127,24 @@ impl Database for LocalDatabase {
         _journal: &dyn Journal,
     ) -> Result<u64> {
         let mut conn = self.connect().await?;
-        let mut tx = conn.begin().await?;
-        sqlx::raw_sql(AssertSqlSafe(table.create_sql.clone()))
-            .execute(&mut *tx)
-            .await
-            .with_context(|| format!("cannot create {}", table.name))?;
-        sqlx::raw_sql(AssertSqlSafe(format!("TRUNCATE {}", table.name)))
-            .execute(&mut *tx)
-            .await?;
+        let mut tx = self.answer("BEGIN", conn.begin()).await?;
+        self.answer(
+            &format!("CREATE of {}", table.name),
+            sqlx::raw_sql(AssertSqlSafe(table.create_sql.clone())).execute(&mut *tx),
+        )
+        .await?;
+        self.answer(
+            &format!("TRUNCATE {}", table.name),
+            sqlx::raw_sql(AssertSqlSafe(format!("TRUNCATE {}", table.name))).execute(&mut *tx),
+        )
+        .await?;
         let copy = format!(
             "COPY {} ({}) FROM STDIN (FORMAT binary)",
             table.name,
             table.columns.join(", ")
         );
-        let mut copy_in = tx.copy_in_raw(&copy).await?;
+        let copying = format!("COPY into {}", table.name);
+        let mut copy_in = self.answer(&copying, tx.copy_in_raw(&copy)).await?;
         loop {
             let chunk = match rows.next().await {
                 Ok(Some(chunk)) => chunk,
@@ -89,9 +154,8 @@ impl Database for LocalDatabase {
                     return Err(e);
                 }
             };
-            if let Err(e) = copy_in.send(chunk).await {
-                return Err(e).with_context(|| format!("COPY into {} failed", table.name));
-            }
+            // A server that stops reading fills the socket: this bounds it.
+            self.answer(&copying, copy_in.send(chunk)).await?;
         }
         // Before the COPY ends: a producer that failed (a file cut short, a
         // record over the limit) sent an incomplete binary stream, and its
@@ -104,17 +168,14 @@ impl Database for LocalDatabase {
                 return Err(e);
             }
         };
-        let loaded = copy_in
-            .finish()
-            .await
-            .with_context(|| format!("COPY into {} failed", table.name))?;
+        let loaded = self.answer(&copying, copy_in.finish()).await?;
         if sent != loaded {
             bail!(
                 "sent {sent} rows to {}, but COPY loaded {loaded}",
                 table.name
             );
         }
-        tx.commit().await?;
+        self.answer("COMMIT", tx.commit()).await?;
         Ok(loaded)
     }
 
@@ -144,7 +205,20 @@ impl Database for LocalDatabase {
             table.columns.join(", "),
             sql::literal(&spool.to_string_lossy())
         );
-        let rows = match sqlx::raw_sql(AssertSqlSafe(copy)).execute(&mut conn).await {
+        let limit = self.deadlines.statement + ANSWER_GRACE;
+        let dumped =
+            tokio::time::timeout(limit, sqlx::raw_sql(AssertSqlSafe(copy)).execute(&mut conn))
+                .await;
+        let Ok(dumped) = dumped else {
+            // The server may still be writing it; the next dump removes it.
+            bail!(
+                "PostgreSQL at {} did not finish the dump of {} within {}s\nhint: is the server stuck? `database.statement_timeout_secs` sets the limit",
+                self.address(),
+                table.name,
+                limit.as_secs()
+            );
+        };
+        let rows = match dumped {
             Ok(done) => done.rows_affected(),
             Err(e) => {
                 let _ = std::fs::remove_file(&spool);

@@ -23,6 +23,7 @@ pub mod bucket;
 pub mod connect;
 pub mod database;
 pub mod duckdb;
+pub mod heartbeat;
 pub mod postgres;
 pub mod server;
 pub mod spark;
@@ -149,6 +150,7 @@ impl Local {
             &self.settings.spark_driver_memory,
             &self.settings.spark_properties,
         )
+        .heartbeat_timeout(secs(self.settings.spark_heartbeat_timeout_secs))
     }
 
     pub fn warehouse(&self) -> DuckDbWarehouse {
@@ -290,6 +292,10 @@ impl Local {
         LocalDatabase {
             options,
             export_dir: self.postgres.dir().to_path_buf(),
+            deadlines: database::Deadlines {
+                connect: secs(self.settings.database_connect_timeout_secs),
+                statement: secs(self.settings.database_statement_timeout_secs),
+            },
         }
     }
 
@@ -395,4 +401,9 @@ impl Local {
         lines.push(("warehouse".into(), state));
         Ok(lines)
     }
+}
+
+/// A setting in seconds as a duration.
+fn secs(value: u32) -> std::time::Duration {
+    std::time::Duration::from_secs(u64::from(value))
 }

@@ -259,7 +259,7 @@ impl Spark for LocalSpark {
         // A server that died since `up` (or since the last job) is started
         // again here, with a message, rather than failing the step.
         let endpoint = self.server.ensure_running_for_run().await?;
-        Cmd::new(&self.python)
+        let client = Cmd::new(&self.python)
             .arg(script)
             .args(&job.args)
             .env("SPARK_REMOTE", endpoint.remote())
@@ -267,16 +267,19 @@ impl Spark for LocalSpark {
             .env("SPARK_CONNECT_AUTHENTICATE_TOKEN", &endpoint.token)
             .env_remove("PYTHONPATH")
             .env_remove("SPARK_HOME")
-            .echo(self.echo)
-            .run()
-            .await
-            .with_context(|| {
+            .echo(self.echo);
+        let run = async {
+            client.run().await.with_context(|| {
                 format!(
                     "Spark job {} failed (the Spark Connect server's log: {})",
                     job.name,
                     self.server.log_dir().display()
                 )
-            })?;
+            })
+        };
+        // pyspark retries a lost server for minutes: the server is watched
+        // here, so a dead or stuck one fails the step within seconds.
+        self.server.watching(&endpoint, &job.name, run).await?;
         Ok(())
     }
 }

@@ -16,6 +16,7 @@ mod auth;
 mod bigquery;
 mod cloudsql;
 mod dataproc;
+mod deadlines;
 mod faults;
 mod storage;
 

@@ -12,6 +12,7 @@ use reqwest::Method;
 use serde::{Deserialize, Serialize};
 
 use super::{Dataproc, JobFailed, Operation};
+use crate::backend::gcp::deadline::{self, DeadlinePassed};
 use crate::backend::gcp::http::{Call, Idempotency};
 use crate::backend::gcp::ids;
 
@@ -124,8 +125,23 @@ impl Dataproc {
     }
 
     /// Polls the batch until it ends; FAILED or CANCELLED is a [`JobFailed`].
+    /// Bounded by `deadlines.dataproc_batch_secs`: a batch still running
+    /// then is a [`DeadlinePassed`]; the caller's teardown cancels it.
     pub async fn wait_batch(&self, id: &str) -> Result<Batch> {
-        let progress = crate::ui::Progress::spinner(format!("Dataproc batch {id}"), "PENDING");
+        let limit = self.deadlines.dataproc_batch;
+        let progress =
+            crate::ui::Progress::waiting(format!("Dataproc batch {id}"), "PENDING", limit);
+        let passed = || DeadlinePassed {
+            what: "Dataproc batch".to_owned(),
+            id: id.to_owned(),
+            limit,
+            setting: "deadlines.dataproc_batch_secs",
+            link: self.batch_link(id),
+        };
+        deadline::within(limit, passed, self.poll_batch(id, &progress)).await
+    }
+
+    async fn poll_batch(&self, id: &str, progress: &crate::ui::Progress) -> Result<Batch> {
         loop {
             let batch = self.get_batch(id).await?;
             progress.set_message(batch.state());

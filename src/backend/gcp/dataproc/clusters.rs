@@ -12,6 +12,7 @@ use reqwest::Method;
 use serde::{Deserialize, Serialize};
 
 use super::{Dataproc, Operation, label_filter};
+use crate::backend::gcp::deadline::{self, DeadlinePassed};
 use crate::backend::gcp::http::{Call, Idempotency};
 use crate::backend::gcp::ids;
 
@@ -176,8 +177,23 @@ impl Dataproc {
 
     /// Polls the cluster until it runs. ERROR (and any state it cannot run
     /// jobs from) is a [`ClusterFailed`]: the caller deletes it at once.
+    /// Bounded by `deadlines.dataproc_cluster_secs`: a cluster that never
+    /// runs is a [`DeadlinePassed`], and the caller deletes it.
     pub async fn wait_cluster_running(&self, name: &str) -> Result<Cluster> {
-        let progress = crate::ui::Progress::spinner(format!("Dataproc cluster {name}"), "CREATING");
+        let limit = self.deadlines.dataproc_cluster;
+        let progress =
+            crate::ui::Progress::waiting(format!("Dataproc cluster {name}"), "CREATING", limit);
+        let passed = || DeadlinePassed {
+            what: "Dataproc cluster".to_owned(),
+            id: name.to_owned(),
+            limit,
+            setting: "deadlines.dataproc_cluster_secs",
+            link: self.cluster_link(name),
+        };
+        deadline::within(limit, passed, self.poll_running(name, &progress)).await
+    }
+
+    async fn poll_running(&self, name: &str, progress: &crate::ui::Progress) -> Result<Cluster> {
         loop {
             let cluster = self
                 .get_cluster(name)

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::driver::DriverOutput;
 use super::{Dataproc, JobFailed};
+use crate::backend::gcp::deadline::{self, DeadlinePassed};
 use crate::backend::gcp::http::{Call, Idempotency};
 use crate::backend::gcp::ids;
 use crate::backend::gcp::storage::GcsClient;
@@ -133,7 +134,27 @@ impl Dataproc {
     /// Polls the job through every state until it ends, streaming its
     /// driver output to `sink` when `storage` is given. A job that ends in
     /// ERROR or CANCELLED is a [`JobFailed`] quoting the end of that output.
+    ///
+    /// Bounded by `deadlines.dataproc_job_secs`: a job still running then
+    /// is a [`DeadlinePassed`]; the caller's teardown cancels it.
     pub async fn wait_job(
+        &self,
+        id: &str,
+        storage: Option<&GcsClient>,
+        sink: &(dyn Fn(&str) + Send + Sync),
+    ) -> Result<Job> {
+        let limit = self.deadlines.dataproc_job;
+        let passed = || DeadlinePassed {
+            what: "Dataproc job".to_owned(),
+            id: id.to_owned(),
+            limit,
+            setting: "deadlines.dataproc_job_secs",
+            link: self.job_link(id),
+        };
+        deadline::within(limit, passed, self.poll_job(id, storage, sink)).await
+    }
+
+    async fn poll_job(
         &self,
         id: &str,
         storage: Option<&GcsClient>,

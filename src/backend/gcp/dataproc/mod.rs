@@ -37,6 +37,7 @@ use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+use super::deadline::{self, DeadlinePassed, Deadlines};
 use super::http::{Call, Http};
 
 /// The real service.
@@ -85,6 +86,8 @@ pub struct Dataproc {
     pub(crate) project: String,
     pub(crate) region: String,
     pub(crate) poll: Duration,
+    /// How long clusters, jobs and batches may take (`deadlines.*`).
+    pub(crate) deadlines: Deadlines,
 }
 
 impl Dataproc {
@@ -101,7 +104,14 @@ impl Dataproc {
             project: project.to_owned(),
             region: region.to_owned(),
             poll,
+            deadlines: Deadlines::default(),
         }
+    }
+
+    /// Gives clusters, jobs and batches the limits in `deadlines`.
+    pub fn with_deadlines(mut self, deadlines: Deadlines) -> Dataproc {
+        self.deadlines = deadlines;
+        self
     }
 
     pub fn project(&self) -> &str {
@@ -162,7 +172,24 @@ impl Dataproc {
 
     /// Polls `operation` until it is done; an operation error is an error
     /// that names the operation.
-    pub async fn wait_operation(&self, mut operation: Operation, what: &str) -> Result<()> {
+    /// Bounded by the cluster deadline: the operations waited on are a
+    /// cluster's delete.
+    pub async fn wait_operation(&self, operation: Operation, what: &str) -> Result<()> {
+        let limit = self.deadlines.dataproc_cluster;
+        let passed = || DeadlinePassed {
+            what: format!("Dataproc operation ({what})"),
+            id: operation.name.clone(),
+            limit,
+            setting: "deadlines.dataproc_cluster_secs",
+            link: format!(
+                "https://console.cloud.google.com/dataproc/clusters?project={}",
+                self.project
+            ),
+        };
+        deadline::within(limit, passed, self.poll_operation(operation.clone(), what)).await
+    }
+
+    async fn poll_operation(&self, mut operation: Operation, what: &str) -> Result<()> {
         while !operation.done {
             tokio::time::sleep(self.poll).await;
             operation = self

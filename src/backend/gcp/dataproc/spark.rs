@@ -327,6 +327,10 @@ impl Spark for ClusterSpark {
         result.map(|_| ()).with_context(what)
     }
 
+    fn deadline(&self) -> Option<std::time::Duration> {
+        Some(self.dataproc.deadlines.dataproc_job)
+    }
+
     async fn teardown(&self) -> Result<()> {
         let mut live = self.live.lock().await;
         if let Some(id) = live.job.take() {
@@ -511,6 +515,10 @@ impl Spark for ServerlessSpark {
             *self.live.lock().await = None;
         }
         result.map(|_| ()).with_context(what)
+    }
+
+    fn deadline(&self) -> Option<std::time::Duration> {
+        Some(self.dataproc.deadlines.dataproc_batch)
     }
 
     async fn teardown(&self) -> Result<()> {
