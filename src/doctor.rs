@@ -271,14 +271,13 @@ async fn token(settings: &Settings) -> Check {
             .to_owned();
         match settings.impersonate_service_account.as_deref() {
             Some(email) => {
-                let tokens =
-                    auth::for_settings(
-                        &[email],
-                        &sources,
-                        &settings.endpoints_iam_credentials,
-                        settings.project.as_deref().unwrap_or_default(),
-                    )
-                        .await?;
+                let tokens = auth::for_settings(
+                    &[email],
+                    &sources,
+                    &settings.endpoints_iam_credentials,
+                    settings.project.as_deref().unwrap_or_default(),
+                )
+                .await?;
                 tokens.token().await?;
                 Ok::<_, anyhow::Error>(format!("{email}, impersonated by {identity}"))
             }
@@ -305,6 +304,7 @@ async fn token(settings: &Settings) -> Check {
             "check the network, then `gcloud auth application-default login`",
         ),
     }
+}
 
 /// Who `up` and `run` act as (docs/iam.md), and whether the operator can
 /// mint the pipeline account's tokens, which `run_as = pipeline` needs.
@@ -330,10 +330,11 @@ async fn identities(settings: &Settings, project: &str) -> Vec<Check> {
             Check::ok(name, "the same credentials (run_as = \"caller\")")
         }
         crate::settings::RunAs::Pipeline => match crate::backend::gcp::Gcp::load(settings) {
-            Err(_) => Check::skipped(
+            // Nothing to check before `up`: it is a plan, not a gap.
+            Err(_) => Check::ok(
                 name,
                 format!(
-                    "the pipeline's service account, once `infra up` has made it in {project} and granted Token Creator on it"
+                    "the pipeline's service account, once `infra up` has made it in {project} and granted you Token Creator on it"
                 ),
             ),
             Ok(gcp) => {

@@ -128,10 +128,6 @@ pub async fn execute(
     records.save(run)
 }
 
-<<<<<<< HEAD
-// Each argument is a distinct input of one step; a struct would only
-// rename them.
-=======
 /// A failed Spark step's error, its cause first: the `[ERROR_CLASS]
 /// message` Spark gave, then where the whole output (the JVM's stack
 /// frames, the command) was saved, then the hints the error had. The
@@ -161,7 +157,8 @@ fn cause_first(e: anyhow::Error, cause: &str, full: &str, log: &Path) -> anyhow:
     anyhow::anyhow!(message)
 }
 
->>>>>>> badday
+// Each argument is a distinct input of one step; a struct would only
+// rename them.
 #[allow(clippy::too_many_arguments)]
 async fn execute_step(
     step: Step,

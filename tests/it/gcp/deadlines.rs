@@ -115,6 +115,7 @@ fn spec() -> ClusterSpec {
         max_age_secs: 14400,
         service_account: "pipeline@proj.iam.gserviceaccount.com".into(),
         subnetwork: "infra-dataproc".into(),
+        bucket: "proj-staging".into(),
         labels: BTreeMap::from([("managed-by".to_owned(), "infra".to_owned())]),
         properties: BTreeMap::new(),
     }
