@@ -390,8 +390,15 @@ async fn doctor_reads_which_required_apis_are_off() {
         "{before}"
     );
 
+    // As the operator: the stand-ins enforce IAM, so the token must name one.
+    let token = r.stack.front.iam().unwrap().mint(&r.stack.names.operator);
+    let http = infra::backend::gcp::http::Http::new(
+        std::sync::Arc::new(infra::backend::gcp::auth::StaticToken::new(token)),
+        crate::gcp::fast_policy(),
+    )
+    .unwrap();
     let services = ServiceUsage::new(
-        crate::gcp::http(crate::gcp::fast_policy()),
+        http,
         &r.stack.urls.serviceusage,
         PROJECT,
         Duration::from_millis(10),

@@ -123,7 +123,7 @@ fn up_starts_a_private_spark_connect_server_that_run_restarts_and_down_stops() {
     let restarted = connect_pid(&env);
     assert_ne!(restarted, pid);
 
-    env.infra(&["down", "--yes"]).ok();
+    env.infra(&["down", "--yes", "--purge"]).ok();
     assert!(
         gone(restarted),
         "the Spark Connect server still runs after down"
