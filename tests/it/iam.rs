@@ -168,27 +168,13 @@ async fn each_step_and_verb_fails_clearly_without_its_permission() {
 /// instance's account reaches staging only. Read from the real modules.
 #[test]
 fn the_pipeline_holds_only_its_own_grants() {
-    use gcp_fakes::iam::{Iam, Parties, Resource};
+    use gcp_fakes::iam::{Iam, Resource};
     let names = gcp_fakes::stack::Names::for_project("rehearsal-project", "us-central1");
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let iam = Iam::load(
         &repo.join("terraform/modules"),
         &repo.join("crates/gcp-fakes/iam/predefined-roles.json"),
-        &Parties {
-            project: names.project.clone(),
-            operator: names.operator.clone(),
-            pipeline: names.service_account.clone(),
-            cloudsql_instance: names.cloudsql_account.clone(),
-            buckets: [
-                ("raw", &names.raw_bucket),
-                ("staging", &names.staging_bucket),
-                ("code", &names.code_bucket),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v.clone()))
-            .collect(),
-            dataset: names.dataset.clone(),
-        },
+        &names.parties(),
         &[],
     )
     .unwrap();

@@ -51,6 +51,25 @@ pub struct Names {
 }
 
 impl Names {
+    /// The identities and resources IAM binds, for [`Iam::load`].
+    pub fn parties(&self) -> Parties {
+        Parties {
+            project: self.project.clone(),
+            operator: self.operator.clone(),
+            pipeline: self.service_account.clone(),
+            cloudsql_instance: self.cloudsql_account.clone(),
+            buckets: [
+                ("raw", &self.raw_bucket),
+                ("staging", &self.staging_bucket),
+                ("code", &self.code_bucket),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.clone()))
+            .collect(),
+            dataset: self.dataset.clone(),
+        }
+    }
+
     /// Must agree with `crates/gcp-fakes/terraform/main.tf`.
     pub fn for_project(project: &str, region: &str) -> Names {
         Names {
@@ -149,26 +168,7 @@ impl Stack {
         };
         let names = config.names.clone();
         let (modules, roles) = iam_sources();
-        let iam = Iam::load(
-            &modules,
-            &roles,
-            &Parties {
-                project: names.project.clone(),
-                operator: names.operator.clone(),
-                pipeline: names.service_account.clone(),
-                cloudsql_instance: names.cloudsql_account.clone(),
-                buckets: [
-                    ("raw", &names.raw_bucket),
-                    ("staging", &names.staging_bucket),
-                    ("code", &names.code_bucket),
-                ]
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v.clone()))
-                .collect(),
-                dataset: names.dataset.clone(),
-            },
-            &config.revoke,
-        )?;
+        let iam = Iam::load(&modules, &roles, &names.parties(), &config.revoke)?;
         iam.add_refresh_token(USER_REFRESH_TOKEN, &names.operator);
         front.enforce(iam, &names.cloudsql_account);
         std::fs::create_dir_all(&config.work)
