@@ -20,6 +20,19 @@
 //!   keeps them: googleapis/python-bigquery#673); TIMESTAMP as microseconds when `formatOptions.useInt64Timestamp` is
 //!   set and as floating-point seconds (`1.7957292005E9`) otherwise.
 //!
+//! A test can leave the next load job running forever
+//! ([`BigQuery::stall_next_load`]), for the caller's deadline to catch.
+//! `jobs.cancel` follows
+//! https://cloud.google.com/bigquery/docs/reference/rest/v2/jobs/cancel:
+//! it "will return immediately", answering a `bigquery#jobCancelResponse`
+//! with the job, and "the client will need to poll for the job status to
+//! see if the cancel completed successfully". A stalled job then ends DONE
+//! with `errorResult.reason` `stopped`, which "returns when a job is
+//! canceled" (https://cloud.google.com/bigquery/docs/error-messages);
+//! BigQuery has no CANCELLED state (JobStatus.state is PENDING, RUNNING or
+//! DONE). A load already running in DuckDB is not interrupted: it ends as
+//! its work does, as a cancel that came too late does on BigQuery.
+//!
 //! Where it cannot: DuckDB decimals hold 38 digits, so a BIGNUMERIC field
 //! must give a precision of at most 38; queries run in DuckDB's SQL, with
 //! BigQuery's backquoted `project.dataset.table` names rewritten.
@@ -49,6 +62,10 @@ struct Job {
     state: String,
     error: Option<String>,
     result: Option<ResultSet>,
+    /// Left running on purpose: nothing works on it until a cancel.
+    stalled: bool,
+    /// Ended by `jobs.cancel` (reason `stopped`).
+    stopped: bool,
 }
 
 #[derive(Default)]
@@ -58,6 +75,8 @@ struct State {
     tables: BTreeMap<(String, String), Vec<Value>>,
     jobs: BTreeMap<String, Job>,
     next: u64,
+    /// The next `n` load jobs stay RUNNING until cancelled.
+    stall_loads: usize,
 }
 
 #[derive(Clone)]
@@ -157,6 +176,7 @@ impl BigQuery {
             "tables.delete" => self.delete_table(&seg(5), &seg(7)),
             "jobs.insert" => self.insert_job(&call),
             "jobs.get" => self.get_job(&seg(5)),
+            "jobs.cancel" => self.cancel_job(&seg(5)),
             "jobs.query" => self.query(&call).await,
             "jobs.getQueryResults" => self.results(&call, &seg(5)),
             other => {
@@ -299,8 +319,20 @@ impl BigQuery {
                 state: "PENDING".into(),
                 error: None,
                 result: None,
+                stalled: false,
+                stopped: false,
             },
         );
+        if !config["load"].is_null() && s.stall_loads > 0 {
+            s.stall_loads -= 1;
+            drop(s);
+            self.with_job(&job_id, |job| job.stalled = true);
+            self.set_job(&job_id, "RUNNING", None, None);
+            self.front
+                .event(json!({"event": "bigquery-job", "job": job_id, "stalled": true}));
+            resource["status"] = json!({"state": "RUNNING"});
+            return (200, resource);
+        }
         drop(s);
         resource["status"] = json!({"state": "PENDING"});
         let this = self.clone();
@@ -364,7 +396,9 @@ impl BigQuery {
         let mut r = job.resource.clone();
         r["status"] = json!({"state": job.state});
         if let Some(message) = &job.error {
-            let reason = if message.contains("not found") {
+            let reason = if job.stopped {
+                "stopped"
+            } else if message.contains("not found") {
                 "notFound"
             } else {
                 "invalid"
@@ -380,6 +414,45 @@ impl BigQuery {
             Some(job) => (200, Self::job_json(job)),
             None => not_found(&format!("Job {}:{id}", self.project)),
         }
+    }
+
+    /// The next `times` load jobs stay RUNNING, doing nothing, until they
+    /// are cancelled: a job that never finishes.
+    pub fn stall_next_load(&self, times: usize) {
+        self.state.lock().unwrap().stall_loads += times;
+    }
+
+    /// The state of a job (`PENDING`, `RUNNING`, `DONE`), with the reason
+    /// of its error, if it exists.
+    pub fn job_state(&self, id: &str) -> Option<(String, Option<String>)> {
+        let s = self.state.lock().unwrap();
+        let job = s.jobs.get(id)?;
+        let json = Self::job_json(job);
+        Some((
+            job.state.clone(),
+            json["status"]["errorResult"]["reason"]
+                .as_str()
+                .map(str::to_owned),
+        ))
+    }
+
+    /// `jobs.cancel`: see the module's doc for the rules.
+    fn cancel_job(&self, id: &str) -> (u16, Value) {
+        let mut s = self.state.lock().unwrap();
+        let Some(job) = s.jobs.get_mut(id) else {
+            return not_found(&format!("Job {}:{id}", self.project));
+        };
+        if job.stalled && job.state != "DONE" {
+            job.state = "DONE".into();
+            job.stopped = true;
+            job.error = Some("Job execution was cancelled: User requested cancellation".into());
+            job.resource["statistics"]["endTime"] = json!(now_ms());
+        }
+        let answer = json!({"kind": "bigquery#jobCancelResponse", "job": Self::job_json(job)});
+        drop(s);
+        self.front
+            .event(json!({"event": "bigquery-job", "job": id, "cancel": true}));
+        (200, answer)
     }
 
     async fn query(&self, call: &Call) -> (u16, Value) {
@@ -406,6 +479,8 @@ impl BigQuery {
                 state: "DONE".into(),
                 error: None,
                 result: Some(result.clone()),
+                stalled: false,
+                stopped: false,
             },
         );
         let max = body["maxResults"].as_u64().map(|m| m as usize);

@@ -9,6 +9,17 @@
 //! as the GCS connector would have written them. Cancelling a job, or
 //! deleting its cluster, kills its process group.
 //!
+//! A test can break a script's next run ([`Dataproc::break_script`]) or
+//! leave it running forever ([`Dataproc::stall_script`]): a driver that
+//! never ends, which only a cancel or its cluster's delete stops. Cancel
+//! follows `jobs.cancel`
+//! (https://cloud.google.com/dataproc/docs/reference/rest/v1/projects.regions.jobs/cancel):
+//! it "starts a job cancellation request" and answers the job, which then
+//! goes `CANCEL_PENDING` (JobStatus.State: "the job cancellation was
+//! requested") and ends `CANCELLED` ("the job cancellation was
+//! successful") once its driver is gone; the caller reads that with
+//! `jobs.get`.
+//!
 //! Cluster and job life times go to the request log as events, for the
 //! cluster-minutes report.
 
@@ -94,6 +105,9 @@ struct State {
     /// Scripts (by file name) whose next run fails: the stand-in runs a
     /// script that prints these lines and raises instead.
     broken: BTreeMap<String, Vec<String>>,
+    /// Scripts (by file name) whose next run never ends: the stand-in runs
+    /// a script that prints these lines and sleeps until it is killed.
+    stalled: BTreeMap<String, Vec<String>>,
     next: u64,
 }
 
@@ -173,6 +187,15 @@ impl Dataproc {
     /// prints `lines` and fails with a Python traceback.
     pub fn break_script(&self, file: &str, lines: &[&str]) {
         self.state.lock().unwrap().broken.insert(
+            file.to_owned(),
+            lines.iter().map(|l| l.to_string()).collect(),
+        );
+    }
+
+    /// The next run of the script named `file` prints `lines`, then stays
+    /// RUNNING until it is cancelled or its cluster deleted: a stuck job.
+    pub fn stall_script(&self, file: &str, lines: &[&str]) {
+        self.state.lock().unwrap().stalled.insert(
             file.to_owned(),
             lines.iter().map(|l| l.to_string()).collect(),
         );
@@ -872,14 +895,30 @@ impl Dataproc {
         let main_uri = pyspark["mainPythonFileUri"].as_str().unwrap_or_default();
         let mut main = mirror.fetch(main_uri).await?;
         let file = main_uri.rsplit('/').next().unwrap_or_default().to_owned();
-        let broken = self.state.lock().unwrap().broken.remove(&file);
-        if let Some(lines) = broken {
-            let path = work.path().join(format!("broken-{file}"));
+        let (broken, stalled) = {
+            let mut s = self.state.lock().unwrap();
+            (s.broken.remove(&file), s.stalled.remove(&file))
+        };
+        let replaced = match (broken, stalled) {
+            (Some(lines), _) => Some((
+                "broken",
+                lines,
+                "raise ValueError('the rehearsal broke this job on purpose')\n",
+            )),
+            (None, Some(lines)) => Some((
+                "stalled",
+                lines,
+                "import time\nwhile True:\n    time.sleep(3600)\n",
+            )),
+            (None, None) => None,
+        };
+        if let Some((how, lines, end)) = replaced {
+            let path = work.path().join(format!("{how}-{file}"));
             let mut script = String::from("import sys\n");
             for line in &lines {
                 script.push_str(&format!("print({line:?}, flush=True)\n"));
             }
-            script.push_str("raise ValueError('the rehearsal broke this job on purpose')\n");
+            script.push_str(end);
             std::fs::write(&path, script)?;
             main = format!("file://{}", path.display());
         }

@@ -24,7 +24,16 @@
 //!   onto an object that already exists fails, as `gcloud sql export csv`
 //!   documents;
 //! - CSV quote, escape and field-delimiter options are hex ASCII codes
-//!   (`"22"` for `"`), as the Cloud SQL docs require.
+//!   (`"22"` for `"`), as the Cloud SQL docs require;
+//! - `operations.cancel` (https://cloud.google.com/sql/docs/postgres/import-export/cancel-import-export):
+//!   the call "doesn't return any response" and the caller checks the
+//!   operation's status with `operations.get`. A cancelled import or
+//!   export ends DONE with an `error` and frees the instance; Cloud SQL's
+//!   `SqlOperationStatus` has no cancelled state (PENDING, RUNNING, DONE),
+//!   and no page gives the error's text, so the stand-in's is its own.
+//!   Only an operation left running on purpose ([`SqlAdmin::stall_next_operation`])
+//!   is stopped by it: one already executing in PostgreSQL runs to its
+//!   end, as a cancel that comes too late does.
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
@@ -67,6 +76,10 @@ struct State {
     short_csv_imports: usize,
     /// The next `n` SQL imports that fail are reported DONE without error.
     silent_sql_failures: usize,
+    /// The next `n` imports or exports stay RUNNING until cancelled.
+    stall_operations: usize,
+    /// Operations left running on purpose, which a cancel ends.
+    stalled: std::collections::BTreeSet<String>,
 }
 
 /// Cloud SQL's answer to a second operation on a busy instance.
@@ -168,6 +181,52 @@ impl SqlAdmin {
             .event(json!({"event": "sql", "operation": name, "ok": true, "released": true}));
     }
 
+    /// The next `times` imports or exports are accepted and stay RUNNING,
+    /// holding the instance and doing nothing, until they are cancelled:
+    /// an operation that never finishes.
+    pub fn stall_next_operation(&self, times: usize) {
+        self.state.lock().unwrap().stall_operations += times;
+    }
+
+    /// An operation's status (`PENDING`, `RUNNING`, `DONE`) and its first
+    /// error's message, if it exists.
+    pub fn operation_state(&self, name: &str) -> Option<(String, Option<String>)> {
+        let s = self.state.lock().unwrap();
+        let op = s.operations.get(name)?;
+        Some((
+            op["status"].as_str().unwrap_or_default().to_owned(),
+            op["error"]["errors"][0]["message"]
+                .as_str()
+                .map(str::to_owned),
+        ))
+    }
+
+    /// `operations.cancel`: see the module's doc for the rules.
+    fn cancel(&self, name: &str) -> (u16, Value) {
+        let mut s = self.state.lock().unwrap();
+        if !s.operations.contains_key(name) {
+            return not_found(&format!("The operation {name} does not exist."));
+        }
+        let stopped = s.stalled.remove(name);
+        if stopped && s.busy.as_deref() == Some(name) {
+            s.busy = None;
+        }
+        drop(s);
+        if stopped {
+            self.set(name, |op| {
+                op["status"] = json!("DONE");
+                op["endTime"] = json!(now());
+                op["error"] = json!({"kind": "sql#operationErrors", "errors": [
+                    {"kind": "sql#operationError", "code": "OPERATION_CANCELLED",
+                     "message": "The operation was cancelled by operations.cancel."}
+                ]});
+            });
+        }
+        self.front
+            .event(json!({"event": "sql", "operation": name, "cancel": true, "stopped": stopped}));
+        (200, json!({}))
+    }
+
     /// The next `times` CSV imports lose their file's last line (the load
     /// table then holds a row fewer than the file: the swap must refuse).
     pub fn short_csv_imports(&self, times: usize) {
@@ -221,6 +280,8 @@ impl SqlAdmin {
                     .collect();
                 (200, json!({"kind": "sql#operationsList", "items": items}))
             }
+            // v1/projects/{project}/operations/{operation}/cancel
+            "operations.cancel" => self.cancel(call.seg.get(4).map_or("", String::as_str)),
             "operations.get" => {
                 let name = call.last();
                 match self.state.lock().unwrap().operations.get(name) {
@@ -318,6 +379,18 @@ impl SqlAdmin {
         let short = csv && s.short_csv_imports > 0;
         if short {
             s.short_csv_imports -= 1;
+        }
+        if s.stall_operations > 0 {
+            s.stall_operations -= 1;
+            s.stalled.insert(name.clone());
+            drop(s);
+            self.set(&name, |op| {
+                op["status"] = json!("RUNNING");
+                op["startTime"] = json!(now());
+            });
+            self.front
+                .event(json!({"event": "sql", "operation": name, "type": kind, "stalled": true}));
+            return (200, op);
         }
         drop(s);
         let this = self.clone();
