@@ -382,7 +382,14 @@ async fn required_apis(settings: &Settings, project: &str) -> Check {
             .as_deref()
             .into_iter()
             .collect();
-        let clients = Clients::connect(project, &settings.region, &impersonate, &endpoints).await?;
+        let clients = Clients::connect(
+            project,
+            &settings.region,
+            &impersonate,
+            &endpoints,
+            crate::backend::gcp::deadline::http_policy(settings),
+        )
+        .await?;
         clients.serviceusage.not_enabled(&apis).await
     };
     match tokio::time::timeout(API_CHECK_TIMEOUT, asked).await {

@@ -302,6 +302,10 @@ settings! {
         "How long `run` waits for one Dataproc Serverless batch before it cancels it and fails the step.";
     deadlines_bigquery_job_secs: u32 = "deadlines.bigquery_job_secs", 3600,
         "How long `run` waits for one BigQuery load job before it cancels it and fails the step.";
+    deadlines_http_attempt_secs: u32 = "deadlines.http_attempt_secs", 60,
+        "On gcp, how long one HTTP attempt waits for an answer (or a download for its next bytes) before it is retried.";
+    deadlines_http_call_secs: u32 = "deadlines.http_call_secs", 300,
+        "On gcp, how long one API call may take, all its retries included, before the command fails.";
     endpoints_storage: Option<String> = "endpoints.storage", None,
         "Cloud Storage base URL [default: https://storage.googleapis.com, or STORAGE_EMULATOR_HOST when set].";
     endpoints_dataproc: String = "endpoints.dataproc", "https://dataproc.googleapis.com".to_owned(),

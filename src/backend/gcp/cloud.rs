@@ -40,6 +40,7 @@ impl GcpCloud {
             &settings.region,
             &impersonate,
             &Endpoints::from_settings(settings),
+            super::deadline::http_policy(settings),
         )
         .await?;
         Ok(GcpCloud { clients })

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
+use super::http::RetryPolicy;
 use crate::settings::Values;
 
 /// The overall limit of each kind of long-running wait.
@@ -49,6 +50,17 @@ impl Deadlines {
             dataproc_batch: secs(s.deadlines_dataproc_batch_secs),
             bigquery_job: secs(s.deadlines_bigquery_job_secs),
         }
+    }
+}
+
+/// The limits of every HTTP call, from the `deadlines.http_*` settings;
+/// the retry schedule is the default one.
+pub fn http_policy(s: &Values) -> RetryPolicy {
+    let secs = |n: u32| Duration::from_secs(u64::from(n));
+    RetryPolicy {
+        attempt_timeout: secs(s.deadlines_http_attempt_secs),
+        deadline: secs(s.deadlines_http_call_secs),
+        ..RetryPolicy::default()
     }
 }
 

@@ -107,9 +107,9 @@ impl Clients {
         region: &str,
         tokens: Arc<dyn TokenSource>,
         endpoints: &Endpoints,
+        policy: RetryPolicy,
         poll: Duration,
     ) -> Result<Clients> {
-        let policy = RetryPolicy::default();
         let http = Http::new(tokens.clone(), policy.clone())?.with_quota_fallback(project);
         Ok(Clients {
             storage: GcsClient::new(
@@ -135,12 +135,14 @@ impl Clients {
     }
 
     /// Finds credentials (Application Default Credentials, impersonated
-    /// when asked) and builds every client. No API is called yet.
+    /// when asked) and builds every client, each call within `policy`'s
+    /// limits. No API is called yet.
     pub async fn connect(
         project: &str,
         region: &str,
         impersonate: &[&str],
         endpoints: &Endpoints,
+        policy: RetryPolicy,
     ) -> Result<Clients> {
         let tokens = auth::for_settings(
             impersonate,
@@ -149,7 +151,7 @@ impl Clients {
             project,
         )
         .await?;
-        Clients::new(project, region, tokens, endpoints, POLL)
+        Clients::new(project, region, tokens, endpoints, policy, POLL)
     }
 
     /// Who these clients act as, as an IAM member: what the credentials
@@ -236,6 +238,7 @@ impl Gcp {
             &self.deployment.region,
             &chain,
             &self.endpoints,
+            deadline::http_policy(&self.settings),
         )
         .await
     }
@@ -248,6 +251,7 @@ impl Gcp {
             &self.deployment.region,
             Arc::new(PlanOnly),
             &self.endpoints,
+            RetryPolicy::default(),
             POLL,
         )?;
         Ok(self.target_with(clients, Echo::Quiet))
