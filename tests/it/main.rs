@@ -19,6 +19,7 @@ mod load;
 mod local_target;
 mod pipeline;
 mod rehearsal;
+mod rehearsal_deadlines;
 mod secrets;
 mod spark_runtime;
 mod supply_chain;
