@@ -41,16 +41,40 @@ pub const REVOKE_ENV: &str = "GCP_FAKES_REVOKE";
 pub enum Resource {
     Project,
     Bucket(String),
+    /// An object of this bucket: what object permissions are checked on.
+    Object(String),
     Dataset(String),
     ServiceAccount(String),
 }
 
 impl Resource {
+    /// `resource.type` as IAM Conditions name it
+    /// (https://cloud.google.com/iam/docs/conditions-resource-attributes#resource-type).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Resource::Project => "cloudresourcemanager.googleapis.com/Project",
+            Resource::Bucket(_) => "storage.googleapis.com/Bucket",
+            Resource::Object(_) => "storage.googleapis.com/Object",
+            Resource::Dataset(_) => "bigquery.googleapis.com/Dataset",
+            Resource::ServiceAccount(_) => "iam.googleapis.com/ServiceAccount",
+        }
+    }
+
+    /// Whether a grant on `self` reaches `on`: the project reaches
+    /// everything, a bucket its objects.
+    fn covers(&self, on: &Resource) -> bool {
+        match (self, on) {
+            (Resource::Project, _) => true,
+            (Resource::Bucket(b), Resource::Object(o)) => b == o,
+            _ => self == on,
+        }
+    }
+
     /// The resource as Google's denials name it.
     pub fn full_name(&self, project: &str) -> String {
         match self {
             Resource::Project => format!("projects/{project}"),
-            Resource::Bucket(b) => format!("projects/_/buckets/{b}"),
+            Resource::Bucket(b) | Resource::Object(b) => format!("projects/_/buckets/{b}"),
             Resource::Dataset(d) => format!("projects/{project}/datasets/{d}"),
             Resource::ServiceAccount(e) => format!("projects/-/serviceAccounts/{e}"),
         }
@@ -139,6 +163,37 @@ struct Binding {
     member: String,
     role: String,
     on: Resource,
+    condition: Option<Condition>,
+}
+
+/// A binding's IAM Condition. The stand-in evaluates one form, the one the
+/// modules use, and refuses to load any other rather than misread it:
+/// `resource.type != "T"` (CEL, https://cloud.google.com/iam/docs/conditions-overview).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Condition {
+    not_type: String,
+}
+
+impl Condition {
+    fn parse(expression: &str) -> Result<Condition> {
+        let not_type = expression
+            .trim()
+            .strip_prefix("resource.type != \"")
+            .and_then(|t| t.strip_suffix('"'))
+            .filter(|t| !t.contains('"'))
+            .with_context(|| {
+                format!(
+                    "the IAM stand-in evaluates only `resource.type != \"…\"`, not `{expression}`"
+                )
+            })?;
+        Ok(Condition {
+            not_type: not_type.to_owned(),
+        })
+    }
+
+    fn holds(&self, on: &Resource) -> bool {
+        on.kind() != self.not_type
+    }
 }
 
 #[derive(Default)]
@@ -153,6 +208,8 @@ struct State {
     roles: BTreeMap<String, Role>,
     bindings: Vec<Binding>,
     revoked: Mutex<BTreeSet<String>>,
+    /// Members whose grants are not in effect yet, and until when.
+    propagating: Mutex<BTreeMap<String, std::time::Instant>>,
     tokens: Mutex<Tokens>,
 }
 
@@ -191,6 +248,7 @@ impl Iam {
             member: parties.operator.clone(),
             role: "roles/owner".into(),
             on: Resource::Project,
+            condition: None,
         }];
         for grant in &found.grants {
             let Some(member) = member_of(&grant.principal, parties) else {
@@ -224,6 +282,11 @@ impl Iam {
                 member,
                 role: grant.role.clone(),
                 on,
+                condition: grant
+                    .condition
+                    .as_deref()
+                    .map(Condition::parse)
+                    .transpose()?,
             });
         }
         Ok(Iam(Arc::new(State {
@@ -231,6 +294,7 @@ impl Iam {
             roles,
             bindings,
             revoked: Mutex::new(revoked.iter().cloned().collect()),
+            propagating: Mutex::new(BTreeMap::new()),
             tokens: Mutex::new(Tokens::default()),
         })))
     }
@@ -298,14 +362,37 @@ impl Iam {
         self.0.revoked.lock().unwrap().remove(permission);
     }
 
+    /// Holds back every grant to `member` for `delay`, as a new grant
+    /// propagates: a policy change takes "Typically 2 minutes, potentially
+    /// 7 minutes or longer"
+    /// (https://cloud.google.com/iam/docs/access-change-propagation).
+    pub fn propagate(&self, member: &str, delay: std::time::Duration) {
+        self.0
+            .propagating
+            .lock()
+            .unwrap()
+            .insert(member.to_owned(), std::time::Instant::now() + delay);
+    }
+
     /// Whether `member` holds `permission` on `on`.
     pub fn allows(&self, member: &str, permission: &str, on: &Resource) -> bool {
         if self.0.revoked.lock().unwrap().contains(permission) {
             return false;
         }
+        if self
+            .0
+            .propagating
+            .lock()
+            .unwrap()
+            .get(member)
+            .is_some_and(|until| std::time::Instant::now() < *until)
+        {
+            return false;
+        }
         self.0.bindings.iter().any(|b| {
             b.member == member
-                && (b.on == Resource::Project || b.on == *on)
+                && b.on.covers(on)
+                && b.condition.as_ref().is_none_or(|c| c.holds(on))
                 && self.0.roles.get(&b.role).is_some_and(|r| r.has(permission))
         })
     }
@@ -315,6 +402,9 @@ impl Iam {
         let who = need.who.as_deref().unwrap_or(caller);
         if need.any_of.iter().any(|p| self.allows(who, p, &need.on)) {
             return Ok(());
+        }
+        if need.who.is_some() && domain == "sqladmin.googleapis.com" {
+            return Err(instance_account_denied());
         }
         Err(denied(
             need.any_of[0],
@@ -341,6 +431,16 @@ pub fn denied(permission: &str, resource: &str, domain: &str) -> (u16, Value) {
             }],
         }}),
     )
+}
+
+/// Cloud SQL refuses an import or export whose bucket its instance's
+/// service account cannot use with its own 403, naming no permission. No
+/// Google page documents it; the status and text are those users report
+/// from `gcloud sql import`/`export` ("HTTPError 403: The service account
+/// does not have the required permissions for the bucket.").
+pub fn instance_account_denied() -> (u16, Value) {
+    let message = "The service account does not have the required permissions for the bucket.";
+    (403, json!({"error": {"code": 403, "message": message}}))
 }
 
 fn member_of(principal: &str, parties: &Parties) -> Option<String> {
@@ -406,7 +506,7 @@ pub fn required(
             if let Some(bucket) = body["importContext"]["uri"].as_str().and_then(bucket_of) {
                 needs.push(Need {
                     any_of: vec!["storage.objects.get"],
-                    on: Bucket(bucket),
+                    on: Object(bucket),
                     who: Some(format!("serviceAccount:{cloudsql_account}")),
                 });
             }
@@ -417,7 +517,7 @@ pub fn required(
             if let Some(bucket) = body["exportContext"]["uri"].as_str().and_then(bucket_of) {
                 needs.push(Need {
                     any_of: vec!["storage.objects.create"],
-                    on: Bucket(bucket),
+                    on: Object(bucket),
                     who: Some(format!("serviceAccount:{cloudsql_account}")),
                 });
             }
@@ -501,7 +601,7 @@ pub fn required(
                 }
                 for uri in load["sourceUris"].as_array().into_iter().flatten() {
                     if let Some(bucket) = uri.as_str().and_then(bucket_of) {
-                        needs.push(need("storage.objects.get", Bucket(bucket)));
+                        needs.push(need("storage.objects.get", Object(bucket)));
                     }
                 }
             }
@@ -565,18 +665,18 @@ pub fn storage_required(method: &str, path: &str) -> Option<Vec<Need>> {
         ("DELETE", ["b", b]) => vec![need("storage.buckets.delete", Bucket(b.to_string()))],
         ("GET", ["b", b, "o"]) => vec![need("storage.objects.list", Bucket(b.to_string()))],
         ("POST" | "PUT", ["b", b, "o"]) => {
-            vec![need("storage.objects.create", Bucket(b.to_string()))]
+            vec![need("storage.objects.create", Object(b.to_string()))]
         }
-        ("GET", ["b", b, "o", _]) => vec![need("storage.objects.get", Bucket(b.to_string()))],
+        ("GET", ["b", b, "o", _]) => vec![need("storage.objects.get", Object(b.to_string()))],
         ("DELETE", ["b", b, "o", _]) => {
-            vec![need("storage.objects.delete", Bucket(b.to_string()))]
+            vec![need("storage.objects.delete", Object(b.to_string()))]
         }
-        ("PATCH", ["b", b, "o", _]) => vec![need("storage.objects.update", Bucket(b.to_string()))],
+        ("PATCH", ["b", b, "o", _]) => vec![need("storage.objects.update", Object(b.to_string()))],
         // objects.compose reads the sources and creates the destination
         // (https://cloud.google.com/storage/docs/json_api/v1/objects/compose).
         ("POST", ["b", b, "o", object]) if object.ends_with("/compose") => vec![
-            need("storage.objects.create", Bucket(b.to_string())),
-            need("storage.objects.get", Bucket(b.to_string())),
+            need("storage.objects.create", Object(b.to_string())),
+            need("storage.objects.get", Object(b.to_string())),
         ],
         _ => return None,
     };
@@ -619,14 +719,14 @@ mod tests {
         let body = json!({"importContext": {"uri": "gs://stage/x.csv"}});
         let needs = required("sql.instances.import", &[], &body, "sql@x").unwrap();
         assert_eq!(needs[1].who.as_deref(), Some("serviceAccount:sql@x"));
-        assert_eq!(needs[1].on, Resource::Bucket("stage".into()));
+        assert_eq!(needs[1].on, Resource::Object("stage".into()));
     }
 
     #[test]
     fn storage_paths_map_to_bucket_permissions() {
         let get = storage_required("GET", "/storage/v1/b/raw/o/dir/file.csv").unwrap();
         assert_eq!(get[0].any_of, vec!["storage.objects.get"]);
-        assert_eq!(get[0].on, Resource::Bucket("raw".into()));
+        assert_eq!(get[0].on, Resource::Object("raw".into()));
         let upload = storage_required("POST", "/upload/storage/v1/b/raw/o").unwrap();
         assert_eq!(upload[0].any_of, vec!["storage.objects.create"]);
         let compose = storage_required("POST", "/storage/v1/b/stage/o/a/b.csv/compose").unwrap();
