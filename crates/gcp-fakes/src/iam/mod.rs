@@ -453,6 +453,29 @@ fn member_of(principal: &str, parties: &Parties) -> Option<String> {
     })
 }
 
+/// `storage.objects.get`, as `account`, on the bucket of every `gs://`
+/// string in `value` (a job's or batch's script, files and arguments).
+fn reads_as(value: &Value, account: &str) -> Vec<Need> {
+    fn walk(value: &Value, buckets: &mut std::collections::BTreeSet<String>) {
+        match value {
+            Value::String(s) => buckets.extend(bucket_of(s)),
+            Value::Array(items) => items.iter().for_each(|v| walk(v, buckets)),
+            Value::Object(fields) => fields.values().for_each(|v| walk(v, buckets)),
+            _ => {}
+        }
+    }
+    let mut buckets = std::collections::BTreeSet::new();
+    walk(value, &mut buckets);
+    buckets
+        .into_iter()
+        .map(|bucket| Need {
+            any_of: vec!["storage.objects.get"],
+            on: Resource::Object(bucket),
+            who: Some(format!("serviceAccount:{account}")),
+        })
+        .collect()
+}
+
 fn bucket_of(uri: &str) -> Option<String> {
     uri.strip_prefix("gs://")?
         .split('/')
@@ -463,7 +486,8 @@ fn bucket_of(uri: &str) -> Option<String> {
 /// What a call to discovery method `id` needs, from its path segments and
 /// body; `None` for a method no rule covers (the caller treats that as a
 /// violation, so a new call cannot slip past IAM). `cloudsql_account` is
-/// the instance's own service account.
+/// the instance's own service account; `cluster_account` the service
+/// account of the cluster a submitted job is placed on, as created.
 ///
 /// Sources, one page per API:
 /// Cloud SQL https://cloud.google.com/sql/docs/postgres/iam-permissions,
@@ -477,6 +501,7 @@ pub fn required(
     seg: &[String],
     body: &Value,
     cloudsql_account: &str,
+    cluster_account: Option<&str>,
 ) -> Option<Vec<Need>> {
     use Resource::*;
     let after = |name: &str| {
@@ -545,10 +570,20 @@ pub fn required(
         ("dataproc", "projects.regions.clusters.delete") => {
             vec![need("dataproc.clusters.delete", Project)]
         }
-        ("dataproc", "projects.regions.jobs.submit") => vec![
-            need("dataproc.jobs.create", Project),
-            need("dataproc.clusters.use", Project),
-        ],
+        // The job's driver and executors run on the cluster's VMs, as its
+        // VM service account: that account reads the script and every
+        // gs:// input the job names
+        // (https://cloud.google.com/dataproc/docs/concepts/iam/dataproc-principals#vm_service_account_data_plane_identity).
+        ("dataproc", "projects.regions.jobs.submit") => {
+            let mut needs = vec![
+                need("dataproc.jobs.create", Project),
+                need("dataproc.clusters.use", Project),
+            ];
+            if let Some(account) = cluster_account {
+                needs.extend(reads_as(&body["job"], account));
+            }
+            needs
+        }
         ("dataproc", "projects.regions.jobs.get") => vec![need("dataproc.jobs.get", Project)],
         ("dataproc", "projects.regions.jobs.list") => vec![need("dataproc.jobs.list", Project)],
         ("dataproc", "projects.regions.jobs.cancel") => vec![need("dataproc.jobs.cancel", Project)],
@@ -562,10 +597,12 @@ pub fn required(
             vec![need("dataproc.operations.cancel", Project)]
         }
         ("dataproc", "projects.locations.batches.create") => {
+            let account = &body["environmentConfig"]["executionConfig"]["serviceAccount"];
             let mut needs = vec![need("dataproc.batches.create", Project)];
-            needs.extend(act_as(
-                &body["environmentConfig"]["executionConfig"]["serviceAccount"],
-            ));
+            needs.extend(act_as(account));
+            if let Some(account) = account.as_str() {
+                needs.extend(reads_as(body, account));
+            }
             needs
         }
         ("dataproc", "projects.locations.batches.get") => {
@@ -706,10 +743,13 @@ mod tests {
             "serviceusage.services.batchEnable",
             "compute.networks.removePeering",
         ] {
-            assert!(required(id, &[], &Value::Null, "sa").is_some(), "{id}");
+            assert!(
+                required(id, &[], &Value::Null, "sa", None).is_some(),
+                "{id}"
+            );
         }
         assert_eq!(
-            required("sqladmin.instances.delete", &[], &Value::Null, "sa"),
+            required("sqladmin.instances.delete", &[], &Value::Null, "sa", None),
             None
         );
     }
@@ -717,9 +757,30 @@ mod tests {
     #[test]
     fn a_cloud_sql_import_is_read_as_the_instance_account() {
         let body = json!({"importContext": {"uri": "gs://stage/x.csv"}});
-        let needs = required("sql.instances.import", &[], &body, "sql@x").unwrap();
+        let needs = required("sql.instances.import", &[], &body, "sql@x", None).unwrap();
         assert_eq!(needs[1].who.as_deref(), Some("serviceAccount:sql@x"));
         assert_eq!(needs[1].on, Resource::Object("stage".into()));
+    }
+
+    #[test]
+    fn a_job_reads_its_files_as_the_clusters_account() {
+        let body = json!({"job": {
+            "placement": {"clusterName": "c"},
+            "pysparkJob": {
+                "mainPythonFileUri": "gs://code/tokenizer.py",
+                "args": ["--reviews", "gs://raw/reviews.csv", "--out", "gs://stage/reviews"],
+            },
+        }});
+        let id = "dataproc.projects.regions.jobs.submit";
+        let needs = required(id, &[], &body, "sql@x", Some("vm@x")).unwrap();
+        let reads: Vec<_> = needs.iter().filter(|n| n.who.is_some()).collect();
+        assert_eq!(reads.len(), 3);
+        assert!(
+            reads
+                .iter()
+                .all(|n| n.who.as_deref() == Some("serviceAccount:vm@x"))
+        );
+        assert!(reads.iter().any(|n| n.on == Resource::Object("raw".into())));
     }
 
     #[test]
