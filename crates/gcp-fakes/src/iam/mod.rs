@@ -552,6 +552,15 @@ pub fn required(
             vec![need("cloudsql.instances.get", Project)]
         }
         ("sqladmin", "instances.list") => vec![need("cloudsql.instances.list", Project)],
+        // UNCONFIRMED: neither operations.cancel's reference nor Cloud SQL's
+        // permissions page names the permission it checks. The stand-in asks
+        // for what started the operation (infra cancels only its own import
+        // or export); infra treats a refused cancel as a warning.
+        ("sqladmin", "operations.cancel") => vec![Need {
+            any_of: vec!["cloudsql.instances.import", "cloudsql.instances.export"],
+            on: Project,
+            who: None,
+        }],
         // Creating a cluster or batch that runs as a service account needs
         // actAs on it (https://cloud.google.com/dataproc/docs/concepts/iam/dataproc-principals#vm_service_account_data_plane_identity).
         ("dataproc", "projects.regions.clusters.create") => {
@@ -736,6 +745,7 @@ mod tests {
         for id in [
             "sql.instances.import",
             "sql.operations.get",
+            "sql.operations.cancel",
             "dataproc.projects.regions.clusters.create",
             "dataproc.projects.regions.jobs.submit",
             "bigquery.jobs.insert",
