@@ -437,6 +437,17 @@ fn rows_loaded(run: &Run) -> u64 {
     summary["steps"][0]["rows_out"].as_u64().unwrap()
 }
 
+/// The table holds exactly the rows step 0 of `run` loaded: once each.
+async fn assert_loaded_once(r: &Rehearsal, run: &Run) {
+    let count = r
+        .stack
+        .sql
+        .query("SELECT count(*) FROM bootcampdb.user_purchase")
+        .await
+        .unwrap();
+    assert_eq!(count.parse::<u64>().unwrap(), rows_loaded(run));
+}
+
 /// Cloud SQL runs one operation at a time: an import that meets the
 /// instance's backup window is refused 409 `operationInProgress`. The load
 /// waits for the backup, sends the import again, and loads every row once.
@@ -469,13 +480,7 @@ async fn a_load_that_meets_the_backup_window_waits_and_loads_once() {
         "{}",
         run.stderr
     );
-    let count = r
-        .stack
-        .sql
-        .query("SELECT count(*) FROM bootcampdb.user_purchase")
-        .await
-        .unwrap();
-    assert_eq!(count.parse::<u64>().unwrap(), rows_loaded(&run));
+    assert_loaded_once(&r, &run).await;
     r.infra(&["down", "--yes"]).ok();
     r.assert_clean();
 }
@@ -601,13 +606,10 @@ async fn rows_with_line_breaks_in_a_field_arrive_intact() {
     let run = r
         .infra(&["run", "--data", &r.data(), "--only", "0", "--json"])
         .ok();
-    let sql = &r.stack.sql;
-    let count = sql
-        .query("SELECT count(*) FROM bootcampdb.user_purchase")
-        .await
-        .unwrap();
-    assert_eq!(count.parse::<u64>().unwrap(), rows_loaded(&run));
-    let intact = sql
+    assert_loaded_once(&r, &run).await;
+    let intact = r
+        .stack
+        .sql
         .query(
             "SELECT count(*) FROM bootcampdb.user_purchase WHERE \
              (invoice_number, detail, customer_id) IS NOT DISTINCT FROM ('LB1', E'two\\nlines', 17850) \
@@ -666,13 +668,7 @@ async fn an_import_refused_while_the_bucket_grant_propagates_is_sent_again() {
         3,
         "the refused import was not sent again, or one was taken twice"
     );
-    let count = r
-        .stack
-        .sql
-        .query("SELECT count(*) FROM bootcampdb.user_purchase")
-        .await
-        .unwrap();
-    assert_eq!(count.parse::<u64>().unwrap(), rows_loaded(&run));
+    assert_loaded_once(&r, &run).await;
     r.infra(&["down", "--yes"]).ok();
     r.assert_clean();
 }
