@@ -1,11 +1,8 @@
 //! Issue 22 on the cloud rehearsal: nothing `infra run --target gcp` waits
 //! on can hang it. The real binary runs against the executing stand-ins
-//! (`Rehearsal`), which leave work running forever on request: a Dataproc
-//! job stuck RUNNING, a BigQuery load that never finishes; and a stand-in
-//! process stopped with SIGSTOP. (A Cloud SQL operation that never
-//! finishes is proven against `FakeGoogle` only, in
-//! `gcp::deadlines`: the stand-ins' IAM front has no rule for
-//! `sql.operations.cancel`, so it refuses the cancel `run` sends.)
+//! (`Rehearsal`), which leave work running forever on request: a Cloud SQL
+//! import that never finishes, a Dataproc job stuck RUNNING, a BigQuery
+//! load that never finishes; and a stand-in process stopped with SIGSTOP.
 //! The limits are shortened through settings (`INFRA_DEADLINES_*`) for the
 //! one command that meets the fault, never by sleeping.
 //!
@@ -57,7 +54,7 @@ fn assert_step_failed(r: &Rehearsal, run: &Run, number: u8, step: &str) -> Strin
     recorded_cause(&r.env, step)
 }
 
-/// Calls of `method` to one API (`bigquery.`, `dataproc.`).
+/// Calls of `method` to one API (`sql.`, `bigquery.`, `dataproc.`).
 fn calls_to(r: &Rehearsal, api: &str, method: &str) -> Vec<gcp_fakes::front::Logged> {
     r.stack
         .front
@@ -71,6 +68,44 @@ fn calls_to(r: &Rehearsal, api: &str, method: &str) -> Vec<gcp_fakes::front::Log
 fn cancelled(call: &gcp_fakes::front::Logged) -> String {
     let path = call.path.trim_end_matches("/cancel");
     path.rsplit('/').next().unwrap().to_owned()
+}
+
+/// Step 0's first import stays RUNNING: the run stops waiting at
+/// `deadlines.cloudsql_operation_secs`, cancels the operation (which ends
+/// it DONE with an error and frees the instance) and fails step 0.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cloud_sql_import_that_never_finishes_fails_step_0_and_resumes() {
+    let r = Rehearsal::start().await;
+    r.infra(&["up", "--yes"]).ok();
+    r.stack.sql.stall_next_operation(1);
+    let run = infra_with(
+        &r,
+        &[("INFRA_DEADLINES_CLOUDSQL_OPERATION_SECS", "2")],
+        &["run", "--data", &r.data()],
+    );
+    let cause = assert_step_failed(&r, &run, 0, "load_purchases");
+    assert!(
+        cause.contains("did not finish within 2s")
+            && cause.contains("console.cloud.google.com/sql/instances/"),
+        "{cause}"
+    );
+    assert!(
+        run.stderr.contains("deadlines.cloudsql_operation_secs"),
+        "{}",
+        run.stderr
+    );
+    // Nothing was imported after the stuck operation, which was cancelled.
+    assert_eq!(calls_to(&r, "sql.", "instances.import").len(), 1);
+    let cancels = calls_to(&r, "sql.", "operations.cancel");
+    assert_eq!(cancels.len(), 1, "{cancels:?}");
+    let operation = cancelled(&cancels[0]);
+    assert!(cause.contains(&operation), "{cause}");
+    let (status, error) = r.stack.sql.operation_state(&operation).unwrap();
+    assert_eq!(status, "DONE");
+    assert!(error.is_some_and(|e| e.contains("cancelled")));
+
+    r.infra(&["run", "--from", "0"]).ok();
+    r.assert_clean();
 }
 
 /// The tokenizer's driver never ends: at `deadlines.dataproc_job_secs`
