@@ -520,3 +520,58 @@ fn doctor_asks_the_credentials_for_a_token() {
         "{line}\n{all}"
     );
 }
+
+/// Regression (issue 21): `up --target gcp` with no route to the token
+/// endpoint said "Hyper error: client error (Connect)" twice and hinted
+/// that the caller needs roles/serviceusage.serviceUsageAdmin.
+#[test]
+fn up_with_no_route_to_google_says_so_and_hints_at_the_network() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    for (token_uri, cause) in [
+        (
+            "http://oauth2.invalid/token".to_owned(),
+            "cannot resolve oauth2.invalid (DNS)".to_owned(),
+        ),
+        (
+            format!("http://127.0.0.1:{port}/token"),
+            format!("cannot connect to 127.0.0.1:{port}: connection refused"),
+        ),
+    ] {
+        let env = Env::new();
+        let key = env.path().join("key.json");
+        let json = serde_json::json!({
+            "type": "service_account",
+            "project_id": "test-project",
+            "private_key_id": "test-only",
+            "private_key": gcp_fakes::stack::TEST_KEY,
+            "client_email": "nobody@test-project.iam.gserviceaccount.com",
+            "client_id": "1",
+            "token_uri": token_uri,
+        });
+        std::fs::write(&key, json.to_string()).unwrap();
+        let out = env
+            .command(&["--target", "gcp", "up", "--yes"])
+            .env("GOOGLE_APPLICATION_CREDENTIALS", &key)
+            .env("INFRA_PROJECT", "test-project")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        let report = &stderr[stderr.find("error: ").expect("an error")..];
+        assert!(report.contains(&cause), "no `{cause}`:\n{report}");
+        assert!(!report.contains("roles/"), "{report}");
+        assert_eq!(
+            report.matches("client error (Connect)").count(),
+            0,
+            "{report}"
+        );
+        assert_eq!(report.matches("hint:").count(), 1, "{report}");
+        let last = report.lines().last().unwrap();
+        assert!(
+            last.starts_with("hint: ") && last.contains("endpoints.*"),
+            "{report}"
+        );
+    }
+}

@@ -25,6 +25,7 @@ pub mod http;
 pub mod ids;
 pub mod serviceusage;
 pub mod storage;
+pub mod transport;
 
 pub use crate::labels::MANAGED_BY;
 pub use deployment::Deployment;
