@@ -575,3 +575,23 @@ fn up_with_no_route_to_google_says_so_and_hints_at_the_network() {
         );
     }
 }
+
+/// Regression (issue 21): `report -o /nonexistent/dir/x.html` created the
+/// directories it named. It now fails before any work and creates nothing.
+#[test]
+fn report_to_a_missing_directory_fails_and_creates_none() {
+    let env = Env::new();
+    let mut run = infra::record::RunRecord::new("local", chrono::Utc::now());
+    run.finish(chrono::Utc::now());
+    Records::new(&env.state()).save(&run).unwrap();
+    let missing = env.path().join("no/such/dir");
+    let page = missing.join("x.html");
+    let out = env
+        .infra(&["report", "-o", &page.display().to_string()])
+        .fails(1);
+    assert!(out.stderr.contains("does not exist"), "{}", out.stderr);
+    assert!(
+        !env.path().join("no").exists(),
+        "report created directories"
+    );
+}
