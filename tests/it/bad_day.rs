@@ -595,3 +595,62 @@ fn report_to_a_missing_directory_fails_and_creates_none() {
         "report created directories"
     );
 }
+
+/// Regression (issue 21): `-v` already showed infra's debug logs, so `-vv`
+/// added nothing of infra's; the README says `-v` is commands and child
+/// output, `-vv` adds debug logs.
+#[test]
+fn v_and_vv_do_what_the_readme_says() {
+    let env = Env::new();
+    let v = env.infra(&["-v", "doctor"]);
+    assert!(
+        v.stderr.contains("running "),
+        "-v logs no command:\n{}",
+        v.stderr
+    );
+    assert!(
+        v.stderr.to_lowercase().contains("openjdk") || v.stderr.contains("java version"),
+        "-v shows no child output:\n{}",
+        v.stderr
+    );
+    assert!(
+        !v.stderr.contains("resolved settings"),
+        "-v shows debug logs:\n{}",
+        v.stderr
+    );
+    let vv = env.infra(&["-vv", "doctor"]);
+    assert!(
+        vv.stderr.contains("resolved settings"),
+        "-vv shows no debug logs:\n{}",
+        vv.stderr
+    );
+    let plain = env.infra(&["doctor"]);
+    assert!(!plain.stderr.contains("running "), "{}", plain.stderr);
+}
+
+/// Regression (issue 21): `run --dry-run --json` printed text.
+#[test]
+fn run_dry_run_json_prints_json() {
+    let env = Env::new();
+    let out = env.infra(&["run", "--dry-run", "--json"]).ok();
+    let view: serde_json::Value = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", out.stdout));
+    assert_eq!(view["dry_run"], true);
+    assert_eq!(view["target"], "local");
+    assert_eq!(view["steps"].as_array().unwrap().len(), 5, "{view:#}");
+    assert_eq!(view["steps"][2]["name"], "tokenize");
+}
+
+/// Regression (issue 21): a typo in an `INFRA_*` variable was ignored in
+/// silence, where the same typo in infra.toml is caught.
+#[test]
+fn a_mistyped_infra_variable_is_warned_about() {
+    let env = Env::new().var("INFRA_SPARK_MASTR", "local[2]");
+    let out = env.infra(&["config"]).ok();
+    assert!(
+        out.stderr.contains("INFRA_SPARK_MASTR")
+            && out.stderr.contains("did you mean INFRA_SPARK_MASTER?"),
+        "{}",
+        out.stderr
+    );
+}
