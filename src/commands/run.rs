@@ -328,9 +328,12 @@ async fn copy_inputs(files: &[(PathBuf, inputs::Input)], raw: &dyn Bucket) -> Re
             .with_context(|| format!("cannot copy {} to {}", path.display(), raw.uri(input.key)));
         progress.finish();
         let size = size?;
+        // The transfer's one line, when it ends (terminal or not).
         ui::detail(format!(
-            "copied {} ({size} bytes) to {}",
+            "copied {} ({}, {size} bytes, in {:.1}s) to {}",
             path.display(),
+            indicatif::BinaryBytes(size),
+            progress.elapsed().as_secs_f64(),
             raw.uri(input.key)
         ));
     }

@@ -654,3 +654,30 @@ fn a_mistyped_infra_variable_is_warned_about() {
         out.stderr
     );
 }
+
+/// Regression (issue 21): with stderr not a terminal, each transfer began
+/// with a line "upload user_purchase.csv: 0 B of 1.94 MiB, 0s". It now has
+/// one line, when it ends.
+#[test]
+fn a_transfer_off_a_terminal_is_one_line_when_it_ends() {
+    let env = Env::new();
+    let data = env.sample("0.01", Some("3"));
+    let data = data.display().to_string();
+    env.infra(&["up"]).ok();
+    let out = env.infra(&["run", "--data", &data, "--only", "0"]).ok();
+    assert!(!out.stderr.contains(": 0 B of"), "{}", out.stderr);
+    for file in ["user_purchase.csv", "movie_review.csv"] {
+        let ends: Vec<&str> = out
+            .stderr
+            .lines()
+            .filter(|l| l.contains("copied") && l.contains(file))
+            .collect();
+        assert_eq!(ends.len(), 1, "{file}:\n{}", out.stderr);
+        assert!(
+            ends[0].contains("iB") && ends[0].contains("s)"),
+            "{}",
+            ends[0]
+        );
+    }
+    env.infra(&["down", "--yes"]).ok();
+}
