@@ -659,7 +659,7 @@ fn a_mistyped_infra_variable_is_warned_about() {
 /// with a line "upload user_purchase.csv: 0 B of 1.94 MiB, 0s". It now has
 /// one line, when it ends.
 #[test]
-fn a_transfer_off_a_terminal_is_one_line_when_it_ends() {
+fn a_transfer_off_a_terminal_is_one_line_and_status_says_how_to_open_psql() {
     let env = Env::new();
     let data = env.sample("0.01", Some("3"));
     let data = data.display().to_string();
@@ -679,5 +679,46 @@ fn a_transfer_off_a_terminal_is_one_line_when_it_ends() {
             ends[0]
         );
     }
+
+    // Regression (issue 21): nothing said how to open psql on the local
+    // server. `status` prints the command, naming the password's file, never
+    // the password, and the command works as printed.
+    let status = env.infra(&["status"]).ok().stdout;
+    let line = status
+        .lines()
+        .find(|l| l.trim_start().starts_with("psql "))
+        .unwrap_or_else(|| panic!("no psql line:\n{status}"));
+    let command = line.trim_start().trim_start_matches("psql").trim_start();
+    let password_file = env.state().join("postgres.password");
+    let password = std::fs::read_to_string(&password_file).unwrap();
+    assert!(
+        !status.contains(password.trim()),
+        "status prints the password"
+    );
+    assert!(command.contains("postgresql://"), "{line}");
+    assert!(
+        command.contains(&password_file.display().to_string()),
+        "{line}"
+    );
+    let json = env.infra(&["status", "--json"]).ok().stdout;
+    assert!(json.contains("postgresql://") && !json.contains(password.trim()));
+    let rows = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{command} -tAc 'select count(*) from {}'",
+            infra::plan::keys::PURCHASE_TABLE
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        rows.status.success(),
+        "{command}: {}",
+        String::from_utf8_lossy(&rows.stderr)
+    );
+    let count: u64 = String::from_utf8_lossy(&rows.stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(count > 0);
     env.infra(&["down", "--yes"]).ok();
 }
