@@ -224,9 +224,13 @@ pub struct QueryArgs {
     /// The SQL to run
     pub sql: String,
 
-    /// Output format
+    /// Output format; rows are written as they come, never held whole
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+
+    /// Write at most N rows [default: 1000 for the table, no limit otherwise]
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -237,6 +241,8 @@ pub enum Format {
     Csv,
     /// An array of objects, for scripts
     Json,
+    /// One JSON object per line (JSON Lines), for streams
+    Jsonl,
 }
 
 #[derive(Debug, Args)]

@@ -722,3 +722,39 @@ fn a_transfer_off_a_terminal_is_one_line_and_status_says_how_to_open_psql() {
     assert!(count > 0);
     env.infra(&["down", "--yes"]).ok();
 }
+
+/// Regression (issue 21): `query` held the whole result before writing a
+/// row (`range(20000000) --format csv | head -1` took 1.8 GB). Rows now go
+/// out as DuckDB produces them: those before a failure at row 10,000,000
+/// are written (buffered, none were), and a table stops at its limit.
+#[test]
+fn query_streams_its_rows() {
+    let env = Env::new();
+    std::fs::create_dir_all(env.state()).unwrap();
+    duckdb::Connection::open(env.state().join("warehouse.duckdb")).unwrap();
+    let sql = "select case when i < 10000000 then i else error('boom') end as n from range(20000000) t(i)";
+    let out = env.infra(&["query", sql, "--format", "csv"]).fails(1);
+    assert!(out.stderr.contains("boom"), "{}", out.stderr);
+    let mut lines = out.stdout.lines();
+    assert_eq!(lines.next(), Some("n"), "no header before the failure");
+    assert_eq!(lines.next(), Some("0"), "no row before the failure");
+    let jsonl = env
+        .infra(&["query", "select 1 as a, null as b", "--format", "jsonl"])
+        .ok();
+    assert_eq!(jsonl.stdout, "{\"a\": 1, \"b\": null}\n");
+    let table = env
+        .infra(&["query", "select * from range(5000)", "--limit", "3"])
+        .ok();
+    assert!(
+        table.stdout.contains("the first 3 of 5000 rows"),
+        "{}",
+        table.stdout
+    );
+    let closed = env.infra_closed_stdout(&[
+        "query",
+        "select * from range(1000000000)",
+        "--format",
+        "csv",
+    ]);
+    assert_eq!(closed.status, 0, "{}", closed.stderr);
+}
