@@ -758,3 +758,37 @@ fn query_streams_its_rows() {
     ]);
     assert_eq!(closed.status, 0, "{}", closed.stderr);
 }
+
+/// Regression (issue 21): a verb's help mixed the global flags into its
+/// own, and bash completion offered nothing after `--from` and `--only`.
+#[test]
+fn help_puts_a_verbs_own_options_first_and_completion_knows_the_steps() {
+    let env = Env::new();
+    let help = env.infra(&["run", "--help"]).ok().stdout;
+    let globals = help
+        .find("Global options:")
+        .unwrap_or_else(|| panic!("no global options heading:\n{help}"));
+    for own in ["--data", "--from", "--only", "--dry-run"] {
+        let at = help.find(own).unwrap();
+        assert!(
+            at < globals,
+            "{own} is not among run's own options:\n{help}"
+        );
+    }
+    for global in ["--target", "--state-dir", "--verbose"] {
+        let at = help.find(global).unwrap();
+        assert!(at > globals, "{global} is not apart:\n{help}");
+    }
+    let bash = env.infra(&["completions", "bash"]).ok().stdout;
+    let after_from = bash
+        .split("--from)")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no --from case in the bash completion"));
+    let case = &after_from[..after_from.find(";;").unwrap()];
+    for step in ["0", "load_purchases", "tokenize", "4", "load_warehouse"] {
+        assert!(
+            case.contains(step),
+            "`--from` does not complete {step}:\n{case}"
+        );
+    }
+}
