@@ -734,7 +734,9 @@ fn query_streams_its_rows() {
     duckdb::Connection::open(env.state().join("warehouse.duckdb")).unwrap();
     let sql = "select case when i < 10000000 then i else error('boom') end as n from range(20000000) t(i)";
     let out = env.infra(&["query", sql, "--format", "csv"]).fails(1);
-    assert!(out.stderr.contains("boom"), "{}", out.stderr);
+    // DuckDB reports the failing row's error, or, when another of its
+    // threads saw it first, "Interrupted!": either way the query failed.
+    assert!(out.stderr.contains("the query failed"), "{}", out.stderr);
     let mut lines = out.stdout.lines();
     assert_eq!(lines.next(), Some("n"), "no header before the failure");
     assert_eq!(lines.next(), Some("0"), "no row before the failure");
