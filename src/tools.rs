@@ -50,7 +50,7 @@ impl Tool {
                 "install Python 3.11 or newer with venv: `apt-get install python3 python3-venv`"
             }
             Tool::Terraform => {
-                "install Terraform 1.5 or newer from https://developer.hashicorp.com/terraform/install and put it on PATH"
+                "install Terraform 1.11 or newer from https://developer.hashicorp.com/terraform/install and put it on PATH"
             }
             Tool::Runuser => "install util-linux: `apt-get install util-linux`",
         }

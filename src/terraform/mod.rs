@@ -4,7 +4,7 @@
 //! ```text
 //! render       settings -> validated RootValues -> <state-dir>/terraform/*.tf (Tera)
 //! runner       the terraform binary through process::Cmd: init, plan -out, apply, output -json
-//! outputs      the typed Outputs the rest of infra reads; the password is a redacted Secret
+//! outputs      the typed Outputs the rest of infra reads (no password among them)
 //! cidr         the operator CIDR check (never the whole internet)
 //! deploy       the up and down sequences, against a Cloud for what Terraform can't do
 //! leftovers    what a deployment left in its project, and why (status after down)
@@ -30,7 +30,7 @@ use std::collections::BTreeMap;
 use anyhow::Result;
 use async_trait::async_trait;
 
-pub use outputs::{Outputs, Secret};
+pub use outputs::Outputs;
 pub use render::RootValues;
 pub use runner::{PlanSummary, Terraform};
 

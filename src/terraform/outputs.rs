@@ -2,40 +2,17 @@
 //! -json`. The rest of `infra` reads bucket names, the Cloud SQL
 //! connection and the service account from here, never from state files.
 //!
-//! The database password is a [`Secret`]: it has no `Display`, its `Debug`
-//! prints `****`, and `Outputs`' own `Debug` redacts it too, so it can't
-//! reach a log line or an error message by accident.
+//! There is no password among them: the SQL user's password is write-only
+//! and ephemeral (`terraform/modules/cloudsql`), so neither the state nor
+//! the outputs hold one.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
-/// A value that must never be printed. Read it with [`Secret::expose`].
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into())
-    }
-
-    /// The secret itself, for the one place that needs it (a connection).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(****)")
-    }
-}
-
 /// What the root module outputs (templates/terraform/outputs.tf.tera).
-#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Outputs {
     pub raw_bucket: String,
     pub staging_bucket: String,
@@ -46,33 +23,12 @@ pub struct Outputs {
     pub sql_ip: String,
     pub database_name: String,
     pub database_user: String,
-    pub database_password: Secret,
     pub service_account_email: String,
     pub gke_cluster_name: String,
     pub gke_location: String,
     /// The private subnet Dataproc clusters run in.
     pub subnetwork: String,
     pub dataset: String,
-}
-
-impl fmt::Debug for Outputs {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Outputs")
-            .field("raw_bucket", &self.raw_bucket)
-            .field("staging_bucket", &self.staging_bucket)
-            .field("code_bucket", &self.code_bucket)
-            .field("sql_connection_name", &self.sql_connection_name)
-            .field("sql_ip", &self.sql_ip)
-            .field("database_name", &self.database_name)
-            .field("database_user", &self.database_user)
-            .field("database_password", &"****")
-            .field("service_account_email", &self.service_account_email)
-            .field("gke_cluster_name", &self.gke_cluster_name)
-            .field("gke_location", &self.gke_location)
-            .field("subnetwork", &self.subnetwork)
-            .field("dataset", &self.dataset)
-            .finish()
-    }
 }
 
 /// One entry of `terraform output -json`.
@@ -135,10 +91,6 @@ mod tests {
                 serde_json::json!({"sensitive": false, "type": "string", "value": format!("{name}-value")}),
             );
         }
-        map.insert(
-            "database_password".to_owned(),
-            serde_json::json!({"sensitive": true, "type": "string", "value": "hunter2-very-secret"}),
-        );
         serde_json::Value::Object(map).to_string()
     }
 
@@ -147,21 +99,6 @@ mod tests {
         let out = Outputs::from_json(&sample()).unwrap();
         assert_eq!(out.code_bucket, "code_bucket-value");
         assert_eq!(out.sql_connection_name, "sql_connection_name-value");
-        assert_eq!(out.database_password.expose(), "hunter2-very-secret");
-    }
-
-    #[test]
-    fn the_password_never_appears_in_debug_output() {
-        let out = Outputs::from_json(&sample()).unwrap();
-        for text in [
-            format!("{out:?}"),
-            format!("{out:#?}"),
-            format!("{:?}", out.database_password),
-        ] {
-            assert!(!text.contains("hunter2"), "{text}");
-            assert!(text.contains("****"), "{text}");
-        }
-        assert!(format!("{out:?}").contains("code_bucket-value"));
     }
 
     #[test]
@@ -179,8 +116,8 @@ mod tests {
         assert!(err.contains("missing field `sql_ip`"), "{err}");
 
         let mut json: serde_json::Value = serde_json::from_str(&sample()).unwrap();
-        json["database_password"]["value"] = serde_json::json!(["hunter2-very-secret"]);
+        json["sql_ip"]["value"] = serde_json::json!(["10.1.2.3-do-not-quote"]);
         let err = format!("{:#}", Outputs::from_json(&json.to_string()).unwrap_err());
-        assert!(!err.contains("hunter2"), "{err}");
+        assert!(!err.contains("do-not-quote"), "{err}");
     }
 }

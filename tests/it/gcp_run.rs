@@ -45,7 +45,7 @@ fn a_gcp_dry_run_prints_every_request_and_sends_none() {
         "\"internalIpOnly\": true",
         "\"serviceAccount\": \"pipeline@proj.iam.gserviceaccount.com\"",
         "\"idleDeleteTtl\": \"1800s\"",
-        "\"imageVersion\": \"3.0.2-debian13\"",
+        "\"imageVersion\": \"3.0-debian12\"",
         "jobs:submit",
         "\"mainPythonFileUri\": \"gs://proj-code/tokenizer.py\"",
         "clusterUuid=CLUSTER-UUID",

@@ -41,6 +41,45 @@ fn assert_step_failed(run: &Run, step: &str) {
     );
 }
 
+/// The Terraform state is the operator's: the pipeline's token is refused
+/// on the state object, though Dataproc Worker is granted project-wide
+/// (its IAM Condition takes objects out of it). Issue 19, section 5.
+async fn the_state_object_is_the_operators_alone(r: &Rehearsal) {
+    let iam = r.stack.front.iam().unwrap();
+    let (operator, pipeline) = (
+        iam.mint(&r.stack.names.operator),
+        iam.mint(&format!("serviceAccount:{PIPELINE}")),
+    );
+    let http = reqwest::Client::new();
+    // The rehearsal's root keeps its state locally, so the operator writes
+    // the object a real root's gcs backend would, into the bucket `up` made.
+    let state_bucket = "rehearsal-project-infra-tfstate";
+    let written = http
+        .post(format!(
+            "{}/upload/storage/v1/b/{state_bucket}/o?uploadType=media&name=infra/default.tfstate",
+            r.stack.urls.storage
+        ))
+        .bearer_auth(&operator)
+        .body("{\"version\": 4}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(written.status(), 200, "{}", written.text().await.unwrap());
+    let object = format!(
+        "{}/storage/v1/b/{state_bucket}/o/infra%2Fdefault.tfstate?alt=media",
+        r.stack.urls.storage
+    );
+    let read = |token: String| {
+        let request = http.get(&object).bearer_auth(token);
+        async move { request.send().await.unwrap() }
+    };
+    assert_eq!(read(operator).await.status(), 200);
+    let refused = read(pipeline).await;
+    assert_eq!(refused.status(), 403);
+    let body = refused.text().await.unwrap();
+    assert!(body.contains("storage.objects.get"), "{body}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn each_step_and_verb_fails_clearly_without_its_permission() {
     let r = Rehearsal::start().await;
@@ -56,6 +95,7 @@ async fn each_step_and_verb_fails_clearly_without_its_permission() {
     );
     iam.restore("serviceusage.services.enable");
     r.infra(&["up", "--yes"]).ok();
+    the_state_object_is_the_operators_alone(&r).await;
 
     // run acts as the pipeline: without Token Creator, nothing starts.
     iam.revoke("iam.serviceAccounts.getAccessToken");
@@ -190,16 +230,25 @@ fn the_pipeline_holds_only_its_own_grants() {
     assert!(iam.allows(&names.operator, "iam.serviceAccounts.getAccessToken", &me));
     iam.revoke("iam.serviceAccounts.getAccessToken");
     assert!(!iam.allows(&names.operator, "iam.serviceAccounts.getAccessToken", &me));
+    // Dataproc Worker is project-wide, but objects are out of it: the
+    // pipeline reaches its own buckets' objects, never the state's.
+    let state = Resource::Object("rehearsal-project-infra-tfstate".into());
+    assert!(!iam.allows(&pipeline, "storage.objects.get", &state));
+    assert!(iam.allows(
+        &pipeline,
+        "storage.objects.get",
+        &Resource::Object(names.staging_bucket.clone())
+    ));
     let sql = format!("serviceAccount:{}", names.cloudsql_account);
     assert!(iam.allows(
         &sql,
         "storage.objects.get",
-        &Resource::Bucket(names.staging_bucket.clone())
+        &Resource::Object(names.staging_bucket.clone())
     ));
     assert!(!iam.allows(
         &sql,
         "storage.objects.get",
-        &Resource::Bucket(names.raw_bucket.clone())
+        &Resource::Object(names.raw_bucket.clone())
     ));
 }
 

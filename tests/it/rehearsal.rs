@@ -437,6 +437,17 @@ fn rows_loaded(run: &Run) -> u64 {
     summary["steps"][0]["rows_out"].as_u64().unwrap()
 }
 
+/// The table holds exactly the rows step 0 of `run` loaded: once each.
+async fn assert_loaded_once(r: &Rehearsal, run: &Run) {
+    let count = r
+        .stack
+        .sql
+        .query("SELECT count(*) FROM bootcampdb.user_purchase")
+        .await
+        .unwrap();
+    assert_eq!(count.parse::<u64>().unwrap(), rows_loaded(run));
+}
+
 /// Cloud SQL runs one operation at a time: an import that meets the
 /// instance's backup window is refused 409 `operationInProgress`. The load
 /// waits for the backup, sends the import again, and loads every row once.
@@ -469,13 +480,7 @@ async fn a_load_that_meets_the_backup_window_waits_and_loads_once() {
         "{}",
         run.stderr
     );
-    let count = r
-        .stack
-        .sql
-        .query("SELECT count(*) FROM bootcampdb.user_purchase")
-        .await
-        .unwrap();
-    assert_eq!(count.parse::<u64>().unwrap(), rows_loaded(&run));
+    assert_loaded_once(&r, &run).await;
     r.infra(&["down", "--yes"]).ok();
     r.assert_clean();
 }
@@ -571,6 +576,99 @@ async fn the_export_user_reads_the_table_through_step_0s_grant() {
         "{}",
         dump.stderr
     );
+    r.infra(&["down", "--yes"]).ok();
+    r.assert_clean();
+}
+
+/// Cloud SQL's CSV import takes one line per row, and the stand-in refuses
+/// a quoted line break. Descriptions may hold one (`\n`, `\r\n`): step 0
+/// sends those rows through a SQL import of their own, and they reach the
+/// table byte for byte, with every other row.
+#[tokio::test(flavor = "multi_thread")]
+async fn rows_with_line_breaks_in_a_field_arrive_intact() {
+    let r = Rehearsal::start().await;
+    r.infra(&["up", "--yes"]).ok();
+    let input = Path::new(&r.data()).join("user_purchase.csv");
+    let mut csv = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&input)
+        .unwrap();
+    std::io::Write::write_all(
+        &mut csv,
+        concat!(
+            "LB1,85123A,\"two\nlines\",6,12/1/2010 8:26,2.55,17850,United Kingdom\n",
+            "LB2,85123A,\"crlf\r\nend \"\"q\"\" it's \\\",1,12/1/2010 8:26,1.5,,France\n",
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    drop(csv);
+    let run = r
+        .infra(&["run", "--data", &r.data(), "--only", "0", "--json"])
+        .ok();
+    assert_loaded_once(&r, &run).await;
+    let intact = r
+        .stack
+        .sql
+        .query(
+            "SELECT count(*) FROM bootcampdb.user_purchase WHERE \
+             (invoice_number, detail, customer_id) IS NOT DISTINCT FROM ('LB1', E'two\\nlines', 17850) \
+             OR (invoice_number, detail, customer_id, unit_price) IS NOT DISTINCT FROM \
+             ('LB2', E'crlf\\r\\nend \"q\" it''s \\\\', NULL::int, 1.5)",
+        )
+        .await
+        .unwrap();
+    assert_eq!(intact, "2", "the rows with line breaks are not as read");
+    let imports = r.stack.front.calls("instances.import");
+    let files: Vec<_> = imports
+        .iter()
+        .map(|c| c.body["importContext"]["uri"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        files[2].ends_with("/2-rows-with-line-breaks.sql"),
+        "{files:?}"
+    );
+    r.infra(&["down", "--yes"]).ok();
+    r.assert_clean();
+}
+
+/// Right after `up`, the Cloud SQL instance's new bucket grant may still be
+/// propagating, and Cloud SQL refuses the import with its 403 for the
+/// bucket. Step 0 sends it again until the grant holds, saying why.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_import_refused_while_the_bucket_grant_propagates_is_sent_again() {
+    let r = Rehearsal::start().await;
+    r.infra(&["up", "--yes"]).ok();
+    let account = format!("serviceAccount:{}", r.stack.names.cloudsql_account);
+    r.stack
+        .front
+        .iam()
+        .unwrap()
+        .propagate(&account, Duration::from_secs(2));
+    let run = r
+        .infra(&["run", "--data", &r.data(), "--only", "0", "--json"])
+        .ok();
+    assert!(
+        run.stderr.contains("cannot use the bucket yet") && run.stderr.contains("up to 7"),
+        "{}",
+        run.stderr
+    );
+    let refused = r
+        .stack
+        .front
+        .events()
+        .into_iter()
+        .filter(|e| {
+            e["event"] == "denied" && e["path"].as_str().is_some_and(|p| p.ends_with("/import"))
+        })
+        .count();
+    assert!(refused >= 1, "no import was refused");
+    assert_eq!(
+        r.stack.front.calls("instances.import").len(),
+        3,
+        "the refused import was not sent again, or one was taken twice"
+    );
+    assert_loaded_once(&r, &run).await;
     r.infra(&["down", "--yes"]).ok();
     r.assert_clean();
 }

@@ -1338,7 +1338,7 @@ mod tests {
     #[test]
     fn clusters_outside_dataprocs_documented_limits_are_refused() {
         assert_eq!(
-            check_cluster_config(&config("1800s", "14400s", 2, "3.0.2-debian13")),
+            check_cluster_config(&config("1800s", "14400s", 2, "3.0-debian12")),
             Ok(())
         );
         assert_eq!(

@@ -71,6 +71,8 @@ struct FrontState {
     violations: Vec<String>,
     log_file: Option<File>,
     iam: Option<(Iam, String)>,
+    /// Each Dataproc cluster's VM service account, from its create call.
+    cluster_accounts: std::collections::BTreeMap<String, String>,
 }
 
 /// The request log, the violations and the faults to inject, shared by
@@ -157,6 +159,36 @@ impl Front {
             }
         }
         None
+    }
+
+    /// The VM service account of the cluster a job submission names.
+    fn cluster_account(&self, method: &str, body: &Value) -> Option<String> {
+        if !method.ends_with("jobs.submit") {
+            return None;
+        }
+        let cluster = body["job"]["placement"]["clusterName"].as_str()?;
+        self.0
+            .lock()
+            .unwrap()
+            .cluster_accounts
+            .get(cluster)
+            .cloned()
+    }
+
+    fn remember_cluster_account(&self, method: &str, body: &Value) {
+        if !method.ends_with("clusters.create") {
+            return;
+        }
+        if let (Some(name), Some(account)) = (
+            body["clusterName"].as_str(),
+            body["config"]["gceClusterConfig"]["serviceAccount"].as_str(),
+        ) {
+            self.0
+                .lock()
+                .unwrap()
+                .cluster_accounts
+                .insert(name.to_owned(), account.to_owned());
+        }
     }
 
     fn cloudsql_account(&self) -> String {
@@ -414,8 +446,14 @@ async fn handle(
             "sql" => "sqladmin".to_owned(),
             api => api.to_owned(),
         };
-        let Some(needs) = crate::iam::required(&method.id, &seg, &body, &front.cloudsql_account())
-        else {
+        let cluster_account = front.cluster_account(&method.id, &body);
+        let Some(needs) = crate::iam::required(
+            &method.id,
+            &seg,
+            &body,
+            &front.cloudsql_account(),
+            cluster_account.as_deref(),
+        ) else {
             front.violation(format!(
                 "{}: no IAM rule for this method (add it to gcp_fakes::iam::required)",
                 method.id
@@ -425,6 +463,7 @@ async fn handle(
         if let Some(refusal) = front.authorize(&req, &caller, &api, &needs) {
             return reply(refusal);
         }
+        front.remember_cluster_account(&method.id, &body);
     }
     let fault = front.record(Logged {
         id: method.id.clone(),

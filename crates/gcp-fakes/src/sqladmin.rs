@@ -12,6 +12,8 @@
 //! - a SQL file runs with `psql`, stopping at the first error and without
 //!   wrapping the file in a transaction: statements before the error stay
 //!   applied, an explicit `BEGIN … COMMIT` block in the file is atomic;
+//! - a CSV file must hold one line per row: a line break inside a quoted
+//!   field is refused (see `one_line_per_row`);
 //! - a CSV import is one `COPY … FROM STDIN (FORMAT csv)` into the named
 //!   table and columns, so a bad row fails the whole import and the table
 //!   keeps what it had;
@@ -426,6 +428,7 @@ impl SqlAdmin {
                     ),
                     _ => String::new(),
                 };
+                one_line_per_row(&file, options)?;
                 let sql = format!(
                     "COPY {table}{columns} FROM STDIN WITH (FORMAT csv{})",
                     csv_options(options)?
@@ -487,6 +490,31 @@ impl SqlAdmin {
     }
 }
 
+/// "CSV files must have one line for each row of data fields"
+/// (cloud.google.com/sql/docs/postgres/import-export/import-export-csv,
+/// "Before you begin"). What Cloud SQL does with a quoted line break is
+/// not documented, so the stand-in refuses the file rather than guess.
+fn one_line_per_row(file: &std::path::Path, options: &Value) -> Result<()> {
+    use std::io::Read as _;
+    let quote = match options["quoteCharacter"].as_str() {
+        Some(hex) => u8::from_str_radix(hex.trim_start_matches("0x"), 16)?,
+        None => b'"',
+    };
+    let reader = std::io::BufReader::new(std::fs::File::open(file)?);
+    let (mut quoted, mut line) = (false, 1u64);
+    for byte in reader.bytes() {
+        match byte? {
+            b if b == quote => quoted = !quoted,
+            b'\n' | b'\r' if quoted => bail!(
+                "line {line} of the CSV file has a line break inside a quoted field: Cloud SQL's CSV import takes one line for each row of data fields"
+            ),
+            b'\n' => line += 1,
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// COPY options from Cloud SQL's CSV options (hex ASCII codes).
 fn csv_options(options: &Value) -> Result<String> {
     let mut out = String::new();
@@ -533,5 +561,21 @@ mod tests {
         );
         assert!(csv_options(&json!({"quoteCharacter": "\""})).is_err());
         assert!(csv_options(&json!({"linesTerminatedBy": "0D0A"})).is_err());
+    }
+
+    #[test]
+    fn a_csv_import_takes_one_line_per_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("rows.csv");
+        std::fs::write(&file, "\"a \"\"b\"\"\",1\n\"c\",\n").unwrap();
+        one_line_per_row(&file, &json!({})).unwrap();
+        for broken in ["\"a\",1\n\"b\nc\",2\n", "\"a\r\nb\",1\n"] {
+            std::fs::write(&file, broken).unwrap();
+            let err = one_line_per_row(&file, &json!({})).unwrap_err();
+            assert!(
+                err.to_string().contains("line break inside a quoted field"),
+                "{err}"
+            );
+        }
     }
 }

@@ -33,9 +33,6 @@ resource "terraform_data" "rehearsal" {
     raw     = "${var.project}-raw"
     staging = "${var.project}-staging"
     code    = "${var.project}-code"
-    # Stands in for the random password Terraform would generate; the
-    # stand-in Cloud SQL never asks for it (no password goes over the wire).
-    password = "rehearsal-password-not-used"
   }
 }
 
@@ -67,10 +64,6 @@ output "database_user" {
   value = "bootcamp"
 }
 
-output "database_password" {
-  value     = terraform_data.rehearsal.output.password
-  sensitive = true
-}
 
 output "service_account_email" {
   value = "infra-pipeline@${var.project}.iam.gserviceaccount.com"

@@ -6,9 +6,12 @@
 //! data itself, from and to the staging bucket:
 //!
 //! ```text
-//! step 0  valid rows -> staging/_cloudsql/<run>/rows.csv (streamed, rejects beside)
+//! step 0  valid rows -> staging/_cloudsql/<run>/2-rows.csv (streamed, rejects beside)
 //!         import SQL  1-create.sql  schema, and a fresh bootcampdb.user_purchase_load
-//!         import CSV  rows.csv      into user_purchase_load
+//!         import CSV  2-rows.csv    into user_purchase_load
+//!         import SQL  2-rows-with-line-breaks.sql   only if some rows hold a line
+//!                                   break in a field: Cloud SQL's CSV import takes
+//!                                   one line per row (see `line_breaks`)
 //!         import SQL  3-swap.sql    one transaction: check the row count, then
 //!                                   replace user_purchase's rows, drop the load table
 //! step 1  export CSV  selectQuery   -> _cloudsql/<run>/body.csv (no header)
@@ -40,7 +43,8 @@ use serde_json::{Value, json};
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use super::deadline::{self, DeadlinePassed, Deadlines};
-use super::http::{Call, Http, Idempotency, encode_segment};
+use super::http::{ApiError, Call, Http, Idempotency, encode_segment};
+use super::line_breaks;
 use super::storage::GcsClient;
 use crate::backend::{
     Bucket, Database, Journal, Remote, RemoteKind, Request, RowFormat, Rows, TableDef,
@@ -130,6 +134,26 @@ pub struct CloudSqlAdmin {
     poll: Duration,
     /// How long one operation may take (`deadlines.cloudsql_operation_secs`).
     deadline: Duration,
+    /// How long a bucket refusal is taken for a grant still propagating,
+    /// and how often the request is sent again meanwhile.
+    propagation: Duration,
+    propagation_retry: Duration,
+}
+
+/// IAM: a policy change takes "Typically 2 minutes, potentially 7 minutes
+/// or longer" (https://cloud.google.com/iam/docs/access-change-propagation).
+const PROPAGATION: Duration = Duration::from_secs(8 * 60);
+const PROPAGATION_RETRY: Duration = Duration::from_secs(10);
+
+/// Cloud SQL's 403 when its instance's service account cannot read or
+/// write the import's or export's bucket. It names no permission; users
+/// report it from `gcloud sql import` as "The service account does not
+/// have the required permissions for the bucket." Right after `infra up`
+/// that is a grant still propagating, and the request was not taken.
+fn is_bucket_refusal(err: &ApiError) -> bool {
+    matches!(err, ApiError::Status { status, message, .. }
+        if *status == reqwest::StatusCode::FORBIDDEN
+            && message.contains("required permissions for the bucket"))
 }
 
 impl CloudSqlAdmin {
@@ -141,7 +165,16 @@ impl CloudSqlAdmin {
             instance: instance.to_owned(),
             poll,
             deadline: Deadlines::default().cloudsql_operation,
+            propagation: PROPAGATION,
+            propagation_retry: PROPAGATION_RETRY,
         }
+    }
+
+    /// Takes a bucket refusal for a propagating grant for `limit`, asking
+    /// again every `every`.
+    pub fn with_propagation(mut self, limit: Duration, every: Duration) -> Self {
+        (self.propagation, self.propagation_retry) = (limit, every);
+        self
     }
 
     /// Gives each operation `limit` to finish.
@@ -199,14 +232,38 @@ impl CloudSqlAdmin {
     /// nothing: if the running operation is this very request (a retry
     /// that met its own first attempt), that one is returned; otherwise
     /// the running operations are waited out and `call` is sent again.
+    /// A 403 for the bucket (the instance's service account cannot use it)
+    /// is sent again until the grant has had time to propagate.
     pub async fn start(&self, call: &Call, what: &str) -> Result<SqlOperation> {
         let body = call.to_request("").body.unwrap_or_default();
         let mut resubmits = 0;
+        let propagating = std::time::Instant::now();
         loop {
             let err = match self.http.json::<SqlOperation>(call).await {
                 Ok(operation) => return Ok(operation),
                 Err(e) => e,
             };
+            if is_bucket_refusal(&err) {
+                let waited = propagating.elapsed();
+                if waited < self.propagation {
+                    crate::ui::status(format!(
+                        "Cloud SQL instance {}'s service account cannot use the bucket yet: a grant made by `infra up` takes typically 2 minutes, up to 7, to propagate; asking again in {}s ({}s of {}s)",
+                        self.instance,
+                        self.propagation_retry.as_secs(),
+                        waited.as_secs(),
+                        self.propagation.as_secs()
+                    ));
+                    tokio::time::sleep(self.propagation_retry).await;
+                    continue;
+                }
+                return Err(err).with_context(|| {
+                    format!(
+                        "Cloud SQL instance {} refused to {what}: its service account still could not use the bucket after {}s\nhint: terraform/modules/iam grants the instance's service account its role on the staging bucket (docs/iam.md); `infra up` restores it",
+                        self.instance,
+                        waited.as_secs()
+                    )
+                });
+            }
             if !err.is_conflict() {
                 return Err(err).with_context(|| {
                     format!("Cloud SQL instance {} refused to {what}", self.instance)
@@ -507,6 +564,64 @@ impl CloudSqlDatabase {
     }
 }
 
+/// The scratch file of the rows whose text holds a line break.
+const LINE_BREAKS_SQL: &str = "2-rows-with-line-breaks.sql";
+
+/// The rows for the CSV import, one line each: a row with a line break
+/// inside a field goes to a SQL file of `INSERT`s instead
+/// ([`line_breaks`]), on disk, so no input is held in memory.
+struct OneLinePerRow<'a> {
+    rows: &'a mut dyn Rows,
+    load: &'a str,
+    columns: &'a [String],
+    sql: std::io::BufWriter<std::fs::File>,
+    diverted: u64,
+}
+
+impl<'a> OneLinePerRow<'a> {
+    fn new(rows: &'a mut dyn Rows, load: &'a str, columns: &'a [String]) -> Result<Self> {
+        let file = tempfile::tempfile().context("cannot create a temporary file")?;
+        Ok(OneLinePerRow {
+            rows,
+            load,
+            columns,
+            sql: std::io::BufWriter::new(file),
+            diverted: 0,
+        })
+    }
+
+    /// How many rows went to the SQL file, and the file, rewound.
+    fn into_sql(self) -> Result<(u64, std::fs::File)> {
+        use std::io::Seek as _;
+        let mut file = self
+            .sql
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .context("cannot write the rows with line breaks to a temporary file")?;
+        file.rewind()?;
+        Ok((self.diverted, file))
+    }
+}
+
+#[async_trait]
+impl Rows for OneLinePerRow<'_> {
+    async fn next(&mut self) -> Result<Option<Vec<u8>>> {
+        while let Some(chunk) = self.rows.next().await? {
+            let mut csv = Vec::with_capacity(chunk.len());
+            self.diverted +=
+                line_breaks::split(&chunk, self.load, self.columns, &mut csv, &mut self.sql)?;
+            if !csv.is_empty() {
+                return Ok(Some(csv));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn finish(&mut self) -> Result<u64> {
+        self.rows.finish().await
+    }
+}
+
 /// `rows` as a byte stream, for an upload.
 fn byte_stream(
     rows: &mut dyn Rows,
@@ -546,25 +661,39 @@ impl Database for CloudSqlDatabase {
     ) -> Result<u64> {
         self.settle_earlier(journal).await;
         let scratch = Scratch::new(journal.run_id(), journal.attempt());
-        let (create, data, swap) = (
+        let (create, data, broken, swap) = (
             scratch.key("1-create.sql"),
             scratch.key("2-rows.csv"),
+            scratch.key(LINE_BREAKS_SQL),
             scratch.key("3-swap.sql"),
         );
-        let mut body = StreamReader::new(byte_stream(rows).boxed());
+        let (name, load) = (&table.name, load_table(table));
+        let mut rows = OneLinePerRow::new(rows, &load, &table.columns)?;
+        let mut body = StreamReader::new(byte_stream(&mut rows).boxed());
         staging
             .put(&data, &mut body)
             .await
             .with_context(|| format!("cannot write the valid rows to {}", staging.uri(&data)))?;
         drop(body);
         let valid = rows.finish().await?;
+        let (diverted, broken_rows) = rows.into_sql()?;
+        if diverted > 0 {
+            staging
+                .put(&broken, &mut tokio::fs::File::from_std(broken_rows))
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot write the rows with line breaks to {}",
+                        staging.uri(&broken)
+                    )
+                })?;
+        }
         staging
             .put(&create, &mut create_sql(table).as_bytes())
             .await?;
         staging
             .put(&swap, &mut swap_sql(table, valid).as_bytes())
             .await?;
-        let (name, load) = (&table.name, load_table(table));
         self.run(
             self.admin
                 .import_call(&self.sql_import(&staging.uri(&create))),
@@ -581,6 +710,16 @@ impl Database for CloudSqlDatabase {
         )
         .await
         .with_context(|| format!("{name} keeps its previous rows"))?;
+        if diverted > 0 {
+            self.run(
+                self.admin
+                    .import_call(&self.sql_import(&staging.uri(&broken))),
+                &format!("import the {diverted} rows with line breaks into {load}"),
+                journal,
+            )
+            .await
+            .with_context(|| format!("{name} keeps its previous rows"))?;
+        }
         self.run(
             self.admin
                 .import_call(&self.sql_import(&staging.uri(&swap))),
@@ -589,7 +728,7 @@ impl Database for CloudSqlDatabase {
         )
         .await
         .with_context(|| format!("{name} keeps its previous rows"))?;
-        self.remove(staging, &[create, data, swap]).await;
+        self.remove(staging, &[create, data, broken, swap]).await;
         Ok(valid)
     }
 

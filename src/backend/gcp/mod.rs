@@ -23,6 +23,7 @@ pub mod deadline;
 pub mod deployment;
 pub mod http;
 pub mod ids;
+pub mod line_breaks;
 pub mod serviceusage;
 pub mod storage;
 pub mod transport;

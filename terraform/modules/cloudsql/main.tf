@@ -95,7 +95,11 @@ resource "random_id" "instance" {
   byte_length = 3
 }
 
-resource "random_password" "user" {
+# The SQL user's password exists only while Terraform runs: an ephemeral
+# value, passed write-only (`password_wo`), so neither the plan nor the
+# state holds it. Nothing in infra logs in with it: Cloud SQL's imports and
+# exports run inside the instance, and the user exists to own the tables.
+ephemeral "random_password" "user" {
   length           = 32
   special          = true
   override_special = "-_.~"
@@ -205,11 +209,12 @@ resource "google_sql_database" "pipeline" {
 }
 
 resource "google_sql_user" "pipeline" {
-  project         = var.project
-  name            = var.user
-  instance        = google_sql_database_instance.postgres.name
-  password        = random_password.user.result
-  deletion_policy = "ABANDON"
+  project             = var.project
+  name                = var.user
+  instance            = google_sql_database_instance.postgres.name
+  password_wo         = ephemeral.random_password.user.result
+  password_wo_version = 1
+  deletion_policy     = "ABANDON"
 }
 
 output "instance_name" {
@@ -242,8 +247,3 @@ output "user" {
   value       = google_sql_user.pipeline.name
 }
 
-output "password" {
-  description = "The user's password."
-  value       = random_password.user.result
-  sensitive   = true
-}

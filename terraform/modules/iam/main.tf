@@ -30,7 +30,6 @@ variable "project_roles" {
   default = [
     "roles/bigquery.user",
     "roles/dataproc.editor",
-    "roles/dataproc.worker",
   ]
 }
 
@@ -68,6 +67,24 @@ resource "google_project_iam_member" "pipeline" {
   project = var.project
   role    = each.value
   member  = "serviceAccount:${google_service_account.pipeline.email}"
+}
+
+# Dataproc's VMs run as this account and need Dataproc Worker, which Google
+# documents at project level only. It also carries storage.objects.* on
+# every bucket of the project, the Terraform state bucket included: the
+# condition takes every object out of it (the documented pattern for a
+# role that spans services: limit by resource.type), and the VMs reach
+# objects only through the per-bucket grants below.
+resource "google_project_iam_member" "pipeline_dataproc_worker" {
+  project = var.project
+  role    = "roles/dataproc.worker"
+  member  = "serviceAccount:${google_service_account.pipeline.email}"
+
+  condition {
+    title       = "no-objects"
+    description = "Dataproc Worker without object access: objects come from per-bucket grants."
+    expression  = "resource.type != \"storage.googleapis.com/Object\""
+  }
 }
 
 # Steps 0 and 1 import into and export from Cloud SQL. Cloud SQL has no
@@ -112,7 +129,7 @@ resource "google_service_account_iam_member" "pipeline_act_as_self" {
 }
 
 # Per bucket, never project-wide: the project also holds the Terraform state
-# bucket, whose state has the database password.
+# bucket, which is the operator's alone.
 resource "google_storage_bucket_iam_member" "pipeline" {
   for_each = var.buckets
 
@@ -146,5 +163,5 @@ output "email" {
 
 output "project_roles" {
   description = "The project-level roles granted, sorted."
-  value       = sort(concat([for grant in google_project_iam_member.pipeline : grant.role], [google_project_iam_member.pipeline_cloudsql.role]))
+  value       = sort(concat([for grant in google_project_iam_member.pipeline : grant.role], [google_project_iam_member.pipeline_cloudsql.role, google_project_iam_member.pipeline_dataproc_worker.role]))
 }

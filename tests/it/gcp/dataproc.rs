@@ -42,7 +42,7 @@ async fn setup() -> Setup {
 fn spec() -> ClusterSpec {
     ClusterSpec {
         deployment: "infra".into(),
-        image_version: "3.0.2-debian13".into(),
+        image_version: "3.0-debian12".into(),
         master_machine_type: "n1-standard-2".into(),
         worker_machine_type: "n1-standard-2".into(),
         workers: 2,
@@ -187,7 +187,7 @@ async fn a_run_uses_one_cluster_for_both_jobs_and_deletes_it() {
     // Dataproc's own staging and temp buckets would outlive `down`.
     assert_eq!(config["configBucket"], "proj-staging");
     assert_eq!(config["tempBucket"], "proj-staging");
-    assert_eq!(config["softwareConfig"]["imageVersion"], "3.0.2-debian13");
+    assert_eq!(config["softwareConfig"]["imageVersion"], "3.0-debian12");
     assert_eq!(config["masterConfig"]["numInstances"], 1);
     assert_eq!(config["workerConfig"]["numInstances"], 2);
     assert_eq!(config["workerConfig"]["machineTypeUri"], "n1-standard-2");

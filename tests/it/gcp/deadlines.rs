@@ -106,7 +106,7 @@ async fn a_cloud_sql_operation_that_never_finishes_is_cancelled_at_its_deadline(
 fn spec() -> ClusterSpec {
     ClusterSpec {
         deployment: "infra".into(),
-        image_version: "3.0.2-debian13".into(),
+        image_version: "3.0-debian12".into(),
         master_machine_type: "n1-standard-2".into(),
         worker_machine_type: "n1-standard-2".into(),
         workers: 2,

@@ -38,6 +38,8 @@ pub struct Grant {
     /// `roles/…`, or `custom:<resource name>` for a role the modules define.
     pub role: String,
     pub scope: Scope,
+    /// The binding's IAM Condition (its CEL `expression`), if any.
+    pub condition: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -122,12 +124,18 @@ fn read_module(body: &Body, found: &mut Found) -> Result<()> {
         };
         let principal = principal_of_member(&text(body, "member")?)
             .with_context(|| format!("{kind}.{name}: unknown member"))?;
+        let condition = body
+            .blocks()
+            .find(|b| b.identifier() == "condition")
+            .map(|c| text(c.body(), "expression"))
+            .transpose()?;
         for role in roles(body)? {
             for scope in &scopes {
                 found.grants.push(Grant {
                     principal: principal.clone(),
                     role: role.clone(),
                     scope: scope.clone(),
+                    condition: condition.clone(),
                 });
             }
         }

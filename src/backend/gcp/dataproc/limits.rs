@@ -113,11 +113,9 @@ mod tests {
     #[test]
     fn published_versions_and_their_lines_are_accepted() {
         for version in [
-            "3.0.2-debian13",
-            "3.0.0-RC1-debian12",
             "3.0",
             "3.0-debian12",
-            "3.0-debian13",
+            "3.0-ubuntu24",
             "3.0-rocky9",
             "2.2-debian12",
             "2.2",
@@ -125,10 +123,11 @@ mod tests {
             assert!(is_published(version), "{version}");
         }
         for version in [
-            "3.0.3-debian13",
+            "3.0.2-debian13",
+            "3.0-debian13",
             "3.0.2-debian12",
             "3.1",
-            "4.0-debian13",
+            "4.0-debian12",
             "3.0-debian11",
             "latest",
             "",
@@ -137,12 +136,22 @@ mod tests {
         }
     }
 
+    /// The default image runs the Spark line the local pyspark is pinned
+    /// to, so the PySpark tests run what the cluster runs.
     #[test]
-    fn the_default_image_is_published_and_ships_spark_4() {
+    fn the_default_image_is_published_and_ships_the_local_spark_line() {
         let default = crate::settings::testing::resolve("", &[], Default::default()).unwrap();
+        let pin = include_str!("../../../../pyspark/requirements.txt")
+            .lines()
+            .find_map(|l| l.strip_prefix("pyspark=="))
+            .unwrap();
+        let line = pin.rsplit_once('.').unwrap().0;
         let spark = published()
             .find(|(v, _)| *v == default.dataproc_image_version)
             .map(|(_, spark)| spark);
-        assert!(spark.is_some_and(|s| s.starts_with("4.")), "{spark:?}");
+        assert!(
+            spark.is_some_and(|s| s.starts_with(&format!("{line}."))),
+            "the default image ships Spark {spark:?}, the local pin is {pin}"
+        );
     }
 }
