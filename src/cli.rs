@@ -27,7 +27,9 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Shown apart, after each command's own options.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// Where to run [default: gcp when a project is configured, else local]
     #[arg(long, global = true, value_enum)]
@@ -45,7 +47,7 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "EMAIL")]
     pub impersonate_service_account: Option<String>,
 
-    /// Show more: child process output and debug logs (-vv for everything)
+    /// Show more: every command run and child process output (-vv adds debug logs)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
@@ -152,11 +154,11 @@ pub struct RunArgs {
     pub data: Option<PathBuf>,
 
     /// Resume the last run at this step (number or name)
-    #[arg(long, value_name = "STEP", conflicts_with = "only")]
+    #[arg(long, value_name = "STEP", conflicts_with = "only", value_parser = StepParser, hide_possible_values = true)]
     pub from: Option<Step>,
 
     /// Run only this step (number or name), as part of the last run
-    #[arg(long, value_name = "STEP")]
+    #[arg(long, value_name = "STEP", value_parser = StepParser, hide_possible_values = true)]
     pub only: Option<Step>,
 
     /// Print the steps (on gcp, with every request they would send) and stop
@@ -224,9 +226,13 @@ pub struct QueryArgs {
     /// The SQL to run
     pub sql: String,
 
-    /// Output format
+    /// Output format; rows are written as they come, never held whole
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+
+    /// Write at most N rows [default: 1000 for the table, no limit otherwise]
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -237,6 +243,8 @@ pub enum Format {
     Csv,
     /// An array of objects, for scripts
     Json,
+    /// One JSON object per line (JSON Lines), for streams
+    Jsonl,
 }
 
 #[derive(Debug, Args)]
@@ -256,4 +264,42 @@ pub struct SampleArgs {
     /// Overwrite input files that already exist in DIR
     #[arg(long)]
     pub force: bool,
+}
+
+/// Parses a step by number or name, and lists both for shell completion
+/// (`run --from <TAB>`).
+#[derive(Debug, Clone, Copy)]
+pub struct StepParser;
+
+impl clap::builder::TypedValueParser for StepParser {
+    type Value = Step;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<Step, clap::Error> {
+        let text = value.to_string_lossy();
+        text.parse().map_err(|e: String| {
+            let arg = arg.map_or_else(|| "STEP".to_owned(), ToString::to_string);
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("invalid value '{text}' for '{arg}': {e}\n"),
+            )
+            .with_cmd(cmd)
+        })
+    }
+
+    fn possible_values(
+        &self,
+    ) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
+        const NUMBERS: [&str; 5] = ["0", "1", "2", "3", "4"];
+        Some(Box::new(Step::ALL.into_iter().flat_map(|step| {
+            [
+                clap::builder::PossibleValue::new(NUMBERS[step.number()]),
+                clap::builder::PossibleValue::new(step.name()),
+            ]
+        })))
+    }
 }

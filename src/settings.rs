@@ -459,6 +459,40 @@ fn closest(key: &str) -> Option<&'static str> {
         .map(|(_, k)| k)
 }
 
+/// `INFRA_*` names that are no setting and still ours: the test suite's and
+/// the developer scripts' variables, which reach `infra` through the tests.
+const OTHER_INFRA_VARS: [&str; 4] = [
+    "INFRA_TEST_",
+    "INFRA_DUCKDB",
+    "INFRA_CARGO_ARGS",
+    "INFRA_ADVISORY_DBS",
+];
+
+/// The warning for an `INFRA_*` variable that names no setting (a typo
+/// would otherwise be ignored without a word), or `None` for a setting's.
+pub fn unknown_env_var(name: &str) -> Option<String> {
+    if !name.starts_with("INFRA_")
+        || KEYS.iter().any(|(k, _)| env_var(k) == name)
+        || OTHER_INFRA_VARS.iter().any(|p| name.starts_with(p))
+    {
+        return None;
+    }
+    let near = KEYS
+        .iter()
+        .map(|(k, _)| env_var(k))
+        .map(|var| (edit_distance(name, &var), var))
+        .filter(|(d, var)| *d <= 2.max((var.len() - "INFRA_".len()) / 4))
+        .min();
+    Some(match near {
+        Some((_, var)) => {
+            format!("{name} is not an infra setting, and is ignored: did you mean {var}?")
+        }
+        None => format!(
+            "{name} is not an infra setting, and is ignored\nhint: `infra config` lists every setting with its INFRA_* variable"
+        ),
+    })
+}
+
 /// Levenshtein distance, by characters.
 fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
@@ -561,7 +595,8 @@ impl Layer {
     }
 
     /// Reads `INFRA_*` variables from `vars`. Variables that name no setting
-    /// are left alone: `INFRA_` is a short prefix other tools may use too.
+    /// are left out here; the command warns about them
+    /// ([`unknown_env_var`]).
     pub fn from_env<I, K, V>(vars: I) -> Result<Layer>
     where
         I: IntoIterator<Item = (K, V)>,
@@ -800,6 +835,19 @@ pub(crate) mod testing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression (issue 21): a typo in an `INFRA_*` name was ignored
+    /// without a word, where the same typo in infra.toml is an error.
+    #[test]
+    fn an_unknown_infra_variable_gets_a_did_you_mean() {
+        let typo = unknown_env_var("INFRA_SPARK_MASTR").unwrap();
+        assert!(typo.contains("did you mean INFRA_SPARK_MASTER?"), "{typo}");
+        let far = unknown_env_var("INFRA_SOMETHING_ELSE_ENTIRELY").unwrap();
+        assert!(far.contains("infra config"), "{far}");
+        assert_eq!(unknown_env_var("INFRA_SPARK_MASTER"), None);
+        assert_eq!(unknown_env_var("INFRA_TEST_HOLD_DIR"), None);
+        assert_eq!(unknown_env_var("PATH"), None);
+    }
 
     #[test]
     fn max_rejected_is_a_count_or_a_fraction() {

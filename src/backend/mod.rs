@@ -349,6 +349,46 @@ pub struct QueryResult {
     pub rows: Vec<Vec<Option<Cell>>>,
 }
 
+/// Where a streamed query's rows go, as they come: the columns once, then
+/// each row. `infra query` writes them out so a result is never held whole.
+pub trait RowSink: Send {
+    fn columns(&mut self, columns: &[String]) -> Result<()>;
+    /// Takes one row; `false` when no more are wanted (a row limit).
+    fn row(&mut self, row: Vec<Option<Cell>>) -> Result<bool>;
+    /// After the last row.
+    fn finish(&mut self) -> Result<()>;
+}
+
+impl QueryResult {
+    /// Hands a buffered result to `sink`, as a stream would.
+    pub fn feed(self, sink: &mut dyn RowSink) -> Result<()> {
+        sink.columns(&self.columns)?;
+        for row in self.rows {
+            if !sink.row(row)? {
+                break;
+            }
+        }
+        sink.finish()
+    }
+}
+
+/// Collects a streamed result whole: for callers that want every row.
+impl RowSink for QueryResult {
+    fn columns(&mut self, columns: &[String]) -> Result<()> {
+        self.columns = columns.to_vec();
+        Ok(())
+    }
+
+    fn row(&mut self, row: Vec<Option<Cell>>) -> Result<bool> {
+        self.rows.push(row);
+        Ok(true)
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
 /// One value of a query result.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Cell {

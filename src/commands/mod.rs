@@ -107,12 +107,18 @@ fn resolve(global: &GlobalArgs, mut flags: Layer) -> Result<Settings> {
         // A relative --state-dir is relative to where the user typed it.
         *dir = cwd.join(&*dir);
     }
-    Settings::resolve(Sources {
+    let settings = Settings::resolve(Sources {
         config: global.config.as_deref(),
         cwd: &base,
         env,
         flags,
-    })
+    })?;
+    tracing::debug!(
+        "resolved settings: target {}, state dir {}",
+        settings.target,
+        settings.state_dir.display()
+    );
+    Ok(settings)
 }
 
 /// The nearest directory, `cwd` or above, that holds a `.infra` state dir
@@ -146,6 +152,9 @@ fn infra_vars() -> Result<Vec<(String, String)>> {
         let Some(name) = name.to_str().filter(|n| n.starts_with("INFRA_")) else {
             continue;
         };
+        if let Some(warning) = crate::settings::unknown_env_var(name) {
+            ui::warn(warning);
+        }
         match value.into_string() {
             Ok(value) => vars.push((name.to_owned(), value)),
             Err(value) if settings.iter().any(|s| s == name) => {

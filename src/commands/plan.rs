@@ -52,7 +52,7 @@ pub async fn plan(settings: &Settings, echo: Echo, json: bool) -> Result<()> {
 }
 
 /// The run's steps, for `--json`: number, name, what each reads and writes.
-fn run_json(plan: &Plan) -> Vec<serde_json::Value> {
+pub(super) fn run_json(plan: &Plan) -> Vec<serde_json::Value> {
     plan.steps
         .iter()
         .map(|s| {

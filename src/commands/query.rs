@@ -6,12 +6,16 @@ use anyhow::Result;
 
 use crate::backend::gcp::Gcp;
 use crate::backend::local::Local;
-use crate::backend::{Cell, QueryResult, Warehouse};
+use crate::backend::{Cell, QueryResult, RowSink};
 use crate::cli::{Format, QueryArgs};
 use crate::exit::UsageError;
 use crate::process::Echo;
 use crate::settings::{Settings, TargetKind};
 use crate::ui;
+
+/// Rows the table shows unless `--limit` says otherwise: its column widths
+/// need every shown row at hand.
+pub const TABLE_ROWS: u64 = 1000;
 
 pub async fn query(settings: &Settings, args: &QueryArgs) -> Result<()> {
     match statements(&args.sql) {
@@ -24,78 +28,170 @@ pub async fn query(settings: &Settings, args: &QueryArgs) -> Result<()> {
             .into());
         }
     }
-    let result = match settings.target {
-        TargetKind::Local => Local::new(settings).warehouse().query(&args.sql).await?,
+    let limit = match (args.limit, args.format) {
+        (Some(limit), _) => Some(limit),
+        (None, Format::Table) => Some(TABLE_ROWS),
+        (None, _) => None,
+    };
+    let sink = Box::new(Writer::new(
+        args.format,
+        limit,
+        std::io::BufWriter::new(super::out::stdout()),
+    ));
+    match settings.target {
+        // Streamed: one DuckDB chunk at a time.
+        TargetKind::Local => {
+            Local::new(settings)
+                .warehouse()
+                .query_into(&args.sql, sink)
+                .await
+        }
+        // BigQuery's answer is read whole (its pages), then written.
         TargetKind::Gcp => {
             let target = Gcp::load(settings)?.target(Echo::Quiet).await?;
             let mut result = target.warehouse.query(&args.sql).await?;
             pad_metric_decimals(&mut result);
-            result
+            let mut sink = sink;
+            result.feed(sink.as_mut())
         }
-    };
-    if args.format == Format::Json
-        && let Some(name) = duplicate(&result.columns)
-    {
-        return Err(UsageError(format!(
-            "the result has two columns named `{name}`, and a JSON object can hold only one\nhint: name each column with `AS`, or use `--format csv`"
-        ))
-        .into());
     }
-    let mut out = super::out::stdout();
-    write(&result, args.format, &mut out)?;
-    out.flush()?;
-    Ok(())
 }
 
-/// Writes `result` in `format`.
-pub fn write(result: &QueryResult, format: Format, out: &mut impl Write) -> Result<()> {
-    match format {
-        Format::Table => {
-            let rows: Vec<Vec<String>> = result
-                .rows
-                .iter()
-                .map(|row| {
-                    row.iter()
-                        .map(|c| c.as_ref().map_or("NULL".into(), text))
-                        .collect()
-                })
-                .collect();
-            writeln!(out, "{}", ui::table(&result.columns, &rows))?;
-            writeln!(
-                out,
-                "({} row{})",
-                rows.len(),
-                if rows.len() == 1 { "" } else { "s" }
-            )?;
-        }
-        Format::Csv => {
-            let mut csv = csv::Writer::from_writer(out);
-            csv.write_record(&result.columns)?;
-            for row in &result.rows {
-                csv.write_record(row.iter().map(|c| c.as_ref().map_or(String::new(), text)))?;
-            }
-            csv.flush()?;
-        }
-        // One object per row, its keys in column order (a JSON map type
-        // would sort them).
-        Format::Json => {
-            writeln!(out, "[")?;
-            for (i, row) in result.rows.iter().enumerate() {
-                let mut fields = Vec::with_capacity(row.len());
-                for (name, cell) in result.columns.iter().zip(row) {
-                    fields.push(format!(
-                        "{}: {}",
-                        serde_json::to_string(name)?,
-                        serde_json::to_string(&json(cell.as_ref()))?
-                    ));
-                }
-                let comma = if i + 1 < result.rows.len() { "," } else { "" };
-                writeln!(out, "  {{{}}}{comma}", fields.join(", "))?;
-            }
-            writeln!(out, "]")?;
+/// Writes a result in one format as its rows come.
+pub struct Writer<W: Write + Send> {
+    format: Format,
+    limit: Option<u64>,
+    out: Option<W>,
+    csv: Option<csv::Writer<W>>,
+    columns: Vec<String>,
+    /// Rows written (or, for the table, kept).
+    rows: u64,
+    /// Rows seen past the table's limit: counted, not shown.
+    more: u64,
+    table: Vec<Vec<String>>,
+}
+
+impl<W: Write + Send> Writer<W> {
+    pub fn new(format: Format, limit: Option<u64>, out: W) -> Writer<W> {
+        Writer {
+            format,
+            limit,
+            out: Some(out),
+            csv: None,
+            columns: Vec::new(),
+            rows: 0,
+            more: 0,
+            table: Vec::new(),
         }
     }
-    Ok(())
+
+    fn out(&mut self) -> &mut W {
+        self.out.as_mut().expect("the csv writer took it")
+    }
+
+    /// One row as a JSON object, its keys in column order (a JSON map type
+    /// would sort them).
+    fn object(&self, row: &[Option<Cell>]) -> Result<String> {
+        let mut fields = Vec::with_capacity(row.len());
+        for (name, cell) in self.columns.iter().zip(row) {
+            fields.push(format!(
+                "{}: {}",
+                serde_json::to_string(name)?,
+                serde_json::to_string(&json(cell.as_ref()))?
+            ));
+        }
+        Ok(format!("{{{}}}", fields.join(", ")))
+    }
+}
+
+impl<W: Write + Send> RowSink for Writer<W> {
+    fn columns(&mut self, columns: &[String]) -> Result<()> {
+        if matches!(self.format, Format::Json | Format::Jsonl)
+            && let Some(name) = duplicate(columns)
+        {
+            return Err(UsageError(format!(
+                "the result has two columns named `{name}`, and a JSON object can hold only one\nhint: name each column with `AS`, or use `--format csv`"
+            ))
+            .into());
+        }
+        self.columns = columns.to_vec();
+        match self.format {
+            Format::Csv => {
+                let out = self.out.take().expect("columns come once");
+                let mut csv = csv::Writer::from_writer(out);
+                csv.write_record(columns)?;
+                self.csv = Some(csv);
+            }
+            Format::Json => write!(self.out(), "[")?,
+            Format::Jsonl | Format::Table => {}
+        }
+        Ok(())
+    }
+
+    fn row(&mut self, row: Vec<Option<Cell>>) -> Result<bool> {
+        if self.limit.is_some_and(|limit| self.rows >= limit) {
+            if self.format == Format::Table {
+                // The table says how many rows it did not show.
+                self.more += 1;
+                return Ok(true);
+            }
+            return Ok(false);
+        }
+        self.rows += 1;
+        match self.format {
+            Format::Table => self.table.push(
+                row.iter()
+                    .map(|c| c.as_ref().map_or("NULL".into(), text))
+                    .collect(),
+            ),
+            Format::Csv => self
+                .csv
+                .as_mut()
+                .expect("columns came first")
+                .write_record(row.iter().map(|c| c.as_ref().map_or(String::new(), text)))?,
+            Format::Json => {
+                let object = self.object(&row)?;
+                let comma = if self.rows > 1 { "," } else { "" };
+                write!(self.out(), "{comma}\n  {object}")?;
+            }
+            Format::Jsonl => {
+                let object = self.object(&row)?;
+                writeln!(self.out(), "{object}")?;
+            }
+        }
+        Ok(true)
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        match self.format {
+            Format::Table => {
+                let table = ui::table(&self.columns, &self.table);
+                let shown = self.rows;
+                let more = self.more;
+                let out = self.out();
+                writeln!(out, "{table}")?;
+                if more == 0 {
+                    writeln!(out, "({shown} row{})", if shown == 1 { "" } else { "s" })?;
+                } else {
+                    writeln!(
+                        out,
+                        "(the first {shown} of {} rows: --limit shows more, --format csv or jsonl streams them all)",
+                        shown + more
+                    )?;
+                }
+            }
+            Format::Csv => {
+                if let Some(csv) = self.csv.as_mut() {
+                    csv.flush()?;
+                }
+                return Ok(());
+            }
+            Format::Json => writeln!(self.out(), "\n]")?,
+            Format::Jsonl => {}
+        }
+        self.out().flush()?;
+        Ok(())
+    }
 }
 
 /// How many statements `sql` holds: `;` outside quotes and comments ends
@@ -183,6 +279,12 @@ fn json(cell: Option<&Cell>) -> serde_json::Value {
 mod tests {
     use super::*;
 
+    /// Writes a whole `result` in `format`, as a stream would.
+    fn write(result: &QueryResult, format: Format, out: &mut Vec<u8>) -> Result<()> {
+        let mut writer = Writer::new(format, None, out);
+        result.clone().feed(&mut writer)
+    }
+
     fn result() -> QueryResult {
         QueryResult {
             columns: vec!["id".into(), "amount".into(), "note".into()],
@@ -202,6 +304,57 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "id,amount,note\n7,12345678901234567.891,\n"
         );
+    }
+
+    #[test]
+    fn jsonl_is_one_object_a_line_and_json_an_array() {
+        let mut two = result();
+        two.rows.push(two.rows[0].clone());
+        let mut out = Vec::new();
+        write(&two, Format::Jsonl, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.lines().count(), 2, "{text}");
+        for line in text.lines() {
+            let value: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(value["amount"], "12345678901234567.891");
+        }
+        let mut out = Vec::new();
+        write(&two, Format::Json, &mut out).unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(value.as_array().unwrap().len(), 2);
+        let mut out = Vec::new();
+        write(
+            &QueryResult {
+                columns: vec!["a".into()],
+                rows: vec![],
+            },
+            Format::Json,
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "[\n]\n");
+    }
+
+    /// The table keeps at most its limit of rows, and says how many it left out.
+    #[test]
+    fn the_table_stops_at_its_limit_and_counts_the_rest() {
+        let rows = (0..5).map(|i| vec![Some(Cell::Int(i))]).collect();
+        let result = QueryResult {
+            columns: vec!["n".into()],
+            rows,
+        };
+        let mut out = Vec::new();
+        let mut writer = Writer::new(Format::Table, Some(2), &mut out);
+        result.clone().feed(&mut writer).unwrap();
+        drop(writer);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("the first 2 of 5 rows"), "{text}");
+        assert!(!text.contains('3'), "{text}");
+        let mut out = Vec::new();
+        let mut writer = Writer::new(Format::Csv, Some(2), &mut out);
+        result.feed(&mut writer).unwrap();
+        drop(writer);
+        assert_eq!(String::from_utf8(out).unwrap(), "n\n0\n1\n");
     }
 
     #[test]

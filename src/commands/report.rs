@@ -44,6 +44,18 @@ pub async fn write(
     let path = output
         .map(Path::to_path_buf)
         .unwrap_or_else(|| report::default_path(&settings.state_dir, &run.id));
+    // A directory the user named must exist already, as for any tool's -o:
+    // a typo makes no new tree.
+    if output.is_some()
+        && let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.is_dir()
+    {
+        anyhow::bail!(
+            "cannot write the report {}: the directory {} does not exist\nhint: create it first, or choose another -o",
+            path.display(),
+            dir.display()
+        );
+    }
     let table = super::run::table(settings);
     let links = match settings.target {
         TargetKind::Local => Vec::new(),
@@ -80,7 +92,11 @@ pub async fn write(
         links,
     )
     .await?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+    // The default place is ours to create; a directory the user named was
+    // checked before any work.
+    if output.is_none()
+        && let Some(dir) = path.parent()
+    {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     std::fs::write(&path, report::html(&gathered))

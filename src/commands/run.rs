@@ -241,6 +241,34 @@ fn dry_run(
     let table = table(settings);
     let plan = Plan::new(selection, &target.buckets, &table.to_string());
     let mut out = super::out::stdout();
+    let run = match selection {
+        Selection::All => None,
+        _ => records.latest()?,
+    }
+    .unwrap_or_else(|| RunRecord::new(&settings.target.to_string(), Utc::now()));
+    if args.json {
+        // The same plan as data: the steps as `plan --json` shows them, and
+        // every request with its body.
+        let preview = pipeline::preview(&target, &plan, &run.id, run.started_at, &table);
+        let view = serde_json::json!({
+            "schema": crate::summary::SCHEMA,
+            "target": settings.target.to_string(),
+            "dry_run": true,
+            "copy": args.data.as_ref().map(|dir| serde_json::json!({
+                "from": dir.display().to_string(),
+                "to": target.buckets.raw.uri(""),
+            })),
+            "steps": super::plan::run_json(&plan),
+            "run_id": run.id,
+            "requests": preview.iter().filter(|(_, r)| !r.is_empty()).map(|(step, requests)| serde_json::json!({
+                "number": step.number(),
+                "name": step.name(),
+                "requests": requests,
+            })).collect::<Vec<_>>(),
+        });
+        writeln!(out, "{}", serde_json::to_string_pretty(&view)?)?;
+        return Ok(());
+    }
     if let Some(dir) = &args.data {
         writeln!(
             out,
@@ -250,11 +278,6 @@ fn dry_run(
         )?;
     }
     write!(out, "{plan}")?;
-    let run = match selection {
-        Selection::All => None,
-        _ => records.latest()?,
-    }
-    .unwrap_or_else(|| RunRecord::new(&settings.target.to_string(), Utc::now()));
     print_requests(&mut out, &target, &plan, &run, &table)
 }
 
@@ -305,9 +328,12 @@ async fn copy_inputs(files: &[(PathBuf, inputs::Input)], raw: &dyn Bucket) -> Re
             .with_context(|| format!("cannot copy {} to {}", path.display(), raw.uri(input.key)));
         progress.finish();
         let size = size?;
+        // The transfer's one line, when it ends (terminal or not).
         ui::detail(format!(
-            "copied {} ({size} bytes) to {}",
+            "copied {} ({}, {size} bytes, in {:.1}s) to {}",
             path.display(),
+            indicatif::BinaryBytes(size),
+            progress.elapsed().as_secs_f64(),
             raw.uri(input.key)
         ));
     }

@@ -179,23 +179,36 @@ fn header_fields(line: &[u8]) -> Vec<String> {
     }
 }
 
-/// At most 200 characters of a line, with control characters and invalid
-/// UTF-8 escaped, so binary garbage prints as one readable line.
+/// How many characters of a bad header an error quotes, escapes and `…`
+/// included: one terminal line.
+const SHOWN: usize = 80;
+
+/// At most [`SHOWN`] characters of a line, with control characters and
+/// invalid UTF-8 escaped, so binary garbage prints as one readable line.
 fn printable(line: &[u8]) -> String {
     let text = String::from_utf8_lossy(line);
-    let mut out: String = text
-        .chars()
-        .take(200)
-        .flat_map(|c| {
-            if c.is_control() {
-                c.escape_default().collect::<Vec<_>>()
-            } else {
-                vec![c]
-            }
-        })
-        .collect();
-    if text.chars().count() > 200 {
-        out.push('…');
+    let mut out = String::new();
+    let mut count = 0;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        let piece: String = if c.is_control() {
+            c.escape_default().collect()
+        } else {
+            c.to_string()
+        };
+        let n = piece.chars().count();
+        // Keep room for the `…` while more follows.
+        let room = if chars.peek().is_some() {
+            SHOWN - 1
+        } else {
+            SHOWN
+        };
+        if count + n > room {
+            out.push('…');
+            return out;
+        }
+        out.push_str(&piece);
+        count += n;
     }
     out
 }
@@ -209,6 +222,32 @@ mod tests {
             Ok(()) => "ok".into(),
             Err(e) => e,
         }
+    }
+
+    /// Regression (issue 21): a binary file's "header" was quoted up to 200
+    /// characters, escapes making it longer still.
+    #[test]
+    fn a_binary_header_is_quoted_in_at_most_80_characters() {
+        let mut bytes: Vec<u8> = (0..2000u32).map(|i| (i * 7 % 256) as u8).collect();
+        bytes.retain(|b| *b != b'\n');
+        bytes.extend_from_slice(b"\n1,2,3\n");
+        let err = check(&bytes, &REVIEWS);
+        let quoted = err
+            .split("has the header `")
+            .nth(1)
+            .and_then(|rest| rest.rsplit_once("`, expected"))
+            .map(|(q, _)| q)
+            .unwrap_or_else(|| panic!("{err}"));
+        assert!(
+            quoted.chars().count() <= 80,
+            "{} chars: {quoted}",
+            quoted.chars().count()
+        );
+        assert!(quoted.ends_with('…'), "{quoted}");
+        assert_eq!(printable(b"short"), "short");
+        let exact = "x".repeat(80);
+        assert_eq!(printable(exact.as_bytes()), exact);
+        assert_eq!(printable("x".repeat(81).as_bytes()).chars().count(), 80);
     }
 
     #[test]

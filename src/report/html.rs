@@ -260,7 +260,7 @@ fn metric(out: &mut String, report: &Report) {
         let w = (chart_w * amount.abs() / max).max(1.0);
         let _ = writeln!(
             out,
-            "<g class=\"customer\"><text class=\"label\" x=\"0\" y=\"{ty:.1}\">{id}</text><rect class=\"top\" x=\"{label_w}\" y=\"{by:.1}\" width=\"{w:.1}\" height=\"{h:.1}\" rx=\"2\"/><text class=\"muted\" x=\"{tx:.1}\" y=\"{ty:.1}\">{amount:.2}</text></g>",
+            "<g class=\"customer\"><text class=\"label\" x=\"0\" y=\"{ty:.1}\">{id}</text><rect class=\"top\" x=\"{label_w}\" y=\"{by:.1}\" width=\"{w:.1}\" height=\"{h:.1}\" rx=\"2\"/><text class=\"muted\" x=\"{tx:.1}\" y=\"{ty:.1}\">{amount:.3}</text></g>",
             id = esc(id),
             ty = y + 15.0,
             by = y + 3.0,
@@ -389,6 +389,18 @@ mod tests {
         assert_eq!(page.matches("<rect class=\"bar ").count(), 2);
         assert!(page.contains("<td>Quantity is not a 32-bit integer</td><td class=\"num\">7</td>"));
         assert!(page.contains(">541,909<"));
+    }
+
+    /// Regression (issue 21): the chart showed 77183.60 where the table
+    /// shows the warehouse's 3 decimals.
+    #[test]
+    fn the_chart_shows_amounts_with_the_tables_3_decimals() {
+        let mut report = report();
+        if let Ok(metric) = &mut report.metric {
+            metric.top = vec![("12346".into(), 77183.605)];
+        }
+        let page = html(&report);
+        assert!(page.contains(">77183.605</text>"), "{page}");
     }
 
     #[test]

@@ -58,7 +58,7 @@ pub async fn plan_up(values: &RootValues, tf: &Terraform, cloud: &dyn Cloud) -> 
         .await
         .with_context(|| {
             format!(
-                "cannot enable the APIs Terraform needs in project {}\nhint: the caller needs roles/serviceusage.serviceUsageAdmin on the project",
+                "cannot enable the APIs Terraform needs in project {}",
                 values.project
             )
         })?;

@@ -31,15 +31,21 @@ pub fn init(verbose: u8, quiet: bool) {
     init_logging(verbose);
 }
 
-/// Sets up logging to stderr: warnings by default, `-v` for info (every
-/// command run, with argv) and child output, `-vv` for everything.
-/// `RUST_LOG` overrides.
-pub fn init_logging(verbose: u8) {
-    let default = match verbose {
+/// The log filter for `-v` counted `verbose` times, as the README says:
+/// warnings by default; `-v` adds info (every command run, with argv) and
+/// child processes' output; `-vv` adds debug logs (retries, heartbeats, and
+/// the libraries' own).
+pub fn log_filter(verbose: u8) -> &'static str {
+    match verbose {
         0 => "warn",
-        1 => "info,infra=debug",
+        1 => "info,infra::child=debug,infra::driver=debug",
         _ => "debug,infra=trace",
-    };
+    }
+}
+
+/// Sets up logging to stderr with [`log_filter`]. `RUST_LOG` overrides.
+pub fn init_logging(verbose: u8) {
+    let default = log_filter(verbose);
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     // yup-oauth2 logs access tokens at debug level: never show them, not
     // even under RUST_LOG=trace.

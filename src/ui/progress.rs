@@ -7,6 +7,8 @@
 //! cleared when done; when stderr is not a terminal, under `--quiet` or with
 //! `-v` (whose child output would tear a bar) they become plain log lines,
 //! written when something changes and at most every few seconds otherwise.
+//! A transfer writes no line as it starts (it would say "0 B of …"): its
+//! caller writes one when it ends.
 //!
 //! Any layer may create a [`Progress`]: it writes only to stderr.
 
@@ -182,7 +184,10 @@ impl Progress {
                 }),
             }),
         };
-        if progress.inner.bar.is_none() {
+        // A transfer's first plain line would say only "0 B of 1.94 MiB, 0s":
+        // it gets lines while it lasts (every few seconds) and its caller
+        // one when it ends. A state is worth a line from the start.
+        if progress.inner.bar.is_none() && starts_with_a_line(kind) {
             progress.plain_line(&progress.inner.plain.lock().expect("not poisoned"));
         }
         progress
@@ -287,6 +292,11 @@ impl Drop for Inner {
             BARS.remove(bar);
         }
     }
+}
+
+/// Whether plain mode writes a line as the work starts.
+fn starts_with_a_line(kind: Kind) -> bool {
+    kind != Kind::Bytes
 }
 
 /// The plain-mode line for a task.
@@ -455,6 +465,15 @@ mod tests {
             ),
             "terraform apply: 3 of 40 resources, 2s"
         );
+    }
+
+    /// Regression (issue 21): every transfer began with a plain line
+    /// "upload user_purchase.csv: 0 B of 1.94 MiB, 0s".
+    #[test]
+    fn a_transfer_starts_without_a_line_and_a_state_with_one() {
+        assert!(!starts_with_a_line(Kind::Bytes));
+        assert!(starts_with_a_line(Kind::Spinner));
+        assert!(starts_with_a_line(Kind::Count));
     }
 
     #[test]

@@ -520,3 +520,277 @@ fn doctor_asks_the_credentials_for_a_token() {
         "{line}\n{all}"
     );
 }
+
+/// Regression (issue 21): `up --target gcp` with no route to the token
+/// endpoint said "Hyper error: client error (Connect)" twice and hinted
+/// that the caller needs roles/serviceusage.serviceUsageAdmin.
+#[test]
+fn up_with_no_route_to_google_says_so_and_hints_at_the_network() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    for (token_uri, cause) in [
+        (
+            "http://oauth2.invalid/token".to_owned(),
+            "cannot resolve oauth2.invalid (DNS)".to_owned(),
+        ),
+        (
+            format!("http://127.0.0.1:{port}/token"),
+            format!("cannot connect to 127.0.0.1:{port}: connection refused"),
+        ),
+    ] {
+        let env = Env::new();
+        let key = env.path().join("key.json");
+        let json = serde_json::json!({
+            "type": "service_account",
+            "project_id": "test-project",
+            "private_key_id": "test-only",
+            "private_key": gcp_fakes::stack::TEST_KEY,
+            "client_email": "nobody@test-project.iam.gserviceaccount.com",
+            "client_id": "1",
+            "token_uri": token_uri,
+        });
+        std::fs::write(&key, json.to_string()).unwrap();
+        let out = env
+            .command(&["--target", "gcp", "up", "--yes"])
+            .env("GOOGLE_APPLICATION_CREDENTIALS", &key)
+            .env("INFRA_PROJECT", "test-project")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        let report = &stderr[stderr.find("error: ").expect("an error")..];
+        assert!(report.contains(&cause), "no `{cause}`:\n{report}");
+        assert!(!report.contains("roles/"), "{report}");
+        assert_eq!(
+            report.matches("client error (Connect)").count(),
+            0,
+            "{report}"
+        );
+        assert_eq!(report.matches("hint:").count(), 1, "{report}");
+        let last = report.lines().last().unwrap();
+        assert!(
+            last.starts_with("hint: ") && last.contains("endpoints.*"),
+            "{report}"
+        );
+    }
+}
+
+/// Regression (issue 21): `report -o /nonexistent/dir/x.html` created the
+/// directories it named. It now fails before any work and creates nothing.
+#[test]
+fn report_to_a_missing_directory_fails_and_creates_none() {
+    let env = Env::new();
+    let mut run = infra::record::RunRecord::new("local", chrono::Utc::now());
+    run.finish(chrono::Utc::now());
+    Records::new(&env.state()).save(&run).unwrap();
+    let missing = env.path().join("no/such/dir");
+    let page = missing.join("x.html");
+    let out = env
+        .infra(&["report", "-o", &page.display().to_string()])
+        .fails(1);
+    assert!(out.stderr.contains("does not exist"), "{}", out.stderr);
+    assert!(
+        !env.path().join("no").exists(),
+        "report created directories"
+    );
+}
+
+/// Regression (issue 21): `-v` already showed infra's debug logs, so `-vv`
+/// added nothing of infra's; the README says `-v` is commands and child
+/// output, `-vv` adds debug logs.
+#[test]
+fn v_and_vv_do_what_the_readme_says() {
+    let env = Env::new();
+    let v = env.infra(&["-v", "doctor"]);
+    assert!(
+        v.stderr.contains("running "),
+        "-v logs no command:\n{}",
+        v.stderr
+    );
+    assert!(
+        v.stderr.to_lowercase().contains("openjdk") || v.stderr.contains("java version"),
+        "-v shows no child output:\n{}",
+        v.stderr
+    );
+    assert!(
+        !v.stderr.contains("resolved settings"),
+        "-v shows debug logs:\n{}",
+        v.stderr
+    );
+    let vv = env.infra(&["-vv", "doctor"]);
+    assert!(
+        vv.stderr.contains("resolved settings"),
+        "-vv shows no debug logs:\n{}",
+        vv.stderr
+    );
+    let plain = env.infra(&["doctor"]);
+    assert!(!plain.stderr.contains("running "), "{}", plain.stderr);
+}
+
+/// Regression (issue 21): `run --dry-run --json` printed text.
+#[test]
+fn run_dry_run_json_prints_json() {
+    let env = Env::new();
+    let out = env.infra(&["run", "--dry-run", "--json"]).ok();
+    let view: serde_json::Value = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", out.stdout));
+    assert_eq!(view["dry_run"], true);
+    assert_eq!(view["target"], "local");
+    assert_eq!(view["steps"].as_array().unwrap().len(), 5, "{view:#}");
+    assert_eq!(view["steps"][2]["name"], "tokenize");
+}
+
+/// Regression (issue 21): a typo in an `INFRA_*` variable was ignored in
+/// silence, where the same typo in infra.toml is caught.
+#[test]
+fn a_mistyped_infra_variable_is_warned_about() {
+    let env = Env::new().var("INFRA_SPARK_MASTR", "local[2]");
+    let out = env.infra(&["config"]).ok();
+    assert!(
+        out.stderr.contains("INFRA_SPARK_MASTR")
+            && out.stderr.contains("did you mean INFRA_SPARK_MASTER?"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// Regression (issue 21): with stderr not a terminal, each transfer began
+/// with a line "upload user_purchase.csv: 0 B of 1.94 MiB, 0s". It now has
+/// one line, when it ends.
+#[test]
+fn a_transfer_off_a_terminal_is_one_line_and_status_says_how_to_open_psql() {
+    let env = Env::new();
+    let data = env.sample("0.01", Some("3"));
+    let data = data.display().to_string();
+    env.infra(&["up"]).ok();
+    let out = env.infra(&["run", "--data", &data, "--only", "0"]).ok();
+    assert!(!out.stderr.contains(": 0 B of"), "{}", out.stderr);
+    for file in ["user_purchase.csv", "movie_review.csv"] {
+        let ends: Vec<&str> = out
+            .stderr
+            .lines()
+            .filter(|l| l.contains("copied") && l.contains(file))
+            .collect();
+        assert_eq!(ends.len(), 1, "{file}:\n{}", out.stderr);
+        assert!(
+            ends[0].contains("iB") && ends[0].contains("s)"),
+            "{}",
+            ends[0]
+        );
+    }
+
+    // Regression (issue 21): nothing said how to open psql on the local
+    // server. `status` prints the command, naming the password's file, never
+    // the password, and the command works as printed.
+    let status = env.infra(&["status"]).ok().stdout;
+    let line = status
+        .lines()
+        .find(|l| l.trim_start().starts_with("psql "))
+        .unwrap_or_else(|| panic!("no psql line:\n{status}"));
+    let command = line.trim_start().trim_start_matches("psql").trim_start();
+    let password_file = env.state().join("postgres.password");
+    let password = std::fs::read_to_string(&password_file).unwrap();
+    assert!(
+        !status.contains(password.trim()),
+        "status prints the password"
+    );
+    assert!(command.contains("postgresql://"), "{line}");
+    assert!(
+        command.contains(&password_file.display().to_string()),
+        "{line}"
+    );
+    let json = env.infra(&["status", "--json"]).ok().stdout;
+    assert!(json.contains("postgresql://") && !json.contains(password.trim()));
+    let rows = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{command} -tAc 'select count(*) from {}'",
+            infra::plan::keys::PURCHASE_TABLE
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        rows.status.success(),
+        "{command}: {}",
+        String::from_utf8_lossy(&rows.stderr)
+    );
+    let count: u64 = String::from_utf8_lossy(&rows.stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(count > 0);
+    env.infra(&["down", "--yes"]).ok();
+}
+
+/// Regression (issue 21): `query` held the whole result before writing a
+/// row (`range(20000000) --format csv | head -1` took 1.8 GB). Rows now go
+/// out as DuckDB produces them: those before a failure at row 10,000,000
+/// are written (buffered, none were), and a table stops at its limit.
+#[test]
+fn query_streams_its_rows() {
+    let env = Env::new();
+    std::fs::create_dir_all(env.state()).unwrap();
+    duckdb::Connection::open(env.state().join("warehouse.duckdb")).unwrap();
+    let sql = "select case when i < 10000000 then i else error('boom') end as n from range(20000000) t(i)";
+    let out = env.infra(&["query", sql, "--format", "csv"]).fails(1);
+    // DuckDB reports the failing row's error, or, when another of its
+    // threads saw it first, "Interrupted!": either way the query failed.
+    assert!(out.stderr.contains("the query failed"), "{}", out.stderr);
+    let mut lines = out.stdout.lines();
+    assert_eq!(lines.next(), Some("n"), "no header before the failure");
+    assert_eq!(lines.next(), Some("0"), "no row before the failure");
+    let jsonl = env
+        .infra(&["query", "select 1 as a, null as b", "--format", "jsonl"])
+        .ok();
+    assert_eq!(jsonl.stdout, "{\"a\": 1, \"b\": null}\n");
+    let table = env
+        .infra(&["query", "select * from range(5000)", "--limit", "3"])
+        .ok();
+    assert!(
+        table.stdout.contains("the first 3 of 5000 rows"),
+        "{}",
+        table.stdout
+    );
+    let closed = env.infra_closed_stdout(&[
+        "query",
+        "select * from range(1000000000)",
+        "--format",
+        "csv",
+    ]);
+    assert_eq!(closed.status, 0, "{}", closed.stderr);
+}
+
+/// Regression (issue 21): a verb's help mixed the global flags into its
+/// own, and bash completion offered nothing after `--from` and `--only`.
+#[test]
+fn help_puts_a_verbs_own_options_first_and_completion_knows_the_steps() {
+    let env = Env::new();
+    let help = env.infra(&["run", "--help"]).ok().stdout;
+    let globals = help
+        .find("Global options:")
+        .unwrap_or_else(|| panic!("no global options heading:\n{help}"));
+    for own in ["--data", "--from", "--only", "--dry-run"] {
+        let at = help.find(own).unwrap();
+        assert!(
+            at < globals,
+            "{own} is not among run's own options:\n{help}"
+        );
+    }
+    for global in ["--target", "--state-dir", "--verbose"] {
+        let at = help.find(global).unwrap();
+        assert!(at > globals, "{global} is not apart:\n{help}");
+    }
+    let bash = env.infra(&["completions", "bash"]).ok().stdout;
+    let after_from = bash
+        .split("--from)")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no --from case in the bash completion"));
+    let case = &after_from[..after_from.find(";;").unwrap()];
+    for step in ["0", "load_purchases", "tokenize", "4", "load_warehouse"] {
+        assert!(
+            case.contains(step),
+            "`--from` does not complete {step}:\n{case}"
+        );
+    }
+}

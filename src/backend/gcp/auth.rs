@@ -187,6 +187,8 @@ impl TokenSource for StaticToken {
 pub struct OAuth {
     authenticator: Authenticator<HttpsConnectorOf>,
     scopes: Vec<String>,
+    /// `host:port` of the token endpoint, for transport errors (yup-oauth2's don't name it).
+    endpoint: Option<String>,
     /// Which credentials these are, for messages (never the secret).
     pub description: String,
 }
@@ -202,6 +204,7 @@ impl TokenSource for OAuth {
             .authenticator
             .token(&self.scopes)
             .await
+            .map_err(|e| super::transport::explain(e, self.endpoint.as_deref()))
             .with_context(|| format!("cannot get an access token with {}", self.description))?;
         let token = token
             .token()
@@ -311,6 +314,7 @@ pub async fn application_default(sources: &AdcSources) -> Result<Adc> {
     Ok(OAuth {
         authenticator,
         scopes,
+        endpoint: Some("metadata.google.internal".to_owned()),
         description: "the metadata server's service account (no GOOGLE_APPLICATION_CREDENTIALS, no gcloud ADC file)\nhint: on a workstation, run `gcloud auth application-default login`".to_owned(),
     }
     .into())
@@ -378,12 +382,14 @@ async fn from_json(text: &str, shown: &str, scopes: Vec<String>) -> Result<Adc> 
         });
     }
     let mut identity = Identity::default();
+    let endpoint;
     let (authenticator, description) = match kind.as_str() {
         "service_account" => {
             let key = yup_oauth2::parse_service_account_key(text)
                 .with_context(|| format!("{shown} is not a valid service-account key"))?;
             let description = format!("service account {} (key {shown})", key.client_email);
             identity = Identity::service_account(&key.client_email);
+            endpoint = super::transport::host_of_url(&key.token_uri);
             (
                 yup_oauth2::ServiceAccountAuthenticator::builder(key)
                     .build()
@@ -409,6 +415,7 @@ async fn from_json(text: &str, shown: &str, scopes: Vec<String>) -> Result<Adc> 
             let secret: yup_oauth2::external_account::ExternalAccountSecret =
                 serde_json::from_str(text)
                     .with_context(|| format!("{shown} is not a valid external-account file"))?;
+            endpoint = super::transport::host_of_url(&secret.token_url);
             (
                 yup_oauth2::ExternalAccountAuthenticator::builder(secret)
                     .build()
@@ -425,6 +432,7 @@ async fn from_json(text: &str, shown: &str, scopes: Vec<String>) -> Result<Adc> 
     let mut adc: Adc = OAuth {
         authenticator,
         scopes,
+        endpoint,
         description,
     }
     .into();
@@ -503,6 +511,7 @@ impl TokenSource for UserRefresh {
             .form(&form)
             .send()
             .await
+            .map_err(|e| super::transport::explain(e, None))
             .with_context(|| format!("cannot refresh {} at {uri}", self.description))?;
         let status = response.status();
         if !status.is_success() {
@@ -596,11 +605,14 @@ impl TokenSource for Impersonated {
             "scope": [CLOUD_PLATFORM],
             "lifetime": "3600s",
         }));
-        let generated: GeneratedToken = self.http.json(&call).await.with_context(|| {
-            format!(
-                "cannot impersonate {}\nhint: you need roles/iam.serviceAccountTokenCreator on it",
-                self.email
-            )
+        let generated: GeneratedToken = self.http.json(&call).await.map_err(|e| {
+            // The role is the cure for a refusal, not for a network failure.
+            let hint = if e.status() == Some(reqwest::StatusCode::FORBIDDEN) {
+                "\nhint: you need roles/iam.serviceAccountTokenCreator on it"
+            } else {
+                ""
+            };
+            anyhow::Error::new(e).context(format!("cannot impersonate {}{hint}", self.email))
         })?;
         *cached = Some((generated.access_token.clone(), generated.expire_time));
         Ok(Some(generated.access_token))

@@ -79,34 +79,49 @@ pub enum ApiError {
         resource: String,
         identity: String,
     },
-    /// The request or its response did not get through.
-    #[error("{}", chain(.0))]
-    Transport(#[source] reqwest::Error),
+    /// The request or its response did not get through: one line naming
+    /// the host and what failed (DNS, connect, TLS, timeout), and a hint
+    /// about the network, the endpoint or the proxy.
+    #[error("{}", transport(.0))]
+    Transport(reqwest::Error),
     /// One attempt got no response headers in time.
-    #[error("no response within {0:?}")]
+    #[error(
+        "no response within {0:?}\nhint: the network or a firewall may be dropping the traffic; behind a proxy, set HTTPS_PROXY"
+    )]
     AttemptTimeout(Duration),
-    /// The call as a whole ran out of time.
-    #[error("no success within the call's deadline of {after:?}{}", last.as_ref().map(|l| format!(" (last error: {l})")).unwrap_or_default())]
+    /// The call as a whole ran out of time. The last error comes last, so
+    /// that its hint ends the message.
+    #[error("no success within the call's deadline of {after:?}{}", last.as_ref().map(|l| format!("; the last error: {l}")).unwrap_or_default())]
     Deadline {
         after: Duration,
         last: Option<String>,
     },
-    #[error("cannot get an access token: {0:#}")]
+    /// The token source failed; its own errors say how.
+    #[error("{0:#}")]
     Token(anyhow::Error),
     /// The response body was not what the API documents.
     #[error("unexpected response: {0}")]
     Decode(String),
 }
 
-fn chain(err: &reqwest::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = std::error::Error::source(err);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
+fn transport(err: &reqwest::Error) -> String {
+    match super::transport::classify(err, None) {
+        Some(failure) => failure.to_string(),
+        None => {
+            // Not a network failure (a builder or redirect error): its
+            // innermost cause says the most.
+            let mut innermost = None;
+            let mut source = std::error::Error::source(err);
+            while let Some(cause) = source {
+                innermost = Some(cause.to_string());
+                source = cause.source();
+            }
+            match innermost {
+                Some(cause) => format!("{err}: {cause}"),
+                None => err.to_string(),
+            }
+        }
     }
-    text
 }
 
 impl ApiError {

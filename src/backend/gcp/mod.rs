@@ -26,6 +26,7 @@ pub mod ids;
 pub mod line_breaks;
 pub mod serviceusage;
 pub mod storage;
+pub mod transport;
 
 pub use crate::labels::MANAGED_BY;
 pub use deployment::Deployment;

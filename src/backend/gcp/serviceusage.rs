@@ -16,7 +16,7 @@ use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::http::{Call, Http, Idempotency, encode_segment};
+use super::http::{ApiError, Call, Http, Idempotency, encode_segment};
 
 /// A long-running `Operation`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -147,7 +147,12 @@ impl ServiceUsage {
                 self.project
             )
         };
-        let mut operation: Operation = self.http.json(&call).await.with_context(what)?;
+        let mut operation: Operation = self
+            .http
+            .json(&call)
+            .await
+            .map_err(refused_hint)
+            .with_context(what)?;
         while !operation.done {
             tokio::time::sleep(self.poll).await;
             // The name is `operations/…`, a path relative to the version.
@@ -169,5 +174,18 @@ impl ServiceUsage {
             .with_context(what);
         }
         Ok(())
+    }
+}
+
+/// A refusal (HTTP 403) gets the role that cures it; a network failure
+/// keeps its own hint, and a missing permission names itself.
+fn refused_hint(err: ApiError) -> anyhow::Error {
+    if matches!(&err, ApiError::Status { status, .. } if *status == reqwest::StatusCode::FORBIDDEN)
+    {
+        anyhow::anyhow!(
+            "{err}\nhint: the caller needs roles/serviceusage.serviceUsageAdmin on the project"
+        )
+    } else {
+        anyhow::Error::new(err)
     }
 }

@@ -43,6 +43,15 @@ pub struct DuckDbWarehouse {
 const LOCK_WAIT: Duration = Duration::from_secs(60);
 
 impl DuckDbWarehouse {
+    /// Runs `sql` and hands each row to `sink` as DuckDB produces it
+    /// (streaming execution): `infra query` holds one batch at a time, and
+    /// a sink that wants no more rows (a closed pipe, a limit) stops it.
+    pub async fn query_into(&self, sql: &str, mut sink: Box<dyn backend::RowSink>) -> Result<()> {
+        let path = self.path.clone();
+        let sql = sql.to_owned();
+        tokio::task::spawn_blocking(move || query_blocking(&path, &sql, sink.as_mut())).await?
+    }
+
     pub fn new(path: PathBuf) -> DuckDbWarehouse {
         DuckDbWarehouse {
             path,
@@ -95,7 +104,12 @@ impl Warehouse for DuckDbWarehouse {
     async fn query(&self, sql: &str) -> Result<QueryResult> {
         let path = self.path.clone();
         let sql = sql.to_owned();
-        tokio::task::spawn_blocking(move || query_blocking(&path, &sql)).await?
+        tokio::task::spawn_blocking(move || {
+            let mut result = QueryResult::default();
+            query_blocking(&path, &sql, &mut result)?;
+            Ok(result)
+        })
+        .await?
     }
 }
 
@@ -315,7 +329,7 @@ fn replace_blocking(
     }
 }
 
-fn query_blocking(path: &Path, sql: &str) -> Result<QueryResult> {
+fn query_blocking(path: &Path, sql: &str, sink: &mut dyn backend::RowSink) -> Result<()> {
     if !path.exists() {
         bail!(
             "there is no warehouse yet ({} does not exist)\nhint: run `infra run` first",
@@ -327,31 +341,32 @@ fn query_blocking(path: &Path, sql: &str) -> Result<QueryResult> {
         .with_context(|| format!("cannot open the warehouse {}", path.display()))?;
     // Through Arrow rather than row by row: every type DuckDB has, NULL and
     // LIST included, arrives as an array that can be printed, where the
-    // row API panics on some (a bare `SELECT NULL`).
+    // row API panics on some (a bare `SELECT NULL`). Streaming execution:
+    // DuckDB produces each chunk as it is fetched, and `step` (unlike the
+    // iterator, which panics) returns a failure as an error.
     let mut stmt = conn.prepare(sql).map_err(sql_error)?;
-    let batches: Vec<RecordBatch> = stmt.query_arrow([]).map_err(sql_error)?.collect();
-    let mut result = QueryResult {
-        columns: stmt.column_names(),
-        rows: Vec::new(),
-    };
+    drop(stmt.stream_arrow([]).map_err(sql_error)?);
+    let columns = stmt.column_names();
+    sink.columns(&columns)?;
     let options = FormatOptions::new()
         .with_display_error(true)
         .with_timestamp_format(Some("%Y-%m-%dT%H:%M:%S%.fZ"))
         .with_timestamp_tz_format(Some("%Y-%m-%dT%H:%M:%S%.f%:z"));
-    for batch in &batches {
-        let columns = batch
+    'batches: while let Some(chunk) = stmt.step().map_err(sql_error)? {
+        let batch = RecordBatch::from(&chunk);
+        let cells = batch
             .columns()
             .iter()
-            .zip(&result.columns)
+            .zip(&columns)
             .map(|(array, name)| ResultColumn::new(array.as_ref(), name, &options))
             .collect::<Result<Vec<_>>>()?;
         for row in 0..batch.num_rows() {
-            result
-                .rows
-                .push(columns.iter().map(|c| c.cell(row)).collect());
+            if !sink.row(cells.iter().map(|c| c.cell(row)).collect())? {
+                break 'batches;
+            }
         }
     }
-    Ok(result)
+    sink.finish()
 }
 
 /// DuckDB's own message. The crate chains a numeric code under it that

@@ -358,6 +358,18 @@ impl Local {
     }
 
     /// Lines for `infra status`: what is provisioned.
+    /// How to open psql on the running server: a `postgresql://` URL, with
+    /// the password read from its file by the shell. The password itself
+    /// is never printed.
+    pub fn psql_command(&self, port: u16) -> String {
+        format!(
+            "PGPASSWORD=\"$(cat '{}')\" psql postgresql://{}@127.0.0.1:{port}/{}",
+            self.postgres.password_file().display(),
+            self.settings.database_user,
+            self.settings.database_name
+        )
+    }
+
     pub async fn status(&self) -> Result<Vec<(String, String)>> {
         let mut lines = Vec::new();
         for role in BUCKET_ROLES {
@@ -369,12 +381,18 @@ impl Local {
             };
             lines.push((format!("bucket {role}"), state));
         }
-        let server = match self.postgres.state().await? {
-            ServerState::NotInitialized => "not initialized".to_owned(),
-            ServerState::Stopped => "stopped".to_owned(),
-            ServerState::Running { port } => format!("running on 127.0.0.1:{port}"),
+        let (server, psql) = match self.postgres.state().await? {
+            ServerState::NotInitialized => ("not initialized".to_owned(), None),
+            ServerState::Stopped => ("stopped".to_owned(), None),
+            ServerState::Running { port } => (
+                format!("running on 127.0.0.1:{port}"),
+                Some(self.psql_command(port)),
+            ),
         };
         lines.push(("postgres".into(), server));
+        if let Some(psql) = psql {
+            lines.push(("psql".into(), psql));
+        }
         let venv = match self.runtime.spark_home() {
             Some(_) => self.runtime.venv().display().to_string(),
             None => "not built".into(),

@@ -176,3 +176,57 @@ async fn a_call_that_must_not_repeat_is_not_retried() {
     assert_eq!(fake.calls("jobs.cancel").len(), 1);
     fake.assert_clean();
 }
+
+/// Regression (issue 21): with no route to the API, a DNS failure hinted
+/// "the caller needs roles/serviceusage.serviceUsageAdmin" in the middle of
+/// a chain that repeated "Hyper error". A transport failure now has one line
+/// naming the host, its hint fits the failure and comes last.
+#[tokio::test]
+async fn transport_failures_name_their_cause_and_hint_at_the_network() {
+    use infra::backend::gcp::serviceusage::ServiceUsage;
+    // A port that was free a moment ago: nothing listens on it.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let policy = RetryPolicy {
+        max_retries: 1,
+        ..fast_policy()
+    };
+    let cases = [
+        (
+            "http://serviceusage.invalid",
+            "cannot resolve serviceusage.invalid (DNS)",
+            "cannot resolve serviceusage.invalid",
+        ),
+        (
+            &*format!("http://127.0.0.1:{port}"),
+            &*format!("cannot connect to 127.0.0.1:{port}: connection refused"),
+            "nothing accepts connections",
+        ),
+    ];
+    for (root, cause, hint) in cases {
+        let usage = ServiceUsage::new(http(policy.clone()), root, "proj", Duration::from_millis(1));
+        let err = usage
+            .batch_enable(&["bigquery.googleapis.com"])
+            .await
+            .unwrap_err();
+        let report = anstream::adapter::strip_str(&infra::exit::render(&err)).to_string();
+        let lines: Vec<&str> = report.lines().collect();
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("  Caused by: ") && l.contains(cause)),
+            "no line `{cause}`:\n{report}"
+        );
+        let last = lines.last().unwrap();
+        assert!(
+            last.starts_with("hint: ") && last.contains(hint),
+            "{report}"
+        );
+        assert!(last.contains("endpoints.*"), "{report}");
+        assert_eq!(report.matches("hint:").count(), 1, "{report}");
+        assert!(!report.contains("roles/"), "{report}");
+        assert!(!report.contains("client error (Connect)"), "{report}");
+        assert_eq!(lines.len(), 3, "error, one cause, the hint:\n{report}");
+    }
+}
