@@ -482,11 +482,8 @@ fn quiet_is_quiet_and_a_zero_scale_is_a_usage_error() {
     );
 }
 
-/// Regression (issue 21): `doctor --target gcp` showed ✓ and exited 0 with
-/// a credentials file that cannot yield a token. It now asks for one.
-#[test]
-fn doctor_asks_the_credentials_for_a_token() {
-    let env = Env::new();
+/// A TEST-ONLY service-account key whose tokens come from `token_uri`.
+fn service_account_key(env: &Env, token_uri: &str) -> std::path::PathBuf {
     let key = env.path().join("key.json");
     let json = serde_json::json!({
         "type": "service_account",
@@ -495,10 +492,19 @@ fn doctor_asks_the_credentials_for_a_token() {
         "private_key": gcp_fakes::stack::TEST_KEY,
         "client_email": "nobody@test-project.iam.gserviceaccount.com",
         "client_id": "1",
-        // Nothing listens there: no token can come.
-        "token_uri": "http://127.0.0.1:9/token",
+        "token_uri": token_uri,
     });
     std::fs::write(&key, json.to_string()).unwrap();
+    key
+}
+
+/// Regression (issue 21): `doctor --target gcp` showed ✓ and exited 0 with
+/// a credentials file that cannot yield a token. It now asks for one.
+#[test]
+fn doctor_asks_the_credentials_for_a_token() {
+    let env = Env::new();
+    // Nothing listens there: no token can come.
+    let key = service_account_key(&env, "http://127.0.0.1:9/token");
     let out = env
         .command(&["--target", "gcp", "doctor"])
         .env("GOOGLE_APPLICATION_CREDENTIALS", &key)
@@ -540,17 +546,7 @@ fn up_with_no_route_to_google_says_so_and_hints_at_the_network() {
         ),
     ] {
         let env = Env::new();
-        let key = env.path().join("key.json");
-        let json = serde_json::json!({
-            "type": "service_account",
-            "project_id": "test-project",
-            "private_key_id": "test-only",
-            "private_key": gcp_fakes::stack::TEST_KEY,
-            "client_email": "nobody@test-project.iam.gserviceaccount.com",
-            "client_id": "1",
-            "token_uri": token_uri,
-        });
-        std::fs::write(&key, json.to_string()).unwrap();
+        let key = service_account_key(&env, &token_uri);
         let out = env
             .command(&["--target", "gcp", "up", "--yes"])
             .env("GOOGLE_APPLICATION_CREDENTIALS", &key)
