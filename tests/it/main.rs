@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod airflow_conformance;
 mod architecture;
 mod cli;
 mod errors;
