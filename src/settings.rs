@@ -278,6 +278,14 @@ settings! {
         "Dataproc deletes the run's cluster after this long without a job (a backstop; `run` deletes it itself).";
     dataproc_max_age_secs: u32 = "dataproc.max_age_secs", 14400,
         "Dataproc deletes the run's cluster this long after creation, whatever happens (a backstop).";
+    airflow_executor: String = "airflow.executor", "KubernetesExecutor".to_owned(),
+        "Airflow's executor on GKE: `KubernetesExecutor` (a pod per task) or `LocalExecutor` (tasks in the scheduler).";
+    airflow_task_cpu: String = "airflow.task_cpu", "500m".to_owned(),
+        "CPU request of the pods that run Airflow tasks (Kubernetes quantity).";
+    airflow_task_memory: String = "airflow.task_memory", "1Gi".to_owned(),
+        "Memory request and limit of the pods that run Airflow tasks (Kubernetes quantity).";
+    airflow_schedule: Option<String> = "airflow.schedule", None,
+        "Schedule of the Airflow DAG `infra dags` renders: a cron expression or preset such as `@daily`. Unset: manual runs only.";
     endpoints_storage: Option<String> = "endpoints.storage", None,
         "Cloud Storage base URL [default: https://storage.googleapis.com, or STORAGE_EMULATOR_HOST when set].";
     endpoints_dataproc: String = "endpoints.dataproc", "https://dataproc.googleapis.com".to_owned(),

@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod airflow;
 mod airflow_conformance;
 mod architecture;
 mod cli;
@@ -21,3 +22,4 @@ mod secrets;
 mod spark_runtime;
 mod supply_chain;
 mod terraform;
+mod terraform_airflow;

@@ -225,7 +225,7 @@ fn load_table(table: &TableDef) -> String {
 }
 
 /// Schema, then a fresh, empty load table shaped like the real one.
-fn create_sql(table: &TableDef) -> String {
+pub fn create_sql(table: &TableDef) -> String {
     let load = load_table(table);
     format!(
         "{}\nDROP TABLE IF EXISTS {load};\nCREATE TABLE {load} (LIKE {} INCLUDING ALL);\n",
@@ -237,7 +237,7 @@ fn create_sql(table: &TableDef) -> String {
 /// One transaction: refuse unless the load table holds exactly `rows`,
 /// then replace the real table's rows and drop the load table. The real
 /// table keeps its identity (grants, dependants).
-fn swap_sql(table: &TableDef, rows: u64) -> String {
+pub fn swap_sql(table: &TableDef, rows: u64) -> String {
     let (name, load) = (&table.name, load_table(table));
     format!(
         "BEGIN;\n\
