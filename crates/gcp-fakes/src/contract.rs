@@ -84,7 +84,11 @@ impl Discovery {
     pub fn check_request(&self, req: &Request) -> Result<&MethodSpec, String> {
         let method = self.find(req)?;
         let globals = self.doc["parameters"].as_object().unwrap();
+        let int_enums = int_enums(req)?;
         for (key, value) in &req.query {
+            if key == "$alt" {
+                continue;
+            }
             let spec = method
                 .parameters
                 .get(key)
@@ -115,7 +119,11 @@ impl Discovery {
             (Some(schema), false) => {
                 let body: Value = serde_json::from_slice(&req.body)
                     .map_err(|e| format!("{}: the body is not JSON: {e}", method.id))?;
-                self.check_value(&Value::String(schema.clone()), &body, schema, false)
+                let mode = Mode {
+                    response: false,
+                    int_enums,
+                };
+                self.check_value(&Value::String(schema.clone()), &body, schema, mode)
                     .map_err(|e| format!("{}: {e}", method.id))?;
             }
             (None, true) => {}
@@ -126,7 +134,13 @@ impl Discovery {
     /// Checks one of our own answers against the method's response schema.
     pub fn check_response(&self, method: &MethodSpec, body: &Value) -> Result<(), String> {
         match &method.response {
-            Some(schema) => self.check_value(&Value::String(schema.clone()), body, schema, true),
+            Some(schema) => {
+                let mode = Mode {
+                    response: true,
+                    int_enums: false,
+                };
+                self.check_value(&Value::String(schema.clone()), body, schema, mode)
+            }
             None => Ok(()),
         }
     }
@@ -137,14 +151,15 @@ impl Discovery {
         schema: &Value,
         value: &Value,
         at: &str,
-        response: bool,
+        mode: Mode,
     ) -> Result<(), String> {
+        let response = mode.response;
         if let Some(name) = schema.as_str().or_else(|| schema["$ref"].as_str()) {
             let resolved = &self.doc["schemas"][name];
             if resolved.is_null() {
                 return Err(format!("{at}: unknown schema {name}"));
             }
-            return self.check_value(resolved, value, at, response);
+            return self.check_value(resolved, value, at, mode);
         }
         if value.is_null() {
             return if response {
@@ -168,10 +183,10 @@ impl Discovery {
                             if !response && spec["readOnly"] == true {
                                 return Err(format!("{at}: output-only field sent"));
                             }
-                            self.check_value(spec, field, &at, response)?;
+                            self.check_value(spec, field, &at, mode)?;
                         }
                         None if !additional.is_null() => {
-                            self.check_value(additional, field, &at, response)?
+                            self.check_value(additional, field, &at, mode)?
                         }
                         None if properties.is_none() => {}
                         None => return Err(format!("{at}: unknown field")),
@@ -184,9 +199,12 @@ impl Discovery {
                     .as_array()
                     .ok_or_else(|| format!("{at}: expected an array, got {value}"))?;
                 for (i, item) in items.iter().enumerate() {
-                    self.check_value(&schema["items"], item, &format!("{at}[{i}]"), response)?;
+                    self.check_value(&schema["items"], item, &format!("{at}[{i}]"), mode)?;
                 }
                 Ok(())
+            }
+            "string" if mode.int_enums && value.is_number() && schema["enum"].is_array() => {
+                check_int_enum(schema, value).map_err(|e| format!("{at}: {e}"))
             }
             "string" => {
                 let text = value
@@ -211,6 +229,55 @@ impl Discovery {
                 "{at}: the document has a type {other} this checker does not know"
             )),
         }
+    }
+}
+
+/// How a body is checked: as a request or as our own answer, and whether
+/// the request asked for integer enums.
+#[derive(Debug, Clone, Copy)]
+struct Mode {
+    response: bool,
+    int_enums: bool,
+}
+
+/// Whether `req` asked for integer enums, or why its `$alt` is wrong.
+/// `$alt` is the system parameter `alt` under the name the REST transports
+/// of Google's generated (GAPIC) clients send, and `json;enum-encoding=int`
+/// asks for enums as their numbers in the JSON mapping of the proto
+/// (https://cloud.google.com/apis/docs/system-parameters, HTTP/JSON
+/// transcoding in https://google.aip.dev/127). Only the JSON forms exist
+/// over REST; `alt` and `$alt` together are one parameter sent twice.
+fn int_enums(req: &Request) -> Result<bool, String> {
+    let alts: Vec<&str> = req
+        .query
+        .iter()
+        .filter(|(k, _)| k == "$alt")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    match alts.as_slice() {
+        [] => Ok(false),
+        [_] if req.param("alt").is_some() => Err("both `alt` and `$alt` were sent".into()),
+        ["json"] => Ok(false),
+        ["json;enum-encoding=int"] => Ok(true),
+        [other] => Err(format!(
+            "`$alt={other}` is not `json` or `json;enum-encoding=int`"
+        )),
+        _ => Err("`$alt` was sent more than once".into()),
+    }
+}
+
+/// An enum sent as its number (`$alt=json;enum-encoding=int`). A
+/// discovery document lists an enum's names, not their numbers, so the
+/// number must at least be one of as many as there are names: proto enum
+/// numbers are non-negative here, and the generated enums this project's
+/// requests use number their values 0, 1, 2, ... in order.
+fn check_int_enum(schema: &Value, value: &Value) -> Result<(), String> {
+    let count = schema["enum"].as_array().map_or(0, Vec::len);
+    match value.as_u64() {
+        Some(n) if (n as usize) < count => Ok(()),
+        _ => Err(format!(
+            "{value} is not the number of one of the {count} values of this enum"
+        )),
     }
 }
 
@@ -414,4 +481,64 @@ fn the_checker_rejects_what_google_would() {
             .unwrap_err()
             .contains("not one of")
     );
+}
+
+/// The REST transports of Google's generated clients send `$alt=json;
+/// enum-encoding=int` and enums as numbers: accepted as such, and a number
+/// is still refused when not asked for, or when no value has it.
+#[test]
+fn integer_enums_pass_only_when_asked_for() {
+    let documents = crate::venv::documents_dir().unwrap();
+    let dataproc = Discovery::load(&documents, "dataproc.v1").unwrap();
+    let create = |alt: &[&str], access: Value| Request {
+        method: "POST".into(),
+        path: "/v1/projects/p/regions/r/clusters".into(),
+        query: alt
+            .iter()
+            .map(|v| ("$alt".to_owned(), (*v).to_owned()))
+            .chain([("requestId".to_owned(), "r1".to_owned())])
+            .collect(),
+        headers: Vec::new(),
+        body: serde_json::to_vec(&serde_json::json!({
+            "clusterName": "c",
+            "config": {"gceClusterConfig": {"privateIpv6GoogleAccess": access}},
+        }))
+        .unwrap(),
+    };
+    let int = ["json;enum-encoding=int"];
+    for (req, ok) in [
+        (create(&int, 2.into()), true),
+        (create(&int, "OUTBOUND".into()), true),
+        (create(&["json"], "OUTBOUND".into()), true),
+        (create(&[], "OUTBOUND".into()), true),
+    ] {
+        assert_eq!(dataproc.check_request(&req).is_ok(), ok, "{:?}", req.query);
+    }
+    for (req, want) in [
+        (create(&["json"], 2.into()), "expected a string"),
+        (create(&[], 2.into()), "expected a string"),
+        (
+            create(&int, 4.into()),
+            "not the number of one of the 4 values",
+        ),
+        (create(&int, (-1).into()), "not the number of one"),
+        (create(&int, "OUTWARD".into()), "not one of"),
+        (create(&["proto"], "OUTBOUND".into()), "is not `json`"),
+        (
+            create(&["json", "json"], "OUTBOUND".into()),
+            "more than once",
+        ),
+    ] {
+        let err = dataproc.check_request(&req).err().unwrap_or_else(|| {
+            panic!(
+                "{:?} {} passed",
+                req.query,
+                String::from_utf8_lossy(&req.body)
+            )
+        });
+        assert!(err.contains(want), "`{err}` does not say {want}");
+    }
+    let mut both = create(&int, 2.into());
+    both.query.push(("alt".into(), "json".into()));
+    assert!(dataproc.check_request(&both).unwrap_err().contains("both"));
 }
