@@ -6,6 +6,7 @@ mod harness;
 
 mod airflow;
 mod airflow_conformance;
+mod airflow_run;
 mod architecture;
 mod bad_day;
 mod cli;

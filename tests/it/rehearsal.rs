@@ -22,7 +22,7 @@ use crate::harness::{Env, Run};
 
 const PROJECT: &str = "rehearsal-project";
 const REGION: &str = "us-central1";
-const RESULT_SQL: &str = "SELECT customer_id, amount_spent, review_count, review_score, insert_date FROM bootcamp.user_behavior_metric ORDER BY customer_id";
+pub(crate) const RESULT_SQL: &str = "SELECT customer_id, amount_spent, review_count, review_score, insert_date FROM bootcamp.user_behavior_metric ORDER BY customer_id";
 
 fn cache_dir() -> PathBuf {
     match std::env::var_os("INFRA_CACHE_DIR") {
@@ -167,7 +167,7 @@ pub(crate) async fn output(child: tokio::process::Child) -> Run {
 }
 
 /// Rows without the last column (insert_date differs between runs).
-fn rows_without_insert_date(csv: &str) -> Vec<String> {
+pub(crate) fn rows_without_insert_date(csv: &str) -> Vec<String> {
     csv.lines()
         .map(|line| {
             line.rsplit_once(',')
