@@ -198,9 +198,16 @@ fn render_dag(inputs: &Inputs) -> Result<String> {
     for job in &inputs.jobs {
         let mut body = job.body.clone();
         let object = body.as_object_mut().context("a job body is no object")?;
-        // The operator's request id makes a retried submit a no-op; the
-        // service names the job.
-        object.remove("reference");
+        // The operator's request id makes a retried submit a no-op; the job
+        // id is the same per try, so a job is found by name, as the GCP run
+        // names its jobs (the rehearsal's Dataproc requires one).
+        object.insert(
+            "reference".into(),
+            serde_json::json!({"jobId": format!(
+                "{PLACEHOLDER_RUN}-{}-{{{{ ti.try_number }}}}",
+                job.name.replace('_', "-")
+            )}),
+        );
         object.insert("placement".into(), serde_json::json!({}));
         let mut gapic_body = gapic(&body);
         gapic_body["placement"]["cluster_name"] = Value::String(cluster_name(&inputs.deployment));

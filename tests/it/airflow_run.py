@@ -17,7 +17,7 @@ from airflow.utils.session import create_session
 
 
 def main(folder, dag_id):
-    bag = DagBag(dag_folder=folder, include_examples=False)
+    bag = DagBag(dag_folder=folder)
     if bag.import_errors:
         print(json.dumps({"import_errors": {str(k): v for k, v in bag.import_errors.items()}}))
         return 1

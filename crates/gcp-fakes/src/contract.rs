@@ -89,11 +89,13 @@ impl Discovery {
             if key == "$alt" {
                 continue;
             }
+            let unlisted = unlisted_parameter(&method.id, key);
             let spec = method
                 .parameters
                 .get(key)
                 .filter(|p| p["location"] == "query")
                 .or_else(|| globals.get(key))
+                .or(unlisted.as_ref())
                 .ok_or_else(|| format!("{}: unknown query parameter `{key}`", method.id))?;
             check_parameter(spec, value)
                 .map_err(|e| format!("{}: query parameter {key}: {e}", method.id))?;
@@ -229,6 +231,24 @@ impl Discovery {
                 "{at}: the document has a type {other} this checker does not know"
             )),
         }
+    }
+}
+
+/// A query parameter Google's own client library sends, and the service
+/// takes, that the method's discovery document does not list, with the
+/// values it takes. One: google-cloud-bigquery's `Client.get_job` (which
+/// `job.result()` polls with) sends `projection=full` to `jobs.get`
+/// (python-bigquery, google/cloud/bigquery/client.py, `get_job`), the
+/// parameter and values `jobs.list` documents
+/// (https://cloud.google.com/bigquery/docs/reference/rest/v2/jobs/list).
+fn unlisted_parameter(method: &str, key: &str) -> Option<Value> {
+    match (method, key) {
+        ("bigquery.jobs.get", "projection") => Some(serde_json::json!({
+            "type": "string",
+            "location": "query",
+            "enum": ["full", "minimal"],
+        })),
+        _ => None,
     }
 }
 
@@ -480,6 +500,32 @@ fn the_checker_rejects_what_google_would() {
             .check_request(&bad_enum)
             .unwrap_err()
             .contains("not one of")
+    );
+    // `projection` on jobs.get, as google-cloud-bigquery sends it; nowhere else.
+    let get_job = |path: &str, projection: &str| {
+        request(
+            "GET",
+            path,
+            &[("projection", projection), ("location", "US")],
+            Value::Null,
+        )
+    };
+    let job = "/bigquery/v2/projects/p/jobs/j1";
+    assert!(bigquery.check_request(&get_job(job, "full")).is_ok());
+    assert!(
+        bigquery
+            .check_request(&get_job(job, "everything"))
+            .unwrap_err()
+            .contains("not one of")
+    );
+    assert!(
+        bigquery
+            .check_request(&get_job(
+                "/bigquery/v2/projects/p/datasets/d/tables/t",
+                "full"
+            ))
+            .unwrap_err()
+            .contains("unknown query parameter `projection`")
     );
 }
 
