@@ -5,7 +5,7 @@
 //! | 0    | success (also when stdout was closed early, as by `head`) |
 //! | 1    | the command failed: bad input, a failed step, a missing tool |
 //! | 2    | usage error (clap, or a refused request such as `down` without a terminal) |
-//! | 129, 130, 143 | `run` stopped by SIGHUP, SIGINT or SIGTERM (128 + the signal): its child processes were stopped, on gcp its Dataproc job was cancelled and the run's cluster deleted, the step was recorded as interrupted and the run lock released. The local PostgreSQL server keeps running, as it does between runs: `infra down` stops it |
+//! | 129, 130, 143 | `run` stopped by SIGHUP, SIGINT or SIGTERM (128 + the signal): its child processes were stopped, on gcp its Dataproc job was cancelled and the run's cluster deleted, the step was recorded as interrupted and the run lock released. The local PostgreSQL server keeps running, as it does between runs: `infra down` stops it. `up` and `down` stopped the same way say what they were doing and how to go on; a running terraform got one SIGINT and was awaited (up to 120 s, or a second signal) so that it writes its state and releases its lock |
 //!
 //! Errors go to stderr as `error: …`, then each cause as `Caused by: …`,
 //! then any `hint: …` lines found anywhere in the chain, last.

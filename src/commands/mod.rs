@@ -201,6 +201,56 @@ fn gcp_root(settings: &Settings) -> Result<(RootValues, std::path::PathBuf)> {
     }
 }
 
+/// What a verb is doing now, for the message when a signal stops it.
+struct Phase(std::sync::Mutex<&'static str>);
+
+impl Phase {
+    fn new(first: &'static str) -> Phase {
+        Phase(std::sync::Mutex::new(first))
+    }
+
+    fn set(&self, now: &'static str) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = now;
+    }
+
+    fn get(&self) -> &'static str {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// `err` as the user should read it when a signal stopped `verb` (an
+/// [`crate::exit::Interrupted`] in its chain): what it stopped, what stays
+/// done, and how to go on. terraform killed after its grace time may
+/// still hold its state lock, and only then is `terraform force-unlock`
+/// named. Any other error is returned as it is.
+fn stopped(
+    err: anyhow::Error,
+    verb: &str,
+    phase: &Phase,
+    stays: &str,
+    resume: &str,
+) -> anyhow::Error {
+    if !err.chain().any(|e| e.is::<crate::exit::Interrupted>()) {
+        return err;
+    }
+    let killed_terraform = err
+        .chain()
+        .filter_map(|e| e.downcast_ref::<crate::process::Stopped>())
+        .any(|s| s.killed && s.children.iter().any(|c| c.starts_with("terraform")));
+    let mut text = format!(
+        "{verb} stopped while {}: {stays}\nhint: {resume}",
+        phase.get()
+    );
+    if killed_terraform {
+        text.push_str(
+            "\nhint: terraform was killed, so its state lock may still be held: if the next \
+             terraform command says the state is locked, and no other terraform runs, \
+             `terraform force-unlock <LOCK_ID>` in the root module's directory is the last resort",
+        );
+    }
+    err.context(text)
+}
+
 /// Asks `question` on the terminal unless `yes` (the `--yes` flag) already
 /// answered it. The read blocks, so it runs off the async workers.
 async fn confirm(question: &str, yes: bool) -> Result<bool> {
