@@ -32,8 +32,15 @@ use crate::ui;
 pub async fn dispatch(cli: Cli) -> Result<()> {
     // These need no settings: a broken infra.toml must not block them.
     match &cli.command {
-        Command::Completions(args) => return out::finish(completions::completions(args.shell)),
-        Command::Man => return out::finish(completions::man()),
+        Command::Completions(args) => {
+            refuse_settings_flags(&cli.global, "completions")?;
+            return out::finish(completions::completions(args.shell));
+        }
+        Command::Man(args) => {
+            refuse_settings_flags(&cli.global, "man")?;
+            return out::finish(completions::man(args.command.as_deref()));
+        }
+        Command::Sample(_) => refuse_settings_flags(&cli.global, "sample")?,
         _ => {}
     }
     let mut flags = Layer::default();
@@ -57,12 +64,35 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::Status(args) => status::status(&settings, args.json).await,
         Command::Report(args) => report::report(&settings, &args).await,
         Command::Doctor => doctor::doctor(&settings).await,
-        Command::Completions(_) | Command::Man => unreachable!("handled above"),
+        Command::Completions(_) | Command::Man(_) => unreachable!("handled above"),
         Command::Query(args) => query::query(&settings, &args).await,
         Command::Config => config::config(&settings),
         Command::Sample(args) => sample::sample(&args),
     };
     out::finish(result)
+}
+
+/// `sample`, `man` and `completions` read no settings: a global flag that
+/// chooses one (`--target`, `--config`, `--state-dir`,
+/// `--impersonate-service-account`) would be silently ignored, so it is a
+/// usage error. `-v` and `-q` still apply.
+fn refuse_settings_flags(global: &GlobalArgs, verb: &str) -> Result<()> {
+    let given = [
+        ("--target", global.target.is_some()),
+        ("--config", global.config.is_some()),
+        ("--state-dir", global.state_dir.is_some()),
+        (
+            "--impersonate-service-account",
+            global.impersonate_service_account.is_some(),
+        ),
+    ];
+    match given.iter().find(|(_, set)| *set) {
+        Some((flag, _)) => Err(UsageError(format!(
+            "`infra {verb}` takes no {flag}: it reads no settings and acts the same on every target\nhint: drop {flag}"
+        ))
+        .into()),
+        None => Ok(()),
+    }
 }
 
 /// Settings from flags (global ones, and `flags` from the subcommand),

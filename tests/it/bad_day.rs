@@ -916,3 +916,40 @@ fn ctrl_c_while_local_up_sets_up_postgres_says_what_it_stopped() {
         pids_with(&script).is_empty()
     });
 }
+
+/// Regression (issue 21): `sample`, `man` and `completions` took
+/// `--target` (and the other flags that choose settings) and ignored it;
+/// `infra man` named infra-run(1) and the other pages, which were missing.
+#[test]
+fn commands_that_read_no_settings_refuse_their_flags_and_each_command_has_a_page() {
+    let env = Env::new();
+    let out = env.path().join("data").display().to_string();
+    for args in [
+        &["--target", "gcp", "sample", "--out", &out][..],
+        &["man", "--target", "local"],
+        &["completions", "bash", "--config", "x.toml"],
+        &["sample", "--out", &out, "--state-dir", "s"],
+        &[
+            "man",
+            "--impersonate-service-account",
+            "a@b.iam.gserviceaccount.com",
+        ],
+    ] {
+        let refused = env.infra(args).fails(2);
+        assert!(
+            refused.stderr.contains("takes no --"),
+            "{args:?}: {}",
+            refused.stderr
+        );
+    }
+    assert!(!env.path().join("data").exists(), "sample wrote data");
+    // -v and -q still apply.
+    env.infra(&["-q", "completions", "bash"]).ok();
+    let page = env.infra(&["man", "run"]).ok().stdout;
+    assert!(page.contains("infra\\-run"), "{page}");
+    assert!(page.contains("\\-\\-from"), "{page}");
+    for section in [".SH \"EXIT STATUS\"", ".SH ENVIRONMENT", ".SH FILES"] {
+        assert!(page.contains(section), "no {section}:\n{page}");
+    }
+    env.infra(&["man", "no-such-command"]).fails(2);
+}
