@@ -274,6 +274,8 @@ settings! {
         "Base URL of the Service Usage API (`up` enables the bootstrap APIs through it).";
     terraform_root: Option<PathBuf> = "terraform.root", None,
         "A ready Terraform root module `up` and `down` use instead of rendering templates/ (tests, rehearsals).";
+    terraform_airflow_root: Option<PathBuf> = "terraform.airflow_root", None,
+        "A ready Terraform root `up` applies after the main one and `down` destroys first, instead of rendering templates/terraform-airflow/ (rehearsals; with terraform.root).";
     spark_mode: SparkMode = "spark.mode", SparkMode::Cluster,
         "How the gcp target runs Spark: `cluster` (one ephemeral Dataproc cluster per run) or `serverless` (Dataproc Serverless batches).";
     dataproc_image_version: String = "dataproc.image_version", "3.0-debian12".to_owned(),
@@ -306,6 +308,14 @@ settings! {
         "On gcp, how long one HTTP attempt waits for an answer (or a download for its next bytes) before it is retried.";
     deadlines_http_call_secs: u32 = "deadlines.http_call_secs", 300,
         "On gcp, how long one API call may take, all its retries included, before the command fails.";
+    airflow_executor: String = "airflow.executor", "KubernetesExecutor".to_owned(),
+        "Airflow's executor on GKE: `KubernetesExecutor` (a pod per task) or `LocalExecutor` (tasks in the scheduler).";
+    airflow_task_cpu: String = "airflow.task_cpu", "500m".to_owned(),
+        "CPU request of the pods that run Airflow tasks (Kubernetes quantity).";
+    airflow_task_memory: String = "airflow.task_memory", "1Gi".to_owned(),
+        "Memory request and limit of the pods that run Airflow tasks (Kubernetes quantity).";
+    airflow_schedule: Option<String> = "airflow.schedule", None,
+        "Schedule of the Airflow DAG `infra dags` renders: a cron expression or preset such as `@daily`. Unset: manual runs only.";
     endpoints_storage: Option<String> = "endpoints.storage", None,
         "Cloud Storage base URL [default: https://storage.googleapis.com, or STORAGE_EMULATOR_HOST when set].";
     endpoints_dataproc: String = "endpoints.dataproc", "https://dataproc.googleapis.com".to_owned(),
@@ -690,10 +700,16 @@ impl Settings {
         if values.state_dir.is_relative() {
             values.state_dir = sources.cwd.join(&values.state_dir);
         }
-        if let Some(root) = values.terraform_root.as_mut()
-            && root.is_relative()
+        for root in [
+            values.terraform_root.as_mut(),
+            values.terraform_airflow_root.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
         {
-            *root = sources.cwd.join(&*root);
+            if root.is_relative() {
+                *root = sources.cwd.join(&*root);
+            }
         }
         Ok(Settings { target, values })
     }

@@ -10,7 +10,8 @@ use crate::process::Echo;
 use crate::record::Records;
 use crate::settings::{Settings, TargetKind};
 use crate::signals::Signals;
-use crate::terraform::deploy;
+use crate::terraform::runner::PlanOptions;
+use crate::terraform::{Terraform, deploy};
 use crate::{process, ui};
 
 use super::Phase;
@@ -116,6 +117,24 @@ async fn down_gcp_steps(
         None
     };
     let tf = super::gcp_terraform(settings, &dir, echo)?;
+    // The Airflow root goes first: its release lives on the cluster the
+    // main root destroys, and its provider needs that cluster to plan.
+    let rendered_airflow = settings.terraform_airflow_root.is_none();
+    let airflow_dir = match &settings.terraform_airflow_root {
+        Some(ready) => ready.clone(),
+        None => crate::terraform::airflow::root_dir(settings),
+    };
+    let with_airflow = settings.terraform_root.is_none() || !rendered_airflow;
+    if with_airflow && airflow_dir.exists() {
+        phase.set(
+            "destroying Airflow on the GKE cluster (terraform init, plan and apply of its root)",
+        );
+        down_airflow(&tf.for_dir(&airflow_dir), args).await?;
+        if rendered_airflow && !args.dry_run {
+            std::fs::remove_dir_all(&airflow_dir)
+                .with_context(|| format!("cannot remove {}", airflow_dir.display()))?;
+        }
+    }
     phase.set("planning the destroy (terraform init and plan)");
     let plan = deploy::plan_down(&values, &tf).await?;
     if plan.changes.is_empty() {
@@ -163,4 +182,37 @@ async fn down_gcp_steps(
         values.project
     ));
     Ok(())
+}
+
+/// Destroys the Airflow root (the release, its database and user, the
+/// Workload Identity bindings), after showing the plan and asking; with
+/// `--dry-run`, only shows the plan.
+async fn down_airflow(tf: &Terraform, args: &DownArgs) -> Result<()> {
+    const PLAN: &str = "airflow-down.tfplan";
+    ui::status(format!("terraform init in {}", tf.dir().display()));
+    tf.init().await?;
+    let destroy = PlanOptions {
+        destroy: true,
+        ..PlanOptions::default()
+    };
+    let changes = tf.plan(PLAN, &destroy).await?;
+    if changes.is_empty() {
+        tf.discard(PLAN);
+        return Ok(());
+    }
+    super::show_plan(
+        "destroy plan for Airflow on the GKE cluster (first)",
+        &changes,
+    );
+    if args.dry_run {
+        tf.discard(PLAN);
+        return Ok(());
+    }
+    if !super::confirm("Destroy Airflow?", args.yes).await? {
+        tf.discard(PLAN);
+        anyhow::bail!(
+            "Airflow was not destroyed, so the rest cannot be\nhint: run `infra down` again and answer yes, or pass --yes"
+        );
+    }
+    tf.apply(PLAN).await
 }
