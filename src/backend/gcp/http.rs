@@ -164,7 +164,7 @@ impl ApiError {
                 matches!(status.as_u16(), 429 | 500 | 502 | 503 | 504)
             }
             ApiError::Transport(e) => {
-                !(e.is_builder() || e.is_decode() || e.is_redirect()) && !is_lasting(e)
+                !(e.is_builder() || e.is_decode() || e.is_redirect() || is_lasting(e))
             }
             ApiError::AttemptTimeout(_) => true,
             ApiError::Deadline { .. }
