@@ -32,6 +32,15 @@ pub struct Inspection {
     pub outputs: BTreeMap<String, String>,
 }
 
+impl Inspection {
+    /// The root's outputs as the typed [`Outputs`](super::outputs::Outputs)
+    /// `up` reads from Terraform, placeholders included.
+    pub fn typed_outputs(&self) -> Result<super::outputs::Outputs> {
+        serde_json::from_value(serde_json::to_value(&self.outputs)?)
+            .context("the rendered root's outputs are not those infra reads")
+    }
+}
+
 /// One resource instance, by its Terraform address.
 #[derive(Debug, Clone, Serialize)]
 pub struct Resource {
