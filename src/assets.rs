@@ -75,3 +75,33 @@ pub const TERRAFORM_TEMPLATES: &[(&str, &str)] = &[
         include_str!("../templates/terraform/versions.tf.tera"),
     ),
 ];
+
+/// The Airflow DAG's template (`infra dags`).
+pub const AIRFLOW_DAG_TEMPLATE: &str = include_str!("../templates/airflow/dag.py.tera");
+
+/// Step 0's validator in Python, shipped beside the DAG as it is.
+pub const AIRFLOW_VALIDATOR: &str = include_str!("../templates/airflow/infra_purchases.py");
+
+/// The Tera templates of the Airflow root: (rendered file name, template).
+pub const AIRFLOW_TERRAFORM_TEMPLATES: &[(&str, &str)] = &[
+    (
+        "airflow-values.yaml",
+        include_str!("../templates/terraform-airflow/airflow-values.yaml.tera"),
+    ),
+    (
+        "main.tf",
+        include_str!("../templates/terraform-airflow/main.tf.tera"),
+    ),
+    (
+        "terraform.tfvars",
+        include_str!("../templates/terraform-airflow/terraform.tfvars.tera"),
+    ),
+    (
+        "variables.tf",
+        include_str!("../templates/terraform-airflow/variables.tf.tera"),
+    ),
+    (
+        "versions.tf",
+        include_str!("../templates/terraform-airflow/versions.tf.tera"),
+    ),
+];

@@ -88,6 +88,12 @@ pub enum Command {
     )]
     Render,
 
+    /// Write the pipeline as an Airflow DAG for the gcp deployment and print its directory
+    #[command(
+        after_help = "The DAG runs what `infra run --target gcp` runs, with the Google provider's operators, on the deployment `infra up` made; `airflow.schedule` sets its schedule (manual by default). `infra up` uploads it to the code bucket's dags/ folder, which Airflow reads.\n\nExamples:\n  infra --target gcp dags\n  infra --target gcp dags -o ./dags"
+    )]
+    Dags(DagsArgs),
+
     /// What is provisioned, and the last run's steps with row counts
     #[command(
         after_help = "Examples:\n  infra status\n  infra status --json | jq .last_run.outcome"
@@ -134,6 +140,13 @@ pub enum Command {
         after_help = "Examples:\n  infra sample --out ./sample\n  infra sample --out ./small --scale 0.01 --seed 7"
     )]
     Sample(SampleArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DagsArgs {
+    /// Directory to write the DAG folder to [default: <state-dir>/airflow/dags]
+    #[arg(long, short)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -18,6 +18,7 @@
 //! record         run records and the run lock
 //! backend/       the capability traits, with local/ and gcp/ implementations (the --target choice)
 //! terraform/     the gcp target's Terraform: render, runner, typed outputs, up/down
+//! airflow        the pipeline as an Airflow DAG (`infra dags`), from the GCP run's requests
 //! sample         the deterministic sample-data generator
 //! assets         sql/ and pyspark/ files compiled into the binary
 //! process        the one child-process wrapper
@@ -29,6 +30,7 @@
 //! hold           test-only pause points (INFRA_TEST_HOLD_DIR)
 //! ```
 
+pub mod airflow;
 pub mod assets;
 pub mod backend;
 pub mod cli;

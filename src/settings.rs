@@ -306,6 +306,14 @@ settings! {
         "On gcp, how long one HTTP attempt waits for an answer (or a download for its next bytes) before it is retried.";
     deadlines_http_call_secs: u32 = "deadlines.http_call_secs", 300,
         "On gcp, how long one API call may take, all its retries included, before the command fails.";
+    airflow_executor: String = "airflow.executor", "KubernetesExecutor".to_owned(),
+        "Airflow's executor on GKE: `KubernetesExecutor` (a pod per task) or `LocalExecutor` (tasks in the scheduler).";
+    airflow_task_cpu: String = "airflow.task_cpu", "500m".to_owned(),
+        "CPU request of the pods that run Airflow tasks (Kubernetes quantity).";
+    airflow_task_memory: String = "airflow.task_memory", "1Gi".to_owned(),
+        "Memory request and limit of the pods that run Airflow tasks (Kubernetes quantity).";
+    airflow_schedule: Option<String> = "airflow.schedule", None,
+        "Schedule of the Airflow DAG `infra dags` renders: a cron expression or preset such as `@daily`. Unset: manual runs only.";
     endpoints_storage: Option<String> = "endpoints.storage", None,
         "Cloud Storage base URL [default: https://storage.googleapis.com, or STORAGE_EMULATOR_HOST when set].";
     endpoints_dataproc: String = "endpoints.dataproc", "https://dataproc.googleapis.com".to_owned(),

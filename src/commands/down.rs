@@ -9,7 +9,8 @@ use crate::cli::DownArgs;
 use crate::process::Echo;
 use crate::record::Records;
 use crate::settings::{Settings, TargetKind};
-use crate::terraform::deploy;
+use crate::terraform::runner::PlanOptions;
+use crate::terraform::{Terraform, deploy};
 use crate::ui;
 
 pub async fn down(settings: &Settings, args: &DownArgs, echo: Echo) -> Result<()> {
@@ -77,6 +78,14 @@ async fn down_gcp(settings: &Settings, args: &DownArgs, echo: Echo) -> Result<()
         None
     };
     let tf = super::gcp_terraform(settings, &dir, echo)?;
+    // The Airflow root goes first: its release lives on the cluster the
+    // main root destroys, and its provider needs that cluster to plan.
+    let airflow_dir = crate::terraform::airflow::root_dir(settings);
+    if settings.terraform_root.is_none() && airflow_dir.exists() {
+        down_airflow(&tf.for_dir(&airflow_dir), args.yes).await?;
+        std::fs::remove_dir_all(&airflow_dir)
+            .with_context(|| format!("cannot remove {}", airflow_dir.display()))?;
+    }
     let plan = deploy::plan_down(&values, &tf).await?;
     if plan.changes.is_empty() {
         Deployment::remove(&settings.state_dir)?;
@@ -121,4 +130,32 @@ async fn down_gcp(settings: &Settings, args: &DownArgs, echo: Echo) -> Result<()
         values.project
     ));
     Ok(())
+}
+
+/// Destroys the Airflow root (the release, its database and user, the
+/// Workload Identity bindings), after showing the plan and asking.
+async fn down_airflow(tf: &Terraform, yes: bool) -> Result<()> {
+    const PLAN: &str = "airflow-down.tfplan";
+    ui::status(format!("terraform init in {}", tf.dir().display()));
+    tf.init().await?;
+    let destroy = PlanOptions {
+        destroy: true,
+        ..PlanOptions::default()
+    };
+    let changes = tf.plan(PLAN, &destroy).await?;
+    if changes.is_empty() {
+        tf.discard(PLAN);
+        return Ok(());
+    }
+    super::show_plan(
+        "destroy plan for Airflow on the GKE cluster (first)",
+        &changes,
+    );
+    if !super::confirm("Destroy Airflow?", yes).await? {
+        tf.discard(PLAN);
+        anyhow::bail!(
+            "Airflow was not destroyed, so the rest cannot be\nhint: run `infra down` again and answer yes, or pass --yes"
+        );
+    }
+    tf.apply(PLAN).await
 }

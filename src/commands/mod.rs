@@ -5,6 +5,7 @@
 
 mod completions;
 mod config;
+mod dags;
 mod doctor;
 mod down;
 mod out;
@@ -54,6 +55,7 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::Down(args) => down::down(&settings, &args, echo).await,
         Command::Plan(args) => plan::plan(&settings, echo, args.json).await,
         Command::Render => render::render(&settings).await,
+        Command::Dags(args) => dags::dags(&settings, &args),
         Command::Status(args) => status::status(&settings, args.json).await,
         Command::Report(args) => report::report(&settings, &args).await,
         Command::Doctor => doctor::doctor(&settings).await,

@@ -12,7 +12,9 @@ use crate::process::Echo;
 use crate::record::Records;
 use crate::settings::{Settings, TargetKind};
 use crate::signals::Signals;
-use crate::terraform::{Outputs, RootValues, deploy};
+use crate::terraform::airflow::{self, AirflowValues};
+use crate::terraform::runner::PlanOptions;
+use crate::terraform::{Outputs, RootValues, Terraform, deploy, render};
 use crate::{assets, ui};
 
 pub async fn up(settings: &Settings, args: &UpArgs, echo: Echo) -> Result<()> {
@@ -100,9 +102,20 @@ async fn up_gcp(settings: &Settings, args: &UpArgs, echo: Echo) -> Result<()> {
         assets::PYSPARK_SCRIPTS.len(),
         outputs.code_bucket
     ));
-    let uploaded = upload_code(cloud.code_bucket(&outputs.code_bucket).as_ref())
+    let code = cloud.code_bucket(&outputs.code_bucket);
+    let uploaded = upload_code(code.as_ref())
         .await
         .with_context(|| format!("cannot upload pyspark/ to gs://{}", outputs.code_bucket))?;
+    match super::dags::upload(settings, code.as_ref()).await? {
+        Some(files) => ui::detail(format!(
+            "Airflow DAG: {files} file(s) in gs://{}/{}/",
+            outputs.code_bucket,
+            crate::airflow::DAGS_PREFIX
+        )),
+        None => ui::detail(
+            "Airflow DAG: not uploaded (spark.mode is serverless; the DAG runs a cluster)",
+        ),
+    }
     ui::status(format!(
         "up: project {} ready; {uploaded} script(s) uploaded to gs://{}",
         values.project, outputs.code_bucket
@@ -123,8 +136,55 @@ async fn up_gcp(settings: &Settings, args: &UpArgs, echo: Echo) -> Result<()> {
         "service account: {}",
         outputs.service_account_email
     ));
+    if settings.terraform_root.is_some() {
+        // A ready root (tests, rehearsals) is the whole deployment.
+        return Ok(());
+    }
+    up_airflow(settings, &values, &outputs, &tf, args.yes).await
+}
+
+/// The Airflow root, after the main one (the helm provider needs the
+/// cluster to exist): render it from the outputs, plan, show, ask, apply.
+async fn up_airflow(
+    settings: &Settings,
+    values: &RootValues,
+    outputs: &Outputs,
+    main: &Terraform,
+    yes: bool,
+) -> Result<()> {
+    let airflow = AirflowValues::new(settings, values, outputs)?;
+    let dir = airflow::root_dir(settings);
+    render::write(&dir, &airflow::render(&airflow)?)?;
+    let tf = main.for_dir(&dir);
+    ui::status(format!("terraform init in {}", dir.display()));
+    tf.init().await?;
+    let changes = tf.plan(AIRFLOW_PLAN, &PlanOptions::default()).await?;
+    if changes.is_empty() {
+        tf.discard(AIRFLOW_PLAN);
+        ui::status("Airflow on GKE is up to date");
+        return Ok(());
+    }
+    super::show_plan("plan for Airflow on the GKE cluster", &changes);
+    if !super::confirm("Apply this plan?", yes).await? {
+        tf.discard(AIRFLOW_PLAN);
+        ui::status("Airflow not applied");
+        return Ok(());
+    }
+    ui::status("terraform apply (Airflow)");
+    tf.apply(AIRFLOW_PLAN).await?;
+    ui::status(format!(
+        "up: Airflow {} (chart {}) on {}, DAGs from gs://{}/{}/",
+        airflow::AIRFLOW_VERSION,
+        airflow::CHART_VERSION,
+        outputs.gke_cluster_name,
+        outputs.code_bucket,
+        crate::airflow::DAGS_PREFIX
+    ));
     Ok(())
 }
+
+/// The Airflow root's saved plan.
+const AIRFLOW_PLAN: &str = "airflow.tfplan";
 
 /// What `run`, `plan`, `status` and `query` need to know about the
 /// deployment, from Terraform's outputs: every name, no secret.

@@ -221,11 +221,21 @@ fn parse(
     Ok(counts)
 }
 
-/// The longest record the loader accepts. A valid row is at most about
-/// 4 KiB (a 1000-character description is the longest field); a longer
-/// record means a runaway quote or a file that is not this CSV, and must
-/// not be read into memory whole, however large it is.
+/// The longest record the loader accepts, in bytes from the end of the
+/// record before it (blank lines before it count). A valid row is at most
+/// about 4 KiB (a 1000-character description is the longest field); a
+/// longer record means a runaway quote or a file that is not this CSV, and
+/// must not be read into memory whole, however large it is. The limit is
+/// exact (the Airflow DAG's validator applies the same one): [`Bounded`]
+/// only stops reading early a record that is longer still.
 pub const MAX_RECORD_BYTES: u64 = 1 << 20;
+
+fn too_long() -> String {
+    format!(
+        "a record longer than {} MiB (an unclosed quote, or not a purchase CSV)",
+        MAX_RECORD_BYTES >> 20
+    )
+}
 
 /// Step 0's parser, apart from where its output goes, so it can be fuzzed:
 /// checks the header, then validates every record. Valid rows are encoded
@@ -290,6 +300,9 @@ fn parse_rows_counted<R: Read, W: std::io::Write>(
             INPUT_HEADER.join(",")
         );
     }
+    if csv.position().byte() > MAX_RECORD_BYTES {
+        bail!("{input}: {}", too_long());
+    }
     record_start.set(csv.position().byte());
 
     rejects.write_record(["line", "reason", "record", "record_base64"])?;
@@ -310,7 +323,11 @@ fn parse_rows_counted<R: Read, W: std::io::Write>(
         if !more {
             break;
         }
-        record_start.set(csv.position().byte());
+        let record_end = csv.position().byte();
+        if record_end - record_start.get() > MAX_RECORD_BYTES {
+            bail!("{input}: {}", too_long());
+        }
+        record_start.set(record_end);
         read += 1;
         match purchases::validate(&record) {
             Ok(row) => match format {
@@ -368,10 +385,7 @@ impl<R: Read> Read for Bounded<R> {
         if self.read.saturating_sub(self.record_start.get()) > MAX_RECORD_BYTES + BUFFERED {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
-                format!(
-                    "a record longer than {} MiB (an unclosed quote, or not a purchase CSV)",
-                    MAX_RECORD_BYTES >> 20
-                ),
+                too_long(),
             ));
         }
         let n = self.inner.read(buf)?;

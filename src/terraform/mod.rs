@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! render       settings -> validated RootValues -> <state-dir>/terraform/*.tf (Tera)
+//! airflow      the second root: Airflow's chart on GKE, after the main root's outputs
 //! runner       the terraform binary through process::Cmd: init, plan -out, apply, output -json
 //! outputs      the typed Outputs the rest of infra reads (no password among them)
 //! cidr         the operator CIDR check (never the whole internet)
@@ -18,6 +19,7 @@
 //! tested against a fake and the real Google clients live elsewhere:
 //! `backend::gcp` implements `Cloud`, and nothing here imports `backend`.
 
+pub mod airflow;
 pub mod cidr;
 pub mod deploy;
 pub mod inspect;

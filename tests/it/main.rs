@@ -4,6 +4,8 @@
 
 mod harness;
 
+mod airflow;
+mod airflow_conformance;
 mod architecture;
 mod bad_day;
 mod cli;
@@ -25,3 +27,4 @@ mod secrets;
 mod spark_runtime;
 mod supply_chain;
 mod terraform;
+mod terraform_airflow;

@@ -31,6 +31,10 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+pub(crate) fn repo_path(path: &str) -> PathBuf {
+    repo().join(path)
+}
+
 fn schema_dir() -> PathBuf {
     repo().join("tests/fixtures/terraform-schema")
 }
@@ -244,7 +248,7 @@ fn gcp_plan_without_terraform_says_how_to_install_it() {
 
 /// terraform, with a CLI config that exists (the machines point
 /// `TF_CLI_CONFIG_FILE` at one that doesn't).
-fn terraform(args: &[&str], dir: &Path) -> std::process::Output {
+pub(crate) fn terraform(args: &[&str], dir: &Path) -> std::process::Output {
     Command::new("terraform")
         .args(args)
         .current_dir(dir)
@@ -286,6 +290,9 @@ struct ProviderSchema {
     data_sources: BTreeMap<String, Node>,
     #[serde(default)]
     ephemeral_resources: BTreeMap<String, Node>,
+    /// The `provider` block's arguments.
+    #[serde(default)]
+    provider_config: Option<Node>,
 }
 
 #[derive(Deserialize, Default)]
@@ -307,22 +314,28 @@ struct BlockSchema {
 #[derive(Deserialize)]
 struct Flag {
     required: bool,
+    /// A nested attribute (an object such as helm 3's `kubernetes`): its keys.
+    #[serde(default)]
+    attributes: Option<BTreeMap<String, Flag>>,
 }
 
-struct Schemas {
+pub(crate) struct Schemas {
     resources: BTreeMap<String, Node>,
     data_sources: BTreeMap<String, Node>,
     ephemeral: BTreeMap<String, Node>,
+    /// provider name -> its `provider` block's schema
+    providers: BTreeMap<String, Node>,
     /// provider name -> the version the schema file describes
     versions: BTreeMap<String, String>,
 }
 
-fn load_schemas() -> Schemas {
+pub(crate) fn load_schemas() -> Schemas {
     let dir = schema_dir();
     let mut schemas = Schemas {
         resources: BTreeMap::new(),
         data_sources: BTreeMap::new(),
         ephemeral: BTreeMap::new(),
+        providers: BTreeMap::new(),
         versions: BTreeMap::new(),
     };
     let entries = std::fs::read_dir(&dir)
@@ -344,6 +357,9 @@ fn load_schemas() -> Schemas {
         schemas.resources.extend(schema.resources);
         schemas.data_sources.extend(schema.data_sources);
         schemas.ephemeral.extend(schema.ephemeral_resources);
+        if let Some(config) = schema.provider_config {
+            schemas.providers.insert(schema.provider.clone(), config);
+        }
     }
     assert!(
         schemas.resources.contains_key("google_storage_bucket"),
@@ -364,7 +380,7 @@ const MODULE_META_ATTRS: &[&str] = &[
     "providers",
 ];
 
-fn label(block: &Block, i: usize) -> &str {
+pub(crate) fn label(block: &Block, i: usize) -> &str {
     block.labels().get(i).map_or("", |l| l.as_str())
 }
 
@@ -392,12 +408,12 @@ fn object_entries(expr: &Expression) -> Vec<(String, &Expression)> {
         .collect()
 }
 
-fn parse(path: &Path) -> Body {
+pub(crate) fn parse(path: &Path) -> Body {
     let text = std::fs::read_to_string(path).unwrap();
     hcl::parse(&text).unwrap_or_else(|e| panic!("{} does not parse: {e}", path.display()))
 }
 
-fn tf_files(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn tf_files(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -447,6 +463,9 @@ fn check_body(body: &Body, node: &Node, at: &str, top: bool, errors: &mut Vec<St
         if !(node.attributes.contains_key(key) || top && RESOURCE_META_ATTRS.contains(&key)) {
             errors.push(format!("{at}: unknown attribute `{key}`"));
         }
+        if let Some(nested) = node.attributes.get(key).and_then(|f| f.attributes.as_ref()) {
+            check_object(attr.expr(), nested, &format!("{at}.{key}"), errors);
+        }
     }
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     for block in body.blocks() {
@@ -485,6 +504,9 @@ fn check_body(body: &Body, node: &Node, at: &str, top: bool, errors: &mut Vec<St
                 false,
                 errors,
             ),
+            None if node.attributes.contains_key(name) => errors.push(format!(
+                "{at}: `{name}` is an attribute (`{name} = {{ … }}`), not a block"
+            )),
             None => errors.push(format!("{at}: unknown block `{name}`")),
         }
     }
@@ -502,6 +524,35 @@ fn check_body(body: &Body, node: &Node, at: &str, top: bool, errors: &mut Vec<St
             errors.push(format!(
                 "{at}: block `{name}` may appear once, found {count}"
             ));
+        }
+    }
+}
+
+/// Checks an object given to a nested attribute: known keys, required ones set.
+fn check_object(
+    expr: &Expression,
+    attributes: &BTreeMap<String, Flag>,
+    at: &str,
+    errors: &mut Vec<String>,
+) {
+    let Expression::Object(_) = expr else {
+        // A reference or a function call: nothing to check statically.
+        return;
+    };
+    let entries = object_entries(expr);
+    for (key, value) in &entries {
+        match attributes.get(key) {
+            None => errors.push(format!("{at}: unknown attribute `{key}`")),
+            Some(flag) => {
+                if let Some(nested) = &flag.attributes {
+                    check_object(value, nested, &format!("{at}.{key}"), errors);
+                }
+            }
+        }
+    }
+    for (name, flag) in attributes {
+        if flag.required && !entries.iter().any(|(k, _)| k == name) {
+            errors.push(format!("{at}: required attribute `{name}` is missing"));
         }
     }
 }
@@ -547,7 +598,7 @@ fn satisfies(version: &str, constraint: &str) -> bool {
 }
 
 /// Checks one module directory; returns the provider pins it declares.
-fn check_module(
+pub(crate) fn check_module(
     dir: &Path,
     schemas: &Schemas,
     errors: &mut Vec<String>,
@@ -645,7 +696,28 @@ fn check_module(
                         }
                     }
                 }
-                "variable" | "output" | "locals" | "provider" => {}
+                "provider" => {
+                    let provider = label(block, 0);
+                    match schemas.providers.get(provider) {
+                        Some(node) => {
+                            let mut body = block.body().clone();
+                            // `alias` is Terraform's own.
+                            body = body
+                                .into_iter()
+                                .filter(|s| s.as_attribute().is_none_or(|a| a.key() != "alias"))
+                                .collect();
+                            check_body(
+                                &body,
+                                node,
+                                &format!("{name}: provider {provider}"),
+                                false,
+                                errors,
+                            );
+                        }
+                        None => errors.push(format!("{at}: no schema for provider `{provider}`")),
+                    }
+                }
+                "variable" | "output" | "locals" => {}
                 other => errors.push(format!("{at}: unexpected top-level block `{other}`")),
             }
         }
@@ -664,7 +736,7 @@ fn check_module(
 }
 
 /// Checks the root's terraform.tfvars against its variables.
-fn check_tfvars(root: &Path, errors: &mut Vec<String>) {
+pub(crate) fn check_tfvars(root: &Path, errors: &mut Vec<String>) {
     let declared = variables(root);
     let tfvars = parse(&root.join("terraform.tfvars"));
     let set: BTreeSet<&str> = tfvars.attributes().map(|a| a.key()).collect();
@@ -751,7 +823,7 @@ fn resources(kind: &str) -> Vec<(String, Body)> {
     found
 }
 
-fn attr<'a>(body: &'a Body, path: &[&str]) -> Option<&'a Expression> {
+pub(crate) fn attr<'a>(body: &'a Body, path: &[&str]) -> Option<&'a Expression> {
     let (last, blocks) = path.split_last().unwrap();
     let mut body = body;
     for name in blocks {
@@ -1014,18 +1086,27 @@ fn pgaudit_is_not_half_configured() {
 
 /// One row of docs/iam.md's table.
 #[derive(Debug)]
-struct Grant {
-    principal: String,
-    role: String,
-    scope: String,
-    why: String,
+pub(crate) struct Grant {
+    pub(crate) principal: String,
+    pub(crate) role: String,
+    pub(crate) scope: String,
+    pub(crate) why: String,
 }
 
-fn documented_grants() -> Vec<Grant> {
+pub(crate) fn documented_grants() -> Vec<Grant> {
     let text = std::fs::read_to_string(repo().join("docs/iam.md")).unwrap();
+    // Every table whose header is `| principal | role | …`: the main
+    // root's, then the Airflow root's.
+    let mut in_table = false;
     text.lines()
-        .skip_while(|l| !l.starts_with("| principal | role |"))
-        .take_while(|l| l.starts_with('|'))
+        .filter(|l| {
+            if l.starts_with("| principal | role |") {
+                in_table = true;
+            } else if !l.starts_with('|') {
+                in_table = false;
+            }
+            in_table
+        })
         .filter(|l| !l.starts_with("| principal") && !l.starts_with("| ---"))
         .map(|l| {
             let cells: Vec<&str> = l.trim_matches('|').split(" | ").map(str::trim).collect();
@@ -1043,18 +1124,21 @@ fn documented_grants() -> Vec<Grant> {
 /// Every grant the modules make: (principal, role, scope) as docs/iam.md
 /// names them, read by the same code the stand-ins enforce them with.
 fn granted() -> BTreeSet<(String, String, String)> {
-    gcp_fakes::iam::grants::from_modules(&repo().join("terraform/modules"))
-        .unwrap()
-        .grants
-        .into_iter()
-        .map(|g| {
-            let scope = match &g.condition {
-                Some(condition) => format!("{}, if `{condition}`", g.scope),
-                None => g.scope.to_string(),
-            };
-            (g.principal, g.role, scope)
-        })
-        .collect()
+    let mut out: BTreeSet<_> =
+        gcp_fakes::iam::grants::from_modules(&repo().join("terraform/modules"))
+            .unwrap()
+            .grants
+            .into_iter()
+            .map(|g| {
+                let scope = match &g.condition {
+                    Some(condition) => format!("{}, if `{condition}`", g.scope),
+                    None => g.scope.to_string(),
+                };
+                (g.principal, g.role, scope)
+            })
+            .collect();
+    out.extend(crate::terraform_airflow::granted());
+    out
 }
 
 #[test]
@@ -1109,7 +1193,7 @@ fn every_iam_grant_is_in_docs_iam_md() {
 // ---------------------------------------------------------------------------
 // checkov
 
-fn checkov() -> PathBuf {
+pub(crate) fn checkov() -> PathBuf {
     let venv = std::env::var_os("INFRA_TEST_VENV")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/root/.cache/infra/dev-venv"));
@@ -1124,30 +1208,30 @@ fn checkov() -> PathBuf {
 }
 
 #[derive(Deserialize)]
-struct CheckovReport {
-    summary: CheckovSummary,
-    results: CheckovResults,
+pub(crate) struct CheckovReport {
+    pub(crate) summary: CheckovSummary,
+    pub(crate) results: CheckovResults,
 }
 
 #[derive(Deserialize)]
-struct CheckovSummary {
-    passed: u64,
-    failed: u64,
-    parsing_errors: u64,
+pub(crate) struct CheckovSummary {
+    pub(crate) passed: u64,
+    pub(crate) failed: u64,
+    pub(crate) parsing_errors: u64,
 }
 
 #[derive(Deserialize)]
-struct CheckovResults {
+pub(crate) struct CheckovResults {
     #[serde(default)]
-    failed_checks: Vec<CheckovCheck>,
+    pub(crate) failed_checks: Vec<CheckovCheck>,
 }
 
 #[derive(Deserialize)]
-struct CheckovCheck {
-    check_id: String,
-    resource: String,
+pub(crate) struct CheckovCheck {
+    pub(crate) check_id: String,
+    pub(crate) resource: String,
     #[serde(default)]
-    file_path: String,
+    pub(crate) file_path: String,
 }
 
 /// The check ids `terraform/.checkov.yaml` skips.

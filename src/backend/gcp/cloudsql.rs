@@ -457,7 +457,7 @@ pub const EXPORT_USER: &str = "cloudsqlimportexport";
 /// [`EXPORT_USER`], not as the table's owner), then a fresh, empty load
 /// table shaped like the real one. Grants live on the table, which the
 /// swap keeps (truncate and insert), so they are set here once per load.
-fn create_sql(table: &TableDef) -> String {
+pub fn create_sql(table: &TableDef) -> String {
     let load = load_table(table);
     let schema = table
         .name
@@ -474,7 +474,7 @@ fn create_sql(table: &TableDef) -> String {
 /// One transaction: refuse unless the load table holds exactly `rows`,
 /// then replace the real table's rows and drop the load table. The real
 /// table keeps its identity (grants, dependants).
-fn swap_sql(table: &TableDef, rows: u64) -> String {
+pub fn swap_sql(table: &TableDef, rows: u64) -> String {
     let (name, load) = (&table.name, load_table(table));
     format!(
         "BEGIN;\n\

@@ -166,6 +166,16 @@ resource "google_container_cluster" "airflow" {
     }
   }
 
+  # Airflow's Terraform root (templates/terraform-airflow) reaches the
+  # control plane through its DNS-based endpoint: access is checked by IAM
+  # on every request, with no IP allow-list, and the endpoint's certificate
+  # is publicly signed.
+  control_plane_endpoints_config {
+    dns_endpoint_config {
+      allow_external_traffic = true
+    }
+  }
+
   master_auth {
     client_certificate_config {
       issue_client_certificate = false
