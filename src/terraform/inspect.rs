@@ -516,10 +516,10 @@ fn expand(block: &Block, scope: &Scope) -> Vec<Instance> {
 fn derive(kind: &str, attrs: &mut hcl::Map<String, Value>) {
     let get = |key: &str| attrs.get(key).map(show).unwrap_or_default();
     let derived: Vec<(&str, String)> = match kind {
-        // "SA_NAME@PROJECT_ID.iam.gserviceaccount.com"
-        // (https://cloud.google.com/iam/docs/service-account-overview#identifiers);
-        // `name` is projects/{project}/serviceAccounts/{email}
-        // (registry.terraform.io/providers/hashicorp/google/latest/docs/resources/google_service_account).
+        // The email is SA_NAME@PROJECT_ID.iam.gserviceaccount.com
+        // (https://cloud.google.com/iam/docs/service-accounts-create); the
+        // resource name projects/{PROJECT_ID}/serviceAccounts/{ACCOUNT}
+        // (https://cloud.google.com/iam/docs/reference/rest/v1/projects.serviceAccounts).
         "google_service_account" => {
             let email = format!(
                 "{}@{}.iam.gserviceaccount.com",
@@ -535,8 +535,8 @@ fn derive(kind: &str, attrs: &mut hcl::Map<String, Value>) {
                 ("email", email),
             ]
         }
-        // PROJECT_ID:REGION:INSTANCE_ID
-        // (https://cloud.google.com/sql/docs/postgres/instance-info#connection-name).
+        // "project:region:name" (the instance connection name,
+        // https://cloud.google.com/go/docs/reference/cloud.google.com/go/cloudsqlconn/latest/instance).
         "google_sql_database_instance" => vec![(
             "connection_name",
             format!("{}:{}:{}", get("project"), get("region"), get("name")),
