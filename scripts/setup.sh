@@ -133,6 +133,21 @@ if [ "${SETUP_DEV:-0}" = 1 ]; then
     ) &
     venv_pid=$!
   fi
+  # Real Airflow for the DAG tests: the frozen resolution, installed as is
+  # (--no-deps: every package is pinned there). About 2.5 minutes and
+  # 2.2 GB cold, once per machine, also in the background; rebuilt when
+  # the lock file changes.
+  airflow_pid=""
+  if ! cmp -s requirements-airflow.txt "$INFRA_AIRFLOW_VENV/.requirements" 2>/dev/null; then
+    say "building the Airflow venv in $INFRA_AIRFLOW_VENV (a few minutes, once)"
+    (
+      rm -rf "$INFRA_AIRFLOW_VENV"
+      python3 -m venv "$INFRA_AIRFLOW_VENV"
+      "$INFRA_AIRFLOW_VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps -r requirements-airflow.txt
+      cp requirements-airflow.txt "$INFRA_AIRFLOW_VENV/.requirements"
+    ) &
+    airflow_pid=$!
+  fi
   # scripts/deny: cargo-deny from crates.io, pinned because deny.toml and its
   # flags follow its version. Built once. Its release profile asks for fat
   # LTO in one codegen unit, most of a 5-minute cold install on 2 cores;
@@ -147,14 +162,8 @@ if [ "${SETUP_DEV:-0}" = 1 ]; then
     say "building the test venv in $INFRA_TEST_VENV failed (pip's output is above)"
     exit 1
   fi
-  # Real Airflow for the DAG tests: the frozen resolution, installed as is
-  # (--no-deps: every package is pinned there). About 2.5 minutes and
-  # 2.2 GB cold, once per machine; rebuilt when the lock file changes.
-  if ! cmp -s requirements-airflow.txt "$INFRA_AIRFLOW_VENV/.requirements" 2>/dev/null; then
-    say "building the Airflow venv in $INFRA_AIRFLOW_VENV (a few minutes, once)"
-    rm -rf "$INFRA_AIRFLOW_VENV"
-    python3 -m venv "$INFRA_AIRFLOW_VENV"
-    "$INFRA_AIRFLOW_VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps -r requirements-airflow.txt
-    cp requirements-airflow.txt "$INFRA_AIRFLOW_VENV/.requirements"
+  if [ -n "$airflow_pid" ] && ! wait "$airflow_pid"; then
+    say "building the Airflow venv in $INFRA_AIRFLOW_VENV failed (pip's output is above)"
+    exit 1
   fi
 fi

@@ -79,8 +79,9 @@ pub struct Inputs {
     pub raw_bucket: String,
     pub staging_bucket: String,
     pub sql_instance: String,
-    /// The three `importContext`s of step 0: create, rows, swap.
-    pub imports: [Value; 3],
+    /// The four `importContext`s of step 0: create, rows, the rows with a
+    /// line break in a field (as SQL), swap.
+    pub imports: [Value; 4],
     /// Step 1's `exportContext`.
     pub export: Value,
     /// The header line step 1 puts before the export (no line end).
@@ -176,9 +177,19 @@ fn render_dag(inputs: &Inputs) -> Result<String> {
         &py(&json_wrap("importContext", &inputs.imports[1])),
     );
     context.insert(
-        "import_swap",
+        "import_line_breaks",
         &py(&json_wrap("importContext", &inputs.imports[2])),
     );
+    context.insert(
+        "import_swap",
+        &py(&json_wrap("importContext", &inputs.imports[3])),
+    );
+    let csv_options = &inputs.imports[1]["csvImportOptions"];
+    let load_table = csv_options["table"]
+        .as_str()
+        .context("the CSV import names no table")?;
+    context.insert("load_table", &s(load_table));
+    context.insert("load_columns", &python(&csv_options["columns"], 0));
     context.insert("export", &py(&json_wrap("exportContext", &inputs.export)));
     context.insert("cluster_name", &s(&cluster_name(&inputs.deployment)));
     context.insert("cluster_config", &py(&gapic(config)));

@@ -86,9 +86,9 @@ pub fn render(settings: &Settings) -> Result<Vec<(String, String)>> {
         .iter()
         .map(|r| body(r, "importContext"))
         .collect::<Result<_>>()?;
-    let imports: [serde_json::Value; 3] = imports
+    let imports: [serde_json::Value; 4] = imports
         .try_into()
-        .map_err(|_| anyhow::anyhow!("step 0 is not three Cloud SQL imports"))?;
+        .map_err(|_| anyhow::anyhow!("step 0 is not four Cloud SQL imports"))?;
     let dump = target
         .database
         .preview_dump(&table, staging, keys::PURCHASES_CSV, PLACEHOLDER_RUN);

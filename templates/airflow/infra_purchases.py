@@ -362,6 +362,75 @@ def load(data, source="the input"):
     return read, rejected, bytes(rows), bytes(rejects)
 
 
+def split_line_breaks(rows, table, columns):
+    """Splits canonical CSV `rows` as the GCP run does for Cloud SQL
+    (src/backend/gcp/line_breaks.rs): Cloud SQL's CSV import takes "one
+    line for each row", so a row with `\\n` or `\\r` inside a field becomes
+    one `INSERT INTO table (columns) VALUES (E'…');` line instead, the
+    break escaped. Returns (csv_bytes, sql_bytes, rows_in_sql)."""
+    csv_out, sql_out = bytearray(), bytearray()
+    start, quoted, broken, diverted = 0, False, False, 0
+    for i, byte in enumerate(rows):
+        if byte == 0x22:  # a doubled quote toggles twice: still inside
+            quoted = not quoted
+        elif byte in (0x0A, 0x0D) and quoted:
+            broken = True
+        elif byte == 0x0A:
+            record = rows[start:i + 1]
+            if broken:
+                sql_out += _insert(record, table, columns)
+                diverted += 1
+            else:
+                csv_out += record
+            start, broken = i + 1, False
+    if start != len(rows):
+        raise ValueError("the rows for Cloud SQL end inside a record")
+    return bytes(csv_out), bytes(sql_out), diverted
+
+
+def _insert(record, table, columns):
+    """One canonical CSV record as an INSERT on one line."""
+    record = record[:-1] if record.endswith(b"\n") else record
+    values, rest = [], record
+    while True:
+        if rest.startswith(b'"'):
+            value, i = bytearray(), 1
+            while True:
+                if i >= len(rest):
+                    raise ValueError("a quoted field for Cloud SQL has no closing quote")
+                if rest[i] == 0x22:
+                    if rest[i + 1:i + 2] == b'"':
+                        value.append(0x22)
+                        i += 2
+                        continue
+                    break
+                value.append(rest[i])
+                i += 1
+            values.append(_literal(bytes(value)))
+            rest = rest[i + 1:]
+        else:
+            end = rest.find(b",")
+            end = len(rest) if end < 0 else end
+            values.append(_literal(rest[:end]) if end else b"NULL")
+            rest = rest[end:]
+        if not rest:
+            break
+        if not rest.startswith(b","):
+            raise ValueError("a quoted field for Cloud SQL is followed by more than a comma")
+        rest = rest[1:]
+    if len(values) != len(columns):
+        raise ValueError(f"a row for Cloud SQL has {len(values)} fields, {table} has {len(columns)} columns")
+    head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES (".encode()
+    return head + b", ".join(values) + b");\n"
+
+
+def _literal(value):
+    """A PostgreSQL escape string: no raw line break reaches the file."""
+    escaped = (value.replace(b"\\", b"\\\\").replace(b"'", b"''")
+               .replace(b"\n", b"\\n").replace(b"\r", b"\\r"))
+    return b"E'" + escaped + b"'"
+
+
 if __name__ == "__main__":
     # The conformance test's entry point: `python3 infra_purchases.py IN_DIR OUT_DIR`
     # writes NAME.verdict.json (and NAME.rows.csv, NAME.rejects.csv) per input.
@@ -369,7 +438,10 @@ if __name__ == "__main__":
     import pathlib
     import sys
 
+    # Optional: LOAD_TABLE COLUMN,COLUMN,... also writes NAME.split.csv and
+    # NAME.split.sql, the valid rows as split_line_breaks gives them.
     inputs, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+    split = (sys.argv[3], sys.argv[4].split(",")) if len(sys.argv) > 4 else None
     for source in sorted(inputs.iterdir()):
         verdict = out / f"{source.name}.verdict.json"
         try:
@@ -378,5 +450,9 @@ if __name__ == "__main__":
             verdict.write_text(json.dumps({"refused": True}))
         else:
             (out / f"{source.name}.rows.csv").write_bytes(rows)
+            if split:
+                csv_part, sql_part, _ = split_line_breaks(rows, *split)
+                (out / f"{source.name}.split.csv").write_bytes(csv_part)
+                (out / f"{source.name}.split.sql").write_bytes(sql_part)
             (out / f"{source.name}.rejects.csv").write_bytes(rejects)
             verdict.write_text(json.dumps({"read": read, "rejected": rejected}))

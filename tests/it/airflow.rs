@@ -205,6 +205,7 @@ fn real_airflow_loads_the_rendered_dags() {
             tasks,
             [
                 "add_header",
+                "any_line_breaks",
                 "check_load",
                 "check_tokenizer",
                 "check_user_behavior",
@@ -214,6 +215,7 @@ fn real_airflow_loads_the_rendered_dags() {
                 "delete_cluster",
                 "export_purchases",
                 "import_rows",
+                "import_rows_with_line_breaks",
                 "load_warehouse",
                 "swap_rows",
                 "tokenizer",
@@ -225,7 +227,12 @@ fn real_airflow_loads_the_rendered_dags() {
             ("validate_purchases", &[]),
             ("create_load_table", &["validate_purchases"]),
             ("import_rows", &["create_load_table"]),
-            ("swap_rows", &["import_rows"]),
+            ("any_line_breaks", &["import_rows", "validate_purchases"]),
+            ("import_rows_with_line_breaks", &["any_line_breaks"]),
+            (
+                "swap_rows",
+                &["import_rows", "import_rows_with_line_breaks"],
+            ),
             ("check_load", &["swap_rows", "validate_purchases"]),
             ("export_purchases", &["check_load"]),
             ("add_header", &["export_purchases"]),
@@ -256,6 +263,8 @@ fn real_airflow_loads_the_rendered_dags() {
         }
         let t = &dag["tasks"];
         assert_eq!(t["delete_cluster"]["trigger_rule"], "all_done");
+        // The swap follows a skipped line-break import, never a failed one.
+        assert_eq!(t["swap_rows"]["trigger_rule"], "none_failed");
         for task in [
             "create_cluster",
             "tokenizer",

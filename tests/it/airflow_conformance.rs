@@ -6,12 +6,16 @@
 //! hostile alphabet, deletes, splices). For every input, both must refuse
 //! the file, or both accept it with the same counts, the same valid rows
 //! (byte for byte the CSV Cloud SQL imports) and the same rejects file.
+//! The valid rows then go through both splits for Cloud SQL (rows with a
+//! line break in a field become SQL `INSERT`s: `line_breaks`), which must
+//! give the same CSV and the same SQL.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use infra::backend::RowFormat;
-use infra::pipeline::load::{MAX_RECORD_BYTES, parse_rows};
+use infra::backend::gcp::line_breaks;
+use infra::pipeline::load::{self, MAX_RECORD_BYTES, parse_rows};
 
 const HEADER: &str =
     "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n";
@@ -25,7 +29,15 @@ enum Verdict {
         rejected: u64,
         rows: String,
         rejects: String,
+        /// The valid rows split for Cloud SQL: the CSV part, the SQL part.
+        split: (String, String),
     },
+}
+
+/// The load table and its columns, as step 0 on GCP names them.
+fn load_table() -> (String, Vec<String>) {
+    let table = load::purchase_table();
+    (format!("{}_load", table.name), table.columns)
 }
 
 fn rust(input: &[u8]) -> Verdict {
@@ -36,12 +48,21 @@ fn rust(input: &[u8]) -> Verdict {
         Ok(())
     }) {
         Err(_) => Verdict::Refused,
-        Ok((read, rejected)) => Verdict::Accepted {
-            read,
-            rejected,
-            rows: String::from_utf8_lossy(&rows).into_owned(),
-            rejects: String::from_utf8_lossy(&rejects.into_inner().unwrap()).into_owned(),
-        },
+        Ok((read, rejected)) => {
+            let (table, columns) = load_table();
+            let (mut csv, mut sql) = (Vec::new(), Vec::new());
+            line_breaks::split(&rows, &table, &columns, &mut csv, &mut sql).unwrap();
+            Verdict::Accepted {
+                read,
+                rejected,
+                rows: String::from_utf8_lossy(&rows).into_owned(),
+                rejects: String::from_utf8_lossy(&rejects.into_inner().unwrap()).into_owned(),
+                split: (
+                    String::from_utf8_lossy(&csv).into_owned(),
+                    String::from_utf8_lossy(&sql).into_owned(),
+                ),
+            }
+        }
     }
 }
 
@@ -56,6 +77,10 @@ fn python(out: &Path, name: &str) -> Verdict {
         rejected: verdict["rejected"].as_u64().unwrap(),
         rows: String::from_utf8_lossy(&read("rows.csv")).into_owned(),
         rejects: String::from_utf8_lossy(&read("rejects.csv")).into_owned(),
+        split: (
+            String::from_utf8_lossy(&read("split.csv")).into_owned(),
+            String::from_utf8_lossy(&read("split.sql")).into_owned(),
+        ),
     }
 }
 
@@ -279,23 +304,32 @@ fn the_dag_validator_and_the_loader_give_identical_verdicts() {
     }
     let script =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("templates/airflow/infra_purchases.py");
+    let (table, columns) = load_table();
     let status = Command::new("python3")
         .arg(&script)
         .arg(&inputs)
         .arg(&out)
+        .arg(&table)
+        .arg(columns.join(","))
         .status()
         .expect("python3 runs");
     assert!(status.success(), "{} failed", script.display());
 
     let mut differ = Vec::new();
-    let (mut refused, mut rejected_rows, mut valid_rows) = (0, 0, 0);
+    let (mut refused, mut rejected_rows, mut valid_rows, mut inserts) = (0, 0, 0, 0);
     for (name, bytes) in &cases {
         let (ours, theirs) = (rust(bytes), python(&out, name));
         match &ours {
             Verdict::Refused => refused += 1,
-            Verdict::Accepted { read, rejected, .. } => {
+            Verdict::Accepted {
+                read,
+                rejected,
+                split,
+                ..
+            } => {
                 rejected_rows += rejected;
                 valid_rows += read - rejected;
+                inserts += split.1.lines().count();
             }
         }
         if ours != theirs {
@@ -318,11 +352,11 @@ fn the_dag_validator_and_the_loader_give_identical_verdicts() {
     );
     // The corpus exercises every outcome, or agreeing would prove little.
     assert!(
-        refused >= 5 && rejected_rows >= 100 && valid_rows >= 100,
-        "refused {refused}, rejected {rejected_rows}, valid {valid_rows}"
+        refused >= 5 && rejected_rows >= 100 && valid_rows >= 100 && inserts >= 10,
+        "refused {refused}, rejected {rejected_rows}, valid {valid_rows}, {inserts} rows with line breaks"
     );
     eprintln!(
-        "conformance: {} inputs, {refused} refused, {valid_rows} valid and {rejected_rows} rejected rows, identical",
+        "conformance: {} inputs, {refused} refused, {valid_rows} valid ({inserts} with a line break) and {rejected_rows} rejected rows, identical",
         cases.len()
     );
 }

@@ -770,6 +770,9 @@ impl Database for CloudSqlDatabase {
                 .import_call(&self.csv_import(table, &uri("2-rows.csv")))
                 .to_request("then operations.get until DONE"),
             self.admin
+                .import_call(&self.sql_import(&uri(LINE_BREAKS_SQL)))
+                .to_request("only when some rows have a line break in a field: those rows, as INSERTs"),
+            self.admin
                 .import_call(&self.sql_import(&uri("3-swap.sql")))
                 .to_request("checks the row count and swaps, in one transaction"),
         ]
