@@ -274,6 +274,8 @@ settings! {
         "Base URL of the Service Usage API (`up` enables the bootstrap APIs through it).";
     terraform_root: Option<PathBuf> = "terraform.root", None,
         "A ready Terraform root module `up` and `down` use instead of rendering templates/ (tests, rehearsals).";
+    terraform_airflow_root: Option<PathBuf> = "terraform.airflow_root", None,
+        "A ready Terraform root `up` applies after the main one and `down` destroys first, instead of rendering templates/terraform-airflow/ (rehearsals; with terraform.root).";
     spark_mode: SparkMode = "spark.mode", SparkMode::Cluster,
         "How the gcp target runs Spark: `cluster` (one ephemeral Dataproc cluster per run) or `serverless` (Dataproc Serverless batches).";
     dataproc_image_version: String = "dataproc.image_version", "3.0-debian12".to_owned(),
@@ -698,10 +700,16 @@ impl Settings {
         if values.state_dir.is_relative() {
             values.state_dir = sources.cwd.join(&values.state_dir);
         }
-        if let Some(root) = values.terraform_root.as_mut()
-            && root.is_relative()
+        for root in [
+            values.terraform_root.as_mut(),
+            values.terraform_airflow_root.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
         {
-            *root = sources.cwd.join(&*root);
+            if root.is_relative() {
+                *root = sources.cwd.join(&*root);
+            }
         }
         Ok(Settings { target, values })
     }

@@ -80,11 +80,18 @@ async fn down_gcp(settings: &Settings, args: &DownArgs, echo: Echo) -> Result<()
     let tf = super::gcp_terraform(settings, &dir, echo)?;
     // The Airflow root goes first: its release lives on the cluster the
     // main root destroys, and its provider needs that cluster to plan.
-    let airflow_dir = crate::terraform::airflow::root_dir(settings);
-    if settings.terraform_root.is_none() && airflow_dir.exists() {
-        down_airflow(&tf.for_dir(&airflow_dir), args.yes).await?;
-        std::fs::remove_dir_all(&airflow_dir)
-            .with_context(|| format!("cannot remove {}", airflow_dir.display()))?;
+    let rendered_airflow = settings.terraform_airflow_root.is_none();
+    let airflow_dir = match &settings.terraform_airflow_root {
+        Some(ready) => ready.clone(),
+        None => crate::terraform::airflow::root_dir(settings),
+    };
+    let with_airflow = settings.terraform_root.is_none() || !rendered_airflow;
+    if with_airflow && airflow_dir.exists() {
+        down_airflow(&tf.for_dir(&airflow_dir), args).await?;
+        if rendered_airflow && !args.dry_run {
+            std::fs::remove_dir_all(&airflow_dir)
+                .with_context(|| format!("cannot remove {}", airflow_dir.display()))?;
+        }
     }
     let plan = deploy::plan_down(&values, &tf).await?;
     if plan.changes.is_empty() {
@@ -133,8 +140,9 @@ async fn down_gcp(settings: &Settings, args: &DownArgs, echo: Echo) -> Result<()
 }
 
 /// Destroys the Airflow root (the release, its database and user, the
-/// Workload Identity bindings), after showing the plan and asking.
-async fn down_airflow(tf: &Terraform, yes: bool) -> Result<()> {
+/// Workload Identity bindings), after showing the plan and asking; with
+/// `--dry-run`, only shows the plan.
+async fn down_airflow(tf: &Terraform, args: &DownArgs) -> Result<()> {
     const PLAN: &str = "airflow-down.tfplan";
     ui::status(format!("terraform init in {}", tf.dir().display()));
     tf.init().await?;
@@ -151,7 +159,11 @@ async fn down_airflow(tf: &Terraform, yes: bool) -> Result<()> {
         "destroy plan for Airflow on the GKE cluster (first)",
         &changes,
     );
-    if !super::confirm("Destroy Airflow?", yes).await? {
+    if args.dry_run {
+        tf.discard(PLAN);
+        return Ok(());
+    }
+    if !super::confirm("Destroy Airflow?", args.yes).await? {
         tf.discard(PLAN);
         anyhow::bail!(
             "Airflow was not destroyed, so the rest cannot be\nhint: run `infra down` again and answer yes, or pass --yes"

@@ -136,7 +136,7 @@ async fn up_gcp(settings: &Settings, args: &UpArgs, echo: Echo) -> Result<()> {
         "service account: {}",
         outputs.service_account_email
     ));
-    if settings.terraform_root.is_some() {
+    if settings.terraform_root.is_some() && settings.terraform_airflow_root.is_none() {
         // A ready root (tests, rehearsals) is the whole deployment.
         return Ok(());
     }
@@ -152,9 +152,15 @@ async fn up_airflow(
     main: &Terraform,
     yes: bool,
 ) -> Result<()> {
-    let airflow = AirflowValues::new(settings, values, outputs)?;
-    let dir = airflow::root_dir(settings);
-    render::write(&dir, &airflow::render(&airflow)?)?;
+    let dir = match &settings.terraform_airflow_root {
+        Some(ready) => ready.clone(),
+        None => {
+            let airflow = AirflowValues::new(settings, values, outputs)?;
+            let dir = airflow::root_dir(settings);
+            render::write(&dir, &airflow::render(&airflow)?)?;
+            dir
+        }
+    };
     let tf = main.for_dir(&dir);
     ui::status(format!("terraform init in {}", dir.display()));
     tf.init().await?;

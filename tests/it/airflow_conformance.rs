@@ -184,23 +184,7 @@ fn bad_input_files() -> Vec<(String, Vec<u8>)> {
 }
 
 fn corpus() -> Vec<(String, Vec<u8>)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz/corpus");
-    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .map(|p| {
-            (
-                p.file_name().unwrap().to_string_lossy().into_owned(),
-                std::fs::read(&p).unwrap(),
-            )
-        })
-        .collect();
-    files.sort();
-    assert!(
-        files.len() >= 10,
-        "the fuzz corpus is missing from {}",
-        dir.display()
-    );
+    let mut files = crate::fuzz::corpus();
     for (i, row) in BAD_INPUT_ROWS.iter().enumerate() {
         files.push((format!("row-{i:02}"), format!("{HEADER}{row}").into_bytes()));
     }

@@ -17,7 +17,8 @@ use proptest::test_runner::{Config, FileFailurePersistence, TestRunner};
 
 static EXECUTIONS: AtomicU64 = AtomicU64::new(0);
 
-fn corpus() -> Vec<(String, Vec<u8>)> {
+/// The fuzz corpus (`tests/fuzz/corpus`): (file name, bytes), sorted.
+pub(crate) fn corpus() -> Vec<(String, Vec<u8>)> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz/corpus");
     let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
         .unwrap()

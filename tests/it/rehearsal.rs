@@ -216,6 +216,79 @@ async fn the_rehearsal_gives_the_local_targets_rows() {
     r.assert_clean();
 }
 
+/// `up` applies the Airflow root after the main one (the helm provider
+/// cannot reach a cluster that does not exist yet), and `down` destroys it
+/// first (its release lives on the cluster the main root destroys);
+/// `down --dry-run` only shows its plan. The ready Airflow root stands in
+/// for the rendered one (no helm provider here): a terraform_data whose
+/// create and destroy provisioners fail unless the main root's outputs are
+/// saved, i.e. unless the main root is up, and log each step.
+#[tokio::test(flavor = "multi_thread")]
+async fn up_applies_the_airflow_root_after_the_main_one_and_down_destroys_it_first() {
+    let r = Rehearsal::start().await;
+    let log = r.env.path().join("airflow.log");
+    let outputs = r.env.state().join("gcp/outputs.json");
+    let root = r.env.path().join("terraform-airflow");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(
+        root.join("main.tf"),
+        format!(
+            r#"resource "terraform_data" "release" {{
+  input = "{log}"
+  provisioner "local-exec" {{
+    command = "test -f '{outputs}' && echo applied-after-main >> '${{self.input}}'"
+  }}
+  provisioner "local-exec" {{
+    when    = destroy
+    command = "test -f '{outputs}' && echo destroyed-before-main >> '${{self.input}}'"
+  }}
+}}
+"#,
+            log = log.display(),
+            outputs = outputs.display(),
+        ),
+    )
+    .unwrap();
+    let env = |args: &[&str]| {
+        r.env
+            .command(args)
+            .env("INFRA_TERRAFORM_AIRFLOW_ROOT", &root)
+            .output()
+            .unwrap()
+    };
+    let logged = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    let up = env(&["up", "--yes"]);
+    let up_err = String::from_utf8_lossy(&up.stderr);
+    assert!(up.status.success(), "{up_err}");
+    assert!(
+        up_err.contains("plan for Airflow on the GKE cluster"),
+        "{up_err}"
+    );
+    assert_eq!(logged(), "applied-after-main\n");
+
+    let dry = env(&["down", "--dry-run"]);
+    let dry_err = String::from_utf8_lossy(&dry.stderr);
+    assert!(dry.status.success(), "{dry_err}");
+    assert!(
+        dry_err.contains("destroy plan for Airflow on the GKE cluster (first)"),
+        "{dry_err}"
+    );
+    assert_eq!(logged(), "applied-after-main\n", "--dry-run destroyed");
+    assert!(outputs.exists(), "--dry-run destroyed the main root");
+
+    let down = env(&["down", "--yes"]);
+    let down_err = String::from_utf8_lossy(&down.stderr);
+    assert!(down.status.success(), "{down_err}");
+    let (airflow, main) = (
+        down_err.find("destroy plan for Airflow").unwrap(),
+        down_err.find("destroy plan for project").unwrap(),
+    );
+    assert!(airflow < main, "{down_err}");
+    assert_eq!(logged(), "applied-after-main\ndestroyed-before-main\n");
+    assert!(!outputs.exists());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_step_3_job_deletes_the_cluster_and_quotes_its_driver_output() {
     let r = Rehearsal::start().await;
