@@ -281,6 +281,9 @@ impl Call {
             reqwest::Url::parse_with_params(&self.url, &self.query)
                 .map_or_else(|_| self.url.clone(), String::from)
         };
+        // An offline plan's placeholders (`<…>`) stay readable: no bucket,
+        // object, instance or project name Google accepts holds `<` or `>`.
+        let url = url.replace("%3C", "<").replace("%3E", ">");
         let body = self.body.as_ref().map(|(bytes, content_type)| {
             if *content_type == "application/json" {
                 serde_json::from_slice(bytes).unwrap_or(serde_json::Value::Null)
