@@ -131,9 +131,11 @@ pub enum Command {
     )]
     Completions(CompletionsArgs),
 
-    /// Print the man page (roff)
-    #[command(after_help = "Examples:\n  infra man > infra.1 && man ./infra.1")]
-    Man,
+    /// Print a man page (roff): infra(1), or infra-COMMAND(1)
+    #[command(
+        after_help = "Examples:\n  infra man > infra.1 && man ./infra.1\n  infra man run > infra-run.1 && man ./infra-run.1"
+    )]
+    Man(ManArgs),
 
     /// Write deterministic sample input data
     #[command(
@@ -203,6 +205,13 @@ pub struct ReportArgs {
     /// Where to write the page [default: <state-dir>/reports/<RUN_ID>.html]
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// The command whose page to print [default: infra(1), the overview]
+    #[arg(value_name = "COMMAND")]
+    pub command: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -1,11 +1,7 @@
 //! Exit codes, and how an error reaches the user.
 //!
-//! | code | meaning |
-//! | ---- | ------- |
-//! | 0    | success (also when stdout was closed early, as by `head`) |
-//! | 1    | the command failed: bad input, a failed step, a missing tool |
-//! | 2    | usage error (clap, or a refused request such as `down` without a terminal) |
-//! | 129, 130, 143 | `run` stopped by SIGHUP, SIGINT or SIGTERM (128 + the signal): its child processes were stopped, on gcp its Dataproc job was cancelled and the run's cluster deleted, the step was recorded as interrupted and the run lock released. The local PostgreSQL server keeps running, as it does between runs: `infra down` stops it |
+//! The codes and their meanings are [`CODES`]: the man pages' EXIT STATUS
+//! is printed from it, and a test holds it to the constants below.
 //!
 //! Errors go to stderr as `error: …`, then each cause as `Caused by: …`,
 //! then any `hint: …` lines found anywhere in the chain, last.
@@ -21,6 +17,26 @@ use anstyle::{AnsiColor, Style};
 pub struct UsageError(pub String);
 
 pub use crate::signals::Interrupted;
+
+/// Every exit code, as `infra man` documents it.
+pub const CODES: &[(&str, &str)] = &[
+    (
+        "0",
+        "success (also when stdout was closed early, as by `head`)",
+    ),
+    (
+        "1",
+        "the command failed: bad input, a failed step, a missing tool",
+    ),
+    (
+        "2",
+        "usage error (clap, or a refused request such as `down` without a terminal)",
+    ),
+    (
+        "129, 130, 143",
+        "stopped by SIGHUP, SIGINT or SIGTERM (128 + the signal). `run`: its child processes were stopped, on gcp its Dataproc job was cancelled and the run's cluster deleted, the step was recorded as interrupted and the run lock released; the local PostgreSQL server keeps running, as it does between runs (`infra down` stops it). `up` and `down` say what they were doing and how to go on; a running terraform got one SIGINT and was awaited (up to 120 s, or a second signal) so that it writes its state and releases its lock",
+    ),
+];
 
 pub const SUCCESS: u8 = 0;
 pub const FAILURE: u8 = 1;
@@ -138,6 +154,31 @@ mod tests {
             "error: cannot start PostgreSQL\n  Caused by: port 5432 is in use\nhint: pick another port\n"
         );
         assert_eq!(code(&err), FAILURE);
+    }
+
+    /// An exit code added without a line in [`CODES`] fails here.
+    #[test]
+    fn every_code_is_documented() {
+        let documented: Vec<u8> = CODES
+            .iter()
+            .flat_map(|(codes, _)| codes.split(", "))
+            .map(|code| code.parse().unwrap())
+            .collect();
+        let source = include_str!("exit.rs");
+        let constants: Vec<u8> = source
+            .lines()
+            .filter_map(|l| l.strip_prefix("pub const ")?.split_once(": u8 = "))
+            .map(|(_, value)| value.trim_end_matches(';').parse().unwrap())
+            .collect();
+        assert_eq!(constants, [SUCCESS, FAILURE, USAGE]);
+        use crate::signals::Signal;
+        let signals = [Signal::Interrupt, Signal::Terminate, Signal::Hangup].map(Signal::exit_code);
+        for code in constants.iter().chain(&signals) {
+            assert!(
+                documented.contains(code),
+                "exit code {code} is not in CODES"
+            );
+        }
     }
 
     #[test]

@@ -18,5 +18,10 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(e) => return infra::exit::report(Err(e.into())),
     };
-    infra::exit::report(runtime.block_on(infra::commands::dispatch(cli)))
+    let result = runtime.block_on(infra::commands::dispatch(cli));
+    let code = infra::exit::report(result);
+    // A signal can stop a verb while a blocking thread still waits for an
+    // answer on the terminal: dropping the runtime would wait for it.
+    runtime.shutdown_background();
+    code
 }

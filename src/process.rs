@@ -18,6 +18,15 @@
 //! the future that runs it (the run was interrupted) kills that whole group:
 //! a JVM's Python workers die with it.
 //!
+//! A child that must not be killed mid-work (terraform: a SIGKILL loses its
+//! state lock and the state it has not written yet) is marked with
+//! [`Cmd::stops_on_interrupt`]. When a stop signal reaches [`guard`], such a
+//! child gets exactly one SIGINT, terraform's own "stop gracefully", and is
+//! awaited up to [`GRACE`] (a second signal cuts that short) before its
+//! group is killed. It is in a group of its own, so the terminal's Ctrl-C
+//! did not reach it, and a SIGTERM sent to `infra` alone reaches it as
+//! that one SIGINT. No child starts once a stop was asked for.
+//!
 //! A run killed with SIGKILL cannot stop anything itself. Its children then
 //! die with it all the same: each is started with `PR_SET_PDEATHSIG`
 //! (SIGKILL), and each process group is listed in the run's [`Children`]
@@ -27,6 +36,7 @@
 use std::collections::VecDeque;
 use std::ffi::{OsStr, OsString};
 use std::fmt::Write as _;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 
@@ -38,6 +48,8 @@ use nix::sys::signal::{Signal as NixSignal, killpg};
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
+
+use crate::signals::{Interrupted, Signal, Signals};
 
 /// How many trailing output lines a failure message quotes.
 const TAIL_LINES: usize = 40;
@@ -66,6 +78,7 @@ pub struct Cmd {
     as_user: Option<String>,
     echo: Echo,
     on_line: Option<LineHook>,
+    stops_on_interrupt: bool,
 }
 
 /// Called with every line the child prints (stdout and stderr), for progress.
@@ -116,6 +129,27 @@ impl Cmd {
             as_user: None,
             echo: Echo::Quiet,
             on_line: None,
+            stops_on_interrupt: false,
+        }
+    }
+
+    /// On a stop signal, [`guard`] sends this child one SIGINT and waits
+    /// for it to stop, rather than killing it (see the module doc).
+    pub fn stops_on_interrupt(mut self) -> Cmd {
+        self.stops_on_interrupt = true;
+        self
+    }
+
+    /// The program's file name and its first argument: `terraform apply`.
+    fn short_name(&self) -> String {
+        let program = self
+            .program
+            .file_name()
+            .unwrap_or(self.program.as_os_str())
+            .to_string_lossy();
+        match self.args.first() {
+            Some(arg) if !arg.secret => format!("{program} {}", arg.value.to_string_lossy()),
+            _ => program.into_owned(),
         }
     }
 
@@ -246,6 +280,10 @@ impl Cmd {
             Some(dir) => tracing::info!("running {argv} (in {})", dir.display()),
             None => tracing::info!("running {argv}"),
         }
+        if let Some(signal) = stopping() {
+            return Err(Interrupted(signal))
+                .with_context(|| format!("`{argv}` was not started: infra is stopping"));
+        }
         let mut command = self.command();
         let mut child = command
             .spawn()
@@ -256,9 +294,14 @@ impl Cmd {
                 .flatten()
                 .map(|pid| Pid::from_raw(pid as i32)),
             listed: None,
+            graceful: false,
         };
         if let Some(leader) = group.leader {
             group.listed = Children::list(leader);
+            if self.stops_on_interrupt {
+                lock(&GRACEFUL).push((leader.as_raw(), self.short_name()));
+                group.graceful = true;
+            }
         }
         let stdout = child.stdout.take().expect("stdout is piped");
         let stderr = child.stderr.take().expect("stderr is piped");
@@ -267,6 +310,7 @@ impl Cmd {
                 let status = child.wait().await.context("waiting for child");
                 // It exited: what it left behind on purpose (pg_ctl's
                 // server) is not ours to kill.
+                group.forget_graceful();
                 group.leader = None;
                 if let Some(listed) = group.listed.take() {
                     let _ = std::fs::remove_file(listed);
@@ -299,10 +343,23 @@ struct Group {
     leader: Option<Pid>,
     /// Its entry in the run's [`Children`] directory.
     listed: Option<PathBuf>,
+    /// Listed in [`GRACEFUL`].
+    graceful: bool,
+}
+
+impl Group {
+    fn forget_graceful(&mut self) {
+        if std::mem::take(&mut self.graceful)
+            && let Some(leader) = self.leader
+        {
+            lock(&GRACEFUL).retain(|(group, _)| *group != leader.as_raw());
+        }
+    }
 }
 
 impl Drop for Group {
     fn drop(&mut self) {
+        self.forget_graceful();
         if let Some(leader) = self.leader {
             let _ = killpg(leader, NixSignal::SIGKILL);
         }
@@ -310,6 +367,111 @@ impl Drop for Group {
             let _ = std::fs::remove_file(listed);
         }
     }
+}
+
+/// How long a child marked [`Cmd::stops_on_interrupt`] may take to stop
+/// after its SIGINT before it is killed. terraform stops its providers and
+/// waits for the requests in flight, then writes its state and releases
+/// the lock: seconds, or a minute or two behind a slow Google operation.
+pub const GRACE: Duration = Duration::from_secs(120);
+
+/// The groups of the running children marked [`Cmd::stops_on_interrupt`],
+/// with their short names.
+static GRACEFUL: Mutex<Vec<(i32, String)>> = Mutex::new(Vec::new());
+
+/// The signal a [`guard`] stopped on: no child starts after it.
+static STOPPING: Mutex<Option<Signal>> = Mutex::new(None);
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn stopping() -> Option<Signal> {
+    *lock(&STOPPING)
+}
+
+/// What [`guard`] stopped when children that stop on SIGINT were running.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", self.describe())]
+pub struct Stopped {
+    /// Their short names: `terraform apply`.
+    pub children: Vec<String>,
+    /// They did not stop within [`GRACE`] (or a second signal came) and
+    /// were killed.
+    pub killed: bool,
+    #[source]
+    pub signal: Interrupted,
+}
+
+impl Stopped {
+    fn describe(&self) -> String {
+        let names = self
+            .children
+            .iter()
+            .map(|n| format!("`{n}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        if self.killed {
+            format!(
+                "{names} did not stop within {}s of its SIGINT (or a second signal came) and was killed",
+                GRACE.as_secs()
+            )
+        } else {
+            format!("{names} stopped cleanly after its SIGINT")
+        }
+    }
+}
+
+/// Runs `work` unless a stop signal comes first (or came already). Then a
+/// running child marked [`Cmd::stops_on_interrupt`] gets one SIGINT and
+/// `work` goes on until that child has exited, for at most [`GRACE`] or
+/// until a second signal, after which the child is killed; the error is
+/// [`Stopped`]. Without such a child, `work` is dropped at once, killing
+/// its children, and the error is [`Interrupted`].
+pub async fn guard<T>(signals: &mut Signals, work: impl Future<Output = Result<T>>) -> Result<T> {
+    tokio::pin!(work);
+    let signal = tokio::select! {
+        biased;
+        signal = signals.recv() => signal,
+        result = &mut work => return result,
+    };
+    *lock(&STOPPING) = Some(signal);
+    let graceful = lock(&GRACEFUL).clone();
+    if graceful.is_empty() {
+        return Err(Interrupted(signal).into());
+    }
+    for (group, _) in &graceful {
+        tracing::info!("sending SIGINT to process group {group}");
+        let _ = killpg(Pid::from_raw(*group), NixSignal::SIGINT);
+    }
+    let children: Vec<String> = graceful.iter().map(|(_, name)| name.clone()).collect();
+    crate::ui::status(format!(
+        "{}: asked `{}` to stop, waiting up to {}s (a second signal kills it at once)",
+        signal.name(),
+        children.join("`, `"),
+        GRACE.as_secs()
+    ));
+    let gone = async {
+        while lock(&GRACEFUL)
+            .iter()
+            .any(|(group, _)| graceful.iter().any(|(g, _)| g == group))
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let killed = tokio::select! {
+        _ = &mut work => false,
+        () = gone => false,
+        () = tokio::time::sleep(GRACE) => true,
+        _ = signals.recv() => true,
+    };
+    // Dropping `work` kills whatever is left of the children's groups.
+    Err(Stopped {
+        children,
+        killed,
+        signal: Interrupted(signal),
+    }
+    .into())
 }
 
 /// The directory where the running `run` lists its children's process

@@ -113,6 +113,20 @@ pub trait Spark: Send + Sync {
         Vec::new()
     }
 
+    /// The requests the run's first job sends before its own (creating
+    /// the run's one cluster), once per run.
+    fn preview_setup(&self, run_id: &str) -> Vec<Request> {
+        let _ = run_id;
+        Vec::new()
+    }
+
+    /// The requests [`teardown`](Spark::teardown) sends at the end of the
+    /// run (deleting the run's cluster).
+    fn preview_teardown(&self, run_id: &str) -> Vec<Request> {
+        let _ = run_id;
+        Vec::new()
+    }
+
     /// How long one job may run before [`submit`](Spark::submit) gives up
     /// on it, for the step's progress line; `None` when a liveness check
     /// watches it instead (the local server's heartbeat).

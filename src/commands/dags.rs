@@ -100,17 +100,21 @@ pub fn render(settings: &Settings) -> Result<Vec<(String, String)>> {
     let insert_date: DateTime<Utc> = PLACEHOLDER_INSERT_DATE
         .parse()
         .expect("the placeholder is a timestamp");
-    let mut cluster = None;
+    // The run's one cluster: created before the first job, deleted after.
+    let setup = target.spark.preview_setup(PLACEHOLDER_RUN);
+    let [create] = setup.as_slice() else {
+        bail!("the Spark preview does not create one cluster");
+    };
+    let cluster = create.body.clone().context("no cluster body")?;
     let mut jobs = Vec::new();
     for job in [
         spark::tokenizer_job(b),
         spark::user_behavior_job(b, insert_date),
     ] {
         let requests = target.spark.preview(&job, PLACEHOLDER_RUN);
-        let [create, submit, _delete] = requests.as_slice() else {
-            bail!("the Spark preview is not create, submit, delete");
+        let [submit] = requests.as_slice() else {
+            bail!("the Spark preview of a job is not one submit");
         };
-        cluster.get_or_insert(create.body.clone().context("no cluster body")?);
         jobs.push(Job {
             name: job.name.clone(),
             body: body(submit, "job")?,
@@ -141,7 +145,7 @@ pub fn render(settings: &Settings) -> Result<Vec<(String, String)>> {
         imports,
         export,
         header: table.columns.join(","),
-        cluster: cluster.context("no Spark job")?,
+        cluster,
         jobs,
         load,
         create_sql: cloudsql::create_sql(&table),

@@ -9,9 +9,12 @@ use crate::cli::DownArgs;
 use crate::process::Echo;
 use crate::record::Records;
 use crate::settings::{Settings, TargetKind};
+use crate::signals::Signals;
 use crate::terraform::runner::PlanOptions;
 use crate::terraform::{Terraform, deploy};
-use crate::ui;
+use crate::{process, ui};
+
+use super::Phase;
 
 pub async fn down(settings: &Settings, args: &DownArgs, echo: Echo) -> Result<()> {
     if settings.target == TargetKind::Gcp {
@@ -61,7 +64,20 @@ pub async fn down(settings: &Settings, args: &DownArgs, echo: Echo) -> Result<()
         ui::status("nothing deleted");
         return Ok(());
     }
-    local.down(args.purge).await?;
+    // From here a signal stops `down` with a word on what it stopped.
+    let mut signals = Signals::arm()?;
+    let phase = Phase::new("stopping PostgreSQL");
+    process::guard(&mut signals, local.down(args.purge, &|now| phase.set(now)))
+        .await
+        .map_err(|e| {
+            super::stopped(
+                e,
+                "down",
+                &phase,
+                "what was stopped or deleted before stays so",
+                "`infra down` again finishes it",
+            )
+        })?;
     ui::status("down: local target removed");
     Ok(())
 }
@@ -70,6 +86,29 @@ pub async fn down(settings: &Settings, args: &DownArgs, echo: Echo) -> Result<()
 /// destroy, shows it and asks, then destroys everything after deleting
 /// what Terraform doesn't own.
 async fn down_gcp(settings: &Settings, args: &DownArgs, echo: Echo) -> Result<()> {
+    // A signal while terraform runs reaches it as one SIGINT, and `down`
+    // waits for it to stop: a killed destroy keeps the state lock.
+    let mut signals = Signals::arm()?;
+    let phase = Phase::new("rendering the root module");
+    process::guard(&mut signals, down_gcp_steps(settings, args, echo, &phase))
+        .await
+        .map_err(|e| {
+            super::stopped(
+                e,
+                "down",
+                &phase,
+                "what was destroyed before stays destroyed, recorded in terraform's state",
+                "`infra down` again plans the destroy of what is left",
+            )
+        })
+}
+
+async fn down_gcp_steps(
+    settings: &Settings,
+    args: &DownArgs,
+    echo: Echo,
+    phase: &Phase,
+) -> Result<()> {
     let (values, dir) = super::gcp_root(settings)?;
     let records = Records::new(&settings.state_dir);
     let _lock = if records.exist() && !args.dry_run {
@@ -87,12 +126,16 @@ async fn down_gcp(settings: &Settings, args: &DownArgs, echo: Echo) -> Result<()
     };
     let with_airflow = settings.terraform_root.is_none() || !rendered_airflow;
     if with_airflow && airflow_dir.exists() {
+        phase.set(
+            "destroying Airflow on the GKE cluster (terraform init, plan and apply of its root)",
+        );
         down_airflow(&tf.for_dir(&airflow_dir), args).await?;
         if rendered_airflow && !args.dry_run {
             std::fs::remove_dir_all(&airflow_dir)
                 .with_context(|| format!("cannot remove {}", airflow_dir.display()))?;
         }
     }
+    phase.set("planning the destroy (terraform init and plan)");
     let plan = deploy::plan_down(&values, &tf).await?;
     if plan.changes.is_empty() {
         Deployment::remove(&settings.state_dir)?;
@@ -110,12 +153,14 @@ async fn down_gcp(settings: &Settings, args: &DownArgs, echo: Echo) -> Result<()
         plan.discard(&tf);
         return Ok(());
     }
+    phase.set("asking whether to destroy");
     if !super::confirm("Destroy all of this?", args.yes).await? {
         plan.discard(&tf);
         ui::status("nothing destroyed");
         return Ok(());
     }
     let cloud = GcpCloud::connect(settings).await?;
+    phase.set("destroying (what terraform does not own, then terraform apply of the destroy plan)");
     deploy::apply_down(&values, &tf, &cloud, plan, &deploy::TEARDOWN).await?;
     Deployment::remove(&settings.state_dir)?;
     // The rendered root served the destroy; its state lives in the state

@@ -33,8 +33,15 @@ use crate::ui;
 pub async fn dispatch(cli: Cli) -> Result<()> {
     // These need no settings: a broken infra.toml must not block them.
     match &cli.command {
-        Command::Completions(args) => return out::finish(completions::completions(args.shell)),
-        Command::Man => return out::finish(completions::man()),
+        Command::Completions(args) => {
+            refuse_settings_flags(&cli.global, "completions")?;
+            return out::finish(completions::completions(args.shell));
+        }
+        Command::Man(args) => {
+            refuse_settings_flags(&cli.global, "man")?;
+            return out::finish(completions::man(args.command.as_deref()));
+        }
+        Command::Sample(_) => refuse_settings_flags(&cli.global, "sample")?,
         _ => {}
     }
     let mut flags = Layer::default();
@@ -59,12 +66,35 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::Status(args) => status::status(&settings, args.json).await,
         Command::Report(args) => report::report(&settings, &args).await,
         Command::Doctor => doctor::doctor(&settings).await,
-        Command::Completions(_) | Command::Man => unreachable!("handled above"),
+        Command::Completions(_) | Command::Man(_) => unreachable!("handled above"),
         Command::Query(args) => query::query(&settings, &args).await,
         Command::Config => config::config(&settings),
         Command::Sample(args) => sample::sample(&args),
     };
     out::finish(result)
+}
+
+/// `sample`, `man` and `completions` read no settings: a global flag that
+/// chooses one (`--target`, `--config`, `--state-dir`,
+/// `--impersonate-service-account`) would be silently ignored, so it is a
+/// usage error. `-v` and `-q` still apply.
+fn refuse_settings_flags(global: &GlobalArgs, verb: &str) -> Result<()> {
+    let given = [
+        ("--target", global.target.is_some()),
+        ("--config", global.config.is_some()),
+        ("--state-dir", global.state_dir.is_some()),
+        (
+            "--impersonate-service-account",
+            global.impersonate_service_account.is_some(),
+        ),
+    ];
+    match given.iter().find(|(_, set)| *set) {
+        Some((flag, _)) => Err(UsageError(format!(
+            "`infra {verb}` takes no {flag}: it reads no settings and acts the same on every target\nhint: drop {flag}"
+        ))
+        .into()),
+        None => Ok(()),
+    }
 }
 
 /// Settings from flags (global ones, and `flags` from the subcommand),
@@ -201,6 +231,56 @@ fn gcp_root(settings: &Settings) -> Result<(RootValues, std::path::PathBuf)> {
         Some(root) => Ok((RootValues::from_settings(settings)?, root.clone())),
         None => render::render_root(settings),
     }
+}
+
+/// What a verb is doing now, for the message when a signal stops it.
+struct Phase(std::sync::Mutex<&'static str>);
+
+impl Phase {
+    fn new(first: &'static str) -> Phase {
+        Phase(std::sync::Mutex::new(first))
+    }
+
+    fn set(&self, now: &'static str) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = now;
+    }
+
+    fn get(&self) -> &'static str {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// `err` as the user should read it when a signal stopped `verb` (an
+/// [`crate::exit::Interrupted`] in its chain): what it stopped, what stays
+/// done, and how to go on. terraform killed after its grace time may
+/// still hold its state lock, and only then is `terraform force-unlock`
+/// named. Any other error is returned as it is.
+fn stopped(
+    err: anyhow::Error,
+    verb: &str,
+    phase: &Phase,
+    stays: &str,
+    resume: &str,
+) -> anyhow::Error {
+    if !err.chain().any(|e| e.is::<crate::exit::Interrupted>()) {
+        return err;
+    }
+    let killed_terraform = err
+        .chain()
+        .filter_map(|e| e.downcast_ref::<crate::process::Stopped>())
+        .any(|s| s.killed && s.children.iter().any(|c| c.starts_with("terraform")));
+    let mut text = format!(
+        "{verb} stopped while {}: {stays}\nhint: {resume}",
+        phase.get()
+    );
+    if killed_terraform {
+        text.push_str(
+            "\nhint: terraform was killed, so its state lock may still be held: if the next \
+             terraform command says the state is locked, and no other terraform runs, \
+             `terraform force-unlock <LOCK_ID>` in the root module's directory is the last resort",
+        );
+    }
+    err.context(text)
 }
 
 /// Asks `question` on the terminal unless `yes` (the `--yes` flag) already

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use chrono::Utc;
 
-use crate::backend::gcp::Gcp;
+use crate::backend::gcp::{Deployment, Gcp};
 use crate::backend::local::Local;
 use crate::backend::{Bucket, TableRef, Target};
 use crate::cli::RunArgs;
@@ -230,14 +230,14 @@ fn resume(settings: &Settings, records: &Records, plan: &Plan) -> Result<RunReco
 }
 
 /// `--dry-run`: the plan, and on gcp every request it would send. Nothing
-/// is sent, nothing is written.
+/// is sent, nothing is written. Before `up` the gcp plan is offline.
 fn dry_run(
     settings: &Settings,
     args: &RunArgs,
     selection: Selection,
     records: &Records,
 ) -> Result<()> {
-    let target = plan_target(settings)?;
+    let PlanTarget { target, offline } = plan_target(settings)?;
     let table = table(settings);
     let plan = Plan::new(selection, &target.buckets, &table.to_string());
     let mut out = super::out::stdout();
@@ -254,20 +254,23 @@ fn dry_run(
             "schema": crate::summary::SCHEMA,
             "target": settings.target.to_string(),
             "dry_run": true,
+            "offline": offline,
+            "note": offline.then_some(OFFLINE_NOTE),
             "copy": args.data.as_ref().map(|dir| serde_json::json!({
                 "from": dir.display().to_string(),
                 "to": target.buckets.raw.uri(""),
             })),
             "steps": super::plan::run_json(&plan),
             "run_id": run.id,
-            "requests": preview.iter().filter(|(_, r)| !r.is_empty()).map(|(step, requests)| serde_json::json!({
-                "number": step.number(),
-                "name": step.name(),
-                "requests": requests,
-            })).collect::<Vec<_>>(),
+            "requests": requests_json(&preview),
+            "teardown": preview.teardown,
         });
         writeln!(out, "{}", serde_json::to_string_pretty(&view)?)?;
         return Ok(());
+    }
+    if offline {
+        writeln!(out, "offline plan: {OFFLINE_NOTE}")?;
+        writeln!(out)?;
     }
     if let Some(dir) = &args.data {
         writeln!(
@@ -281,16 +284,57 @@ fn dry_run(
     print_requests(&mut out, &target, &plan, &run, &table)
 }
 
-/// The target a plan is computed against: local as it is, gcp from the
-/// saved outputs with clients that cannot send.
-pub fn plan_target(settings: &Settings) -> Result<Target> {
-    match settings.target {
-        TargetKind::Local => Ok(Local::new(settings).plan_target()),
-        TargetKind::Gcp => Gcp::load(settings)?.plan_target(),
-    }
+/// What an offline gcp plan says of itself.
+pub const OFFLINE_NOTE: &str = "`infra up` has not run in this state dir (no gcp/outputs.json), so the deployment's names come from the rendered Terraform root; <…> marks a value only `up` can know";
+
+/// The steps' requests, for `--json`: each step that sends any.
+pub(super) fn requests_json(preview: &pipeline::Preview) -> Vec<serde_json::Value> {
+    preview
+        .steps
+        .iter()
+        .filter(|(_, r)| !r.is_empty())
+        .map(|(step, requests)| {
+            serde_json::json!({
+                "number": step.number(),
+                "name": step.name(),
+                "requests": requests,
+            })
+        })
+        .collect()
 }
 
-/// Every request each step would send, with its body.
+/// The target a plan is computed against, with clients that cannot send.
+pub struct PlanTarget {
+    pub target: Target,
+    /// gcp before `up`: names from the rendered root, placeholders for the
+    /// rest ([`super::plan::offline_deployment`]).
+    pub offline: bool,
+}
+
+/// The target a plan is computed against: local as it is; gcp from the
+/// outputs `up` saved, or, before any `up`, from the rendered root.
+pub fn plan_target(settings: &Settings) -> Result<PlanTarget> {
+    let target = match settings.target {
+        TargetKind::Local => Local::new(settings).plan_target(),
+        TargetKind::Gcp => {
+            if !Deployment::path(&settings.state_dir).exists() {
+                let (deployment, _) = super::plan::offline_deployment(settings)?;
+                return Ok(PlanTarget {
+                    target: Gcp::planned(settings, deployment).plan_target()?,
+                    offline: true,
+                });
+            }
+            Gcp::load(settings)?.plan_target()?
+        }
+    };
+    Ok(PlanTarget {
+        target,
+        offline: false,
+    })
+}
+
+/// Every request each step would send, with its body, then those of the
+/// run's end.
 pub fn print_requests(
     out: &mut impl Write,
     target: &Target,
@@ -299,13 +343,18 @@ pub fn print_requests(
     table: &TableRef,
 ) -> Result<()> {
     let preview = pipeline::preview(target, plan, &run.id, run.started_at, table);
-    if preview.iter().all(|(_, requests)| requests.is_empty()) {
+    if preview.is_empty() {
         return Ok(());
     }
     writeln!(out)?;
     writeln!(out, "requests (run {}):", run.id)?;
-    for (step, requests) in preview {
-        writeln!(out, "step {step}:")?;
+    let end = (!preview.teardown.is_empty()).then_some(("end of run".to_owned(), preview.teardown));
+    let steps = preview
+        .steps
+        .into_iter()
+        .map(|(step, requests)| (format!("step {step}"), requests));
+    for (title, requests) in steps.chain(end) {
+        writeln!(out, "{title}:")?;
         for request in requests {
             for line in request.to_string().lines() {
                 writeln!(out, "  {line}")?;

@@ -8,6 +8,7 @@ use crate::backend::gcp::cloud::GcpCloud;
 use crate::backend::local::Local;
 use crate::backend::upload_code;
 use crate::cli::UpArgs;
+use crate::process;
 use crate::process::Echo;
 use crate::record::Records;
 use crate::settings::{Settings, TargetKind};
@@ -16,6 +17,8 @@ use crate::terraform::airflow::{self, AirflowValues};
 use crate::terraform::runner::PlanOptions;
 use crate::terraform::{Outputs, RootValues, Terraform, deploy, render};
 use crate::{assets, ui};
+
+use super::Phase;
 
 pub async fn up(settings: &Settings, args: &UpArgs, echo: Echo) -> Result<()> {
     if settings.target == TargetKind::Gcp {
@@ -50,21 +53,36 @@ pub async fn up(settings: &Settings, args: &UpArgs, echo: Echo) -> Result<()> {
     if args.dry_run {
         return Ok(());
     }
-    local.up().await?;
-    let uploaded = upload_code(local.buckets().code.as_ref()).await?;
+    // From here a signal stops `up` with a word on what it stopped (it
+    // exited 130 with none), and `process::guard` stops the children.
+    let mut signals = Signals::arm()?;
+    let phase = Phase::new("checking Java");
+    let uploaded = process::guard(&mut signals, async {
+        local.up(&|now| phase.set(now)).await?;
+        phase.set("uploading the PySpark scripts");
+        upload_code(local.buckets().code.as_ref()).await
+    })
+    .await
+    .map_err(|e| {
+        super::stopped(
+            e,
+            "up",
+            &phase,
+            "what was set up before stays, and nothing half-made is used",
+            "`infra up` again picks up where it stopped",
+        )
+    })?;
     if settings.spark_warm_up {
         // Ctrl-C here stops the warm-up's jobs (their spinner goes with
         // them) and says what it stopped, as `run` does.
-        let mut signals = Signals::arm()?;
-        signals
-            .guard(async {
-                super::warmup::warm_up(&local).await;
-                Ok(())
-            })
-            .await
-            .context(
-                "up stopped during the Spark Connect warm-up: everything else is provisioned and `infra run` works; the first run will be slower\nhint: `infra up` runs the warm-up again",
-            )?;
+        process::guard(&mut signals, async {
+            super::warmup::warm_up(&local).await;
+            Ok(())
+        })
+        .await
+        .context(
+            "up stopped during the Spark Connect warm-up: everything else is provisioned and `infra run` works; the first run will be slower\nhint: `infra up` runs the warm-up again",
+        )?;
     }
     ui::status(format!(
         "up: local target ready; {uploaded} script(s) uploaded to {}",
@@ -79,24 +97,46 @@ async fn up_gcp(settings: &Settings, args: &UpArgs, echo: Echo) -> Result<()> {
     if args.dry_run {
         return super::plan::plan(settings, echo, false).await;
     }
+    // A signal while terraform runs reaches it as one SIGINT, and `up`
+    // waits for it to stop: a killed apply keeps the state lock.
+    let mut signals = Signals::arm()?;
+    let phase = Phase::new("connecting to Google Cloud");
+    process::guard(&mut signals, up_gcp_steps(settings, args, echo, &phase))
+        .await
+        .map_err(|e| {
+            super::stopped(
+                e,
+                "up",
+                &phase,
+                "what was created before stays, recorded in terraform's state",
+                "`infra up` again plans from what exists and applies the rest",
+            )
+        })
+}
+
+async fn up_gcp_steps(settings: &Settings, args: &UpArgs, echo: Echo, phase: &Phase) -> Result<()> {
     let cloud = GcpCloud::connect(settings).await?;
     let settings = &super::with_operator(settings, &cloud).await?;
     let (values, dir) = super::gcp_root(settings)?;
     let _lock = Records::new(&settings.state_dir).lock("up")?;
     let tf = super::gcp_terraform(settings, &dir, echo)?;
+    phase.set("planning (enabling the bootstrap APIs, the state bucket, terraform init and plan)");
     let plan = deploy::plan_up(&values, &tf, &cloud).await?;
     super::show_plan(
         &format!("plan for project {}", values.project),
         &plan.changes,
     );
+    phase.set("asking whether to apply the plan");
     if !plan.changes.is_empty() && !super::confirm("Apply this plan?", args.yes).await? {
         plan.discard(&tf);
         ui::status("nothing applied");
         return Ok(());
     }
+    phase.set("applying the plan (terraform apply)");
     let outputs = deploy::apply_up(&tf, plan, deploy::PROPAGATION).await?;
     let saved = deployment(&values, &outputs).save(&settings.state_dir)?;
     ui::detail(format!("outputs saved to {}", saved.display()));
+    phase.set("uploading the PySpark scripts");
     ui::status(format!(
         "uploading {} PySpark scripts to gs://{}",
         assets::PYSPARK_SCRIPTS.len(),
@@ -140,6 +180,7 @@ async fn up_gcp(settings: &Settings, args: &UpArgs, echo: Echo) -> Result<()> {
         // A ready root (tests, rehearsals) is the whole deployment.
         return Ok(());
     }
+    phase.set("setting up Airflow on the GKE cluster (terraform init, plan and apply of its root)");
     up_airflow(settings, &values, &outputs, &tf, args.yes).await
 }
 

@@ -200,18 +200,39 @@ fn rows_out(run: &RunRecord, step: Step) -> Option<u64> {
     run.step(step)?.counts.map(|c| c.rows_out)
 }
 
+/// The requests a run would send, for `plan` and `--dry-run`: each step's,
+/// then those of the run's end.
+#[derive(Debug, Clone, Default)]
+pub struct Preview {
+    pub steps: Vec<(Step, Vec<Request>)>,
+    /// [`Target::teardown`]'s, sent at the end of the run whatever happened.
+    pub teardown: Vec<Request>,
+}
+
+impl Preview {
+    /// No request at all (the local target).
+    pub fn is_empty(&self) -> bool {
+        self.steps.iter().all(|(_, r)| r.is_empty()) && self.teardown.is_empty()
+    }
+}
+
 /// The requests each step of `plan` would send to the target's services
-/// in run `run_id` (none for the local target), for `plan` and `--dry-run`.
+/// in run `run_id` (none for the local target). The run's one Spark
+/// cluster is created before the first Spark step's job and deleted at the
+/// end, as [`execute`] and [`Target::teardown`] do.
 pub fn preview(
     target: &Target,
     plan: &Plan,
     run_id: &str,
     insert_date: DateTime<Utc>,
     table: &TableRef,
-) -> Vec<(Step, Vec<Request>)> {
+) -> Preview {
     let b = &target.buckets;
     let db = target.database.as_ref();
-    plan.steps
+    let mut spark_started = false;
+    let mut spark_used = false;
+    let steps = plan
+        .steps
         .iter()
         .map(|planned| {
             let requests = match planned.step {
@@ -224,10 +245,20 @@ pub fn preview(
                     keys::PURCHASES_CSV,
                     run_id,
                 ),
-                Step::Tokenize => target.spark.preview(&spark::tokenizer_job(b), run_id),
-                Step::UserBehavior => target
-                    .spark
-                    .preview(&spark::user_behavior_job(b, insert_date), run_id),
+                Step::Tokenize | Step::UserBehavior => {
+                    spark_used = true;
+                    let mut requests = Vec::new();
+                    if !spark_started {
+                        spark_started = true;
+                        requests.extend(target.spark.preview_setup(run_id));
+                    }
+                    let job = match planned.step {
+                        Step::Tokenize => spark::tokenizer_job(b),
+                        _ => spark::user_behavior_job(b, insert_date),
+                    };
+                    requests.extend(target.spark.preview(&job, run_id));
+                    requests
+                }
                 Step::LoadWarehouse => target.warehouse.preview(
                     table,
                     &warehouse::METRIC_COLUMNS,
@@ -237,5 +268,11 @@ pub fn preview(
             };
             (planned.step, requests)
         })
-        .collect()
+        .collect();
+    let teardown = if spark_used {
+        target.spark.preview_teardown(run_id)
+    } else {
+        Vec::new()
+    };
+    Preview { steps, teardown }
 }

@@ -10,6 +10,7 @@
 //! deploy       the up and down sequences, against a Cloud for what Terraform can't do
 //! leftovers    what a deployment left in its project, and why (status after down)
 //! preview      planning before the state bucket exists (local backend override)
+//! inspect      what the rendered root would create, from its .tf files alone (no credentials)
 //! ```
 //!
 //! Terraform owns the resources. What it can't do (create its own state
@@ -21,6 +22,7 @@
 pub mod airflow;
 pub mod cidr;
 pub mod deploy;
+pub mod inspect;
 pub mod leftovers;
 pub mod outputs;
 pub mod preview;

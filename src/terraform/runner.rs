@@ -232,7 +232,10 @@ impl Terraform {
             .env("TF_INPUT", "0")
             .env("CHECKPOINT_DISABLE", "1")
             .env("TF_CLI_CONFIG_FILE", &self.cli_config)
-            .echo(self.echo);
+            .echo(self.echo)
+            // A killed terraform keeps its state lock and loses the state
+            // it has not written: on a signal it gets SIGINT and time.
+            .stops_on_interrupt();
         for var in AMBIENT_VARS {
             cmd = cmd.env_remove(var);
         }

@@ -790,3 +790,166 @@ fn help_puts_a_verbs_own_options_first_and_completion_knows_the_steps() {
         );
     }
 }
+
+/// A stand-in for `program` in `env`'s `bin/`: it notes each call's first
+/// argument in `marks/started`, every signal it gets in `marks/signals`
+/// (SIGKILL leaves no note), stops on SIGINT or SIGTERM, and otherwise
+/// runs until it is stopped.
+fn stalling_tool(env: &Env, program: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let bin = env.path().join("bin");
+    let marks = env.path().join("marks");
+    for dir in [&bin, &marks] {
+        std::fs::create_dir_all(dir).unwrap();
+        // The server's user runs initdb, and writes its notes here too.
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let script = bin.join(program);
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n\
+             trap 'echo INT >> {m}/signals; exit 1' INT\n\
+             trap 'echo TERM >> {m}/signals; exit 1' TERM\n\
+             echo \"$1\" >> {m}/started\n\
+             while :; do sleep 0.1; done\n",
+            m = marks.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    (std::path::PathBuf::from(path), marks)
+}
+
+/// Sends `signal` to the `infra` in `cmd` once `marks/started` exists, and
+/// returns its exit code and stderr.
+fn stop_when_started(
+    mut cmd: std::process::Command,
+    marks: &Path,
+    signal: nix::sys::signal::Signal,
+) -> (Option<i32>, String) {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = marks.join("started");
+    wait_for("the stand-in to start", || started.exists());
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Regression (issue 21): a signal during `down --target gcp` (and `up`)
+/// killed `infra` at once, leaving terraform running on its own after
+/// SIGTERM, or, with the signal guard, SIGKILLed terraform, which loses its
+/// state lock. terraform now gets one SIGINT, infra waits for it, and says
+/// what stopped and how to go on.
+#[test]
+fn a_signal_during_terraform_reaches_it_as_one_sigint_and_down_says_how_to_resume() {
+    use nix::sys::signal::Signal;
+    for (signal, code) in [(Signal::SIGTERM, 143), (Signal::SIGINT, 130)] {
+        let env = Env::new();
+        let (path, marks) = stalling_tool(&env, "terraform");
+        let key = service_account_key(&env, "http://127.0.0.1:9/token");
+        let mut cmd = env.command(&["--target", "gcp", "down", "--yes"]);
+        cmd.env("PATH", &path)
+            .env("GOOGLE_APPLICATION_CREDENTIALS", &key)
+            .env("INFRA_PROJECT", "test-project");
+        let (got, stderr) = stop_when_started(cmd, &marks, signal);
+        assert_eq!(got, Some(code), "{signal}: {stderr}");
+        assert_eq!(
+            std::fs::read_to_string(marks.join("started")).unwrap(),
+            "init\n",
+            "{stderr}"
+        );
+        // One SIGINT, whatever infra got, and no SIGKILL before it: the
+        // stand-in noted it on its way out.
+        assert_eq!(
+            std::fs::read_to_string(marks.join("signals")).unwrap_or_default(),
+            "INT\n",
+            "{signal}: {stderr}"
+        );
+        assert!(
+            stderr.contains(
+                "error: down stopped while planning the destroy (terraform init and plan)"
+            ) && stderr.contains("`terraform init` stopped cleanly after its SIGINT"),
+            "{stderr}"
+        );
+        let last = stderr.trim_end().lines().last().unwrap();
+        assert_eq!(
+            last, "hint: `infra down` again plans the destroy of what is left",
+            "{stderr}"
+        );
+        assert!(!stderr.contains("force-unlock"), "{stderr}");
+    }
+}
+
+/// Regression (issue 21): Ctrl-C while local `up` set PostgreSQL up exited
+/// 130 with no word. It now says what it stopped, and the child is gone.
+#[test]
+fn ctrl_c_while_local_up_sets_up_postgres_says_what_it_stopped() {
+    let env = Env::new();
+    let (path, marks) = stalling_tool(&env, "initdb");
+    let mut cmd = env.command(&["up"]);
+    cmd.env("PATH", &path);
+    let (got, stderr) = stop_when_started(cmd, &marks, nix::sys::signal::Signal::SIGINT);
+    assert_eq!(got, Some(130), "{stderr}");
+    assert!(
+        stderr.contains(
+            "error: up stopped while setting up PostgreSQL (initdb, then starting the server)"
+        ),
+        "{stderr}"
+    );
+    let last = stderr.trim_end().lines().last().unwrap();
+    assert_eq!(
+        last, "hint: `infra up` again picks up where it stopped",
+        "{stderr}"
+    );
+    let script = env.path().join("bin/initdb").display().to_string();
+    wait_for("the stalled initdb to be killed", || {
+        pids_with(&script).is_empty()
+    });
+}
+
+/// Regression (issue 21): `sample`, `man` and `completions` took
+/// `--target` (and the other flags that choose settings) and ignored it;
+/// `infra man` named infra-run(1) and the other pages, which were missing.
+#[test]
+fn commands_that_read_no_settings_refuse_their_flags_and_each_command_has_a_page() {
+    let env = Env::new();
+    let out = env.path().join("data").display().to_string();
+    for args in [
+        &["--target", "gcp", "sample", "--out", &out][..],
+        &["man", "--target", "local"],
+        &["completions", "bash", "--config", "x.toml"],
+        &["sample", "--out", &out, "--state-dir", "s"],
+        &[
+            "man",
+            "--impersonate-service-account",
+            "a@b.iam.gserviceaccount.com",
+        ],
+    ] {
+        let refused = env.infra(args).fails(2);
+        assert!(
+            refused.stderr.contains("takes no --"),
+            "{args:?}: {}",
+            refused.stderr
+        );
+    }
+    assert!(!env.path().join("data").exists(), "sample wrote data");
+    // -v and -q still apply.
+    env.infra(&["-q", "completions", "bash"]).ok();
+    let page = env.infra(&["man", "run"]).ok().stdout;
+    assert!(page.contains("infra\\-run"), "{page}");
+    assert!(page.contains("\\-\\-from"), "{page}");
+    for section in [".SH \"EXIT STATUS\"", ".SH ENVIRONMENT", ".SH FILES"] {
+        assert!(page.contains(section), "no {section}:\n{page}");
+    }
+    env.infra(&["man", "no-such-command"]).fails(2);
+}

@@ -53,7 +53,14 @@ fn run_without(env: &Env, args: &[&str], remove: &[&str]) -> Run {
 #[test]
 fn no_credentials() {
     let env = gcp_env();
-    let run = run_without(&env, &["plan"], &["GOOGLE_APPLICATION_CREDENTIALS"]).fails(1);
+    // `plan` plans offline without credentials (tests/it/offline_plan.rs);
+    // `down` still needs them.
+    let run = run_without(
+        &env,
+        &["down", "--yes"],
+        &["GOOGLE_APPLICATION_CREDENTIALS"],
+    )
+    .fails(1);
     snapshot("no_credentials", &env, &run);
 }
 

@@ -105,7 +105,11 @@ impl Env {
             }
         }
         cmd.env("NO_COLOR", "1").env("COLUMNS", "100");
-        cmd.arg("--state-dir").arg(self.state());
+        // These read no settings, and refuse a flag that chooses them.
+        let settingless = ["sample", "man", "completions"];
+        if !args.iter().any(|a| settingless.contains(a)) {
+            cmd.arg("--state-dir").arg(self.state());
+        }
         cmd.args(args);
         for (k, v) in &self.vars {
             cmd.env(k, v);

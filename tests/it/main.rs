@@ -20,6 +20,7 @@ mod gcp_run;
 mod iam;
 mod load;
 mod local_target;
+mod offline_plan;
 mod pipeline;
 mod rehearsal;
 mod rehearsal_deadlines;

@@ -210,18 +210,15 @@ fn without_credentials(env: &Env, args: &[&str]) -> std::process::Output {
 }
 
 #[test]
-fn gcp_plan_without_credentials_renders_then_stops_before_terraform() {
+fn gcp_plan_without_credentials_renders_then_plans_offline_without_terraform() {
     let env = default_env();
     let out = without_credentials(&env, &["--target", "gcp", "plan"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(
-        stderr.contains("no Google Cloud credentials found"),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains("hint: run `gcloud auth application-default login`"),
-        "{stderr}"
+        stdout.contains("why offline: no Google Cloud credentials found"),
+        "{stdout}"
     );
     let root = env.state().join("terraform");
     assert!(root.join("main.tf").is_file(), "plan renders first");

@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::terraform::outputs::Outputs;
+use crate::terraform::render::RootValues;
+
 /// The deployed resources, by name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Deployment {
@@ -32,6 +35,33 @@ pub struct Deployment {
 }
 
 impl Deployment {
+    /// What `run`, `plan`, `status` and `query` need to know about the
+    /// deployment, from the root's values and outputs: Terraform's after
+    /// `up`; before it, those `terraform::inspect` reads from the rendered
+    /// root, with placeholders where only `up` knows a value.
+    pub fn from_outputs(values: &RootValues, outputs: &Outputs) -> Deployment {
+        Deployment {
+            project: values.project.clone(),
+            region: values.region.clone(),
+            deployment: values.deployment.clone(),
+            raw_bucket: outputs.raw_bucket.clone(),
+            staging_bucket: outputs.staging_bucket.clone(),
+            code_bucket: outputs.code_bucket.clone(),
+            sql_connection_name: outputs.sql_connection_name.clone(),
+            sql_instance: outputs
+                .sql_connection_name
+                .rsplit(':')
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+            database_name: outputs.database_name.clone(),
+            database_user: outputs.database_user.clone(),
+            service_account_email: outputs.service_account_email.clone(),
+            subnetwork: outputs.subnetwork.clone(),
+            dataset: outputs.dataset.clone(),
+        }
+    }
+
     /// `<state>/gcp/outputs.json`.
     pub fn path(state_dir: &Path) -> PathBuf {
         state_dir.join("gcp").join("outputs.json")

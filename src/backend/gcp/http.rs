@@ -7,6 +7,11 @@
 //! 504, timeouts and connection errors, waiting at least as long as a
 //! `Retry-After` header asks. A call that is not idempotent and carries no
 //! request id is never retried: the first attempt may have taken effect.
+//! A name that does not resolve, a refused connection and a failed TLS
+//! handshake are not retried either: waiting does not mend them, and the
+//! user learns at once which endpoint, DNS or proxy is wrong. The first
+//! retry of a timeout or another connect failure prints one line
+//! (`retrying: cannot reach <host>: …`), so a slow network is not silence.
 //!
 //! Base URLs, the token source and the clock are passed in, so tests point
 //! the clients at `127.0.0.1:<port>` and shorten every delay.
@@ -104,6 +109,16 @@ pub enum ApiError {
     Decode(String),
 }
 
+/// A transport failure that waiting does not mend: a name that does not
+/// resolve, a port where nothing listens, a TLS handshake that fails. Each
+/// says at once what eight retries would say after about 95 s (the
+/// endpoint, the DNS, the proxy is wrong), so it is not retried.
+fn is_lasting(err: &reqwest::Error) -> bool {
+    use super::transport::Kind;
+    super::transport::classify(err, None)
+        .is_some_and(|f| matches!(f.kind, Kind::Dns | Kind::Refused | Kind::Tls))
+}
+
 fn transport(err: &reqwest::Error) -> String {
     match super::transport::classify(err, None) {
         Some(failure) => failure.to_string(),
@@ -148,13 +163,28 @@ impl ApiError {
             ApiError::Status { status, .. } => {
                 matches!(status.as_u16(), 429 | 500 | 502 | 503 | 504)
             }
-            ApiError::Transport(e) => !(e.is_builder() || e.is_decode() || e.is_redirect()),
+            ApiError::Transport(e) => {
+                !(e.is_builder() || e.is_decode() || e.is_redirect() || is_lasting(e))
+            }
             ApiError::AttemptTimeout(_) => true,
             ApiError::Deadline { .. }
             | ApiError::Token(_)
             | ApiError::Decode(_)
             | ApiError::PermissionDenied { .. } => false,
         }
+    }
+
+    /// The line that says, at the first failure of a call that will be
+    /// retried, that the network is in the way: a connect failure or a
+    /// timeout otherwise leaves the user staring at nothing for minutes.
+    fn unreachable(&self, url: &str) -> Option<String> {
+        let host = super::transport::host_of_url(url).unwrap_or_else(|| url.to_owned());
+        let cause = match self {
+            ApiError::Transport(_) | ApiError::AttemptTimeout(_) => self.to_string(),
+            _ => return None,
+        };
+        let cause = cause.lines().next().unwrap_or_default();
+        Some(format!("retrying: cannot reach {host}: {cause}"))
     }
 
     fn retry_after(&self) -> Option<Duration> {
@@ -251,6 +281,9 @@ impl Call {
             reqwest::Url::parse_with_params(&self.url, &self.query)
                 .map_or_else(|_| self.url.clone(), String::from)
         };
+        // An offline plan's placeholders (`<…>`) stay readable: no bucket,
+        // object, instance or project name Google accepts holds `<` or `>`.
+        let url = url.replace("%3C", "<").replace("%3E", ">");
         let body = self.body.as_ref().map(|(bytes, content_type)| {
             if *content_type == "application/json" {
                 serde_json::from_slice(bytes).unwrap_or(serde_json::Value::Null)
@@ -348,6 +381,10 @@ impl Http {
             })
             .notify(|e, delay| {
                 tracing::debug!("{} {}: {e}; retrying in {delay:?}", call.method, call.url);
+                let first = last.lock().expect("not poisoned").is_none();
+                if first && let Some(line) = e.unreachable(&call.url) {
+                    crate::ui::warn(line);
+                }
                 *last.lock().expect("not poisoned") = Some(e.to_string());
             });
         match tokio::time::timeout(self.policy.deadline, retrying).await {
@@ -579,5 +616,74 @@ mod tests {
             assert!(!status(code).is_transient(), "{code}");
         }
         assert!(ApiError::AttemptTimeout(Duration::from_secs(1)).is_transient());
+    }
+
+    /// Counts the attempts of a call: each one asks for a token first.
+    struct Counting(std::sync::atomic::AtomicUsize);
+
+    #[async_trait::async_trait]
+    impl TokenSource for Counting {
+        async fn token(&self) -> anyhow::Result<Option<String>> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(None)
+        }
+    }
+
+    /// Regression (issue 21): a DNS or connect failure was retried with
+    /// the default policy, about 95 s of silence, before the network
+    /// message. A name that does not resolve and a closed port now fail at
+    /// the first attempt, with the message that names them.
+    #[tokio::test]
+    async fn a_name_that_does_not_resolve_or_a_closed_port_is_not_retried() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        for (url, says) in [
+            (
+                "http://storage.invalid/storage/v1/b".to_owned(),
+                "cannot resolve storage.invalid (DNS)".to_owned(),
+            ),
+            (
+                format!("http://127.0.0.1:{port}/storage/v1/b"),
+                format!("cannot connect to 127.0.0.1:{port}: connection refused"),
+            ),
+        ] {
+            let tokens = Arc::new(Counting(Default::default()));
+            let http = Http::new(tokens.clone(), RetryPolicy::default()).unwrap();
+            let err = http.send(&Call::get(&url)).await.unwrap_err();
+            assert!(err.to_string().starts_with(&says), "{err}");
+            assert_eq!(
+                tokens.0.load(std::sync::atomic::Ordering::SeqCst),
+                1,
+                "{url} was tried more than once: {err}"
+            );
+        }
+    }
+
+    /// A failure that may mend is still retried: a server that accepts and
+    /// never answers times the attempt out, and is tried again.
+    #[tokio::test]
+    async fn a_server_that_does_not_answer_is_retried() {
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/x", silent.local_addr().unwrap());
+        let tokens = Arc::new(Counting(Default::default()));
+        let policy = RetryPolicy {
+            attempt_timeout: Duration::from_millis(200),
+            deadline: Duration::from_secs(60),
+            min_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(10),
+            max_retries: 2,
+        };
+        let http = Http::new(tokens.clone(), policy).unwrap();
+        let err = http.send(&Call::get(&url)).await.unwrap_err();
+        assert!(matches!(err, ApiError::AttemptTimeout(_)), "{err}");
+        assert_eq!(tokens.0.load(std::sync::atomic::Ordering::SeqCst), 3);
+        assert_eq!(
+            err.unreachable(&url).unwrap(),
+            format!(
+                "retrying: cannot reach {}: no response within 200ms",
+                silent.local_addr().unwrap()
+            )
+        );
     }
 }

@@ -212,6 +212,16 @@ impl Gcp {
         })
     }
 
+    /// The deployment `deployment` describes without `up` having saved it:
+    /// the offline plan's, built from the rendered root.
+    pub fn planned(settings: &Settings, deployment: Deployment) -> Gcp {
+        Gcp {
+            deployment,
+            settings: settings.clone(),
+            endpoints: Endpoints::from_settings(settings),
+        }
+    }
+
     /// The labels of everything this deployment's runs create.
     pub fn labels(&self) -> BTreeMap<String, String> {
         BTreeMap::from([

@@ -249,21 +249,27 @@ impl Local {
     }
 
     /// Provisions the local target. Running it again reuses what is there.
-    pub async fn up(&self) -> Result<()> {
+    /// `phase` hears what it is doing, as words for "up stopped while …".
+    pub async fn up(&self, phase: &(dyn Fn(&'static str) + Sync)) -> Result<()> {
         // Spark's Java is checked before anything is created: a machine that
         // cannot run the pipeline should not be left half provisioned.
+        phase("checking Java");
         spark::check_java().await?;
+        phase("creating the bucket directories");
         for role in BUCKET_ROLES.into_iter().chain(["tmp"]) {
             let dir = self.state_dir.join(role);
             std::fs::create_dir_all(&dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
         }
+        phase("setting up PostgreSQL (initdb, then starting the server)");
         let port = self.postgres.ensure_running().await?;
         crate::ui::detail(format!(
             "PostgreSQL on 127.0.0.1:{port}, database {}",
             self.settings.database_name
         ));
+        phase("building the pyspark runtime");
         self.runtime.ensure().await?;
+        phase("starting the Spark Connect server");
         let endpoint = self.spark_server().ensure_running().await?;
         crate::ui::detail(format!("Spark Connect on 127.0.0.1:{}", endpoint.port));
         Ok(())
@@ -339,11 +345,15 @@ impl Local {
     /// Stops the server and removes everything `up` and `run` created, but
     /// for the run history unless `purge`. The shared pyspark venv stays:
     /// it belongs to the cache, not this state dir.
-    pub async fn down(&self, purge: bool) -> Result<()> {
+    /// `phase` hears what it is doing, as `up`'s does.
+    pub async fn down(&self, purge: bool, phase: &(dyn Fn(&'static str) + Sync)) -> Result<()> {
         if self.postgres.is_initialized() {
+            phase("stopping PostgreSQL");
             self.postgres.stop().await?;
         }
+        phase("stopping the Spark Connect server");
         self.spark_server().stop().await?;
+        phase("deleting the state dir's files");
         for path in self.plan_down(purge) {
             let removed = if path.is_dir() {
                 std::fs::remove_dir_all(&path)

@@ -145,6 +145,15 @@ impl ClusterSpark {
         }
     }
 
+    /// The run's cluster name as a plan shows it: its random tail is `XXXX`.
+    fn preview_cluster_name(&self, run_id: &str) -> String {
+        let name = ids::cluster_name(&self.spec.deployment, run_id);
+        let head = name
+            .rsplit_once('-')
+            .map_or(name.as_str(), |(head, _)| head);
+        format!("{head}-XXXX")
+    }
+
     /// The cluster the run's jobs go to: this process's, an earlier
     /// attempt's that still runs, or a new one.
     async fn ensure_cluster(&self, journal: &dyn Journal) -> Result<String> {
@@ -365,23 +374,31 @@ impl Spark for ClusterSpark {
     }
 
     fn preview(&self, job: &SparkJob, run_id: &str) -> Vec<Request> {
-        let name = format!(
-            "{}-{}-XXXX",
-            self.spec.deployment,
-            run_id.to_ascii_lowercase()
-        );
-        let cluster = self.spec.cluster(self.dataproc.project(), &name, run_id);
+        let name = self.preview_cluster_name(run_id);
         let id = ids::dataproc_job_id(&[run_id, &job.name, "1"]);
         let spec = self.job_spec(job, &id, &name, run_id);
         vec![
-            self.dataproc
-                .create_cluster_call(&cluster, "REQUEST-ID")
-                .to_request("once per run, before its first job; then polled until RUNNING"),
             self.dataproc
                 .submit_job_call(&spec, "REQUEST-ID")
                 .to_request(
                     "then jobs.get until DONE; the driver output streams from Cloud Storage",
                 ),
+        ]
+    }
+
+    fn preview_setup(&self, run_id: &str) -> Vec<Request> {
+        let name = self.preview_cluster_name(run_id);
+        let cluster = self.spec.cluster(self.dataproc.project(), &name, run_id);
+        vec![
+            self.dataproc
+                .create_cluster_call(&cluster, "REQUEST-ID")
+                .to_request("once per run, before its first job; then polled until RUNNING"),
+        ]
+    }
+
+    fn preview_teardown(&self, run_id: &str) -> Vec<Request> {
+        let name = self.preview_cluster_name(run_id);
+        vec![
             crate::backend::gcp::http::Call::delete(format!(
                 "{}/clusters/{name}",
                 self.dataproc.regional()
