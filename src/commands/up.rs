@@ -134,7 +134,7 @@ async fn up_gcp_steps(settings: &Settings, args: &UpArgs, echo: Echo, phase: &Ph
     }
     phase.set("applying the plan (terraform apply)");
     let outputs = deploy::apply_up(&tf, plan, deploy::PROPAGATION).await?;
-    let saved = deployment(&values, &outputs).save(&settings.state_dir)?;
+    let saved = Deployment::from_outputs(&values, &outputs).save(&settings.state_dir)?;
     ui::detail(format!("outputs saved to {}", saved.display()));
     phase.set("uploading the PySpark scripts");
     ui::status(format!(
@@ -232,28 +232,3 @@ async fn up_airflow(
 
 /// The Airflow root's saved plan.
 const AIRFLOW_PLAN: &str = "airflow.tfplan";
-
-/// What `run`, `plan`, `status` and `query` need to know about the
-/// deployment, from Terraform's outputs: every name, no secret.
-fn deployment(values: &RootValues, outputs: &Outputs) -> Deployment {
-    Deployment {
-        project: values.project.clone(),
-        region: values.region.clone(),
-        deployment: values.deployment.clone(),
-        raw_bucket: outputs.raw_bucket.clone(),
-        staging_bucket: outputs.staging_bucket.clone(),
-        code_bucket: outputs.code_bucket.clone(),
-        sql_connection_name: outputs.sql_connection_name.clone(),
-        sql_instance: outputs
-            .sql_connection_name
-            .rsplit(':')
-            .next()
-            .unwrap_or_default()
-            .to_owned(),
-        database_name: outputs.database_name.clone(),
-        database_user: outputs.database_user.clone(),
-        service_account_email: outputs.service_account_email.clone(),
-        subnetwork: outputs.subnetwork.clone(),
-        dataset: outputs.dataset.clone(),
-    }
-}
