@@ -194,15 +194,8 @@ pub fn inspect(files: &[(String, String)]) -> Result<Inspection> {
             ("module".to_owned(), Value::Object(module_outputs)),
         ]),
     };
-    let outputs = root
-        .blocks()
-        .filter(|b| b.identifier() == "output")
-        .map(|b| {
-            let value = attr(b.body(), "value")
-                .map(|e| eval(e, &scope))
-                .unwrap_or(Value::Null);
-            (label(b, 0), show(&value))
-        })
+    let outputs = outputs(&root, &scope)
+        .map(|(name, value)| (name, show(&value)))
         .collect();
     Ok(summarize(instances, outputs))
 }
@@ -370,16 +363,7 @@ impl Module {
         let mut scope = Scope { vars: known };
         scope.vars.insert("var".into(), Value::Object(vars));
         scope.vars.insert("local".into(), Value::Object(locals));
-        let outputs = body
-            .blocks()
-            .filter(|b| b.identifier() == "output")
-            .map(|b| {
-                let value = attr(b.body(), "value")
-                    .map(|e| eval(e, &scope))
-                    .unwrap_or(Value::Null);
-                (label(b, 0), value)
-            })
-            .collect();
+        let outputs = outputs(body, &scope).collect();
         Module { instances, outputs }
     }
 }
@@ -653,6 +637,19 @@ fn show(value: &Value) -> String {
         Value::Null => "null".to_owned(),
         other => serde_json::to_string(other).unwrap_or_default(),
     }
+}
+
+/// Each `output` block of `body`: its name and its value in `scope`
+/// (null when it has none).
+fn outputs<'a>(body: &'a Body, scope: &'a Scope) -> impl Iterator<Item = (String, Value)> + 'a {
+    body.blocks()
+        .filter(|b| b.identifier() == "output")
+        .map(|b| {
+            let value = attr(b.body(), "value")
+                .map(|e| eval(e, scope))
+                .unwrap_or(Value::Null);
+            (label(b, 0), value)
+        })
 }
 
 fn attr<'a>(body: &'a Body, key: &str) -> Option<&'a Expression> {
